@@ -1,0 +1,242 @@
+"""Building Silver and Gold tables from their declarations, in dependency order.
+
+- `incremental` tables read only the Bronze batches they have not consumed yet (recorded in their own
+  commits), quarantine rows that fail `quarantine` checks, remove exact duplicates within the new rows
+  and against the rows already in the table, and append.
+- `full` tables are recomputed and overwritten, but only when an input version or the table's own
+  definition changed; so a second `build` with no new data writes nothing.
+Every write records its row accounting in `ops.ledger` and its checks in `ops.data_quality`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from shoplake.catalog.spec import Check, TableSpec
+from shoplake.engines.delta import consumed_batches
+from shoplake.errors import QualityCheckError, ShoplakeError
+from shoplake.lake import Lake
+from shoplake.quality.ledger import LedgerEntry, QualityResult, record_entries, record_quality, recorded_keys
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildResult:
+    table: str
+    status: str  # built | unchanged | failed | skipped
+    rows_written: int = 0
+    version: int | None = None
+    ledger: LedgerEntry | None = None
+    quality: list[QualityResult] = field(default_factory=list)
+    message: str = ""
+    seconds: float = 0.0
+
+
+def build_tables(lake: Lake, selection: str | None = None, *, run_id: str,
+                 on_table: Callable[[BuildResult], None] | None = None) -> list[BuildResult]:
+    """Build the selected Silver/Gold tables. A failed table skips its downstream tables only."""
+    specs = lake.catalog.select(selection)
+    lake.ensure_operational_tables()
+    results: list[BuildResult] = []
+    broken: set[str] = set()
+    with lake.engine() as engine:
+        for spec in specs:
+            started = time.perf_counter()
+            if broken & lake.catalog.ancestors(spec.name):
+                result = BuildResult(spec.name, "skipped", message="an upstream table failed")
+            else:
+                try:
+                    builder = _build_incremental if spec.build == "incremental" else _build_full
+                    result = builder(lake, engine, spec, run_id)
+                except ShoplakeError as exc:
+                    broken.add(spec.name)
+                    result = BuildResult(spec.name, "failed", message=str(exc))
+            result.seconds = time.perf_counter() - started
+            results.append(result)
+            if on_table:
+                on_table(result)
+    return results
+
+
+def definition_hash(spec: TableSpec) -> str:
+    """Changes when the table's SQL, columns or checks change, so a code upgrade rebuilds it."""
+    text = json.dumps([spec.sql(), [(c.name, c.type) for c in spec.columns],
+                       [(c.name, c.failing_sql, c.action) for c in spec.checks], spec.accounting_sql,
+                       spec.owns_rows], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _typed_select(spec: TableSpec, relation: str) -> str:
+    """Cast to the declared column types, so every engine writes the same schema."""
+    cols = ", ".join(f'CAST("{c.name}" AS {c.type}) AS "{c.name}"' for c in spec.columns)
+    return f"SELECT {cols} FROM {relation}"
+
+
+def _reason_case(checks: list[Check]) -> str:
+    if not checks:
+        return "CAST(NULL AS VARCHAR)"
+    whens = " ".join(f"WHEN ({c.failing_sql}) THEN '{c.name}'" for c in checks)
+    return f"CASE {whens} END"
+
+
+def _run_row_checks(engine, spec: TableSpec, relation: str) -> tuple[int, dict[str, int], list[QualityResult]]:
+    """Count rows, rows per quarantine reason, and failures per row rule, in one scan of `relation`."""
+    row_checks = [c for c in spec.checks if c.kind == "row"]
+    quarantining = [c for c in row_checks if c.action == "quarantine"]
+    failing = ", ".join(f"count(*) FILTER (WHERE {c.failing_sql}) AS f{i}" for i, c in enumerate(row_checks))
+    sql = (f"SELECT reason, count(*) AS n{', ' + failing if failing else ''} "
+           f"FROM (SELECT *, {_reason_case(quarantining)} AS reason FROM {relation}) AS r GROUP BY reason")
+    groups = engine.rows(sql)
+    total = sum(g[1] for g in groups)
+    by_reason = {g[0]: g[1] for g in groups if g[0] is not None}
+    results = [QualityResult(spec.name, c.name, c.failing_sql, c.action, total,
+                             sum(g[2 + i] for g in groups)) for i, c in enumerate(row_checks)]
+    return total, by_reason, results
+
+
+def _run_query_checks(engine, spec: TableSpec, total: int) -> list[QualityResult]:
+    results = []
+    for check in (c for c in spec.checks if c.kind == "query"):
+        failed = engine.rows(f"SELECT count(*) FROM ({check.failing_sql}) AS failing")[0][0]
+        results.append(QualityResult(spec.name, check.name, check.failing_sql, check.action, total, failed))
+    return results
+
+
+def _enforce(lake: Lake, spec: TableSpec, run_id: str, results: list[QualityResult]) -> None:
+    record_quality(lake.store, run_id, results)
+    failed = [r for r in results if r.action == "fail" and r.rows_failed]
+    if failed:
+        detail = ", ".join(f"{r.rule} ({r.rows_failed} rows)" for r in failed)
+        raise QualityCheckError(f"{spec.name}: check failed: {detail}; nothing was written "
+                                f"(see ops.data_quality)")
+    for r in results:
+        if r.action == "warn" and r.rows_failed:
+            log.warning("%s: %s failed on %d of %d rows", spec.name, r.rule, r.rows_failed, r.rows_checked)
+
+
+def _bind_inputs(lake: Lake, engine, spec: TableSpec, skip: str | None = None) -> dict[str, int | None]:
+    versions = {}
+    for name in spec.inputs:
+        if name != skip:
+            versions[name] = engine.bind(lake.catalog.get(name))
+    return versions
+
+
+def _build_incremental(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult:
+    bronze = lake.catalog.get(spec.inputs[0])
+    bronze_batches = [c.meta["write_key"] for c in lake.store.commits(bronze.name)
+                      if c.meta.get("write_key") and c.operation == "WRITE"]
+    consumed = consumed_batches(lake.store.commits(spec.name))
+    new = sorted(b for b in dict.fromkeys(bronze_batches) if b not in consumed)
+    if not new:
+        return BuildResult(spec.name, "unchanged", version=lake.store.version(spec.name),
+                           message="no new bronze batches")
+    write_key = f"{spec.name}:" + hashlib.sha256("\n".join(new).encode()).hexdigest()[:24]
+    ledger_key = f"build:{write_key}"
+
+    batch_list = ", ".join("'" + b.replace("'", "''") + "'" for b in new)
+    where = f"_batch_id IN ({batch_list})" + (f" AND {spec.owns_rows}" if spec.owns_rows else "")
+    engine.bind(bronze, where=where)
+    versions = _bind_inputs(lake, engine, spec, skip=bronze.name)
+    engine.materialize("flagged", f"SELECT *, {_reason_case([c for c in spec.checks if c.action == 'quarantine'])}"
+                                  f" AS _reason FROM ({spec.sql()}) AS candidate")
+    try:
+        total, by_reason, quality = _run_row_checks(engine, spec, "flagged")
+        _enforce(lake, spec, run_id, quality)
+        if by_reason:
+            _quarantine(lake, engine, spec, bronze, write_key, run_id)
+
+        done = lake.store.find_write(spec.name, write_key)
+        if done is None:
+            engine.bind(spec)  # the rows already published, for de-duplication across batches
+            good = "SELECT * FROM flagged WHERE _reason IS NULL"
+            new_rows = _typed_select(spec, f"({good}) AS g")
+            if spec.dedupe:
+                published = ", ".join(f'"{c}"' for c in spec.column_names)
+                new_rows = (f"SELECT DISTINCT * FROM ({new_rows}) AS n" if not lake.store.exists(spec.name)
+                            else f"({new_rows}) EXCEPT (SELECT {published} FROM {spec.name})")
+            reader = engine.stream(new_rows)
+            try:
+                lake.store.write(spec.name, reader, mode="append", description=spec.description,
+                                 meta={"write_key": write_key, "run_id": run_id, "batches": new,
+                                       "inputs": versions, "definition": definition_hash(spec)})
+            finally:
+                reader.close()
+            done = lake.store.find_write(spec.name, write_key)
+        written = int(done.rows_added or 0)
+    finally:
+        engine.drop("flagged")
+
+    quarantined = sum(by_reason.values())
+    diverted = {f"quarantine:{reason}": n for reason, n in by_reason.items()}
+    if total - quarantined - written:
+        diverted["duplicate"] = total - quarantined - written
+    entry = LedgerEntry(run_id=run_id, table_name=spec.name, write_key=ledger_key, rows_in=total,
+                        rows_out=written, diverted=diverted, rows_written=written, table_version=done.version,
+                        inputs={"batches": new, **{k: v for k, v in versions.items()}})
+    if not recorded_keys(engine, lake.store, [ledger_key]):
+        record_entries(lake.store, [entry])
+    return BuildResult(spec.name, "built", written, done.version, entry, quality)
+
+
+def _quarantine(lake: Lake, engine, spec: TableSpec, bronze: TableSpec, write_key: str, run_id: str) -> None:
+    """Send rows refused by a quarantine check to `quarantine.<source>`, as their raw bronze row."""
+    target = lake.catalog.get(f"quarantine.{spec.source}")
+    key = f"{write_key}:quarantine"
+    if lake.store.find_write(target.name, key) is not None:
+        return
+    raw_cols = [c.name for c in target.columns if c.name in bronze.column_names and not c.name.startswith("_")]
+    select = ", ".join([f'CAST(b."{c}" AS VARCHAR) AS "{c}"' for c in raw_cols] + [
+        "CAST(NULL AS VARCHAR) AS _raw_line", "f._reason AS reason", "'silver' AS _stage",
+        "b._source_file", "CAST(NULL AS BIGINT) AS _source_line", "b._source_row", "b._batch_id",
+        "b._ingested_at", "CAST(? AS TIMESTAMPTZ) AS _quarantined_at"])
+    sql = (f"SELECT {select} FROM {bronze.name} AS b JOIN "
+           f"(SELECT DISTINCT _batch_id, _source_row, _reason FROM flagged WHERE _reason IS NOT NULL) AS f "
+           f"USING (_batch_id, _source_row)")
+    rows = engine.table(_typed_select(target, f"({sql}) AS q"), [datetime.now(UTC)])
+    lake.store.write(target.name, rows, mode="append", description=target.description,
+                     meta={"write_key": key, "run_id": run_id, "table": spec.name})
+
+
+def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult:
+    versions = _bind_inputs(lake, engine, spec)
+    definition = definition_hash(spec)
+    last = next(iter(lake.store.history(spec.name, 1)), None) if lake.store.exists(spec.name) else None
+    if last and last.meta.get("inputs") == versions and last.meta.get("definition") == definition:
+        return BuildResult(spec.name, "unchanged", version=last.version, message="inputs unchanged")
+
+    engine.materialize("candidate", _typed_select(spec, f"({spec.sql()}) AS t"))
+    try:
+        total = engine.rows("SELECT count(*) FROM candidate")[0][0]
+        _, _, quality = _run_row_checks(engine, spec, "candidate")
+        quality += _run_query_checks(engine, spec, total)
+        _enforce(lake, spec, run_id, quality)
+        entry = None
+        if spec.accounting_sql:
+            table = engine.table(spec.accounting_sql)
+            counts = table.to_pylist()[0]
+            rows_in, rows_out = int(counts.pop("rows_in")), int(counts.pop("rows_out"))
+            entry = LedgerEntry(run_id=run_id, table_name=spec.name, write_key="", rows_in=rows_in,
+                                rows_out=rows_out, diverted={k: int(v) for k, v in counts.items() if v},
+                                rows_written=total, inputs=versions)
+        reader = engine.stream("SELECT * FROM candidate")
+        try:
+            version = lake.store.write(spec.name, reader, mode="overwrite", description=spec.description,
+                                       meta={"write_key": f"{spec.name}:{run_id}", "run_id": run_id,
+                                             "inputs": versions, "definition": definition})
+        finally:
+            reader.close()
+    finally:
+        engine.drop("candidate")
+    if entry:
+        entry.write_key = f"build:{spec.name}:v{version}"
+        entry.table_version = version
+        record_entries(lake.store, [entry])
+    return BuildResult(spec.name, "built", total, version, entry, quality)

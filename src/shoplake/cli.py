@@ -1,0 +1,305 @@
+"""The `shoplake` command line: a thin layer over the Python API.
+
+A `ShoplakeError` becomes one red line and exit code 1 (usage errors exit 2); `--debug` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from datetime import date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shoplake.config import Settings, load_settings
+from shoplake.errors import ShoplakeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="shoplake: a local-first e-commerce lakehouse on Delta Lake.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _State:
+    settings: Settings | None = None
+    overrides: dict = {}
+    debug: bool = False
+
+
+def _settings() -> Settings:
+    if _State.settings is None:
+        _State.settings = load_settings(**_State.overrides)
+    return _State.settings
+
+
+def _lake():
+    from shoplake.lake import Lake
+
+    return Lake(_settings())
+
+
+@app.callback()
+def _main(
+    lake: Annotated[Path | None, typer.Option(help="lake folder (env SHOPLAKE_LAKE; default ./lakehouse)")] = None,
+    engine: Annotated[str | None, typer.Option(help="duckdb (default) or spark (env SHOPLAKE_ENGINE)")] = None,
+    debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log progress details")] = False,
+) -> None:
+    _State.overrides = {"lake": lake, "engine": engine}
+    _State.settings = None
+    _State.debug = debug
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+class Source(str, Enum):
+    clickstream = "clickstream"
+    products = "products"
+    retail = "retail"
+
+
+@app.command()
+def ingest(
+    source: Annotated[Source, typer.Argument(help="clickstream, products or retail")],
+    paths: Annotated[list[str], typer.Argument(help="files, folders, globs, s3:// or http(s):// URLs")],
+) -> None:
+    """Ingest raw files into bronze.<source>; unparseable rows go to quarantine.<source>."""
+    from shoplake.ingest import ingest_files
+    from shoplake.lake import new_run_id
+
+    run_id = new_run_id()
+    table = Table("file", "status", "rows read", "bronze", "quarantined", "seconds", title=f"ingest {run_id}")
+
+    def show(result) -> None:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(result.quarantined.items()))
+        status = "skipped (already ingested)" if result.status == "skipped" else result.status
+        table.add_row(result.uri, status, f"{result.rows_read:,}", f"{result.rows_bronze:,}",
+                      f"{result.rows_quarantined:,}" + (f" ({reasons})" if reasons else ""),
+                      f"{result.seconds:.1f}")
+        console.print(f"{result.uri}: {status}, {result.rows_bronze:,} rows to bronze.{source.value}"
+                      + (f", {result.rows_quarantined:,} quarantined" if result.rows_quarantined else ""))
+
+    with console.status(f"ingesting {source.value} ..."):
+        ingest_files(_lake(), source.value, paths, run_id=run_id, on_file=show)
+    console.print(table)
+
+
+@app.command()
+def build(
+    selection: Annotated[str | None, typer.Argument(
+        help="tables to build: silver.events, gold.daily_funnel+ (with downstream), +gold.customer_rfm "
+             "(with upstream), silver, gold; default all")] = None,
+) -> None:
+    """Build Silver and Gold tables in dependency order (incremental; unchanged tables are skipped)."""
+    from shoplake.build import build_tables
+    from shoplake.lake import new_run_id
+
+    lake = _lake()
+    run_id = new_run_id()
+    specs = lake.catalog.select(selection)
+    table = Table("table", "status", "rows written", "version", "rows in", "diverted", "seconds",
+                  title=f"build {run_id}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("building", total=len(specs))
+
+        def show(result) -> None:
+            progress.update(task, advance=1, description=f"built {result.table}")
+            entry = result.ledger
+            diverted = ", ".join(f"{k}={v:,}" for k, v in sorted(entry.diverted.items())) if entry else ""
+            style = {"failed": "red", "skipped": "yellow"}.get(result.status, "")
+            table.add_row(result.table, f"[{style}]{result.status}[/]" if style else result.status,
+                          f"{result.rows_written:,}", "" if result.version is None else str(result.version),
+                          f"{entry.rows_in:,}" if entry else "", diverted or result.message,
+                          f"{result.seconds:.1f}")
+
+        results = build_tables(lake, selection, run_id=run_id, on_table=show)
+    console.print(table)
+    failed = [r for r in results if r.status == "failed"]
+    for result in failed:
+        err_console.print(f"[red]error: {result.message}[/red]")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def tables() -> None:
+    """List every table: layer, rows, latest version and description."""
+    lake = _lake()
+    out = Table("table", "layer", "rows", "version", "description")
+    for spec in lake.catalog.ordered():
+        exists = lake.store.exists(spec.name)
+        out.add_row(spec.name, spec.layer, f"{lake.store.row_count(spec.name):,}" if exists else "-",
+                    str(lake.store.version(spec.name)) if exists else "-", spec.description)
+    console.print(out)
+
+
+@app.command()
+def describe(table: Annotated[str, typer.Argument(help="catalog name, e.g. gold.daily_funnel")]) -> None:
+    """Show a table's grain, columns, lineage, checks and latest version."""
+    lake = _lake()
+    spec = lake.catalog.get(table)
+    exists = lake.store.exists(spec.name)
+    console.print(f"[bold]{spec.name}[/bold]  ({spec.layer}, build: {spec.build})")
+    console.print(spec.description)
+    console.print(f"grain: {', '.join(spec.grain)}")
+    console.print(f"upstream: {', '.join(lake.catalog.upstream(spec.name)) or '-'}")
+    console.print(f"downstream: {', '.join(lake.catalog.downstream(spec.name)) or '-'}")
+    console.print(f"location: {lake.store.path(spec.name)}")
+    if exists:
+        console.print(f"latest version: {lake.store.version(spec.name)}, rows: {lake.store.row_count(spec.name):,}")
+    else:
+        console.print("latest version: not written yet")
+    columns = Table("column", "type", "description")
+    for column in spec.columns:
+        columns.add_row(column.name, column.type, column.description)
+    console.print(columns)
+    if spec.checks:
+        checks = Table("check", "fails when", "action")
+        for check in spec.checks:
+            checks.add_row(check.name, check.failing_sql, check.action)
+        console.print(checks)
+
+
+@app.command()
+def history(
+    table: Annotated[str, typer.Argument(help="catalog name")],
+    limit: Annotated[int, typer.Option(help="newest N commits")] = 20,
+) -> None:
+    """Show a table's Delta history (versions, operations, rows, runs)."""
+    lake = _lake()
+    spec = lake.catalog.get(table)
+    out = Table("version", "timestamp", "operation", "rows added", "run", "write key", title=spec.name)
+    for commit in lake.store.history(spec.name, limit):
+        out.add_row(str(commit.version), commit.timestamp.strftime("%Y-%m-%d %H:%M:%S"), commit.operation,
+                    "" if commit.rows_added is None else f"{commit.rows_added:,}",
+                    str(commit.meta.get("run_id", "")), str(commit.meta.get("write_key", "")))
+    console.print(out)
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _plain(value):
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="one read-only query; tables by catalog name; "
+                                              "`t VERSION AS OF n` reads an earlier version")],
+    format: Annotated[Format, typer.Option("--format", "-f", help="table, csv or json")] = Format.table,
+    limit: Annotated[int | None, typer.Option(help="at most N rows")] = None,
+) -> None:
+    """Run a read-only SQL query over the lake."""
+    from shoplake.query import run_query
+
+    result = run_query(_lake(), query, limit=limit)
+    if format is Format.csv:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(result.column_names)
+        for row in result.to_pylist():
+            writer.writerow([_plain(v) for v in row.values()])
+        sys.stdout.write(buffer.getvalue())
+    elif format is Format.json:
+        sys.stdout.write(json.dumps([{k: _plain(v) for k, v in row.items()} for row in result.to_pylist()],
+                                    indent=None) + "\n")
+    else:
+        out = Table(*result.column_names)
+        for row in result.to_pylist():
+            out.add_row(*("NULL" if v is None else str(_plain(v)) for v in row.values()))
+        console.print(out)
+        console.print(f"{result.num_rows:,} row(s)")
+
+
+@app.command()
+def generate(
+    source: Annotated[Source, typer.Argument(help="clickstream, products or retail")],
+    out: Annotated[Path, typer.Option("--out", help="output folder")],
+    rows: Annotated[int | None, typer.Option(help="data rows (default: a month of a small shop)")] = None,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same bytes)")] = 42,
+    start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD")] = "2019-10-01",
+    days: Annotated[int, typer.Option(help="number of days")] = 31,
+    dirty_fraction: Annotated[float, typer.Option(help="share of realistic bad rows to plant")] = 0.0,
+) -> None:
+    """Generate realistic raw data (CSV.gz in the exact source schema) plus a truth side file."""
+    from shoplake.synth import generate as generate_source
+
+    try:
+        first_day = date.fromisoformat(start)
+    except ValueError:
+        raise typer.BadParameter(f"--start {start!r} is not a date like 2019-10-01") from None
+    with Progress(TextColumn("generating {task.description}"), BarColumn(), TextColumn("{task.completed:,} rows"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(source.value, total=rows)
+        try:
+            result = generate_source(source.value, out, rows=rows, seed=seed, start=first_day, days=days,
+                                     dirty_fraction=dirty_fraction,
+                                     progress=lambda n: progress.update(task, advance=n))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    files = ", ".join(str(f) for f in result.files)
+    console.print(f"{source.value}: {result.rows:,} rows ({result.dirty_rows:,} dirty) -> {files}")
+    if result.truth_file:
+        console.print(f"planted truth: {result.truth_file}")
+
+
+@app.command()
+def summary() -> None:
+    """Rows per table, headline KPIs and the row-accounting balance."""
+    from shoplake.reports import lake_summary
+
+    report = lake_summary(_lake())
+    rows = Table("table", "rows", "version")
+    for name, count, version in report.tables:
+        rows.add_row(name, f"{count:,}" if count is not None else "-", "-" if version is None else str(version))
+    console.print(rows)
+    kpis = Table("KPI", "value")
+    for name, value in report.kpis:
+        kpis.add_row(name, value)
+    console.print(kpis)
+    console.print(report.ledger_line)
+    console.print(f"lake: {report.lake}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning shoplake errors into one red line."""
+    try:
+        app(standalone_mode=False)
+    except ShoplakeError as exc:
+        if _State.debug:
+            raise
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

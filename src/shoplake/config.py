@@ -1,0 +1,101 @@
+"""Settings, loaded once at the entry point and passed down.
+
+Precedence (later wins): defaults, `shoplake.toml` in the working directory (or the file named by
+`SHOPLAKE_CONFIG`), `SHOPLAKE_*` environment variables, explicit overrides (CLI flags).
+This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from shoplake.errors import ConfigError
+
+ENGINES = ("duckdb", "spark")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know about where things are and how to run them.
+
+    Attributes:
+        lake: folder holding every Delta table (`<lake>/<layer>/<name>`).
+        engine: `duckdb` (embedded, default) or `spark`.
+        threads: engine worker threads; None lets the engine decide.
+        memory_limit: engine memory cap such as `"4GB"`; None lets the engine decide.
+        s3_endpoint: S3-compatible endpoint URL for `s3://` inputs (None: AWS).
+        s3_region: region for `s3://` inputs.
+        spool_dir: where remote inputs are downloaded before parsing (None: the system temp folder).
+    """
+
+    lake: Path = Path("lakehouse")
+    engine: str = "duckdb"
+    threads: int | None = None
+    memory_limit: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    spool_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
+
+
+_PATH_FIELDS = {"lake", "spool_dir"}
+_INT_FIELDS = {"threads"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if name in _PATH_FIELDS:
+        return Path(value).expanduser()
+    if name in _INT_FIELDS:
+        try:
+            return int(value)
+        except ValueError as exc:
+            raise ConfigError(f"setting {name}={value!r} is not an integer") from exc
+    return str(value)
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from defaults, config file, environment and overrides.
+
+    Args:
+        env: environment mapping (defaults to `os.environ`); tests pass their own.
+        **overrides: values from CLI flags; None means "not given".
+    """
+    env = dict(os.environ if env is None else env)
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+
+    config_file = Path(env.get("SHOPLAKE_CONFIG", "shoplake.toml"))
+    if config_file.is_file():
+        try:
+            data = tomllib.loads(config_file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_file}: invalid TOML: {exc}") from exc
+        for key, value in data.get("shoplake", data).items():
+            if key in known:
+                values[key] = _coerce(key, value)
+    elif "SHOPLAKE_CONFIG" in env:
+        raise ConfigError(f"SHOPLAKE_CONFIG points at {config_file}, which does not exist")
+
+    for key in known:
+        env_value = env.get(f"SHOPLAKE_{key.upper()}")
+        if env_value:
+            values[key] = _coerce(key, env_value)
+    # The standard AWS variable is honoured too, so existing shop setups work unchanged.
+    if "s3_endpoint" not in values and env.get("AWS_ENDPOINT_URL"):
+        values["s3_endpoint"] = env["AWS_ENDPOINT_URL"]
+
+    for key, value in overrides.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r}")
+        if value is not None:
+            values[key] = _coerce(key, value)
+    return replace(Settings(), **values)

@@ -1,0 +1,244 @@
+"""The embedded engine: DuckDB over Delta tables (read through their Parquet files), in process.
+
+Catalog names (`silver.events`) are bound as views in schemas of an in-memory DuckDB database, so the
+declared SQL runs unchanged. A view reads exactly the files of one Delta snapshot, which gives every
+query a single committed version of each table while writers go on (readers never lock the lake).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from shoplake.catalog.spec import TableSpec
+from shoplake.config import Settings
+from shoplake.engines.delta import DeltaStore
+from shoplake.errors import QueryError, SourceFormatError
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 256 * 1024
+
+
+def _quote_ident(name: str) -> str:
+    return exp.to_identifier(name, quoted=True).sql(dialect="duckdb")
+
+
+def _files_scan(uris: Sequence[str]) -> exp.Expression:
+    files = exp.Array(expressions=[exp.Literal.string(u) for u in uris])
+    return exp.Anonymous(this="read_parquet", expressions=[files])
+
+
+class DuckDBEngine:
+    """Runs declared SQL on DuckDB; reads Delta snapshots; streams results as Arrow."""
+
+    name = "duckdb"
+
+    def __init__(self, settings: Settings, store: DeltaStore):
+        self.settings = settings
+        self.store = store
+        # Timestamps are UTC throughout. The wheel has no ICU, and without ICU DuckDB does every
+        # TIMESTAMPTZ operation in UTC, which is what the contract wants.
+        config: dict[str, Any] = {}
+        if settings.threads:
+            config["threads"] = settings.threads
+        if settings.memory_limit:
+            config["memory_limit"] = settings.memory_limit
+        self.con = duckdb.connect(config=config)
+        self._schemas: set[str] = set()
+        self._arrow: dict[str, pa.Table] = {}
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> DuckDBEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- binding catalog names -------------------------------------------------------------------
+    def _ensure_schema(self, schema: str) -> None:
+        if schema not in self._schemas:
+            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_ident(schema)}")
+            self._schemas.add(schema)
+
+    def bind(self, spec: TableSpec, *, version: int | datetime | None = None, where: str | None = None,
+             view: str | None = None) -> int | None:
+        """Make `spec.name` (or `view`, a `schema.name`) queryable as one Delta snapshot.
+
+        Args:
+            version: a table version or timestamp to read (time travel); default the latest.
+            where: a SQL filter applied to the view (e.g. the batches an incremental build reads).
+            view: bind under another name (used for time-travelled references).
+
+        Returns the bound version, or None when the table does not exist yet (bound empty).
+        """
+        schema, short = (view or spec.name).split(".", 1)
+        self._ensure_schema(schema)
+        bound_version: int | None = None
+        if self.store.exists(spec.name):
+            table = self.store.open(spec.name, version)
+            bound_version = table.version()
+            uris = table.file_uris()
+        else:
+            uris = []
+        if uris:
+            query = sqlglot.select("*").from_(_files_scan(uris))
+            select_sql = query.sql(dialect="duckdb")
+        else:
+            # No data files yet: bind an empty relation with the declared schema.
+            empty_name = f"__empty__{schema}__{short}"
+            self._arrow[empty_name] = spec.arrow_schema.empty_table()
+            self.con.register(empty_name, self._arrow[empty_name])
+            select_sql = f"SELECT * FROM {_quote_ident(empty_name)}"
+        if where:
+            select_sql = f"SELECT * FROM ({select_sql}) AS t WHERE {where}"
+        self.con.execute(f"CREATE OR REPLACE VIEW {_quote_ident(schema)}.{_quote_ident(short)} AS {select_sql}")
+        return bound_version
+
+    def bind_arrow(self, name: str, data: pa.Table) -> None:
+        """Bind an in-memory Arrow table under `schema.name` or a bare name."""
+        key = "__arrow__" + name.replace(".", "__")
+        self._arrow[key] = data
+        self.con.register(key, data)
+        if "." in name:
+            schema, short = name.split(".", 1)
+            self._ensure_schema(schema)
+            self.con.execute(f"CREATE OR REPLACE VIEW {_quote_ident(schema)}.{_quote_ident(short)} AS "
+                             f"SELECT * FROM {_quote_ident(key)}")
+        else:
+            self.con.execute(f"CREATE OR REPLACE VIEW {_quote_ident(name)} AS SELECT * FROM {_quote_ident(key)}")
+
+    def materialize(self, name: str, sql: str, params: Sequence[Any] | None = None) -> None:
+        """Run `sql` once into a temporary table `name`, for several reads of the same result."""
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_quote_ident(name)} AS {sql}", params or [])
+
+    def drop(self, name: str) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS {_quote_ident(name)}")
+
+    # -- running SQL -------------------------------------------------------------------------------
+    def stream(self, sql: str, params: Sequence[Any] | None = None) -> pa.RecordBatchReader:
+        """Run a query and stream its result as Arrow record batches (bounded memory)."""
+        try:
+            return self.con.execute(sql, params or []).fetch_record_batch(BATCH_ROWS)
+        except duckdb.Error as exc:
+            raise QueryError(_one_line(exc)) from exc
+
+    def table(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        try:
+            return self.con.execute(sql, params or []).fetch_arrow_table()
+        except duckdb.Error as exc:
+            raise QueryError(_one_line(exc)) from exc
+
+    def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+        try:
+            return self.con.execute(sql, params or []).fetchall()
+        except duckdb.Error as exc:
+            raise QueryError(_one_line(exc)) from exc
+
+    # -- reading source files --------------------------------------------------------------------
+    def read_source(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
+                    parse: dict[str, tuple[str, str]], *, display: str,
+                    lineage: dict[str, Any]) -> tuple[pa.RecordBatchReader, Callable]:
+        """Stream a CSV(.gz) or Parquet file as typed rows plus a `_reason` for unparseable rows.
+
+        Args:
+            header: the file's column names in file order; `mapping` renames them to canonical names.
+            parse: canonical column -> (declared type, SQL parsing `{raw}`), in output order.
+            lineage: constant lineage columns (`_source_file`, `_batch_id`, `_ingested_at`).
+
+        Returns the reader and a function that, once the reader is consumed, returns the rows the CSV
+        parser could not split into columns (line number, raw line, reason).
+        """
+        missing = [name for name in parse if name not in mapping.values()]
+        raw_select, rejects = self._raw_scan(path, fmt, header, mapping, missing, display=display)
+        typed, raw_kept, reasons = [], [], []
+        for name, (type_, parse_sql) in parse.items():
+            raw = _quote_ident("r_" + name)
+            typed.append(f"CAST({parse_sql.format(raw=raw)} AS {type_}) AS {_quote_ident(name)}")
+            raw_kept.append(f"CASE WHEN _reason IS NOT NULL THEN {raw} END AS {_quote_ident('_raw_' + name)}")
+            reasons.append(f"WHEN {raw} IS NOT NULL AND ({parse_sql.format(raw=raw)}) IS NULL "
+                           f"THEN 'invalid_{name}'")
+        lineage_cols = [f"CAST(? AS {_LINEAGE_TYPES[k]}) AS {_quote_ident(k)}" for k in lineage]
+        sql = f"""
+            WITH raw AS ({raw_select}),
+            judged AS (SELECT *, CASE {' '.join(reasons)} END AS _reason FROM raw)
+            SELECT {', '.join(typed)}, _source_row, {', '.join(lineage_cols)}, _reason, {', '.join(raw_kept)}
+            FROM judged
+        """
+        try:
+            reader = self.con.execute(sql, list(lineage.values())).fetch_record_batch(BATCH_ROWS)
+        except duckdb.Error as exc:
+            raise SourceFormatError(f"{display}: cannot parse {fmt} file: {_one_line(exc)}") from exc
+        return reader, rejects
+
+    def _raw_scan(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
+                  missing: list[str], *, display: str) -> tuple[str, Callable]:
+        # Canonical columns the file lacks (a source variant) still appear, as NULL.
+        absent = [f"CAST(NULL AS VARCHAR) AS {_quote_ident('r_' + name)}" for name in missing]
+        if fmt == "parquet":
+            try:
+                described = self.con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()
+            except duckdb.Error as exc:
+                raise SourceFormatError(f"{display}: cannot read parquet file: {_one_line(exc)}") from exc
+            types = {row[0]: row[1] for row in described}
+            cols = []
+            for found, name in mapping.items():
+                ref = _quote_ident(found)
+                value = (f"strftime({ref}, '%Y-%m-%d %H:%M:%S')" if types[found].startswith("TIMESTAMP")
+                         else f"CAST({ref} AS VARCHAR)")
+                cols.append(f"{value} AS {_quote_ident('r_' + name)}")
+            path_literal = exp.Literal.string(str(path)).sql(dialect="duckdb")
+            scan = f"read_parquet({path_literal})"
+            return _raw_select(cols + absent, scan), lambda: []
+
+        columns = "{" + ", ".join(f"{exp.Literal.string(h).sql()}: 'VARCHAR'" for h in header) + "}"
+        self.con.execute("DROP TABLE IF EXISTS shoplake_rejects")
+        self.con.execute("DROP TABLE IF EXISTS shoplake_reject_scans")
+        path_literal = exp.Literal.string(str(path)).sql(dialect="duckdb")
+        scan = (f"read_csv({path_literal}, header = true, auto_detect = false, columns = {columns}, "
+                f"delim = ',', quote = '\"', escape = '\"', "
+                f"compression = '{'gzip' if fmt == 'csv.gz' else 'none'}', "
+                f"store_rejects = true, rejects_table = 'shoplake_rejects', "
+                f"rejects_scan = 'shoplake_reject_scans')")
+        cols = [f"{_quote_ident(found)} AS {_quote_ident('r_' + name)}" for found, name in mapping.items()]
+
+        def rejects() -> list[tuple[int, str, str]]:
+            found = self.con.execute(
+                # One reject can be reported once per scan thread: keep one per line.
+                "SELECT DISTINCT line, csv_line, lower(replace(CAST(error_type AS VARCHAR), ' ', '_')) "
+                "FROM shoplake_rejects ORDER BY line").fetchall()
+            return [(int(line), raw, _REJECT_REASONS.get(kind, kind)) for line, raw, kind in found]
+
+        return _raw_select(cols + absent, scan), rejects
+
+
+
+def _raw_select(cols: list[str], scan: str) -> str:
+    return f"SELECT {', '.join(cols)}, row_number() OVER () AS _source_row FROM {scan}"
+
+
+_LINEAGE_TYPES = {"_source_file": "VARCHAR", "_batch_id": "VARCHAR", "_ingested_at": "TIMESTAMPTZ"}
+_REJECT_REASONS = {
+    "missing_columns": "wrong_column_count",
+    "too_many_columns": "wrong_column_count",
+    "unquoted_value": "unquoted_value",
+    "invalid_encoding": "invalid_encoding",
+    "line_size_over_maximum": "line_too_long",
+    "invalid_state": "malformed_csv",
+    "cast": "invalid_value",
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

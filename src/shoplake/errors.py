@@ -1,0 +1,33 @@
+"""The small error hierarchy of shoplake.
+
+Every message says what happened, what was expected and, where possible, how to fix it.
+The CLI prints a `ShoplakeError` as one red line and exits 1.
+"""
+
+
+class ShoplakeError(Exception):
+    """Base class for errors a user can act on."""
+
+
+class ConfigError(ShoplakeError):
+    """A setting, flag or selection is invalid."""
+
+
+class SourceFormatError(ShoplakeError):
+    """An input file is missing, unreadable or does not match the source schema."""
+
+
+class TableNotFoundError(ShoplakeError):
+    """A table name is not in the catalog, or the table has not been built yet."""
+
+
+class QualityCheckError(ShoplakeError):
+    """A data quality check with action 'fail' failed."""
+
+
+class QueryError(ShoplakeError):
+    """A SQL query was refused or failed."""
+
+
+class EngineUnavailableError(ShoplakeError):
+    """The requested engine cannot run here (missing extra, no Java, ...)."""

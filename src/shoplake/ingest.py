@@ -1,0 +1,194 @@
+"""Ingestion: source files -> `bronze.<source>` (+ `quarantine.<source>` for unparseable rows).
+
+Exactly once per file content: a file's batch id is derived from the SHA-256 of its bytes, and every
+write of a batch carries that id as its write key. A file is done once its ledger entry exists; a run
+killed between the bronze write and the ledger entry is completed (not repeated) by the next ingest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from shoplake.errors import SourceFormatError
+from shoplake.lake import Lake
+from shoplake.quality.ledger import LedgerEntry, record_entries, recorded_keys
+from shoplake.sources import locations
+from shoplake.sources.schemas import Source, get_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestResult:
+    """What happened to one file."""
+
+    uri: str
+    batch_id: str
+    status: str  # ingested | skipped (already ingested) | completed (an interrupted ingest finished)
+    rows_read: int = 0
+    rows_bronze: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(self.quarantined.values())
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    uri: str
+    path: Path
+    fmt: str
+    header: list[str]
+    mapping: dict[str, str]
+
+
+def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: str,
+                 on_file: Callable[[IngestResult], None] | None = None) -> list[IngestResult]:
+    """Ingest every file named by `paths` into `bronze.<source>`.
+
+    Local files are all checked (exist, not empty, header) before anything is written, so a bad file in
+    a folder stops the command with nothing written. Each file is then its own atomic batch.
+    """
+    source = get_source(source_name)
+    uris = locations.expand(paths, lake.settings)
+    for uri in uris:
+        if "://" not in uri:
+            _prepare(source, uri, Path(uri))  # fail fast, before any write
+    lake.ensure_operational_tables()
+    results = []
+    with lake.engine() as engine:
+        for uri in uris:
+            with locations.local_copy(uri, lake.settings) as path:
+                result = _ingest_one(lake, engine, source, _prepare(source, uri, path), run_id=run_id)
+            results.append(result)
+            if on_file:
+                on_file(result)
+    return results
+
+
+def _prepare(source: Source, uri: str, path: Path) -> _Prepared:
+    fmt = locations.file_format(uri)
+    if fmt == "parquet":
+        try:
+            header = pq.read_schema(path).names
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise SourceFormatError(f"{uri}: not a readable parquet file: {exc}") from exc
+    else:
+        header = locations.read_csv_header(path, fmt, display=uri)
+    variant = source.match_header(header, file=uri)
+    mapping = {found: variant[found.strip()] for found in header}
+    return _Prepared(uri, path, fmt, header, mapping)
+
+
+def _ingest_one(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_id: str) -> IngestResult:
+    started = time.perf_counter()
+    bronze = lake.catalog.get(f"bronze.{source.name}")
+    quarantine = lake.catalog.get(f"quarantine.{source.name}")
+    digest = locations.content_digest(prepared.path)
+    batch_id = f"{source.name}-{digest[:24]}"
+    ledger_key = f"ingest:{batch_id}"
+    if recorded_keys(engine, lake.store, [ledger_key]):
+        log.info("%s: already ingested as batch %s; skipped", prepared.uri, batch_id)
+        return IngestResult(prepared.uri, batch_id, "skipped")
+    bronze_done = lake.store.find_write(bronze.name, batch_id) is not None
+
+    ingested_at = datetime.now(UTC)
+    lineage = {"_source_file": prepared.uri, "_batch_id": batch_id, "_ingested_at": ingested_at}
+    parse = {c.name: (c.type, c.parse) for c in source.columns}
+    reader, rejects = engine.read_source(prepared.path, prepared.fmt, prepared.header, prepared.mapping, parse,
+                                         display=prepared.uri, lineage=lineage)
+    splitter = _Splitter(reader, bronze.arrow_schema, source)
+    try:
+        if bronze_done:
+            for _ in splitter.good_batches():  # re-parse only to recover the quarantined rows
+                pass
+        else:
+            lake.store.write(bronze.name, pa.RecordBatchReader.from_batches(bronze.arrow_schema,
+                                                                             splitter.good_batches()),
+                             mode="append", description=bronze.description,
+                             meta={"write_key": batch_id, "run_id": run_id, "source_file": prepared.uri,
+                                   "sha256": digest})
+    except (OSError, pa.ArrowException, Exception) as exc:  # the parser fails mid-stream on corrupt input
+        if isinstance(exc, SourceFormatError):
+            raise
+        raise SourceFormatError(f"{prepared.uri}: cannot read the {prepared.fmt} file ({_one_line(exc)}); "
+                                f"is it truncated or corrupt? nothing was written") from exc
+    finally:
+        reader.close()  # release DuckDB's stream before the connection goes
+
+    bad = splitter.quarantine_rows(rejects(), lineage, quarantine.arrow_schema)
+    quarantined: dict[str, int] = {}
+    if bad.num_rows:
+        for row in bad.group_by("reason").aggregate([("reason", "count")]).to_pylist():
+            quarantined[row["reason"]] = row["reason_count"]
+        quarantine_key = f"{batch_id}:ingest"
+        if lake.store.find_write(quarantine.name, quarantine_key) is None:
+            lake.store.write(quarantine.name, bad, mode="append", description=quarantine.description,
+                             meta={"write_key": quarantine_key, "run_id": run_id})
+    rows_read = splitter.good_rows + bad.num_rows
+    entry = LedgerEntry(run_id=run_id, table_name=bronze.name, write_key=ledger_key, rows_in=rows_read,
+                        rows_out=splitter.good_rows, diverted={f"quarantine:{k}": v for k, v in quarantined.items()},
+                        rows_written=splitter.good_rows, table_version=lake.store.version(bronze.name),
+                        inputs={"file": prepared.uri, "sha256": digest, "batch_id": batch_id})
+    record_entries(lake.store, [entry])
+    return IngestResult(prepared.uri, batch_id, "completed" if bronze_done else "ingested", rows_read,
+                        splitter.good_rows, quarantined, time.perf_counter() - started)
+
+
+class _Splitter:
+    """Splits the parser's stream into bronze rows and rows for quarantine, in one pass."""
+
+    def __init__(self, reader: pa.RecordBatchReader, bronze_schema: pa.Schema, source: Source):
+        self.reader = reader
+        self.bronze_schema = bronze_schema
+        self.source = source
+        self.good_rows = 0
+        self._bad: list[pa.RecordBatch] = []
+
+    def good_batches(self) -> Iterator[pa.RecordBatch]:
+        names = self.bronze_schema.names
+        for batch in self.reader:
+            invalid = pc.is_valid(batch.column("_reason"))
+            if pc.any(invalid).as_py():
+                self._bad.append(batch.filter(invalid))
+                batch = batch.filter(pc.invert(invalid))
+            if batch.num_rows:
+                self.good_rows += batch.num_rows
+                yield pa.RecordBatch.from_arrays([batch.column(n) for n in names], schema=self.bronze_schema)
+
+    def quarantine_rows(self, rejected: list[tuple[int, str, str]], lineage: dict,
+                        schema: pa.Schema) -> pa.Table:
+        """Unparseable rows (typed-value failures and CSV rows of the wrong shape) as quarantine rows."""
+        now = datetime.now(UTC)
+        rows = []
+        for batch in self._bad:
+            for row in batch.to_pylist():
+                record = {c: row["_raw_" + c] for c in self.source.column_names}
+                record.update(_raw_line=None, reason=row["_reason"], _stage="ingest",
+                              _source_line=None, _source_row=row["_source_row"])
+                rows.append(record)
+        for line, raw_line, reason in rejected:
+            record = dict.fromkeys(self.source.column_names)
+            record.update(_raw_line=raw_line, reason=reason, _stage="ingest", _source_line=line,
+                          _source_row=None)
+            rows.append(record)
+        for record in rows:
+            record.update(_source_file=lineage["_source_file"], _batch_id=lineage["_batch_id"],
+                          _ingested_at=lineage["_ingested_at"], _quarantined_at=now)
+        return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,94 @@
+"""Quarantine and operations tables: written by the runner, declared here like every other table."""
+
+from __future__ import annotations
+
+from shoplake.catalog.spec import TableSpec, col
+from shoplake.sources.schemas import SOURCES, Source
+
+
+def _quarantine(source: Source) -> TableSpec:
+    raw_columns = tuple(col(c.name, "VARCHAR", "the raw value as found") for c in source.columns)
+    return TableSpec(
+        name=f"quarantine.{source.name}",
+        description=(f"One row per {source.name} source row that could not be accepted, with the raw row "
+                     f"and a machine-readable reason. Rows stopped at ingestion (unparseable) have stage "
+                     f"'ingest'; rows refused by a Silver check have stage 'silver'."),
+        grain=("_batch_id", "_source_row", "_source_line", "reason"),
+        columns=raw_columns + (
+            col("_raw_line", "VARCHAR", "the raw CSV line, when the row could not be split into columns"),
+            col("reason", "VARCHAR", "why the row was refused, e.g. invalid_price, wrong_column_count"),
+            col("_stage", "VARCHAR", "ingest or silver"),
+            col("_source_file", "VARCHAR"),
+            col("_source_line", "BIGINT", "line number in the file, when known"),
+            col("_source_row", "BIGINT", "position among readable rows (matches bronze), when known"),
+            col("_batch_id", "VARCHAR"),
+            col("_ingested_at", "TIMESTAMPTZ"),
+            col("_quarantined_at", "TIMESTAMPTZ"),
+        ),
+        build="external",
+        source=source.name,
+    )
+
+
+QUARANTINE_TABLES = tuple(_quarantine(s) for s in SOURCES.values())
+
+LEDGER = TableSpec(
+    name="ops.ledger",
+    description=("One row per run and table write: rows in, rows out and rows diverted (by reason), so that "
+                 "rows_in = rows_out + rows_diverted. For aggregates, rows_out counts input rows folded "
+                 "into the table and rows_written the rows it holds."),
+    grain=("write_key",),
+    columns=(
+        col("run_id", "VARCHAR"),
+        col("recorded_at", "TIMESTAMPTZ"),
+        col("table_name", "VARCHAR"),
+        col("table_version", "BIGINT"),
+        col("write_key", "VARCHAR", "identifies the write; a retried write keeps its key"),
+        col("inputs", "VARCHAR", "JSON: input tables and versions or batches"),
+        col("rows_in", "BIGINT"),
+        col("rows_out", "BIGINT"),
+        col("rows_diverted", "BIGINT"),
+        col("diverted", "VARCHAR", "JSON object: reason -> rows"),
+        col("rows_written", "BIGINT"),
+        col("is_balanced", "BOOLEAN", "rows_in = rows_out + rows_diverted"),
+    ),
+    build="external",
+)
+
+DATA_QUALITY = TableSpec(
+    name="ops.data_quality",
+    description="One row per run, table and rule: rows checked, rows failed and the action taken.",
+    grain=("run_id", "table_name", "rule"),
+    columns=(
+        col("run_id", "VARCHAR"),
+        col("checked_at", "TIMESTAMPTZ"),
+        col("table_name", "VARCHAR"),
+        col("rule", "VARCHAR"),
+        col("rule_sql", "VARCHAR"),
+        col("action", "VARCHAR", "warn, quarantine or fail"),
+        col("rows_checked", "BIGINT"),
+        col("rows_failed", "BIGINT"),
+        col("passed", "BOOLEAN"),
+    ),
+    build="external",
+)
+
+JOB_RUNS = TableSpec(
+    name="ops.job_runs",
+    description="One row per job run, task and attempt: status, start, end, rows written and error.",
+    grain=("run_id", "task", "attempt"),
+    columns=(
+        col("run_id", "VARCHAR"),
+        col("job", "VARCHAR"),
+        col("task", "VARCHAR"),
+        col("attempt", "BIGINT"),
+        col("status", "VARCHAR"),
+        col("started_at", "TIMESTAMPTZ"),
+        col("ended_at", "TIMESTAMPTZ"),
+        col("rows_written", "BIGINT"),
+        col("error", "VARCHAR"),
+    ),
+    build="external",
+)
+
+TABLES = QUARANTINE_TABLES + (LEDGER, DATA_QUALITY, JOB_RUNS)

@@ -1,0 +1,1 @@
+"""Quality: checks, quarantine and the row ledger."""

@@ -1,0 +1,1 @@
+"""Sources: the raw schemas shoplake accepts and where their files can live."""
