@@ -53,6 +53,8 @@ class DuckDBEngine:
         if settings.memory_limit:
             config["memory_limit"] = settings.memory_limit
         self.con = duckdb.connect(config=config)
+        # The CLI shows its own progress; DuckDB's bar would write into query output.
+        self.con.execute("SET enable_progress_bar = false")
         self._schemas: set[str] = set()
         self._arrow: dict[str, pa.Table] = {}
 
@@ -129,13 +131,13 @@ class DuckDBEngine:
     def stream(self, sql: str, params: Sequence[Any] | None = None) -> pa.RecordBatchReader:
         """Run a query and stream its result as Arrow record batches (bounded memory)."""
         try:
-            return self.con.execute(sql, params or []).fetch_record_batch(BATCH_ROWS)
+            return self.con.execute(sql, params or []).to_arrow_reader(BATCH_ROWS)
         except duckdb.Error as exc:
             raise QueryError(_one_line(exc)) from exc
 
     def table(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         try:
-            return self.con.execute(sql, params or []).fetch_arrow_table()
+            return self.con.execute(sql, params or []).to_arrow_table()
         except duckdb.Error as exc:
             raise QueryError(_one_line(exc)) from exc
 
@@ -176,7 +178,7 @@ class DuckDBEngine:
             FROM judged
         """
         try:
-            reader = self.con.execute(sql, list(lineage.values())).fetch_record_batch(BATCH_ROWS)
+            reader = self.con.execute(sql, list(lineage.values())).to_arrow_reader(BATCH_ROWS)
         except duckdb.Error as exc:
             raise SourceFormatError(f"{display}: cannot parse {fmt} file: {_one_line(exc)}") from exc
         return reader, rejects
