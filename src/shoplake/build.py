@@ -145,7 +145,9 @@ def _build_incremental(lake: Lake, engine, spec: TableSpec, run_id: str) -> Buil
     where = f"_batch_id IN ({batch_list})" + (f" AND {spec.owns_rows}" if spec.owns_rows else "")
     engine.bind(bronze, where=where)
     versions = _bind_inputs(lake, engine, spec, skip=bronze.name)
-    engine.materialize("flagged", f"SELECT *, {_reason_case([c for c in spec.checks if c.action == 'quarantine'])}"
+    # A view, not a stored table: each read below needs only some columns, and the engine prunes the
+    # rest (the counting scan reads just the checked columns), so recomputing beats materialising.
+    engine.define_view("flagged", f"SELECT *, {_reason_case([c for c in spec.checks if c.action == 'quarantine'])}"
                                   f" AS _reason FROM ({spec.sql()}) AS candidate")
     try:
         total, by_reason, quality = _run_row_checks(engine, spec, "flagged")
@@ -172,7 +174,7 @@ def _build_incremental(lake: Lake, engine, spec: TableSpec, run_id: str) -> Buil
             done = lake.store.find_write(spec.name, write_key)
         written = int(done.rows_added or 0)
     finally:
-        engine.drop("flagged")
+        engine.drop_view("flagged")
 
     quarantined = sum(by_reason.values())
     diverted = {f"quarantine:{reason}": n for reason, n in by_reason.items()}

@@ -62,15 +62,15 @@ def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: 
     """
     source = get_source(source_name)
     uris = locations.expand(paths, lake.settings)
-    for uri in uris:
-        if "://" not in uri:
-            _prepare(source, uri, Path(uri))  # fail fast, before any write
+    # Fail fast, before any write: every local file is checked (and prepared once) up front.
+    checked = {uri: _prepare(source, uri, Path(uri)) for uri in uris if "://" not in uri}
     lake.ensure_operational_tables()
     results = []
     with lake.engine() as engine:
         for uri in uris:
             with locations.local_copy(uri, lake.settings) as path:
-                result = _ingest_one(lake, engine, source, _prepare(source, uri, path), run_id=run_id)
+                prepared = checked.get(uri) or _prepare(source, uri, path)
+                result = _ingest_one(lake, engine, source, prepared, run_id=run_id)
             results.append(result)
             if on_file:
                 on_file(result)
@@ -86,6 +86,8 @@ def _prepare(source: Source, uri: str, path: Path) -> _Prepared:
             raise SourceFormatError(f"{uri}: not a readable parquet file: {exc}") from exc
     else:
         header = locations.read_csv_header(path, fmt, display=uri)
+        if fmt == "csv.gz":
+            locations.check_gzip_complete(path, display=uri)
     variant = source.match_header(header, file=uri)
     mapping = {found: variant[found.strip()] for found in header}
     return _Prepared(uri, path, fmt, header, mapping)
@@ -107,8 +109,8 @@ def _ingest_one(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_
     lineage = {"_source_file": prepared.uri, "_batch_id": batch_id, "_ingested_at": ingested_at}
     parse = {c.name: (c.type, c.parse) for c in source.columns}
     reader, rejects = engine.read_source(prepared.path, prepared.fmt, prepared.header, prepared.mapping, parse,
-                                         display=prepared.uri, lineage=lineage)
-    splitter = _Splitter(reader, bronze.arrow_schema, source)
+                                         display=prepared.uri)
+    splitter = _Splitter(reader, bronze.arrow_schema, source, lineage)
     try:
         if bronze_done:
             for _ in splitter.good_batches():  # re-parse only to recover the quarantined rows
@@ -149,8 +151,11 @@ def _ingest_one(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_
 class _Splitter:
     """Splits the parser's stream into bronze rows and rows for quarantine, in one pass."""
 
-    def __init__(self, reader: pa.RecordBatchReader, bronze_schema: pa.Schema, source: Source):
+    def __init__(self, reader: pa.RecordBatchReader, bronze_schema: pa.Schema, source: Source, lineage: dict):
         self.reader = reader
+        # Constant lineage columns are added here, not by the engine: repeating a scalar is far cheaper
+        # than the engine materialising the same string for every row.
+        self.lineage = {k: pa.scalar(v, bronze_schema.field(k).type) for k, v in lineage.items()}
         self.bronze_schema = bronze_schema
         self.source = source
         self.good_rows = 0
@@ -158,7 +163,14 @@ class _Splitter:
 
     def good_batches(self) -> Iterator[pa.RecordBatch]:
         names = self.bronze_schema.names
+        position = 0
         for batch in self.reader:
+            # Number rows in stream order: the position among the file's readable rows.
+            rows = pa.array(range(position + 1, position + batch.num_rows + 1), pa.int64())
+            position += batch.num_rows
+            batch = batch.append_column("_source_row", rows)
+            for name, value in self.lineage.items():
+                batch = batch.append_column(name, pa.repeat(value, batch.num_rows))
             invalid = pc.is_valid(batch.column("_reason"))
             if pc.any(invalid).as_py():
                 self._bad.append(batch.filter(invalid))
@@ -170,23 +182,33 @@ class _Splitter:
     def quarantine_rows(self, rejected: list[tuple[int, str, str]], lineage: dict,
                         schema: pa.Schema) -> pa.Table:
         """Unparseable rows (typed-value failures and CSV rows of the wrong shape) as quarantine rows."""
-        now = datetime.now(UTC)
-        rows = []
+        now = pa.scalar(datetime.now(UTC), schema.field("_quarantined_at").type)
+        parts = []
         for batch in self._bad:
-            for row in batch.to_pylist():
-                record = {c: row["_raw_" + c] for c in self.source.column_names}
-                record.update(_raw_line=None, reason=row["_reason"], _stage="ingest",
-                              _source_line=None, _source_row=row["_source_row"])
-                rows.append(record)
-        for line, raw_line, reason in rejected:
-            record = dict.fromkeys(self.source.column_names)
-            record.update(_raw_line=raw_line, reason=reason, _stage="ingest", _source_line=line,
-                          _source_row=None)
-            rows.append(record)
-        for record in rows:
-            record.update(_source_file=lineage["_source_file"], _batch_id=lineage["_batch_id"],
-                          _ingested_at=lineage["_ingested_at"], _quarantined_at=now)
-        return pa.Table.from_pylist(rows, schema=schema)
+            n = batch.num_rows
+            columns = {c: batch.column("_raw_" + c) for c in self.source.column_names}
+            columns.update(_raw_line=pa.nulls(n, pa.string()), reason=batch.column("_reason"),
+                           _stage=pa.array(["ingest"] * n), _source_line=pa.nulls(n, pa.int64()),
+                           _source_row=batch.column("_source_row"))
+            parts.append(columns)
+        if rejected:
+            lines, raw_lines, reasons = zip(*rejected, strict=True)
+            n = len(lines)
+            columns = {c: pa.nulls(n, pa.string()) for c in self.source.column_names}
+            columns.update(_raw_line=pa.array(raw_lines, pa.string()), reason=pa.array(reasons, pa.string()),
+                           _stage=pa.array(["ingest"] * n), _source_line=pa.array(lines, pa.int64()),
+                           _source_row=pa.nulls(n, pa.int64()))
+            parts.append(columns)
+        tables = []
+        for columns in parts:
+            n = len(columns["reason"])
+            columns.update(
+                _source_file=pa.array([lineage["_source_file"]] * n, pa.string()),
+                _batch_id=pa.array([lineage["_batch_id"]] * n, pa.string()),
+                _ingested_at=pa.array([lineage["_ingested_at"]] * n, schema.field("_ingested_at").type),
+                _quarantined_at=pa.array([now.as_py()] * n, schema.field("_quarantined_at").type))
+            tables.append(pa.Table.from_pydict(columns).select(schema.names).cast(schema))
+        return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def _one_line(exc: BaseException) -> str:

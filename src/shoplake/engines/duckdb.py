@@ -45,14 +45,15 @@ class DuckDBEngine:
     def __init__(self, settings: Settings, store: DeltaStore):
         self.settings = settings
         self.store = store
-        # Timestamps are UTC throughout. The wheel has no ICU, and without ICU DuckDB does every
-        # TIMESTAMPTZ operation in UTC, which is what the contract wants.
+        # Timestamps are UTC throughout. The wheel links ICU, which would otherwise parse, cast and
+        # extract TIMESTAMPTZ values in the machine's local time zone: pin the session to UTC.
         config: dict[str, Any] = {}
         if settings.threads:
             config["threads"] = settings.threads
         if settings.memory_limit:
             config["memory_limit"] = settings.memory_limit
         self.con = duckdb.connect(config=config)
+        self.con.execute("SET TimeZone = 'UTC'")
         # The CLI shows its own progress; DuckDB's bar would write into query output.
         self.con.execute("SET enable_progress_bar = false")
         self._schemas: set[str] = set()
@@ -124,8 +125,15 @@ class DuckDBEngine:
         """Run `sql` once into a temporary table `name`, for several reads of the same result."""
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_quote_ident(name)} AS {sql}", params or [])
 
+    def define_view(self, name: str, sql: str) -> None:
+        """A named query that later SQL can read (recomputed on each read, never stored)."""
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {_quote_ident(name)} AS {sql}")
+
     def drop(self, name: str) -> None:
         self.con.execute(f"DROP TABLE IF EXISTS {_quote_ident(name)}")
+
+    def drop_view(self, name: str) -> None:
+        self.con.execute(f"DROP VIEW IF EXISTS {_quote_ident(name)}")
 
     # -- running SQL -------------------------------------------------------------------------------
     def stream(self, sql: str, params: Sequence[Any] | None = None) -> pa.RecordBatchReader:
@@ -149,36 +157,36 @@ class DuckDBEngine:
 
     # -- reading source files --------------------------------------------------------------------
     def read_source(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
-                    parse: dict[str, tuple[str, str]], *, display: str,
-                    lineage: dict[str, Any]) -> tuple[pa.RecordBatchReader, Callable]:
+                    parse: dict[str, tuple[str, str]], *, display: str) -> tuple[pa.RecordBatchReader, Callable]:
         """Stream a CSV(.gz) or Parquet file as typed rows plus a `_reason` for unparseable rows.
 
         Args:
             header: the file's column names in file order; `mapping` renames them to canonical names.
             parse: canonical column -> (declared type, SQL parsing `{raw}`), in output order.
-            lineage: constant lineage columns (`_source_file`, `_batch_id`, `_ingested_at`).
 
-        Returns the reader and a function that, once the reader is consumed, returns the rows the CSV
-        parser could not split into columns (line number, raw line, reason).
+        Returns the reader (rows in file order, without `_source_row`) and a function that, once the
+        reader is consumed, returns the rows the CSV parser could not split into columns
+        (line number, raw line, reason).
         """
         missing = [name for name in parse if name not in mapping.values()]
         raw_select, rejects = self._raw_scan(path, fmt, header, mapping, missing, display=display)
-        typed, raw_kept, reasons = [], [], []
+        typed, raw_kept, reasons, out = [], [], [], []
         for name, (type_, parse_sql) in parse.items():
-            raw = _quote_ident("r_" + name)
-            typed.append(f"CAST({parse_sql.format(raw=raw)} AS {type_}) AS {_quote_ident(name)}")
+            raw, value = _quote_ident("r_" + name), _quote_ident(name)
+            # Each value is parsed once; a row is unparseable when a non-empty field parses to NULL.
+            typed.append(f"CAST({parse_sql.format(raw=raw)} AS {type_}) AS {value}")
+            reasons.append(f"WHEN {raw} IS NOT NULL AND {value} IS NULL THEN 'invalid_{name}'")
             raw_kept.append(f"CASE WHEN _reason IS NOT NULL THEN {raw} END AS {_quote_ident('_raw_' + name)}")
-            reasons.append(f"WHEN {raw} IS NOT NULL AND ({parse_sql.format(raw=raw)}) IS NULL "
-                           f"THEN 'invalid_{name}'")
-        lineage_cols = [f"CAST(? AS {_LINEAGE_TYPES[k]}) AS {_quote_ident(k)}" for k in lineage]
+            out.append(value)
         sql = f"""
             WITH raw AS ({raw_select}),
-            judged AS (SELECT *, CASE {' '.join(reasons)} END AS _reason FROM raw)
-            SELECT {', '.join(typed)}, _source_row, {', '.join(lineage_cols)}, _reason, {', '.join(raw_kept)}
+            typed AS (SELECT *, {', '.join(typed)} FROM raw),
+            judged AS (SELECT *, CASE {' '.join(reasons)} END AS _reason FROM typed)
+            SELECT {', '.join(out)}, _reason, {', '.join(raw_kept)}
             FROM judged
         """
         try:
-            reader = self.con.execute(sql, list(lineage.values())).to_arrow_reader(BATCH_ROWS)
+            reader = self.con.execute(sql).to_arrow_reader(BATCH_ROWS)
         except duckdb.Error as exc:
             raise SourceFormatError(f"{display}: cannot parse {fmt} file: {_one_line(exc)}") from exc
         return reader, rejects
@@ -226,10 +234,11 @@ class DuckDBEngine:
 
 
 def _raw_select(cols: list[str], scan: str) -> str:
-    return f"SELECT {', '.join(cols)}, row_number() OVER () AS _source_row FROM {scan}"
+    # No row_number() here: it would serialise the parallel scan. Rows arrive in file order
+    # (insertion order is preserved), so the caller numbers them while streaming.
+    return f"SELECT {', '.join(cols)} FROM {scan}"
 
 
-_LINEAGE_TYPES = {"_source_file": "VARCHAR", "_batch_id": "VARCHAR", "_ingested_at": "TIMESTAMPTZ"}
 _REJECT_REASONS = {
     "missing_columns": "wrong_column_count",
     "too_many_columns": "wrong_column_count",

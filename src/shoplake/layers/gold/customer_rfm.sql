@@ -1,6 +1,8 @@
--- gold.customer_rfm: one row per customer_id with at least one sale line. Scores are quintiles
--- (5 = most recent / most frequent / highest spend); ties are broken by customer_id so the scores are
--- deterministic on every engine.
+-- gold.customer_rfm: one row per customer_id with at least one sale line. Scores are quintiles of the
+-- cumulative distribution, ceil(5 * cume_dist): 5 = most recent / most frequent / highest spend, equal
+-- measures always get equal scores (so a heavily tied value, such as frequency 1, can leave a score
+-- unused), and the result needs no tie-breaker, so it is the same on every engine. It is computed from
+-- integer counts, floor((5k + n - 1) / n), because 5 * 0.6 is 3.0000000000000004 in floating point.
 WITH snapshot AS (SELECT max(invoice_date) + 1 AS snapshot_date FROM silver.sales),
 customers AS (
     SELECT customer_id,
@@ -28,12 +30,21 @@ measured AS (
     FROM customers AS c
     CROSS JOIN snapshot AS s
     LEFT JOIN returned AS r ON r.customer_id = c.customer_id
+),
+ranked AS (
+    SELECT *,
+           count(*) OVER ()                              AS n,
+           -- rows at or below this one (peers included): the cumulative count behind cume_dist
+           count(*) OVER (ORDER BY recency_days DESC)   AS r_rank,
+           count(*) OVER (ORDER BY frequency)           AS f_rank,
+           count(*) OVER (ORDER BY monetary)            AS m_rank
+    FROM measured
 )
 SELECT
     customer_id, snapshot_date, last_purchase_date, recency_days, frequency, monetary, returns_value,
     net_monetary,
-    CAST(ntile(5) OVER (ORDER BY recency_days DESC, customer_id) AS INTEGER) AS r_score,
-    CAST(ntile(5) OVER (ORDER BY frequency, customer_id) AS INTEGER)         AS f_score,
-    CAST(ntile(5) OVER (ORDER BY monetary, customer_id) AS INTEGER)          AS m_score,
+    CAST(floor((5 * r_rank + n - 1) / n) AS INTEGER) AS r_score,
+    CAST(floor((5 * f_rank + n - 1) / n) AS INTEGER) AS f_score,
+    CAST(floor((5 * m_rank + n - 1) / n) AS INTEGER) AS m_score,
     count_sale_lines
-FROM measured
+FROM ranked

@@ -18,7 +18,7 @@ sold AS (
     GROUP BY stock_code
 ),
 returned AS (
-    SELECT stock_code, -sum(quantity) AS returned_units
+    SELECT stock_code, sum(abs(quantity)) AS returned_units  -- a C line may carry a positive quantity
     FROM silver.returns
     GROUP BY stock_code
 )
