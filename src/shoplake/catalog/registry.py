@@ -82,7 +82,8 @@ class Catalog:
 
         Syntax (space or comma separated terms): `silver.events` (one table), `gold.daily_funnel+`
         (the table and everything downstream), `+gold.daily_funnel` (the table and everything upstream),
-        `silver` or `gold` (a whole layer). No selection means every derived table.
+        `silver` or `gold` (a whole layer; `+` works on a layer as on a table). No selection means every
+        derived table.
         """
         derived = {s.name for s in self._specs.values() if s.build in ("incremental", "full")}
         if not selection or not selection.strip():
@@ -97,6 +98,8 @@ class Catalog:
                 for member in layer:
                     if down:
                         picked |= self.descendants(member)
+                    if up:
+                        picked |= self.ancestors(member)
                 continue
             spec = self.get(name)
             if spec.name not in derived and not (down or up):

@@ -16,6 +16,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
@@ -146,7 +147,8 @@ def local_copy(uri: str, settings: Settings,
 def _open_remote(uri: str, settings: Settings):
     if uri.startswith("s3://"):
         try:
-            with _s3_filesystem(settings).open_input_stream(uri[len("s3://"):]) as stream:
+            # compression=None: spool the bytes as stored (pyarrow would otherwise gunzip a .gz key).
+            with _s3_filesystem(settings).open_input_stream(uri[len("s3://"):], compression=None) as stream:
                 yield stream
         except FileNotFoundError as exc:
             raise SourceFormatError(f"{uri}: no such object") from exc
@@ -170,6 +172,20 @@ def content_digest(path: Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_gzip_complete(path: Path, *, display: str) -> None:
+    """Decompress the whole file once, so a truncated or corrupt gzip fails before anything is written.
+
+    The CSV parser stops quietly at a cut-off gzip stream and would ingest a partial last row.
+    """
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(_CHUNK):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SourceFormatError(f"{display}: the gzip stream is truncated or corrupt ({_first_line(exc)}); "
+                                f"nothing was written; re-copy the file") from exc
 
 
 def read_csv_header(path: Path, fmt: str, *, display: str) -> list[str]:
