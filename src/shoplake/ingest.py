@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,20 +51,28 @@ class _Prepared:
     fmt: str
     header: list[str]
     mapping: dict[str, str]
+    gzip_verified: bool = False
 
 
 def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: str,
                  on_file: Callable[[IngestResult], None] | None = None) -> list[IngestResult]:
     """Ingest every file named by `paths` into `bronze.<source>`.
 
-    Local files are all checked (exist, not empty, header) before anything is written, so a bad file in
-    a folder stops the command with nothing written. Each file is then its own atomic batch.
+    Local files are all checked (exist, not empty, header and, when there are several, gzip integrity)
+    before anything is written, so a bad file in a folder stops the command with nothing written. Each
+    file is then its own atomic batch. A single gzip file is verified while it is parsed instead, which
+    keeps one read of a large file off the critical path; it is still refused before its commit.
     """
     source = get_source(source_name)
     uris = locations.expand(paths, lake.settings)
     # Fail fast, before any write: every local file is checked (and prepared once) up front.
     checked = {uri: _prepare(source, uri, Path(uri)) for uri in uris if "://" not in uri}
-    lake.ensure_operational_tables()
+    gzipped = [p for p in checked.values() if p.fmt == "csv.gz"]
+    if len(uris) > 1 and gzipped:
+        waits = [locations.start_gzip_check(p.path, display=p.uri) for p in gzipped]  # run side by side
+        for wait in waits:
+            wait()
+        checked = {uri: replace(p, gzip_verified=True) for uri, p in checked.items()}
     results = []
     with lake.engine() as engine:
         for uri in uris:
@@ -74,6 +82,8 @@ def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: 
             results.append(result)
             if on_file:
                 on_file(result)
+    # Quarantine and ops tables exist (empty) from the first successful ingest on, for queries.
+    lake.ensure_operational_tables()
     return results
 
 
@@ -86,8 +96,6 @@ def _prepare(source: Source, uri: str, path: Path) -> _Prepared:
             raise SourceFormatError(f"{uri}: not a readable parquet file: {exc}") from exc
     else:
         header = locations.read_csv_header(path, fmt, display=uri)
-        if fmt == "csv.gz":
-            locations.check_gzip_complete(path, display=uri)
     variant = source.match_header(header, file=uri)
     mapping = {found: variant[found.strip()] for found in header}
     return _Prepared(uri, path, fmt, header, mapping)
@@ -110,7 +118,11 @@ def _ingest_one(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_
     parse = {c.name: (c.type, c.parse) for c in source.columns}
     reader, rejects = engine.read_source(prepared.path, prepared.fmt, prepared.header, prepared.mapping, parse,
                                          display=prepared.uri)
-    splitter = _Splitter(reader, bronze.arrow_schema, source, lineage)
+    # A truncated gzip is detected by a check that runs alongside the parse; the bronze stream waits
+    # for it before its last batch, so a corrupt file aborts the write before the commit.
+    gzip_ok = (locations.start_gzip_check(prepared.path, display=prepared.uri)
+               if prepared.fmt == "csv.gz" and not prepared.gzip_verified else None)
+    splitter = _Splitter(reader, bronze.arrow_schema, source, lineage, before_end=gzip_ok)
     try:
         if bronze_done:
             for _ in splitter.good_batches():  # re-parse only to recover the quarantined rows
@@ -124,6 +136,8 @@ def _ingest_one(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_
     except (OSError, pa.ArrowException, Exception) as exc:  # the parser fails mid-stream on corrupt input
         if isinstance(exc, SourceFormatError):
             raise
+        if splitter.failure:
+            raise splitter.failure from exc
         raise SourceFormatError(f"{prepared.uri}: cannot read the {prepared.fmt} file ({_one_line(exc)}); "
                                 f"is it truncated or corrupt? nothing was written") from exc
     finally:
@@ -151,8 +165,11 @@ def _ingest_one(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_
 class _Splitter:
     """Splits the parser's stream into bronze rows and rows for quarantine, in one pass."""
 
-    def __init__(self, reader: pa.RecordBatchReader, bronze_schema: pa.Schema, source: Source, lineage: dict):
+    def __init__(self, reader: pa.RecordBatchReader, bronze_schema: pa.Schema, source: Source, lineage: dict,
+                 before_end: Callable[[], None] | None = None):
         self.reader = reader
+        self.before_end = before_end
+        self.failure: SourceFormatError | None = None
         # Constant lineage columns are added here, not by the engine: repeating a scalar is far cheaper
         # than the engine materialising the same string for every row.
         self.lineage = {k: pa.scalar(v, bronze_schema.field(k).type) for k, v in lineage.items()}
@@ -178,6 +195,12 @@ class _Splitter:
             if batch.num_rows:
                 self.good_rows += batch.num_rows
                 yield pa.RecordBatch.from_arrays([batch.column(n) for n in names], schema=self.bronze_schema)
+        if self.before_end:
+            try:
+                self.before_end()
+            except SourceFormatError as exc:
+                self.failure = exc  # the writer wraps it; the caller re-raises this one
+                raise
 
     def quarantine_rows(self, rejected: list[tuple[int, str, str]], lineage: dict,
                         schema: pa.Schema) -> pa.Table:
