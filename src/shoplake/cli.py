@@ -278,6 +278,13 @@ def summary() -> None:
     console.print(f"lake: {report.lake}")
 
 
+def _register_command_groups() -> None:
+    """Command groups that live with their subsystem (jobs, ml, ...): one line each."""
+
+
+_register_command_groups()
+
+
 def main() -> None:
     """Entry point: run the app, turning shoplake errors into one red line."""
     try:
