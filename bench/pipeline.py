@@ -46,9 +46,9 @@ def _child(argv: list[str]) -> None:
         result = generate("clickstream", Path(argv[1]), rows=int(argv[2]), seed=7)
         print(json.dumps({"rows": result.rows}))
     elif step == "parse":
-        import duckdb
-
         import gzip
+
+        import duckdb
 
         con = duckdb.connect()
         con.execute("SET enable_progress_bar = false")

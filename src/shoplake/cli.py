@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from datetime import date, datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -62,7 +62,7 @@ def _main(
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     clickstream = "clickstream"
     products = "products"
     retail = "retail"
@@ -187,7 +187,7 @@ def history(
     console.print(out)
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"

@@ -26,26 +26,37 @@ class Settings:
         lake: folder holding every Delta table (`<lake>/<layer>/<name>`).
         engine: `duckdb` (embedded, default) or `spark`.
         threads: engine worker threads; None lets the engine decide.
-        memory_limit: engine memory cap such as `"4GB"`; None lets the engine decide.
+        memory_limit: engine memory cap such as `"4GB"`. Work beyond it spills to `spill_dir`, so a
+            file larger than memory never needs that much RAM. The default keeps a full pipeline on
+            10M events under 3 GiB of RSS; raise it on a big machine for speed.
         s3_endpoint: S3-compatible endpoint URL for `s3://` inputs (None: AWS).
         s3_region: region for `s3://` inputs.
         spool_dir: where remote inputs are downloaded before parsing (None: the system temp folder).
+        spill_dir: where the engine spills work that exceeds `memory_limit` (None: a folder in the
+            system temp folder).
+        jobs_file: a job file whose jobs override and extend the shipped ones by name (None:
+            `shoplake-jobs.yaml` in the working directory, when present).
+        landing: landing root of the jobs' ingest tasks: a folder or an `s3://` prefix holding one
+            folder per source (None: `landing/` in the working directory).
     """
 
     lake: Path = Path("lakehouse")
     engine: str = "duckdb"
     threads: int | None = None
-    memory_limit: str | None = None
+    memory_limit: str | None = "2GB"
     s3_endpoint: str | None = None
     s3_region: str = "us-east-1"
     spool_dir: Path | None = None
+    spill_dir: Path | None = None
+    jobs_file: Path | None = None
+    landing: str | None = None
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConfigError(f"unknown engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
 
 
-_PATH_FIELDS = {"lake", "spool_dir"}
+_PATH_FIELDS = {"lake", "spool_dir", "jobs_file"}
 _INT_FIELDS = {"threads"}
 
 

@@ -21,17 +21,17 @@ def test_config_defaults_without_file_env_or_overrides(workdir):
     settings = load_settings(env={})
     assert settings.lake == Path("lakehouse")
     assert settings.engine == "duckdb"
-    assert settings.threads is None and settings.memory_limit is None
+    assert settings.threads is None and settings.memory_limit == "2GB"
     assert settings.s3_endpoint is None and settings.s3_region == "us-east-1"
 
 
 def test_config_file_beats_defaults(workdir):
-    _toml(workdir, '[shoplake]\nlake = "from_file"\nthreads = 3\nmemory_limit = "2GB"\n'
+    _toml(workdir, '[shoplake]\nlake = "from_file"\nthreads = 3\nmemory_limit = "5GB"\n'
                    's3_region = "eu-west-1"\n')
     settings = load_settings(env={})
     assert settings.lake == Path("from_file")
     assert settings.threads == 3
-    assert settings.memory_limit == "2GB"
+    assert settings.memory_limit == "5GB"
     assert settings.s3_region == "eu-west-1"
     assert settings.engine == "duckdb"  # not set in the file: default kept
 
@@ -47,11 +47,11 @@ def test_config_file_ignores_unknown_keys(workdir):
 
 
 def test_config_env_beats_file(workdir):
-    _toml(workdir, '[shoplake]\nlake = "from_file"\nthreads = 3\nmemory_limit = "2GB"\n')
+    _toml(workdir, '[shoplake]\nlake = "from_file"\nthreads = 3\nmemory_limit = "5GB"\n')
     settings = load_settings(env={"SHOPLAKE_LAKE": "from_env", "SHOPLAKE_THREADS": "8"})
     assert settings.lake == Path("from_env")
     assert settings.threads == 8
-    assert settings.memory_limit == "2GB"  # only in the file
+    assert settings.memory_limit == "5GB"  # only in the file
 
 
 def test_config_overrides_beat_env_and_file(workdir):

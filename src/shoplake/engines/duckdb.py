@@ -8,6 +8,7 @@ query a single committed version of each table while writers go on (readers neve
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -52,7 +53,11 @@ class DuckDBEngine:
             config["threads"] = settings.threads
         if settings.memory_limit:
             config["memory_limit"] = settings.memory_limit
+        config["temp_directory"] = str(settings.spill_dir or Path(tempfile.gettempdir()) / "shoplake-spill")
         self.con = duckdb.connect(config=config)
+        # Builds never depend on row order, and not keeping it lets large aggregations spill and
+        # stream; ingestion turns it back on, because it numbers rows in file order.
+        self.con.execute("SET preserve_insertion_order = false")
         self.con.execute("SET TimeZone = 'UTC'")
         # The CLI shows its own progress; DuckDB's bar would write into query output.
         self.con.execute("SET enable_progress_bar = false")
@@ -185,6 +190,7 @@ class DuckDBEngine:
             SELECT {', '.join(out)}, _reason, {', '.join(raw_kept)}
             FROM judged
         """
+        self.con.execute("SET preserve_insertion_order = true")
         try:
             reader = self.con.execute(sql).to_arrow_reader(BATCH_ROWS)
         except duckdb.Error as exc:
