@@ -26,8 +26,9 @@ from shoplake.errors import ShoplakeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="shoplake: a local-first e-commerce lakehouse on Delta Lake.")
-console = Console()
-err_console = Console(stderr=True)
+# Off a terminal (pipes, CI logs) Rich would wrap tables at 80 columns and cut table names.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 class _State:

@@ -25,5 +25,7 @@ FROM (
     SELECT *, (category_id IS NULL AND category_code IS NULL AND brand IS NULL) AS no_catalog
     FROM bronze.clickstream
 ) AS e
-LEFT JOIN (SELECT * FROM silver.products WHERE is_current) AS p
-    ON e.no_catalog AND p.product_id = e.product_id
+-- A plain equality join (at most one current record per product), so engines can hash-join it;
+-- the CASEs above decide which rows take the catalog's values.
+LEFT JOIN (SELECT product_id, category_id, category_code, brand FROM silver.products WHERE is_current) AS p
+    ON p.product_id = e.product_id
