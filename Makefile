@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 DEMO_DATA := data/demo
 LAKE   ?= lakehouse
+LANDING ?= landing
 SHOPLAKE := $(VENV)/bin/shoplake --lake $(LAKE)
 
 .PHONY: install demo test lint bench clean
@@ -17,17 +18,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make demo: generate a month of shop data, ingest it, build every table, print a summary.
+## make demo: generate a month of shop data into landing folders, then run the `daily` job
+## (ingest -> build every table -> train and score the models) and print a summary.
 demo: install
 	$(SHOPLAKE) generate products --out $(DEMO_DATA)
 	$(SHOPLAKE) generate clickstream --out $(DEMO_DATA) --rows 2000000 --dirty-fraction 0.001
 	$(SHOPLAKE) generate retail --out $(DEMO_DATA) --start 2010-12-01 --days 365 --dirty-fraction 0.001
-	$(SHOPLAKE) ingest products $(DEMO_DATA)/products.csv.gz
-	$(SHOPLAKE) ingest clickstream $(DEMO_DATA)/clickstream.csv.gz
-	$(SHOPLAKE) ingest retail $(DEMO_DATA)/retail.csv.gz
-	$(SHOPLAKE) build
+	mkdir -p $(LANDING)/products $(LANDING)/clickstream $(LANDING)/retail
+	cp $(DEMO_DATA)/products.csv.gz $(LANDING)/products/
+	cp $(DEMO_DATA)/clickstream.csv.gz $(LANDING)/clickstream/
+	cp $(DEMO_DATA)/retail.csv.gz $(LANDING)/retail/
+	$(SHOPLAKE) run daily
 	$(SHOPLAKE) summary
-	@echo "Query it:  $(VENV)/bin/shoplake --lake $(LAKE) sql 'select * from gold.daily_funnel limit 5'"
+	@echo "Lake: $(LAKE)/   Landing folders: $(LANDING)/   Planted truth: $(DEMO_DATA)/*truth*.csv"
+	@echo "Query it:   $(VENV)/bin/shoplake --lake $(LAKE) sql 'select * from gold.daily_funnel limit 5'"
+	@echo "Models:     $(VENV)/bin/shoplake --lake $(LAKE) ml models   (MLflow UI: ... ml ui)"
+	@echo "Job runs:   $(VENV)/bin/shoplake --lake $(LAKE) jobs runs daily"
 
 ## make test: install everything and run the whole test suite.
 test: install
@@ -40,4 +46,4 @@ bench: install
 	$(PY) bench/pipeline.py --events 10000000
 
 clean:
-	rm -rf $(VENV) $(LAKE) $(DEMO_DATA) .pytest_cache
+	rm -rf $(VENV) $(LAKE) $(LANDING) $(DEMO_DATA) .pytest_cache

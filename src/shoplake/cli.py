@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
 from datetime import date, datetime
 from enum import StrEnum
@@ -281,6 +282,8 @@ def summary() -> None:
 
 def _register_command_groups() -> None:
     """Command groups that live with their subsystem (jobs, ml, ...): one line each."""
+    from shoplake.ml.cli import register as _ml; _ml(app)  # noqa: E702, I001
+    from shoplake.jobs.cli import register as _jobs; _jobs(app)  # noqa: E702, I001
 
 
 _register_command_groups()
@@ -289,7 +292,8 @@ _register_command_groups()
 def main() -> None:
     """Entry point: run the app, turning shoplake errors into one red line."""
     try:
-        app(standalone_mode=False)
+        # With standalone_mode=False, typer returns the code of a `typer.Exit` instead of exiting.
+        code = app(standalone_mode=False)
     except ShoplakeError as exc:
         if _State.debug:
             raise
@@ -300,14 +304,35 @@ def main() -> None:
     except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors arrive here in standalone_mode=False. Typer 0.29 raises its bundled copy of
+        # click's exceptions (not `click.ClickException`), so recognise them by what they can do.
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    sys.exit(code or 0)
+
+
+def run() -> None:
+    """The console script: `main`, then leave without interpreter finalisation.
+
+    The native runtimes the CLI loads (DuckDB's and delta-rs's thread pools) can race with Python's
+    teardown and abort ("terminate called without an active exception") after the work is done and
+    committed; seen in long-running `run --watch`. Every write has committed by then, so skip teardown.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, int | None):
+            print(exc.code, file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -32,6 +32,8 @@ class Settings:
         s3_endpoint: S3-compatible endpoint URL for `s3://` inputs (None: AWS).
         s3_region: region for `s3://` inputs.
         spool_dir: where remote inputs are downloaded before parsing (None: the system temp folder).
+        mlflow_tracking_uri: MLflow tracking and model registry store (None: a SQLite file inside the
+            lake, `<lake>/_mlflow/mlflow.db`, with artifacts in `<lake>/_mlflow/artifacts`).
         spill_dir: where the engine spills work that exceeds `memory_limit` (None: a folder in the
             system temp folder).
         jobs_file: a job file whose jobs override and extend the shipped ones by name (None:
@@ -47,6 +49,7 @@ class Settings:
     s3_endpoint: str | None = None
     s3_region: str = "us-east-1"
     spool_dir: Path | None = None
+    mlflow_tracking_uri: str | None = None
     spill_dir: Path | None = None
     jobs_file: Path | None = None
     landing: str | None = None

@@ -10,8 +10,10 @@ from shoplake.catalog import Catalog
 from shoplake.catalog.spec import TableSpec, col
 from shoplake.errors import ConfigError, TableNotFoundError
 
-# Written by the ML subsystem, not part of the core catalog yet.
+# Written by the ML subsystem (shoplake.ml, declared in shoplake.layers.ml; its tests are in tests/ml).
 NON_CORE = {"gold.user_segments", "gold.customer_segments", "gold.conversion_predictions"}
+CLICK_ML = {"gold.user_segments", "gold.user_segment_profiles", "gold.conversion_predictions"}
+RETAIL_ML = {"gold.customer_segments", "gold.customer_segment_profiles"}
 
 SILVER = ["silver.products", "silver.events", "silver.sales", "silver.returns"]
 CLICK_GOLD = {"gold.daily_funnel", "gold.user_features", "gold.product_performance"}
@@ -95,7 +97,7 @@ def test_catalog_upstream_is_the_declared_inputs(catalog):
 
 
 def test_catalog_downstream_is_who_reads_the_table(catalog):
-    assert set(catalog.downstream("silver.events")) == CLICK_GOLD
+    assert set(catalog.downstream("silver.events")) == CLICK_GOLD | {"gold.conversion_predictions"}
     assert set(catalog.downstream("bronze.retail")) == {"silver.sales", "silver.returns"}
     assert set(catalog.downstream("silver.products")) == {"silver.events"}
     assert catalog.downstream("gold.daily_funnel") == []
@@ -104,8 +106,8 @@ def test_catalog_downstream_is_who_reads_the_table(catalog):
 def test_catalog_ancestors_and_descendants_are_transitive(catalog):
     assert catalog.ancestors("gold.daily_funnel") == {
         "silver.events", "bronze.clickstream", "silver.products", "bronze.products"}
-    assert catalog.descendants("bronze.products") == {"silver.products", "silver.events", *CLICK_GOLD}
-    assert catalog.descendants("bronze.retail") == {"silver.sales", "silver.returns", *RETAIL_GOLD}
+    assert catalog.descendants("bronze.products") == {"silver.products", "silver.events", *CLICK_GOLD, *CLICK_ML}
+    assert catalog.descendants("bronze.retail") == {"silver.sales", "silver.returns", *RETAIL_GOLD, *RETAIL_ML}
 
 
 def test_catalog_lineage_of_unknown_table_suggests_a_name(catalog):

@@ -116,6 +116,6 @@ class Catalog:
 @cache
 def default_catalog() -> Catalog:
     """The catalog of every table shoplake publishes."""
-    from shoplake.layers import bronze, gold, ops, silver
+    from shoplake.layers import bronze, gold, ml, ops, silver
 
-    return Catalog((*bronze.TABLES, *silver.TABLES, *gold.TABLES, *ops.TABLES))
+    return Catalog((*bronze.TABLES, *silver.TABLES, *gold.TABLES, *ml.TABLES, *ops.TABLES))

@@ -75,18 +75,21 @@ DATA_QUALITY = TableSpec(
 
 JOB_RUNS = TableSpec(
     name="ops.job_runs",
-    description="One row per job run, task and attempt: status, start, end, rows written and error.",
+    description=("One row per job run, task and attempt: status, start, end, rows written and error. "
+                 "A task skipped because an upstream task failed has one row with attempt 0."),
     grain=("run_id", "task", "attempt"),
     columns=(
         col("run_id", "VARCHAR"),
         col("job", "VARCHAR"),
         col("task", "VARCHAR"),
-        col("attempt", "BIGINT"),
-        col("status", "VARCHAR"),
+        col("attempt", "BIGINT", "1, 2, ... per task within the run (a resumed run continues the count)"),
+        col("status", "VARCHAR", "succeeded, failed, retrying (failed, another attempt follows) or skipped"),
         col("started_at", "TIMESTAMPTZ"),
         col("ended_at", "TIMESTAMPTZ"),
         col("rows_written", "BIGINT"),
         col("error", "VARCHAR"),
+        col("trigger", "VARCHAR", "manual, resume, watch or schedule"),
+        col("detail", "VARCHAR", "what the attempt did, e.g. files ingested and skipped, tables built"),
     ),
     build="external",
 )

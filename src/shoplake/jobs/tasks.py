@@ -1,0 +1,172 @@
+"""What one task attempt does: ingest, build, train or score, on the Python API.
+
+`execute` is called in a worker process (`shoplake jobs task ...`, started by the runner, or by a
+Databricks `python_wheel_task`), or in the runner's own process when it runs tasks inline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shoplake.errors import ConfigError, QualityCheckError, ShoplakeError, TableNotFoundError
+from shoplake.lake import Lake
+
+log = logging.getLogger(__name__)
+
+
+class InjectedFailure(ShoplakeError):
+    """A failure asked for by the task's `fail_times` option (a testing aid)."""
+
+
+class TaskFailed(ShoplakeError):
+    """A task ran but part of its work failed (a table not built, a file not ingested)."""
+
+
+# Failures that the same inputs reproduce: retrying them only delays the run's report.
+NOT_RETRYABLE = (ConfigError, QualityCheckError, TableNotFoundError)
+
+
+@dataclass(frozen=True)
+class TaskCall:
+    """A task's arguments, as given on the `shoplake jobs task` command line."""
+
+    kind: str  # ingest | build | ml_train | ml_score
+    source: str | None = None
+    landing: str | None = None
+    paths: tuple[str, ...] = ()
+    select: str | None = None
+    model: str | None = None
+    models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Testing aids: fail the first attempts, or pause at a point where a test can kill the process."""
+
+    fail_times: int = 0
+    pause_after: str | None = None
+    pause_seconds: float = 60.0
+
+
+@dataclass
+class TaskOutcome:
+    status: str  # succeeded | failed
+    rows_written: int = 0
+    detail: str = ""
+    error: str | None = None
+    retryable: bool = True
+    tables: dict[str, str] = field(default_factory=dict)
+
+
+def execute(lake: Lake, call: TaskCall, *, run_id: str, attempt: int = 1, hooks: Hooks = Hooks(),
+            sleep: Callable[[float], None] = time.sleep) -> TaskOutcome:
+    """Run one task attempt. Errors a user can act on become a failed outcome, never an exception."""
+    def pause(point: str) -> None:
+        if hooks.pause_after == point:
+            log.warning("pausing %.0fs after %s (pause_after, a testing aid)", hooks.pause_seconds, point)
+            sleep(hooks.pause_seconds)
+
+    try:
+        if attempt <= hooks.fail_times:
+            raise InjectedFailure(f"injected failure: attempt {attempt} of a task with fail_times: "
+                                  f"{hooks.fail_times} (a testing aid)")
+        pause("start")
+        if call.kind == "ingest":
+            return _ingest(lake, call, run_id, pause)
+        if call.kind == "build":
+            return _build(lake, call, run_id, pause)
+        if call.kind == "ml_train":
+            return _train(lake, call, run_id)
+        if call.kind == "ml_score":
+            return _score(lake, call, run_id)
+        raise ConfigError(f"unknown task kind {call.kind!r}")
+    except ShoplakeError as exc:
+        return TaskOutcome("failed", error=str(exc), retryable=not isinstance(exc, NOT_RETRYABLE))
+
+
+def _ingest(lake: Lake, call: TaskCall, run_id: str, pause: Callable[[str], None]) -> TaskOutcome:
+    from shoplake.ingest import ingest_files
+    from shoplake.jobs.landing import ingest_landing
+
+    table = f"bronze.{call.source}"
+
+    def on_file(_result) -> None:
+        pause(table)
+
+    if call.landing is not None:
+        landed = ingest_landing(lake, str(call.source), call.landing, run_id=run_id, on_file=on_file)
+        detail = landed.describe()
+        if landed.failures:
+            raise TaskFailed(f"{len(landed.failures)} file(s) could not be ingested ({detail}): "
+                             f"{'; '.join(landed.failures)}")
+        return TaskOutcome("succeeded", landed.rows_written, detail)
+    results = ingest_files(lake, str(call.source), list(call.paths), run_id=run_id, on_file=on_file)
+    ingested = [r for r in results if r.status != "skipped"]
+    rows = sum(r.rows_bronze + r.rows_quarantined for r in ingested)
+    detail = (f"{len(ingested)} file(s) ingested ({sum(r.rows_bronze for r in ingested):,} rows to bronze), "
+              f"{len(results) - len(ingested)} already ingested")
+    return TaskOutcome("succeeded", rows, detail)
+
+
+def _build(lake: Lake, call: TaskCall, run_id: str, pause: Callable[[str], None]) -> TaskOutcome:
+    from shoplake.build import build_tables
+
+    def on_table(result) -> None:
+        if result.status == "built":
+            pause(result.table)
+
+    results = build_tables(lake, call.select, run_id=run_id, on_table=on_table)
+    built = [r for r in results if r.status == "built"]
+    failed = [r for r in results if r.status == "failed"]
+    skipped = [r for r in results if r.status == "skipped"]
+    unchanged = len(results) - len(built) - len(failed) - len(skipped)
+    detail = f"{len(built)} table(s) built, {unchanged} unchanged"
+    if failed:
+        detail += f", {len(failed)} failed, {len(skipped)} skipped"
+    tables = {r.table: r.status for r in results}
+    rows = sum(r.rows_written for r in built)
+    if failed:
+        # A failed quality check is reproducible: the retry would fail the same way.
+        quality = all("check failed" in r.message for r in failed)
+        return TaskOutcome("failed", rows, detail, "; ".join(r.message for r in failed), retryable=not quality,
+                           tables=tables)
+    return TaskOutcome("succeeded", rows, detail, tables=tables)
+
+
+def _ml(function: str):
+    """`shoplake.ml.<function>`, imported only when an ML task runs."""
+    try:
+        ml = importlib.import_module("shoplake.ml")
+    except ImportError as exc:
+        raise ConfigError(f"ML tasks need shoplake.ml, which cannot be imported here ({exc}); remove the "
+                          f"ml_train/ml_score tasks from the job or run the `refresh` job") from exc
+    found = getattr(ml, function, None)
+    if found is None:
+        raise ConfigError(f"ML tasks need shoplake.ml.{function}, which this version of shoplake.ml does not "
+                          f"provide; remove the ml_train/ml_score tasks from the job or run the `refresh` job")
+    return found
+
+
+def _rows_of(result) -> int:
+    for name in ("rows_written", "rows_scored", "rows"):
+        value = getattr(result, name, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _train(lake: Lake, call: TaskCall, run_id: str) -> TaskOutcome:
+    result = _ml("train_model")(lake, call.model, run_id=run_id)
+    version = getattr(result, "model_version", None) or getattr(result, "version", None)
+    detail = f"trained {call.model}" + (f" (model version {version})" if version is not None else "")
+    return TaskOutcome("succeeded", _rows_of(result), detail)
+
+
+def _score(lake: Lake, call: TaskCall, run_id: str) -> TaskOutcome:
+    results = _ml("score_models")(lake, run_id=run_id, kinds=list(call.models) or None)
+    rows = sum(_rows_of(r) for r in results)
+    return TaskOutcome("succeeded", rows, f"{len(results)} model(s) scored, {rows:,} rows")

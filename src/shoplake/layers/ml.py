@@ -1,0 +1,138 @@
+"""Machine-learning outputs: written by `shoplake ml score` (shoplake.ml), declared here like every table.
+
+Each scoring run overwrites these tables with the predictions of the current `champion` model version
+(earlier scorings stay readable through Delta time travel, `shoplake history <table>`). Every row
+names the registered model and version that produced it.
+"""
+
+from __future__ import annotations
+
+from shoplake.catalog.spec import TableSpec, col, in_range, not_null, unique
+
+_MODEL_COLUMNS = (
+    col("model_name", "VARCHAR", "registered MLflow model that produced the row"),
+    col("model_version", "BIGINT", "version of that model (the champion when scored)"),
+    col("scored_at", "TIMESTAMPTZ", "when the scoring run wrote the row"),
+)
+
+USER_SEGMENTS = TableSpec(
+    name="gold.user_segments",
+    description=("One row per user_id in gold.user_features: the behavioural segment (K-means on views, carts "
+                 "and purchases per session) and its business name."),
+    grain=("user_id",),
+    columns=(
+        col("user_id", "BIGINT"),
+        col("segment_id", "INTEGER", "segment number; higher = more purchases (then carts) per session"),
+        col("segment_name", "VARCHAR", "Browsers, Engaged, High-Value (more names when k > 3)"),
+        col("views_per_session", "DOUBLE", "model input: count_views / count_sessions"),
+        col("carts_per_session", "DOUBLE", "model input: count_carts / count_sessions"),
+        col("purchases_per_session", "DOUBLE", "model input: count_purchases / count_sessions"),
+        *_MODEL_COLUMNS,
+    ),
+    inputs=("gold.user_features",),
+    build="external",
+    checks=(unique("user_id"), not_null("segment_name", action="fail")),
+)
+
+USER_SEGMENT_PROFILES = TableSpec(
+    name="gold.user_segment_profiles",
+    description=("One row per user segment_id of the latest scoring: size, mean recency, frequency "
+                 "(sessions) and monetary value (purchase revenue), per-visit behaviour and a recommended action."),
+    grain=("segment_id",),
+    columns=(
+        col("segment_id", "INTEGER"),
+        col("segment_name", "VARCHAR"),
+        col("count_users", "BIGINT"),
+        col("share_of_users", "DOUBLE", "count_users / all segmented users"),
+        col("mean_recency_days", "DOUBLE", "mean gold.user_features.recency_days"),
+        col("mean_frequency", "DOUBLE", "mean sessions per user"),
+        col("mean_monetary", "DOUBLE", "mean purchase revenue per user (clickstream has no returns)"),
+        col("mean_count_purchases", "DOUBLE"),
+        col("mean_views_per_session", "DOUBLE"),
+        col("mean_carts_per_session", "DOUBLE"),
+        col("mean_purchases_per_session", "DOUBLE"),
+        col("recommended_action", "VARCHAR"),
+        *_MODEL_COLUMNS,
+    ),
+    inputs=("gold.user_segments", "gold.user_features"),
+    build="external",
+    checks=(unique("segment_id"),),
+)
+
+CUSTOMER_SEGMENTS = TableSpec(
+    name="gold.customer_segments",
+    description=("One row per customer_id in gold.customer_rfm: the RFM segment (K-means on log recency, "
+                 "frequency and net monetary value), its business name and the quintile scores."),
+    grain=("customer_id",),
+    columns=(
+        col("customer_id", "BIGINT"),
+        col("segment_id", "INTEGER", "segment number; higher = higher summed RFM scores"),
+        col("segment_name", "VARCHAR", "Champions, Regular, Hibernating (At-Risk, ... when k > 3)"),
+        col("r_score", "INTEGER", "1-5 recency quintile (5 = most recent)"),
+        col("f_score", "INTEGER", "1-5 frequency quintile"),
+        col("m_score", "INTEGER", "1-5 monetary quintile"),
+        col("rfm_cell", "VARCHAR", "the three scores as text, e.g. '545'"),
+        col("recency_days", "BIGINT"),
+        col("frequency", "BIGINT"),
+        col("net_monetary", "DOUBLE", "monetary + returns_value"),
+        *_MODEL_COLUMNS,
+    ),
+    inputs=("gold.customer_rfm",),
+    build="external",
+    checks=(unique("customer_id"), not_null("segment_name", action="fail")),
+)
+
+CUSTOMER_SEGMENT_PROFILES = TableSpec(
+    name="gold.customer_segment_profiles",
+    description=("One row per RFM segment_id of the latest scoring: size, mean recency, frequency and "
+                 "monetary value (gross, returns, net of returns), mean scores and a recommended action."),
+    grain=("segment_id",),
+    columns=(
+        col("segment_id", "INTEGER"),
+        col("segment_name", "VARCHAR"),
+        col("count_customers", "BIGINT"),
+        col("share_of_customers", "DOUBLE"),
+        col("mean_recency_days", "DOUBLE"),
+        col("mean_frequency", "DOUBLE", "mean distinct sale invoices"),
+        col("mean_monetary", "DOUBLE", "mean gross sales"),
+        col("mean_returns_value", "DOUBLE", "mean returns (<= 0)"),
+        col("mean_net_monetary", "DOUBLE", "mean monetary net of returns"),
+        col("total_net_monetary", "DOUBLE"),
+        col("share_of_net_monetary", "DOUBLE", "total_net_monetary / all customers' net monetary"),
+        col("mean_r_score", "DOUBLE"),
+        col("mean_f_score", "DOUBLE"),
+        col("mean_m_score", "DOUBLE"),
+        col("recommended_action", "VARCHAR"),
+        *_MODEL_COLUMNS,
+    ),
+    inputs=("gold.customer_segments", "gold.customer_rfm"),
+    build="external",
+    checks=(unique("segment_id"),),
+)
+
+CONVERSION_PREDICTIONS = TableSpec(
+    name="gold.conversion_predictions",
+    description=("One row per (user_id, product_id) candidate at cutoff_at (a pair with an event in the "
+                 "lookback window before it): the calibrated probability that the user buys the product "
+                 "within horizon_days after cutoff_at."),
+    grain=("user_id", "product_id", "cutoff_at"),
+    columns=(
+        col("user_id", "BIGINT"),
+        col("product_id", "BIGINT"),
+        col("probability", "DOUBLE", "calibrated probability of a purchase in [cutoff_at, cutoff_at + horizon)"),
+        col("cutoff_at", "TIMESTAMPTZ", "features use only events strictly before it"),
+        col("horizon_days", "INTEGER"),
+        col("user_rank", "INTEGER", "1 = the user's most likely product"),
+        *_MODEL_COLUMNS,
+    ),
+    inputs=("silver.events",),
+    build="external",
+    checks=(
+        unique("user_id", "product_id", "cutoff_at"),
+        in_range("probability", low=0.0, high=1.0, action="fail"),
+        not_null("probability", action="fail"),
+    ),
+)
+
+TABLES = (USER_SEGMENTS, USER_SEGMENT_PROFILES, CUSTOMER_SEGMENTS, CUSTOMER_SEGMENT_PROFILES,
+          CONVERSION_PREDICTIONS)

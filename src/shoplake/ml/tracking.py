@@ -1,0 +1,332 @@
+"""MLflow tracking and model registry: the only module of shoplake that imports mlflow.
+
+Where: by default a SQLite store inside the lake, `<lake>/_mlflow/mlflow.db`, with artifacts under
+`<lake>/_mlflow/artifacts/<experiment>`; `Settings.mlflow_tracking_uri` (env
+`SHOPLAKE_MLFLOW_TRACKING_URI`) points elsewhere (another SQLite file, a `file:` store or an MLflow
+server). Each registered model has an experiment of the same name.
+
+Models are saved in the skops format (no pickle) with a signature, an input example and shoplake
+metadata (features, segment names, cutoff windows, drift references). Loading a model still executes
+code from its artifact, which MLflow only allows when told to: shoplake allows it for models of its
+own store only, for the duration of the load (`load`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata as _pkg
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from shoplake.config import Settings
+from shoplake.errors import ShoplakeError
+from shoplake.ml.errors import ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+_QUIET = ("mlflow", "alembic", "sqlalchemy", "skops")
+_DESCRIPTIONS = {
+    "shoplake-user-segments": "Behavioural segments of clickstream users (K-means; gold.user_segments).",
+    "shoplake-rfm-segments": "RFM segments of retail customers (K-means on log-RFM; gold.customer_segments).",
+    "shoplake-propensity": "Calibrated probability that a user buys a product within the horizon "
+                           "(gold.conversion_predictions).",
+}
+
+
+def tracking_uri(settings: Settings) -> str:
+    """The configured tracking URI, or the SQLite store inside the lake."""
+    if settings.mlflow_tracking_uri:
+        return settings.mlflow_tracking_uri
+    return "sqlite:///" + str((Path(settings.lake) / "_mlflow" / "mlflow.db").resolve())
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts next to a SQLite store; a file store or a server decides for itself."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+@dataclass
+class ModelRef:
+    """One registered model version."""
+
+    name: str
+    version: int
+    run_id: str | None
+    model_id: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadedModel:
+    """A model loaded from the registry, with the version it came from and its shoplake metadata."""
+
+    ref: ModelRef
+    model: Any
+    metadata: dict[str, Any]
+
+
+@dataclass
+class ModelSummary:
+    """What `shoplake ml models` shows for one registered model."""
+
+    name: str
+    versions: list[ModelRef]
+    champion: ModelRef | None
+
+
+def _requirements() -> list[str]:
+    reqs = []
+    for package in ("scikit-learn", "skops", "numpy", "pandas", "scipy"):
+        try:
+            reqs.append(f"{package}=={_pkg.version(package)}")
+        except _pkg.PackageNotFoundError:
+            continue
+    return reqs
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars and tuples to plain Python, so the metadata serialises to YAML."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
+
+
+class RunLog:
+    """The MLflow run being recorded: parameters, metrics, figures, dictionaries and the model."""
+
+    def __init__(self, tracker: Tracker, run):
+        self._tracker = tracker
+        self._mlflow = tracker.mlflow
+        self.run_id: str = run.info.run_id
+
+    def params(self, params: dict[str, Any]) -> None:
+        self._mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
+
+    def metrics(self, metrics: dict[str, float], *, step: int | None = None) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if v is not None}
+        if clean:
+            self._mlflow.log_metrics(clean, step=step)
+
+    def tags(self, tags: dict[str, Any]) -> None:
+        self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def figure(self, figure, path: str) -> None:
+        """Log a matplotlib figure as a PNG artifact and close it."""
+        import matplotlib.pyplot as plt
+
+        try:
+            self._mlflow.log_figure(figure, path)
+        finally:
+            plt.close(figure)
+
+    def dict(self, data: dict[str, Any], path: str) -> None:
+        self._mlflow.log_dict(_plain(data), path)
+
+    def model(self, model: Any, *, registered_name: str, input_example: pd.DataFrame, predict_fn: str,
+              metadata: dict[str, Any]) -> ModelRef:
+        """Log a scikit-learn model (skops format, signature, input example) and register a new version."""
+        import skops.io
+        from mlflow.models import infer_signature
+
+        untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+        foreign = [t for t in untrusted if not t.startswith("sklearn.")]
+        if foreign:
+            raise ShoplakeError(f"cannot save the model in the skops format: unexpected types {foreign}")
+        output = getattr(model, predict_fn)(input_example)
+        signature = infer_signature(input_example, output)
+        info = self._mlflow.sklearn.log_model(
+            model, name="model", signature=signature, input_example=input_example,
+            pip_requirements=_requirements(), pyfunc_predict_fn=predict_fn, metadata=_plain(metadata),
+            serialization_format="skops", skops_trusted_types=untrusted)
+        return self._tracker.register(registered_name, info.model_uri, run_id=self.run_id, model_id=info.model_id)
+
+
+class Tracker:
+    """The project's MLflow store: runs, registered models and the `champion` alias."""
+
+    def __init__(self, settings: Settings):
+        self.uri = tracking_uri(settings)
+        self.artifact_root = _artifact_root(self.uri)
+        self._mlflow = None
+
+    # -- setup -------------------------------------------------------------------------------------------
+    @property
+    def mlflow(self):
+        """The mlflow module, pointed at this store (imported on first use: it takes about a second)."""
+        import mlflow
+        import mlflow.sklearn  # noqa: F401  (the flavour used to log and load models)
+
+        if self._mlflow is None:
+            for name in _QUIET:
+                logging.getLogger(name).setLevel(logging.WARNING)
+            if self.uri.startswith("sqlite:///"):
+                Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            self._mlflow = mlflow
+        # Global in mlflow: set on every use, so two lakes in one process never mix.
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        return mlflow
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        self.mlflow  # noqa: B018  (points mlflow at this store)
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def experiment_id(self, name: str) -> str:
+        client = self.client()
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = f"{self.artifact_root}/{name}" if self.artifact_root else None
+        return client.create_experiment(name, artifact_location=location)
+
+    # -- runs --------------------------------------------------------------------------------------------
+    @contextmanager
+    def start_run(self, experiment: str, *, run_name: str, tags: dict[str, Any]) -> Iterator[RunLog]:
+        """An MLflow run in `experiment`; it ends FAILED if the block raises."""
+        mlflow = self.mlflow
+        experiment_id = self.experiment_id(experiment)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                              tags={k: str(v) for k, v in tags.items()}) as run:
+            yield RunLog(self, run)
+
+    def runs(self, experiment: str) -> pd.DataFrame:
+        """`mlflow.search_runs` of one experiment (empty when it does not exist)."""
+        client = self.client()
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return pd.DataFrame()
+        return self.mlflow.search_runs(experiment_ids=[found.experiment_id])
+
+    # -- registry ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _ref(mv) -> ModelRef:
+        source = getattr(mv, "source", "") or ""
+        model_id = source.split("/", 2)[-1] if source.startswith("models:/") else None
+        return ModelRef(mv.name, int(mv.version), mv.run_id, model_id, dict(mv.tags or {}),
+                        list(getattr(mv, "aliases", []) or []))
+
+    def register(self, name: str, model_uri: str, *, run_id: str, model_id: str | None) -> ModelRef:
+        """A new version of registered model `name` (created on first use) for a logged model."""
+        from mlflow.exceptions import MlflowException
+
+        client = self.client()
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            try:
+                client.create_registered_model(name, description=_DESCRIPTIONS.get(name, ""))
+            except MlflowException:  # created meanwhile by another run
+                client.get_registered_model(name)
+        mv = client.create_model_version(name, source=model_uri, run_id=run_id, model_id=model_id)
+        return self._ref(mv)
+
+    def version(self, name: str, version: int) -> ModelRef:
+        return self._ref(self.client().get_model_version(name, str(version)))
+
+    def champion(self, name: str) -> ModelRef | None:
+        """The version holding the `champion` alias, or None (no model or no champion yet)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._ref(self.client().get_model_version_by_alias(name, CHAMPION))
+        except MlflowException:
+            return None
+
+    def promote(self, name: str, version: int) -> None:
+        self.client().set_registered_model_alias(name, CHAMPION, str(version))
+
+    def tag_version(self, name: str, version: int, tags: dict[str, Any]) -> None:
+        client = self.client()
+        for key, value in tags.items():
+            client.set_model_version_tag(name, str(version), key, str(value))
+
+    def load_champion(self, name: str) -> LoadedModel:
+        """Load `models:/<name>@champion` with its version and metadata.
+
+        The alias is resolved before and after the load; if a training run moved it in between, the
+        load is repeated, so the version returned is the one whose artifact was loaded.
+        """
+        from mlflow.exceptions import MlflowException
+
+        mlflow = self.mlflow
+        uri = f"models:/{name}@{CHAMPION}"
+        for _ in range(3):
+            before = self.champion(name)
+            if before is None:
+                raise ModelNotFoundError(f"model {name!r} has no {CHAMPION!r} version yet: train it first with "
+                                         f"`shoplake ml train {_kind_of(name)}`")
+            try:
+                with _model_loading_allowed(), tempfile.TemporaryDirectory(prefix="shoplake-model-") as tmp:
+                    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+                    model = mlflow.sklearn.load_model(local)
+                    info = mlflow.models.Model.load(os.path.join(local, "MLmodel"))
+            except MlflowException as exc:
+                raise ModelNotFoundError(f"cannot load {uri}: {str(exc).splitlines()[0]}") from exc
+            after = self.champion(name)
+            if after is not None and after.version == before.version:
+                return LoadedModel(after, model, dict(info.metadata or {}))
+        raise ModelNotFoundError(f"{uri} kept moving while loading; try again")
+
+    def summaries(self, names: list[str]) -> list[ModelSummary]:
+        """Registered versions and champion of each model name (missing models have no versions)."""
+        client = self.client()
+        out = []
+        for name in names:
+            versions = sorted((self._ref(mv) for mv in client.search_model_versions(f"name = '{name}'")),
+                              key=lambda r: r.version)
+            out.append(ModelSummary(name, versions, self.champion(name) if versions else None))
+        return out
+
+    # -- UI ----------------------------------------------------------------------------------------------
+    def ui_command(self, *, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+        """The command that serves the MLflow UI over this store."""
+        script = Path(sys.executable).with_name("mlflow")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
+        # One worker is plenty for one person browsing, on a 2-core machine (the default is 4).
+        command += ["ui", "--backend-store-uri", self.uri, "--host", host, "--port", str(port), "--workers", "1"]
+        if self.artifact_root:
+            command += ["--default-artifact-root", self.artifact_root]
+        return command
+
+
+# The UI only browses: MLflow's server-side job runner (GenAI evaluation jobs, a dozen processes) is off.
+UI_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+@contextmanager
+def _model_loading_allowed() -> Iterator[None]:
+    # MLflow refuses to deserialise models unless this is set; shoplake only loads from its own store.
+    key = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+    previous = os.environ.get(key)
+    os.environ[key] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
+def _kind_of(model_name: str) -> str:
+    from shoplake.ml.kinds import KIND_OF_MODEL
+
+    return KIND_OF_MODEL.get(model_name, "<kind>")

@@ -1,0 +1,305 @@
+"""Training runs: read the inputs through the catalog, fit, log to MLflow, register, crown a champion.
+
+The champion rule (all three models): a newly registered version takes the `champion` alias only if
+its validation metric (`kinds.KEY_METRICS`: silhouette for segments, validation ROC-AUC for
+propensity) is at least as good as the current champion's. Both are measured on this run's data
+whenever the champion can be evaluated on it (same inputs and windows): its segments' silhouette on
+the same sampled rows and geometry, or its ROC-AUC on the same validation cutoff. Otherwise the
+value recorded when the champion was trained is used. A tie goes to the new version. The decision and
+both values are recorded as tags of the new version (`shoplake.decision`, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shoplake.errors import ConfigError
+from shoplake.lake import Lake
+from shoplake.ml import drift, features, leakage, plots, propensity, rfm, segmentation
+from shoplake.ml.errors import ModelNotFoundError
+from shoplake.ml.kinds import KEY_METRICS, KINDS, MODEL_NAMES
+from shoplake.ml.params import Params, PropensityParams, RFMParams, SegmentParams, default_params, flat_params
+from shoplake.ml.tracking import ModelRef, Tracker
+
+log = logging.getLogger(__name__)
+
+_BUILD_HINT = "run `shoplake build` (after `shoplake ingest ...`)"
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced.
+
+    Attributes:
+        model_name: registered model name (`shoplake-user-segments`, ...).
+        version: the registered version created by this run.
+        metrics: the run's headline metrics (the key validation metric included).
+        is_champion: whether this version took the `champion` alias.
+        mlflow_run_id: the MLflow run holding parameters, metrics, plots and the model.
+    """
+
+    model_name: str
+    version: int
+    metrics: dict[str, float]
+    is_champion: bool
+    mlflow_run_id: str
+    kind: str = ""
+    key_metric: str = ""
+    champion_value: float | None = None
+    decision: str = ""
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def train(lake: Lake, kind: str, *, run_id: str, params: Params | None = None) -> TrainResult:
+    """Train one model kind; see `shoplake.ml.train_model`."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown model kind {kind!r}: expected one of {', '.join(KINDS)}")
+    params = params or default_params(kind)
+    expected = {"segments": SegmentParams, "rfm": RFMParams, "propensity": PropensityParams}[kind]
+    if not isinstance(params, expected):
+        raise ConfigError(f"{kind} takes {expected.__name__}, got {type(params).__name__}")
+    started = time.perf_counter()
+    trainer = {"segments": _train_user_segments, "rfm": _train_rfm, "propensity": _train_propensity}[kind]
+    result = trainer(lake, params, run_id, Tracker(lake.settings))
+    result.kind = kind
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# -- champion rule ------------------------------------------------------------------------------------
+
+def _crown(tracker: Tracker, kind: str, new: ModelRef, value: float, champion: ModelRef | None,
+           champion_value: float | None, run) -> tuple[bool, str]:
+    """Apply the champion rule to a new version, record the decision and return it."""
+    metric = KEY_METRICS[kind]
+    if champion is None:
+        promote, decision = True, "first version: champion"
+    else:
+        if champion_value is None:
+            recorded = champion.tags.get("shoplake.key_metric_value")
+            champion_value = float(recorded) if recorded not in (None, "") else float("-inf")
+        promote = value >= champion_value
+        decision = (f"{metric} {value:.4f} {'>=' if promote else '<'} champion v{champion.version} "
+                    f"{champion_value:.4f}: {'promoted' if promote else 'not promoted'}")
+    tags = {"shoplake.key_metric": metric, "shoplake.key_metric_value": f"{value:.6f}",
+            "shoplake.decision": decision, "shoplake.kind": kind}
+    if champion is not None and champion_value is not None:
+        tags["shoplake.champion_value_compared"] = f"{champion_value:.6f}"
+    tracker.tag_version(new.name, new.version, tags)
+    if promote:
+        tracker.promote(new.name, new.version)
+    run.tags({"shoplake.decision": decision, "shoplake.is_champion": promote})
+    log.info("%s v%d: %s", new.name, new.version, decision)
+    return promote, decision
+
+
+# -- segments (users and RFM) -------------------------------------------------------------------------
+
+def _segment_run(tracker: Tracker, *, kind: str, run_id: str, params: SegmentParams | RFMParams,
+                 frame: pd.DataFrame, feature_columns: tuple[str, ...], profile_columns: tuple[str, ...],
+                 value, namer, actions: dict[str, str], input_versions: dict[str, Any],
+                 entity: str) -> TrainResult:
+    model_name = MODEL_NAMES[kind]
+    X = frame.loc[:, list(feature_columns)].astype(float)
+    selection, model, segment_ids, rows = segmentation.fit_segments(X, params, value(frame).to_numpy())
+    profile = segmentation.profile_frame(frame, segment_ids, list(dict.fromkeys(feature_columns + profile_columns)))
+    names = namer(profile)
+    silhouette = segmentation.silhouette_on(X, rows, segment_ids)
+    metrics = {"silhouette": silhouette, "k": float(selection.chosen_k), "inertia":
+               selection.inertias[selection.ks.index(selection.chosen_k)], "rows": float(len(frame)),
+               "silhouette_sample_rows": float(len(rows))}
+    champion = tracker.champion(model_name)
+    champion_value = _champion_silhouette(tracker, model_name, champion, X, rows, feature_columns)
+    with tracker.start_run(model_name, run_name=f"train-{kind}-{run_id}",
+                           tags={"shoplake.run_id": run_id, "shoplake.kind": kind,
+                                 "shoplake.run_type": "train"}) as run:
+        run.params({**flat_params(params), "features": ",".join(feature_columns), "chosen_k": selection.chosen_k,
+                    "k_criterion": "max silhouette on a seeded sample (smaller k within k_tolerance)",
+                    **{f"input.{k}": v for k, v in input_versions.items()}})
+        run.metrics(metrics)
+        for k, inertia, sil in zip(selection.ks, selection.inertias, selection.silhouettes, strict=True):
+            run.metrics({"elbow_inertia": inertia, "elbow_silhouette": sil}, step=k)
+        run.metrics({f"segment_size.{names[i]}": float(profile.loc[i, "size"]) for i in profile.index})
+        run.figure(plots.k_selection(selection.ks, selection.inertias, selection.silhouettes, selection.chosen_k,
+                                     f"{model_name}: choosing k"), "plots/elbow_silhouette.png")
+        run.figure(plots.segment_profiles(profile, names, list(feature_columns + profile_columns),
+                                          f"{model_name}: segment profiles"), "plots/segment_profiles.png")
+        run.dict({"segments": [{"segment_id": int(i), "segment_name": names[i],
+                                "recommended_action": segmentation.recommended_action(names[i], actions),
+                                **{c: float(profile.loc[i, c]) for c in profile.columns}}
+                               for i in profile.index]}, "segment_profiles.json")
+        metadata = {"shoplake_kind": kind, "entity": entity, "features": list(feature_columns),
+                    "segment_names": {str(i): names[i] for i in profile.index},
+                    "drift_reference": drift.references(X, feature_columns),
+                    "key_metric": "silhouette", "key_metric_value": silhouette, "run_id": run_id}
+        ref = run.model(model, registered_name=model_name, input_example=X.head(5), predict_fn="predict",
+                        metadata=metadata)
+        is_champion, decision = _crown(tracker, kind, ref, silhouette, champion, champion_value, run)
+        return TrainResult(model_name, ref.version, metrics, is_champion, run.run_id, key_metric="silhouette",
+                           champion_value=champion_value, decision=decision,
+                           details={"segments": {names[i]: int(profile.loc[i, "size"]) for i in profile.index},
+                                    "k_silhouettes": dict(zip(selection.ks, selection.silhouettes, strict=True))})
+
+
+def _champion_silhouette(tracker: Tracker, model_name: str, champion: ModelRef | None, X: pd.DataFrame,
+                         rows: np.ndarray, feature_columns: tuple[str, ...]) -> float | None:
+    """The current champion's silhouette on this run's sampled rows (None when it cannot be evaluated)."""
+    if champion is None:
+        return None
+    try:
+        loaded = tracker.load_champion(model_name)
+    except ModelNotFoundError as exc:  # unreadable artifact: compare with its recorded value instead
+        log.warning("%s: cannot evaluate the champion on this data (%s)", model_name, exc)
+        return None
+    if list(loaded.metadata.get("features", [])) != list(feature_columns):
+        return None
+    return segmentation.silhouette_on(X, rows, loaded.model.predict(X))
+
+
+def _train_user_segments(lake: Lake, params: SegmentParams, run_id: str, tracker: Tracker) -> TrainResult:
+    features.require_tables(lake, (features.USER_SEGMENT_INPUT,), hint=_BUILD_HINT)
+    with lake.engine() as engine:
+        versions = features.bind(lake, engine, features.USER_SEGMENT_INPUT)
+        frame = features.user_segment_frame(engine)
+    return _segment_run(tracker, kind="segments", run_id=run_id, params=params, frame=frame,
+                        feature_columns=features.USER_SEGMENT_FEATURES,
+                        profile_columns=features.USER_PROFILE_COLUMNS, value=segmentation.user_value,
+                        namer=segmentation.name_user_segments, actions=segmentation.USER_ACTIONS,
+                        input_versions=versions, entity="user_id")
+
+
+def _train_rfm(lake: Lake, params: RFMParams, run_id: str, tracker: Tracker) -> TrainResult:
+    features.require_tables(lake, (features.RFM_INPUT,), hint=_BUILD_HINT)
+    with lake.engine() as engine:
+        versions = features.bind(lake, engine, features.RFM_INPUT)
+        frame = features.rfm_frame(engine)
+    return _segment_run(tracker, kind="rfm", run_id=run_id, params=params, frame=frame,
+                        feature_columns=features.RFM_FEATURES, profile_columns=features.RFM_PROFILE_COLUMNS,
+                        value=rfm.rfm_value, namer=rfm.name_rfm_segments, actions=rfm.RFM_ACTIONS,
+                        input_versions=versions, entity="customer_id")
+
+
+# -- propensity ---------------------------------------------------------------------------------------
+
+def _window_metadata(plan: features.CutoffPlan, window: features.WindowSettings) -> dict[str, Any]:
+    return {"lookback_days": window.lookback_days, "horizon_days": window.horizon_days,
+            "step_days": window.step_days, "max_train_cutoffs": window.max_train_cutoffs,
+            "train_cutoffs": [c.isoformat() for c in plan.train], "validation_cutoff": plan.validation.isoformat(),
+            "scoring_cutoff": plan.scoring.isoformat()}
+
+
+def collect_examples(engine, params: PropensityParams) -> tuple[features.CutoffPlan, pd.DataFrame, pd.DataFrame,
+                                                               dict[str, Any]]:
+    """Cutoff plan, training examples (sampled negatives, weighted) and all validation candidates."""
+    plan = features.plan_cutoffs(*features.event_span(engine), params.window)
+    per_cutoff = max(1, params.max_train_negatives // len(plan.train))
+    parts, stats = [], {"train": {}, "validation": {}}
+    for cutoff in plan.train:
+        frame, counts = features.labelled_examples(engine, cutoff, plan, negative_rate=None,
+                                                   max_negatives=per_cutoff, seed=params.random_state)
+        parts.append(frame)
+        stats["train"][cutoff.isoformat()] = counts
+    train_frame = pd.concat(parts, ignore_index=True)
+    validation, counts = features.labelled_examples(engine, plan.validation, plan, negative_rate=1.0,
+                                                    max_negatives=0, seed=params.random_state)
+    stats["validation"] = counts
+    return plan, train_frame, validation, stats
+
+
+def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker: Tracker) -> TrainResult:
+    model_name = MODEL_NAMES["propensity"]
+    features.require_tables(lake, (features.PROPENSITY_INPUT,), hint=_BUILD_HINT)
+    with lake.engine() as engine:
+        versions = features.bind(lake, engine, features.PROPENSITY_INPUT)
+        plan, train_frame, validation, stats = collect_examples(engine, params)
+        # Audit 1 (cutoff invariance) on the validation cutoff, before anything is fitted or logged.
+        leakage.audit_cutoff_invariance(lake, engine, plan.validation, plan.lookback,
+                                        events_version=versions[features.PROPENSITY_INPUT])
+    plan.check()  # audit 3: windows do not overlap
+    # Audit 2: no single feature may be (nearly) the label.
+    aucs = leakage.single_feature_aucs(validation, features.PAIR_FEATURES)
+    reviewed_over = leakage.audit_feature_aucs(aucs, threshold=params.max_single_feature_auc,
+                                               reviewed=params.reviewed_strong_features)
+
+    candidates = propensity.train_candidates(train_frame, validation, params)
+    chosen = propensity.best(candidates)
+    baseline = next((c for c in candidates if c.name == "popularity"), None)
+    y = validation["label"].to_numpy()
+    metrics = dict(chosen.metrics)
+    metrics.update({
+        "train_cutoffs": float(len(plan.train)),
+        "train_positives": float(train_frame["label"].sum()), "train_rows": float(len(train_frame)),
+        "val_candidates": float(stats["validation"]["candidates"]),
+        "val_positives": float(stats["validation"]["positives"]),
+    })
+    if baseline is not None:
+        metrics["baseline_val_roc_auc"] = baseline.metrics["val_roc_auc"]
+    champion = tracker.champion(model_name)
+    champion_value = _champion_auc(tracker, model_name, champion, validation, plan, params)
+    with tracker.start_run(model_name, run_name=f"train-propensity-{run_id}",
+                           tags={"shoplake.run_id": run_id, "shoplake.kind": "propensity",
+                                 "shoplake.run_type": "train", "shoplake.chosen_model": chosen.name}) as run:
+        run.params({**flat_params(params), "chosen_model": chosen.name,
+                    "candidates": "pairs with an event in [cutoff - lookback, cutoff)",
+                    "label": "purchase of the product by the user in [cutoff, cutoff + horizon)",
+                    "train_cutoffs": ",".join(c.date().isoformat() for c in plan.train),
+                    "validation_cutoff": plan.validation.isoformat(), "scoring_cutoff": plan.scoring.isoformat(),
+                    **{f"input.{k}": v for k, v in versions.items()}})
+        run.metrics(metrics)
+        for candidate in candidates:
+            run.metrics({f"{candidate.name}.{k}": v for k, v in candidate.metrics.items()})
+        run.metrics({f"feature_auc.{k}": v for k, v in aucs.items()})
+        run.dict({"examples": stats, "single_feature_auc": aucs, "reviewed_strong_features":
+                  {k: {"auc": v, "reason": params.reviewed_strong_features[k]} for k, v in reviewed_over.items()},
+                  "cutoff_invariance": "passed on the validation cutoff"}, "leakage_audit.json")
+        scores = {c.name: c.probabilities for c in candidates}
+        run.figure(plots.roc_pr(y, scores), "plots/roc_pr.png")
+        run.figure(plots.calibration(y, scores), "plots/calibration.png")
+        importance = propensity.importance(chosen, validation, seed=params.random_state, threads=params.threads)
+        run.figure(plots.feature_importance(importance, f"{model_name}: {chosen.name}"),
+                   "plots/feature_importance.png")
+        run.dict({"permutation_importance_roc_auc": importance.sort_values(ascending=False).to_dict()},
+                 "feature_importance.json")
+        example = features.as_matrix(validation.head(5), chosen.columns)
+        metadata = {"shoplake_kind": "propensity", "model": chosen.name, "features": list(chosen.columns),
+                    "window": _window_metadata(plan, params.window),
+                    "drift_reference": drift.references(features.as_matrix(train_frame, chosen.columns),
+                                                        chosen.columns),
+                    "key_metric": "val_roc_auc", "key_metric_value": chosen.metrics["val_roc_auc"],
+                    "threads": params.threads, "run_id": run_id}
+        ref = run.model(chosen.model, registered_name=model_name, input_example=example,
+                        predict_fn="predict_proba", metadata=metadata)
+        is_champion, decision = _crown(tracker, "propensity", ref, chosen.metrics["val_roc_auc"], champion,
+                                       champion_value, run)
+        return TrainResult(model_name, ref.version, metrics, is_champion, run.run_id, key_metric="val_roc_auc",
+                           champion_value=champion_value, decision=decision,
+                           details={"models": {c.name: c.metrics for c in candidates}, "chosen": chosen.name,
+                                    "feature_auc": aucs, "plan": _window_metadata(plan, params.window)})
+
+
+def _champion_auc(tracker: Tracker, model_name: str, champion: ModelRef | None, validation: pd.DataFrame,
+                  plan: features.CutoffPlan, params: PropensityParams) -> float | None:
+    """The champion's ROC-AUC on this run's validation cutoff, if it uses the same windows and features."""
+    if champion is None:
+        return None
+    try:
+        loaded = tracker.load_champion(model_name)
+    except ModelNotFoundError as exc:
+        log.warning("%s: cannot evaluate the champion on this data (%s)", model_name, exc)
+        return None
+    window = loaded.metadata.get("window", {})
+    columns = tuple(loaded.metadata.get("features", []))
+    same = (window.get("lookback_days") == params.window.lookback_days
+            and window.get("horizon_days") == params.window.horizon_days
+            and columns and set(columns) <= set(validation.columns))
+    if not same:
+        return None
+    p = propensity.predict(loaded.model, validation, columns, threads=params.threads)
+    return propensity.evaluate(validation["label"].to_numpy(), p)["val_roc_auc"]

@@ -1,0 +1,81 @@
+"""Fixtures of the ML tests: lakes built from generated and real data, trained and scored once per session.
+
+- `shop_lake`: a month of generated clickstream (1M events, planted user types) and a year of
+  generated retail (planted customer types), ingested and built through the public API. Products are
+  not ingested: the clickstream rows carry their category fields.
+- `trained`: the three models trained on `shop_lake` (MLflow store inside the lake) and scored once.
+- `uci_trained`: the real UCI Online Retail file (../shared/data/real), built up to gold.customer_rfm,
+  RFM model trained and scored (its own MLflow store).
+Tests read the results, the tables and the MLflow stores; tests that train more use their own runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import pytest
+
+from shoplake.build import build_tables
+from shoplake.ingest import ingest_files
+from shoplake.lake import Lake
+from shoplake.ml import score_models, train_model
+from shoplake.synth import generate
+
+from .lakes import UCI_FILE, Trained, open_lake
+
+
+def pytest_configure(config):
+    # MLflow's SQLite store still uses a SQLAlchemy loader strategy that SQLAlchemy deprecates.
+    config.addinivalue_line("filterwarnings", "ignore:The ``noload`` loader strategy:DeprecationWarning")
+
+
+CLICK_EVENTS = 1_000_000
+CLICK_DAYS = 30
+RETAIL_ROWS = 60_000
+SEED = 7
+
+
+@pytest.fixture(scope="session")
+def shop_lake(tmp_path_factory) -> tuple[Lake, Path]:
+    root = tmp_path_factory.mktemp("shop")
+    data = root / "data"
+    generate("clickstream", data, rows=CLICK_EVENTS, seed=SEED, days=CLICK_DAYS)
+    generate("retail", data, rows=RETAIL_ROWS, seed=SEED, start=dt.date(2010, 12, 1), days=365)
+    lake = open_lake(root / "lake")
+    ingest_files(lake, "clickstream", [str(data / "clickstream.csv.gz")], run_id="ingest-click")
+    ingest_files(lake, "retail", [str(data / "retail.csv.gz")], run_id="ingest-retail")
+    failed = [r for r in build_tables(lake, run_id="build") if r.status == "failed"]
+    assert not failed, failed
+    return lake, data
+
+
+@pytest.fixture(scope="session")
+def trained(shop_lake) -> Trained:
+    lake, data = shop_lake
+    out = Trained(lake, data)
+    for kind in ("segments", "rfm", "propensity"):
+        started = time.perf_counter()
+        out.train[kind] = train_model(lake, kind, run_id=f"train-{kind}")
+        out.seconds[kind] = time.perf_counter() - started
+    started = time.perf_counter()
+    out.score = score_models(lake, run_id="score-1")
+    out.seconds["score"] = time.perf_counter() - started
+    return out
+
+
+@pytest.fixture(scope="session")
+def uci_trained(tmp_path_factory) -> Trained:
+    if not UCI_FILE.is_file():
+        pytest.skip(f"real data file {UCI_FILE} is absent (expected ../shared/data/real next to the repo)")
+    lake = open_lake(tmp_path_factory.mktemp("uci") / "lake")
+    ingest_files(lake, "retail", [str(UCI_FILE)], run_id="ingest-uci")
+    failed = [r for r in build_tables(lake, "+gold.customer_rfm", run_id="build-uci") if r.status == "failed"]
+    assert not failed, failed
+    out = Trained(lake, UCI_FILE.parent)
+    started = time.perf_counter()
+    out.train["rfm"] = train_model(lake, "rfm", run_id="train-uci-rfm")
+    out.seconds["rfm"] = time.perf_counter() - started
+    out.score = score_models(lake, run_id="score-uci", kinds=["rfm"])
+    return out

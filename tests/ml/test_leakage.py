@@ -1,0 +1,167 @@
+"""Leakage audit of the propensity features, on real generated data, plus one deliberate mutation.
+
+The features of a cutoff T must not depend on anything at or after T. The tests bind altered copies of
+silver.events in the engine (events appended at and after T, label-window events removed) and compare
+every feature of every candidate; a mutation that lets the feature window peek past T must be caught.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from shoplake.ml import features, leakage
+from shoplake.ml.errors import LeakageError
+from shoplake.ml.params import REVIEWED_STRONG_FEATURES, PropensityParams
+
+WINDOW = PropensityParams().window
+
+
+@pytest.fixture(scope="module")
+def events(shop_lake) -> pa.Table:
+    lake, _ = shop_lake
+    with lake.engine() as engine:
+        features.bind(lake, engine, "silver.events")
+        return engine.table("SELECT * FROM silver.events")
+
+
+@pytest.fixture(scope="module")
+def plan(shop_lake) -> features.CutoffPlan:
+    lake, _ = shop_lake
+    with lake.engine() as engine:
+        features.bind(lake, engine, "silver.events")
+        return features.plan_cutoffs(*features.event_span(engine), WINDOW)
+
+
+def _features_of(lake, table: pa.Table, cutoff, lookback, into: str, engine) -> int:
+    """Candidate features of `cutoff` computed with `table` bound as silver.events."""
+    engine.bind_arrow("silver.events", table)
+    return features.materialize_pair_features(engine, cutoff, lookback, into=into)
+
+
+def _labels_of(engine, cutoff, horizon) -> int:
+    return engine.rows(f"SELECT count(*) FROM ({features.label_sql()})", [cutoff, cutoff + horizon])[0][0]
+
+
+def _shifted(table: pa.Table, start, end, by: timedelta) -> pa.Table:
+    """Copies of the events in [start, end) moved by `by` (same users, products, types)."""
+    keep = pc.and_(pc.greater_equal(table["event_at"], pa.scalar(start, table.schema.field("event_at").type)),
+                   pc.less(table["event_at"], pa.scalar(end, table.schema.field("event_at").type)))
+    part = table.filter(keep)
+    moved = pc.add(part["event_at"], pa.scalar(by, pa.duration("us")))
+    column = part.schema.get_field_index("event_at")
+    return part.set_column(column, "event_at", moved.cast(part.schema.field("event_at").type))
+
+
+def _at_exactly(table: pa.Table, cutoff, n: int) -> pa.Table:
+    """Purchases at exactly the cutoff of pairs the users interacted with before it."""
+    before = table.filter(pc.less(table["event_at"], pa.scalar(cutoff, table.schema.field("event_at").type)))
+    part = before.slice(before.num_rows - n, n)
+    part = part.set_column(part.schema.get_field_index("event_at"), "event_at",
+                           pa.array([cutoff] * n, part.schema.field("event_at").type))
+    return part.set_column(part.schema.get_field_index("event_type"), "event_type",
+                           pa.array(["purchase"] * n, part.schema.field("event_type").type))
+
+
+def test_appending_events_at_or_after_the_cutoff_changes_no_feature(shop_lake, events, plan):
+    lake, _ = shop_lake
+    cutoff = plan.validation
+    # The pre-cutoff week replayed one and two weeks later, plus purchases at exactly the cutoff.
+    extra = pa.concat_tables([
+        _shifted(events, cutoff - plan.lookback, cutoff, plan.lookback),
+        _shifted(events, cutoff - plan.lookback, cutoff, 2 * plan.lookback),
+        _at_exactly(events, cutoff, 500),
+    ])
+    with lake.engine() as engine:
+        n = _features_of(lake, events, cutoff, plan.lookback, "original", engine)
+        labels_before = _labels_of(engine, cutoff, plan.horizon)
+        _features_of(lake, pa.concat_tables([events, extra]), cutoff, plan.lookback, "appended", engine)
+        labels_after = _labels_of(engine, cutoff, plan.horizon)
+        diff = leakage.feature_differences(engine, "original", "appended", features.PAIR_FEATURES)
+    assert n > 10_000
+    assert labels_after > labels_before  # the appended events do reach the label window ...
+    assert diff == {}                    # ... and no feature of any candidate
+
+
+def test_no_feature_is_computed_from_label_window_events(shop_lake, events, plan):
+    lake, _ = shop_lake
+    cutoff = plan.train[-1]
+    start, end = plan.label_window(cutoff)
+    at = events["event_at"]
+    t = events.schema.field("event_at").type
+    outside = pc.or_(pc.less(at, pa.scalar(start, t)), pc.greater_equal(at, pa.scalar(end, t)))
+    with lake.engine() as engine:
+        _features_of(lake, events, cutoff, plan.lookback, "original", engine)
+        labels_with = _labels_of(engine, cutoff, plan.horizon)
+        _features_of(lake, events.filter(outside), cutoff, plan.lookback, "without_label_window", engine)
+        labels_without = _labels_of(engine, cutoff, plan.horizon)
+        diff = leakage.feature_differences(engine, "original", "without_label_window", features.PAIR_FEATURES)
+    assert labels_with > 0 and labels_without == 0  # the label window is what the labels read ...
+    assert diff == {}                               # ... and what no feature reads
+
+
+def test_no_single_feature_reaches_the_audit_threshold_unless_reviewed(trained):
+    """The single-feature AUCs of the session's training run (validation cutoff, every candidate)."""
+    result = trained.train["propensity"]
+    aucs = result.details["feature_auc"]
+    top = sorted(aucs.items(), key=lambda x: -x[1])[:6]
+    print(f"\nsingle-feature validation ROC-AUC ({int(result.metrics['val_positives'])} positives), strongest: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in top))
+    assert set(aucs) == set(features.PAIR_FEATURES)
+    over = leakage.audit_feature_aucs(aucs, threshold=0.95, reviewed=REVIEWED_STRONG_FEATURES)
+    assert set(over) <= set(REVIEWED_STRONG_FEATURES)
+    assert all(v <= 0.95 for k, v in aucs.items() if k not in REVIEWED_STRONG_FEATURES)
+    if over:  # on this data the reviewed features are needed: without the review the audit fails
+        with pytest.raises(LeakageError, match="leakage audit failed"):
+            leakage.audit_feature_aucs(aucs, threshold=0.95, reviewed={})
+
+
+def test_a_feature_equal_to_the_label_fails_the_auc_audit():
+    frame = pd.DataFrame({"label": [0, 0, 0, 1, 0, 1, 0, 0], "score": [1, 2, 3, 4, 1, 9, 2, 0]})
+    peek = leakage.single_feature_aucs(frame.assign(peek=frame["label"]), ["peek", "score"])
+    assert peek["peek"] == 1.0 and peek["score"] == pytest.approx(1.0)
+    inverted = leakage.single_feature_aucs(frame.assign(peek=-frame["label"]), ["peek"])
+    assert inverted == {"peek": 1.0}  # orientation-free: a reversed copy of the label is as bad
+    with pytest.raises(LeakageError, match=r"single-feature validation ROC-AUC above 0.95: peek \(1.000\)"):
+        leakage.audit_feature_aucs({"peek": 1.0, "fine": 0.7}, threshold=0.95, reviewed=REVIEWED_STRONG_FEATURES)
+    assert leakage.audit_feature_aucs({"fine": 0.95}, threshold=0.95, reviewed={}) == {}
+
+
+def test_training_and_scoring_windows_do_not_overlap(plan, events):
+    last_event = pc.max(events["event_at"]).as_py()
+    assert last_event < plan.scoring <= last_event + timedelta(days=1)
+    for cutoff in plan.train:
+        assert plan.feature_window(cutoff)[1] == cutoff
+        assert plan.label_window(cutoff)[1] <= plan.validation
+    assert plan.label_window(plan.validation)[1] <= plan.scoring
+    assert plan.train == tuple(sorted(plan.train)) and len(plan.train) >= 2
+    bad = features.CutoffPlan(train=(plan.validation - timedelta(days=1),), validation=plan.validation,
+                              scoring=plan.scoring, lookback=plan.lookback, horizon=plan.horizon)
+    with pytest.raises(LeakageError, match="overlaps the validation period"):
+        bad.check()
+
+
+def test_mutation_a_feature_that_peeks_past_the_cutoff_fails_the_audit(shop_lake, plan, monkeypatch):
+    """Shown once: let the feature window run into the label window, and both audits fail."""
+    lake, _ = shop_lake
+    honest = features.feature_window_sql()
+    peeking = honest.replace("WHERE event_at >= ? AND event_at < ?",
+                             "WHERE event_at >= ? AND event_at < CAST(? AS TIMESTAMPTZ) + INTERVAL 7 DAY")
+    assert peeking != honest
+    monkeypatch.setattr(features, "feature_window_sql", lambda: peeking)
+    with lake.engine() as engine:
+        versions = features.bind(lake, engine, "silver.events")
+        with pytest.raises(LeakageError, match="change when events at or after the cutoff are removed"):
+            leakage.audit_cutoff_invariance(lake, engine, plan.validation, plan.lookback,
+                                            events_version=versions["silver.events"])
+        validation, _ = features.labelled_examples(engine, plan.validation, plan, negative_rate=0.05,
+                                                   max_negatives=0, seed=1)
+    aucs = leakage.single_feature_aucs(validation, features.PAIR_FEATURES)
+    print(f"\nmutation: with the window peeking 7 days past the cutoff, pair_purchases AUC "
+          f"{aucs['pair_purchases']:.3f}, pair_funnel_depth {aucs['pair_funnel_depth']:.3f}")
+    with pytest.raises(LeakageError, match="leakage audit failed: single-feature validation ROC-AUC above 0.95"):
+        leakage.audit_feature_aucs(aucs, threshold=0.95, reviewed=REVIEWED_STRONG_FEATURES)
