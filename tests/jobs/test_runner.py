@@ -133,7 +133,7 @@ def test_daily_runs_ml_tasks_through_shoplake_ml(workspace, monkeypatch):
     calls = []
     fake = types.ModuleType("shoplake.ml")
 
-    def train_model(lake, kind, *, run_id):
+    def train_model(lake, kind, *, run_id, **options):
         calls.append(("train", kind, run_id))
         return _Trained(10, 1)
 

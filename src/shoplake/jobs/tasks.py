@@ -160,9 +160,14 @@ def _rows_of(result) -> int:
 
 
 def _train(lake: Lake, call: TaskCall, run_id: str) -> TaskOutcome:
-    result = _ml("train_model")(lake, call.model, run_id=run_id)
+    # A scheduled run keeps the champion when its inputs and parameters did not change, so running a
+    # job again with no new data writes nothing.
+    result = _ml("train_model")(lake, call.model, run_id=run_id, skip_unchanged=True)
     version = getattr(result, "model_version", None) or getattr(result, "version", None)
-    detail = f"trained {call.model}" + (f" (model version {version})" if version is not None else "")
+    if (getattr(result, "details", None) or {}).get("skipped"):
+        detail = f"{call.model} unchanged (champion v{version} kept)"
+    else:
+        detail = f"trained {call.model}" + (f" (model version {version})" if version is not None else "")
     return TaskOutcome("succeeded", _rows_of(result), detail)
 
 

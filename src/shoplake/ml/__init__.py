@@ -46,7 +46,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def train_model(lake: Lake, kind: str, *, run_id: str, params: Params | None = None) -> TrainResult:
+def train_model(lake: Lake, kind: str, *, run_id: str, params: Params | None = None,
+                skip_unchanged: bool = False) -> TrainResult:
     """Train, log and register one model; it becomes `champion` if it is at least as good as the current one.
 
     Args:
@@ -54,6 +55,8 @@ def train_model(lake: Lake, kind: str, *, run_id: str, params: Params | None = N
         kind: `segments`, `rfm` or `propensity`.
         run_id: shoplake run id, recorded as a tag of the MLflow run.
         params: hyperparameters (default: `SegmentParams()`, `RFMParams()` or `PropensityParams()`).
+        skip_unchanged: keep the champion, without training, when it was trained on the same input
+            table versions and parameters (scheduled jobs use this; an explicit `ml train` retrains).
 
     Raises:
         ConfigError: unknown kind or parameters of the wrong kind.
@@ -62,7 +65,7 @@ def train_model(lake: Lake, kind: str, *, run_id: str, params: Params | None = N
     """
     from shoplake.ml.training import train
 
-    return train(lake, kind, run_id=run_id, params=params)
+    return train(lake, kind, run_id=run_id, params=params, skip_unchanged=skip_unchanged)
 
 
 def score_models(lake: Lake, *, run_id: str, kinds: Sequence[str] | None = None) -> list[ScoreResult]:

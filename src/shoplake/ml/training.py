@@ -11,6 +11,7 @@ both values are recorded as tags of the new version (`shoplake.decision`, ...).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -57,7 +58,18 @@ class TrainResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def train(lake: Lake, kind: str, *, run_id: str, params: Params | None = None) -> TrainResult:
+_INPUTS = {"segments": (features.USER_SEGMENT_INPUT,), "rfm": (features.RFM_INPUT,),
+           "propensity": (features.PROPENSITY_INPUT,)}
+
+
+def _fingerprint(lake: Lake, kind: str, params: Params) -> str:
+    """Input table versions and parameters: what a training run depends on."""
+    versions = {name: lake.store.version(name) for name in _INPUTS[kind]}
+    return json.dumps({"inputs": versions, "params": flat_params(params)}, sort_keys=True, default=str)
+
+
+def train(lake: Lake, kind: str, *, run_id: str, params: Params | None = None,
+          skip_unchanged: bool = False) -> TrainResult:
     """Train one model kind; see `shoplake.ml.train_model`."""
     if kind not in KINDS:
         raise ConfigError(f"unknown model kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -66,8 +78,18 @@ def train(lake: Lake, kind: str, *, run_id: str, params: Params | None = None) -
     if not isinstance(params, expected):
         raise ConfigError(f"{kind} takes {expected.__name__}, got {type(params).__name__}")
     started = time.perf_counter()
+    tracker = Tracker(lake.settings)
+    fingerprint = _fingerprint(lake, kind, params)
+    if skip_unchanged:
+        champion = tracker.champion(MODEL_NAMES[kind])
+        if champion is not None and champion.tags.get("shoplake.inputs_fingerprint") == fingerprint:
+            return TrainResult(model_name=champion.name, version=champion.version, metrics={}, is_champion=True,
+                               mlflow_run_id=champion.run_id, kind=kind, key_metric=KEY_METRICS[kind],
+                               decision=f"inputs and parameters unchanged: champion v{champion.version} kept",
+                               seconds=time.perf_counter() - started, details={"skipped": True})
     trainer = {"segments": _train_user_segments, "rfm": _train_rfm, "propensity": _train_propensity}[kind]
-    result = trainer(lake, params, run_id, Tracker(lake.settings))
+    result = trainer(lake, params, run_id, tracker)
+    tracker.tag_version(result.model_name, result.version, {"shoplake.inputs_fingerprint": fingerprint})
     result.kind = kind
     result.seconds = time.perf_counter() - started
     return result
