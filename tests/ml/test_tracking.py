@@ -168,3 +168,23 @@ def test_training_records_inputs_and_leakage_audit(trained):
     assert audit["cutoff_invariance"].startswith("passed")
     assert max(v for k, v in audit["single_feature_auc"].items()
                if k not in audit["reviewed_strong_features"]) <= 0.95
+
+
+def test_unchanged_inputs_keep_the_champion_and_write_no_table(trained):
+    """What a scheduled job relies on: same inputs and parameters -> no training, no new table version."""
+    lake = trained.lake
+    client = _client(lake)
+    champion = int(client.get_model_version_by_alias("shoplake-rfm-segments", "champion").version)
+    registered = len(client.search_model_versions("name='shoplake-rfm-segments'"))
+    before = {t: lake.store.version(t) for t in TABLES}
+
+    kept = train_model(lake, "rfm", run_id="scheduled-again", skip_unchanged=True)
+    assert kept.details.get("skipped") and kept.version == champion and kept.is_champion
+    assert len(client.search_model_versions("name='shoplake-rfm-segments'")) == registered
+    rescored = score_models(lake, run_id="scheduled-score", kinds=["rfm"])
+    assert all(r.skipped for r in rescored)
+    assert {t: lake.store.version(t) for t in TABLES} == before
+
+    # An explicit retrain (the default) does train and register a new version.
+    retrained = train_model(lake, "rfm", run_id="explicit-again")
+    assert not retrained.details.get("skipped") and retrained.version > champion
