@@ -21,7 +21,8 @@ from shoplake.lake import Lake
 from shoplake.query import run_query
 
 # ../shared/data/real relative to the repository root.
-REAL_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
+# Resolved, as the CLI reports resolved local paths (../shared may be a symlink).
+REAL_DATA = (Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real").resolve()
 
 CLICKSTREAM_HEADER = ("event_time,event_type,product_id,category_id,category_code,brand,price,user_id,"
                       "user_session")
