@@ -121,6 +121,16 @@ def _enforce(lake: Lake, spec: TableSpec, run_id: str, results: list[QualityResu
             log.warning("%s: %s failed on %d of %d rows", spec.name, r.rule, r.rows_failed, r.rows_checked)
 
 
+def check_table(lake: Lake, engine, spec: TableSpec, relation: str, run_id: str) -> list[QualityResult]:
+    """Run every declared check of `spec` on a whole candidate table bound as `relation`, record them in
+    `ops.data_quality` and raise `QualityCheckError` when a `fail` check fails. Used for full rebuilds
+    and for tables written by other subsystems (ML predictions)."""
+    total, _, quality = _run_row_checks(engine, spec, relation)
+    quality += _run_query_checks(engine, spec, total)
+    _enforce(lake, spec, run_id, quality)
+    return quality
+
+
 def _bind_inputs(lake: Lake, engine, spec: TableSpec, skip: str | None = None) -> dict[str, int | None]:
     versions = {}
     for name in spec.inputs:
@@ -217,9 +227,7 @@ def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult
     engine.materialize("candidate", _typed_select(spec, f"({spec.sql()}) AS t"))
     try:
         total = engine.rows("SELECT count(*) FROM candidate")[0][0]
-        _, _, quality = _run_row_checks(engine, spec, "candidate")
-        quality += _run_query_checks(engine, spec, total)
-        _enforce(lake, spec, run_id, quality)
+        quality = check_table(lake, engine, spec, "candidate", run_id)
         entry = None
         if spec.accounting_sql:
             table = engine.table(spec.accounting_sql)

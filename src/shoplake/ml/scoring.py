@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from shoplake.build import _enforce, _run_query_checks, _run_row_checks
+from shoplake.build import check_table
 from shoplake.catalog.spec import TableSpec
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
@@ -95,9 +95,7 @@ def _write(lake: Lake, spec: TableSpec, frame: pd.DataFrame, *, run_id: str, loa
     with lake.engine() as engine:
         if done is None:
             engine.bind_arrow("candidate", table)
-            total, _, quality = _run_row_checks(engine, spec, "candidate")
-            quality += _run_query_checks(engine, spec, total)
-            _enforce(lake, spec, run_id, quality)
+            check_table(lake, engine, spec, "candidate", run_id)
             version = lake.store.write(spec.name, table, mode="overwrite", description=spec.description,
                                        meta={"write_key": key, "run_id": run_id, "model_name": loaded.ref.name,
                                              "model_version": loaded.ref.version, "inputs": inputs})

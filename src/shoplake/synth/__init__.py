@@ -95,17 +95,8 @@ def generate(
             progress=progress,
         )
     n_rows = DEFAULT_ROWS[source] if rows is None else int(rows)
-    if source == "clickstream":
-        return generate_clickstream(
-            out_dir,
-            rows=n_rows,
-            seed=seed,
-            start=start,
-            days=days,
-            dirty_fraction=dirty_fraction,
-            progress=progress,
-        )
-    return generate_retail(
+    generator = generate_clickstream if source == "clickstream" else generate_retail
+    return generator(
         out_dir,
         rows=n_rows,
         seed=seed,
