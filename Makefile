@@ -13,7 +13,7 @@ SHOPLAKE := $(VENV)/bin/shoplake --lake $(LAKE)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,spark]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,8 +35,14 @@ demo: install
 	@echo "Models:     $(VENV)/bin/shoplake --lake $(LAKE) ml models   (MLflow UI: ... ml ui)"
 	@echo "Job runs:   $(VENV)/bin/shoplake --lake $(LAKE) jobs runs daily"
 
-## make test: install everything and run the whole test suite.
-test: install
+# The browser tests drive Debian's chromium (Playwright cannot download browsers here); Spark needs Java 17.
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "chromium is missing and apt-get is not available: install chromium"; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+## make test: install everything (Python packages, chromium) and run the whole test suite.
+test: install $(CHROMIUM)
 	$(PY) -m pytest -q
 
 lint: install

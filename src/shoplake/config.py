@@ -40,6 +40,13 @@ class Settings:
             `shoplake-jobs.yaml` in the working directory, when present).
         landing: landing root of the jobs' ingest tasks: a folder or an `s3://` prefix holding one
             folder per source (None: `landing/` in the working directory).
+        spark_master: Spark master URL for `engine = "spark"` (`local[*]`, `spark://host:7077`, `yarn`).
+        spark_remote: a Spark Connect URL (`sc://host:15002`); when set it replaces `spark_master`.
+        spark_driver_memory: driver heap for a local Spark session (local mode runs all work in it).
+        spark_delta_jars: True when the delta-spark jars are on Spark's classpath (a cluster or
+            Databricks): Spark then reads and writes `format("delta")` itself. False (default) reads the
+            files of a snapshot listed by `deltalake` and commits Spark's Parquet files through
+            `deltalake`, which needs no jars.
     """
 
     lake: Path = Path("lakehouse")
@@ -53,6 +60,10 @@ class Settings:
     spill_dir: Path | None = None
     jobs_file: Path | None = None
     landing: str | None = None
+    spark_master: str = "local[*]"
+    spark_remote: str | None = None
+    spark_driver_memory: str = "4g"
+    spark_delta_jars: bool = False
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -61,6 +72,7 @@ class Settings:
 
 _PATH_FIELDS = {"lake", "spool_dir", "jobs_file"}
 _INT_FIELDS = {"threads"}
+_BOOL_FIELDS = {"spark_delta_jars"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -68,6 +80,13 @@ def _coerce(name: str, value: Any) -> Any:
         return None
     if name in _PATH_FIELDS:
         return Path(value).expanduser()
+    if name in _BOOL_FIELDS:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in {"1", "0", "true", "false", "yes", "no"}:
+            raise ConfigError(f"setting {name}={value!r} is not a boolean (true or false)")
+        return text in {"1", "true", "yes"}
     if name in _INT_FIELDS:
         try:
             return int(value)

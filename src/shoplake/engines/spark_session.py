@@ -1,0 +1,51 @@
+"""The one place a Spark session is created, from the settings (the Spark engine and Spark scoring
+share it). PySpark is an optional extra: without it, asking for Spark is a one-line error."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from shoplake.config import Settings
+from shoplake.errors import EngineUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def spark_session(settings: Settings):
+    """Return the active Spark session, or start one configured from `settings`.
+
+    Local sessions pin the time zone to UTC (as the embedded engine does) and write Parquet timestamps
+    as microseconds, which `deltalake`, DuckDB and Polars all read.
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise EngineUnavailableError("the spark engine needs the 'spark' extra: "
+                                     "pip install 'shoplake[spark]' (and Java 17)") from exc
+    builder = SparkSession.builder.appName("shoplake")
+    if settings.spark_remote:
+        builder = builder.remote(settings.spark_remote)
+    else:
+        scratch = Path(settings.spill_dir or Path(tempfile.gettempdir()) / "shoplake-spill") / "spark"
+        builder = (builder.master(settings.spark_master)
+                   .config("spark.driver.memory", settings.spark_driver_memory)
+                   .config("spark.ui.enabled", "false")
+                   .config("spark.ui.showConsoleProgress", "false")
+                   .config("spark.local.dir", str(scratch))
+                   # Small data on few cores: 200 shuffle partitions would mostly schedule empty tasks.
+                   .config("spark.sql.shuffle.partitions", str(max(4, 2 * (os.cpu_count() or 2))))
+                   .config("spark.sql.adaptive.enabled", "true"))
+    builder = (builder.config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"))
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:  # py4j/JVM start-up failures arrive as several types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EngineUnavailableError(f"cannot start Spark ({settings.spark_remote or settings.spark_master}): "
+                                     f"{first}; Spark needs Java 17 on PATH or JAVA_HOME") from exc
+    if not settings.spark_remote:  # Spark Connect sessions have no SparkContext
+        session.sparkContext.setLogLevel("ERROR")
+    return session
