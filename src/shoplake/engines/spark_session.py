@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,10 @@ def spark_session(settings: Settings):
         builder = (builder.master(settings.spark_master)
                    .config("spark.driver.memory", settings.spark_driver_memory)
                    .config("spark.ui.enabled", "false")
+                   # Python workers (UDFs, model scoring) must run this interpreter, with its packages,
+                   # not whichever `python3` is first on PATH.
+                   .config("spark.pyspark.python", sys.executable)
+                   .config("spark.pyspark.driver.python", sys.executable)
                    .config("spark.ui.showConsoleProgress", "false")
                    .config("spark.local.dir", str(scratch))
                    # Small data on few cores: 200 shuffle partitions would mostly schedule empty tasks.
