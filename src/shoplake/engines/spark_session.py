@@ -26,6 +26,9 @@ def spark_session(settings: Settings):
     except ImportError as exc:
         raise EngineUnavailableError("the spark engine needs the 'spark' extra: "
                                      "pip install 'shoplake[spark]' (and Java 17)") from exc
+    # Local Python workers (UDFs, model scoring) must run this interpreter, with its packages, not the
+    # first `python3` on PATH; PySpark takes that only from the environment of the driver process.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName("shoplake")
     if settings.spark_remote:
         builder = builder.remote(settings.spark_remote)
@@ -34,10 +37,7 @@ def spark_session(settings: Settings):
         builder = (builder.master(settings.spark_master)
                    .config("spark.driver.memory", settings.spark_driver_memory)
                    .config("spark.ui.enabled", "false")
-                   # Python workers (UDFs, model scoring) must run this interpreter, with its packages,
-                   # not whichever `python3` is first on PATH.
                    .config("spark.pyspark.python", sys.executable)
-                   .config("spark.pyspark.driver.python", sys.executable)
                    .config("spark.ui.showConsoleProgress", "false")
                    .config("spark.local.dir", str(scratch))
                    # Small data on few cores: 200 shuffle partitions would mostly schedule empty tasks.
