@@ -21,8 +21,8 @@ pytest.importorskip("pyspark")
 from shoplake import cli  # noqa: E402
 from shoplake.build import build_tables  # noqa: E402
 from shoplake.ingest import ingest_files  # noqa: E402
-from shoplake.layers import ml as ml_tables  # noqa: E402
 from shoplake.lake import Lake  # noqa: E402
+from shoplake.layers import ml as ml_tables  # noqa: E402
 from shoplake.ml import ScoreResult, score_models, train_model  # noqa: E402
 from shoplake.synth import generate  # noqa: E402
 
@@ -35,7 +35,6 @@ RELATIVE = 1e-9
 PREDICTION_TABLES = [spec.name for spec in (ml_tables.USER_SEGMENTS, ml_tables.USER_SEGMENT_PROFILES,
                                             ml_tables.CUSTOMER_SEGMENTS, ml_tables.CUSTOMER_SEGMENT_PROFILES,
                                             ml_tables.CONVERSION_PREDICTIONS)]
-MEASURED: dict[str, float] = {}  # largest differences seen, printed with -s for the docs
 
 
 class Scored:
@@ -95,9 +94,6 @@ def test_spark_scoring_writes_the_embedded_predictions_row_for_row(scored, name)
                 assert other == pytest.approx(value, rel=RELATIVE, abs=0.0), (name, column, left, right)
             else:
                 assert value == other, (name, column, left, right)
-    MEASURED[f"{name} rows"] = len(embedded)
-    MEASURED[f"{name} max abs"] = largest_abs
-    MEASURED[f"{name} max rel"] = largest_rel
     print(f"\n{name}: {len(embedded)} rows, max abs diff {largest_abs:.3g}, max rel diff {largest_rel:.3g}")
 
 
