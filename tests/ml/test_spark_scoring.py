@@ -56,8 +56,9 @@ def scored(tmp_path_factory) -> Scored:
     ingest_files(lake, "retail", [str(data / "retail.csv.gz")], run_id="ingest-retail")
     failed = [r for r in build_tables(lake, run_id="build") if r.status == "failed"]
     assert not failed, failed
+    # Trained as `shoplake --engine spark ml train` would: training stays on the embedded engine.
     for kind in ("segments", "rfm", "propensity"):
-        train_model(lake, kind, run_id=f"train-{kind}")
+        train_model(open_lake(root / "embedded", engine="spark"), kind, run_id=f"train-{kind}")
     # The copy holds the same tables and the same MLflow store (its registry points at the same artifacts).
     shutil.copytree(root / "embedded", root / "spark")
     spark_lake = open_lake(root / "spark", engine="spark", spark_driver_memory="1g")

@@ -14,7 +14,6 @@ and the ledger stay on the embedded engine, so both engines write the same table
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -74,20 +73,13 @@ def score(lake: Lake, *, run_id: str, kinds: Sequence[str] | None = None) -> lis
         raise ConfigError(f"unknown model kind(s) {', '.join(map(repr, unknown))}: expected {', '.join(KINDS)}")
     tracker = Tracker(lake.settings)
     predict = _predictor(lake.settings.engine, lake, tracker)
-    lake = _embedded(lake)
+    lake = features.embedded_lake(lake)
     lake.ensure_operational_tables()
     results: list[ScoreResult] = []
     for kind in kinds:
         scorer = {"segments": _score_user_segments, "rfm": _score_rfm, "propensity": _score_propensity}[kind]
         results.extend(scorer(lake, tracker, run_id, predict))
     return results
-
-
-def _embedded(lake: Lake) -> Lake:
-    """The same lake on the embedded engine: model inputs are DuckDB SQL (see `shoplake.ml.features`)."""
-    if lake.settings.engine == "duckdb":
-        return lake
-    return Lake(dataclasses.replace(lake.settings, engine="duckdb"), lake.catalog)
 
 
 def _predictor(engine: str, lake: Lake, tracker: Tracker) -> Predict:
