@@ -72,7 +72,7 @@ def score(lake: Lake, *, run_id: str, kinds: Sequence[str] | None = None) -> lis
     if unknown:
         raise ConfigError(f"unknown model kind(s) {', '.join(map(repr, unknown))}: expected {', '.join(KINDS)}")
     tracker = Tracker(lake.settings)
-    predict = _predictor(lake.settings.engine, lake, tracker)
+    predict = _predictor(lake, tracker)
     lake = features.embedded_lake(lake)
     lake.ensure_operational_tables()
     results: list[ScoreResult] = []
@@ -82,9 +82,9 @@ def score(lake: Lake, *, run_id: str, kinds: Sequence[str] | None = None) -> lis
     return results
 
 
-def _predictor(engine: str, lake: Lake, tracker: Tracker) -> Predict:
+def _predictor(lake: Lake, tracker: Tracker) -> Predict:
     """How predictions are computed: in this process, or on Spark for `engine = "spark"`."""
-    if engine == "spark":
+    if lake.settings.engine == "spark":
         from shoplake.ml import spark_scoring
 
         def on_spark(loaded: LoadedModel, inputs: pd.DataFrame, probability: bool) -> np.ndarray:
