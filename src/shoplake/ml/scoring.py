@@ -6,13 +6,17 @@ table (`shoplake.layers.ml`, recorded in `ops.data_quality`) and accounted in `o
 entities scored). Every row carries the champion's `model_version`. Each scoring also records an MLflow
 run with the population stability index of every model input against the training data, and warns
 when one exceeds `drift.PSI_WARNING`.
+
+With `engine = "spark"` (`shoplake --engine spark ml score`) the champion's predictions are computed on
+Spark through MLflow's Spark UDF (`shoplake.ml.spark_scoring`); the model inputs, the checks, the write
+and the ledger stay on the embedded engine, so both engines write the same tables the same way.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +37,9 @@ from shoplake.ml.tracking import LoadedModel, Tracker
 from shoplake.quality.ledger import LedgerEntry, record_entries, recorded_keys
 
 log = logging.getLogger(__name__)
+
+# (model, model input, probability?) -> one prediction per input row, in input order
+Predict = Callable[[LoadedModel, pd.DataFrame, bool], np.ndarray]
 
 _BUILD_HINT = "run `shoplake build` (after `shoplake ingest ...`)"
 
@@ -65,12 +72,33 @@ def score(lake: Lake, *, run_id: str, kinds: Sequence[str] | None = None) -> lis
     if unknown:
         raise ConfigError(f"unknown model kind(s) {', '.join(map(repr, unknown))}: expected {', '.join(KINDS)}")
     tracker = Tracker(lake.settings)
+    predict = _predictor(lake, tracker)
+    lake = features.embedded_lake(lake)
     lake.ensure_operational_tables()
     results: list[ScoreResult] = []
     for kind in kinds:
         scorer = {"segments": _score_user_segments, "rfm": _score_rfm, "propensity": _score_propensity}[kind]
-        results.extend(scorer(lake, tracker, run_id))
+        results.extend(scorer(lake, tracker, run_id, predict))
     return results
+
+
+def _predictor(lake: Lake, tracker: Tracker) -> Predict:
+    """How predictions are computed: in this process, or on Spark for `engine = "spark"`."""
+    if lake.settings.engine == "spark":
+        from shoplake.ml import spark_scoring
+
+        def on_spark(loaded: LoadedModel, inputs: pd.DataFrame, probability: bool) -> np.ndarray:
+            return spark_scoring.predict(lake.settings, tracker, loaded.ref, inputs, probability=probability)
+
+        return on_spark
+
+    def embedded(loaded: LoadedModel, inputs: pd.DataFrame, probability: bool) -> np.ndarray:
+        if probability:
+            return propensity.predict(loaded.model, inputs, tuple(inputs.columns),
+                                      threads=int(loaded.metadata.get("threads", 1)))
+        return np.asarray(loaded.model.predict(inputs))
+
+    return embedded
 
 
 # -- writing ------------------------------------------------------------------------------------------
@@ -135,13 +163,13 @@ def _log_scoring(tracker: Tracker, kind: str, run_id: str, loaded: LoadedModel, 
 
 # -- segments -----------------------------------------------------------------------------------------
 
-def _segments(loaded: LoadedModel, frame: pd.DataFrame) -> tuple[np.ndarray, dict[int, str]]:
+def _segments(loaded: LoadedModel, frame: pd.DataFrame, predict: Predict) -> tuple[np.ndarray, dict[int, str]]:
     columns = list(loaded.metadata["features"])
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ConfigError(f"{loaded.ref.name} v{loaded.ref.version} needs inputs {missing} that this version of "
                           f"shoplake does not compute: retrain it with `shoplake ml train`")
-    ids = np.asarray(loaded.model.predict(frame.loc[:, columns].astype(float)))
+    ids = predict(loaded, frame.loc[:, columns].astype(float), False)
     names = {int(k): v for k, v in loaded.metadata["segment_names"].items()}
     return ids, names
 
@@ -150,13 +178,13 @@ def _model_columns(loaded: LoadedModel, scored_at: datetime) -> dict[str, Any]:
     return {"model_name": loaded.ref.name, "model_version": loaded.ref.version, "scored_at": scored_at}
 
 
-def _score_user_segments(lake: Lake, tracker: Tracker, run_id: str) -> list[ScoreResult]:
+def _score_user_segments(lake: Lake, tracker: Tracker, run_id: str, predict: Predict) -> list[ScoreResult]:
     features.require_tables(lake, (features.USER_SEGMENT_INPUT,), hint=_BUILD_HINT)
     loaded = tracker.load_champion(MODEL_NAMES["segments"])
     with lake.engine() as engine:
         inputs = features.bind(lake, engine, features.USER_SEGMENT_INPUT)
         frame = features.user_segment_frame(engine)
-    ids, names = _segments(loaded, frame)
+    ids, names = _segments(loaded, frame, predict)
     scored_at = datetime.now(UTC)
     rows = frame.assign(segment_id=ids.astype("int32"), segment_name=[names[int(i)] for i in ids],
                         **_model_columns(loaded, scored_at))
@@ -189,13 +217,13 @@ def _score_user_segments(lake: Lake, tracker: Tracker, run_id: str) -> list[Scor
     return out
 
 
-def _score_rfm(lake: Lake, tracker: Tracker, run_id: str) -> list[ScoreResult]:
+def _score_rfm(lake: Lake, tracker: Tracker, run_id: str, predict: Predict) -> list[ScoreResult]:
     features.require_tables(lake, (features.RFM_INPUT,), hint=_BUILD_HINT)
     loaded = tracker.load_champion(MODEL_NAMES["rfm"])
     with lake.engine() as engine:
         inputs = features.bind(lake, engine, features.RFM_INPUT)
         frame = features.rfm_frame(engine)
-    ids, names = _segments(loaded, frame)
+    ids, names = _segments(loaded, frame, predict)
     scored_at = datetime.now(UTC)
     scores = frame[["r_score", "f_score", "m_score"]].astype(int).astype(str)
     rows = frame.assign(segment_id=ids.astype("int32"), segment_name=[names[int(i)] for i in ids],
@@ -239,7 +267,7 @@ def _score_rfm(lake: Lake, tracker: Tracker, run_id: str) -> list[ScoreResult]:
 
 # -- propensity ---------------------------------------------------------------------------------------
 
-def _score_propensity(lake: Lake, tracker: Tracker, run_id: str) -> list[ScoreResult]:
+def _score_propensity(lake: Lake, tracker: Tracker, run_id: str, predict: Predict) -> list[ScoreResult]:
     features.require_tables(lake, (features.PROPENSITY_INPUT,), hint=_BUILD_HINT)
     loaded = tracker.load_champion(MODEL_NAMES["propensity"])
     window = loaded.metadata["window"]
@@ -260,7 +288,7 @@ def _score_propensity(lake: Lake, tracker: Tracker, run_id: str) -> list[ScoreRe
     if missing:
         raise ConfigError(f"{loaded.ref.name} v{loaded.ref.version} needs inputs {missing}: retrain it with "
                           f"`shoplake ml train propensity`")
-    probability = propensity.predict(loaded.model, frame, columns, threads=int(loaded.metadata.get("threads", 1)))
+    probability = predict(loaded, features.as_matrix(frame, columns), True)
     scored_at = datetime.now(UTC)
     rows = frame[["user_id", "product_id"]].assign(probability=probability)
     rows = rows.sort_values(["user_id", "probability", "product_id"], ascending=[True, False, True],

@@ -33,6 +33,7 @@ from shoplake.ml.errors import ModelNotFoundError
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+_ALLOW_LOADING = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 _QUIET = ("mlflow", "alembic", "sqlalchemy", "skops")
 _DESCRIPTIONS = {
     "shoplake-user-segments": "Behavioural segments of clickstream users (K-means; gold.user_segments).",
@@ -285,6 +286,26 @@ class Tracker:
                 return LoadedModel(after, model, dict(info.metadata or {}))
         raise ModelNotFoundError(f"{uri} kept moving while loading; try again")
 
+    def spark_udf(self, spark, ref: ModelRef, *, result_type: str):
+        """`mlflow.pyfunc.spark_udf` of the registered version `ref` (`models:/<name>/<version>`).
+
+        The version is pinned rather than the alias, so the UDF runs the very artifact `load_champion`
+        returned even if a training run moves the alias meanwhile. The model runs in this Python
+        environment (`env_manager="local"`): the executors need shoplake's packages, as its wheel's
+        dependencies provide on a cluster. MLflow's deserialisation guard is lifted inside the UDF only.
+        """
+        import mlflow.pyfunc
+        from mlflow.exceptions import MlflowException
+
+        self.mlflow  # noqa: B018  (points mlflow at this store)
+        uri = f"models:/{ref.name}/{ref.version}"
+        try:
+            with _model_loading_allowed():
+                return mlflow.pyfunc.spark_udf(spark, uri, result_type=result_type, env_manager="local",
+                                               extra_env={_ALLOW_LOADING: "true"})
+        except MlflowException as exc:
+            raise ModelNotFoundError(f"cannot load {uri} for Spark: {str(exc).splitlines()[0]}") from exc
+
     def summaries(self, names: list[str]) -> list[ModelSummary]:
         """Registered versions and champion of each model name (missing models have no versions)."""
         client = self.client()
@@ -314,16 +335,15 @@ UI_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 @contextmanager
 def _model_loading_allowed() -> Iterator[None]:
     # MLflow refuses to deserialise models unless this is set; shoplake only loads from its own store.
-    key = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
-    previous = os.environ.get(key)
-    os.environ[key] = "true"
+    previous = os.environ.get(_ALLOW_LOADING)
+    os.environ[_ALLOW_LOADING] = "true"
     try:
         yield
     finally:
         if previous is None:
-            os.environ.pop(key, None)
+            os.environ.pop(_ALLOW_LOADING, None)
         else:
-            os.environ[key] = previous
+            os.environ[_ALLOW_LOADING] = previous
 
 
 def _kind_of(model_name: str) -> str:

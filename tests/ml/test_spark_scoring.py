@@ -1,0 +1,136 @@
+"""Scoring on Spark (`shoplake --engine spark ml score`) writes the same predictions as embedded scoring.
+
+One small generated lake is built and its three champions trained once; the lake (with its MLflow
+store) is then copied, one copy is scored embedded and the other on Spark (MLflow's Spark UDF in a
+local Spark session, the one session of this module), and every prediction table is compared row by
+row: integers and names equal, floats to 1e-9 relative.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pyspark")
+
+from shoplake import cli  # noqa: E402
+from shoplake.build import build_tables  # noqa: E402
+from shoplake.ingest import ingest_files  # noqa: E402
+from shoplake.lake import Lake  # noqa: E402
+from shoplake.layers import ml as ml_tables  # noqa: E402
+from shoplake.ml import ScoreResult, score_models, train_model  # noqa: E402
+from shoplake.synth import generate  # noqa: E402
+
+from .lakes import open_lake, rows  # noqa: E402
+
+CLICK_EVENTS = 300_000
+RETAIL_ROWS = 20_000
+SEED = 11
+RELATIVE = 1e-9
+PREDICTION_TABLES = [spec.name for spec in (ml_tables.USER_SEGMENTS, ml_tables.USER_SEGMENT_PROFILES,
+                                            ml_tables.CUSTOMER_SEGMENTS, ml_tables.CUSTOMER_SEGMENT_PROFILES,
+                                            ml_tables.CONVERSION_PREDICTIONS)]
+
+
+class Scored:
+    """The same trained lake scored twice: embedded, and on Spark (a copy; read back through DuckDB)."""
+
+    def __init__(self, embedded: Lake, spark: Lake, spark_results: list[ScoreResult]):
+        self.embedded, self.spark_results = embedded, spark_results
+        self.spark = open_lake(spark.settings.lake)  # the tables written on Spark, read embedded
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory) -> Scored:
+    root = tmp_path_factory.mktemp("spark-scoring")
+    data = root / "data"
+    generate("clickstream", data, rows=CLICK_EVENTS, seed=SEED, days=30)
+    generate("retail", data, rows=RETAIL_ROWS, seed=SEED, start=dt.date(2010, 12, 1), days=365)
+    lake = open_lake(root / "embedded")
+    ingest_files(lake, "clickstream", [str(data / "clickstream.csv.gz")], run_id="ingest-click")
+    ingest_files(lake, "retail", [str(data / "retail.csv.gz")], run_id="ingest-retail")
+    failed = [r for r in build_tables(lake, run_id="build") if r.status == "failed"]
+    assert not failed, failed
+    # Trained as `shoplake --engine spark ml train` would: training stays on the embedded engine.
+    for kind in ("segments", "rfm", "propensity"):
+        train_model(open_lake(root / "embedded", engine="spark"), kind, run_id=f"train-{kind}")
+    # The copy holds the same tables and the same MLflow store (its registry points at the same artifacts).
+    shutil.copytree(root / "embedded", root / "spark")
+    spark_lake = open_lake(root / "spark", engine="spark", spark_driver_memory="1g")
+    score_models(lake, run_id="score-embedded")
+    spark_results = score_models(spark_lake, run_id="score-spark")
+    return Scored(lake, spark_lake, spark_results)
+
+
+def _table(lake: Lake, name: str) -> list[dict]:
+    spec = lake.catalog.get(name)
+    order = ", ".join(spec.grain)
+    return rows(lake, f"SELECT * EXCLUDE (scored_at) FROM {name} ORDER BY {order}")
+
+
+def _relative(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(a), abs(b)) if a != b else 0.0
+
+
+@pytest.mark.parametrize("name", PREDICTION_TABLES)
+def test_spark_scoring_writes_the_embedded_predictions_row_for_row(scored, name):
+    embedded, spark = _table(scored.embedded, name), _table(scored.spark, name)
+    assert len(embedded) == len(spark) > 0
+    largest_abs = largest_rel = 0.0
+    for left, right in zip(embedded, spark, strict=True):
+        assert left.keys() == right.keys()
+        for column, value in left.items():
+            other = right[column]
+            if isinstance(value, float) and not (value is None or other is None):
+                if math.isnan(value) or math.isnan(other):
+                    assert math.isnan(value) and math.isnan(other), (name, column, left, right)
+                    continue
+                largest_abs = max(largest_abs, abs(value - other))
+                largest_rel = max(largest_rel, _relative(value, other))
+                assert other == pytest.approx(value, rel=RELATIVE, abs=0.0), (name, column, left, right)
+            else:
+                assert value == other, (name, column, left, right)
+    print(f"\n{name}: {len(embedded)} rows, max abs diff {largest_abs:.3g}, max rel diff {largest_rel:.3g}")
+
+
+def test_probabilities_are_not_constant_so_the_comparison_can_fail(scored):
+    # Equal tables would prove little if every probability were the same number.
+    found = rows(scored.spark, "SELECT count(DISTINCT probability) AS n, count(DISTINCT user_id) AS users "
+                               "FROM gold.conversion_predictions")[0]
+    assert found["n"] > 100 and found["users"] > 100
+
+
+def test_spark_scoring_goes_through_the_same_checks_ledger_and_write_keys(scored):
+    assert {r.table for r in scored.spark_results} == set(PREDICTION_TABLES)
+    assert not any(r.skipped for r in scored.spark_results)
+    for result in scored.spark_results:
+        commit = scored.spark.store.history(result.table, 1)[0]
+        assert commit.meta["write_key"] == f"ml:{result.table}:score-spark"
+        assert int(commit.meta["model_version"]) == result.model_version
+    ledger = rows(scored.spark, "SELECT table_name, rows_written FROM ops.ledger WHERE run_id = 'score-spark'")
+    assert {r["table_name"]: r["rows_written"] for r in ledger} == {r.table: r.rows_written
+                                                                     for r in scored.spark_results}
+    checked = rows(scored.spark, "SELECT DISTINCT table_name FROM ops.data_quality WHERE run_id = 'score-spark'")
+    assert {r["table_name"] for r in checked} == set(PREDICTION_TABLES)
+
+
+def test_cli_engine_spark_ml_score_again_writes_nothing(scored, monkeypatch, capsys):
+    versions = {name: scored.spark.store.version(name) for name in PREDICTION_TABLES}
+    monkeypatch.setattr(sys, "argv", ["shoplake", "--lake", str(Path(scored.spark.settings.lake)), "--engine",
+                                      "spark", "ml", "score"])
+    monkeypatch.setenv("COLUMNS", "250")
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    # Same champion, same input versions: the predictions computed on Spark are already in the tables.
+    assert out.out.count("(already written)") == len(PREDICTION_TABLES), out.out
+    assert {name: scored.spark.store.version(name) for name in PREDICTION_TABLES} == versions
