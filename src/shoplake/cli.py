@@ -335,4 +335,8 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    run()
+    # `python -m shoplake.cli` loads this file as `__main__`; the command groups import `shoplake.cli`,
+    # which would be a second copy with its own settings. Run the one copy everything else imports.
+    from shoplake.cli import run as _run
+
+    _run()

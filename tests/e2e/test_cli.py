@@ -295,3 +295,18 @@ def test_cli_five_percent_bad_rows_are_all_accounted(e2e, tmp_path):
                              "where reason in ('wrong_column_count', 'invalid_price')")
     assert {r["_raw_line"] for r in raw if r["_raw_line"]} == {BAD_ROWS[0][0], BAD_ROWS[1][0]}
     assert {r["price"] for r in raw if not r["_raw_line"]} == {"abc", "1.2.3"}
+
+
+@pytest.mark.parametrize("module", ["shoplake", "shoplake.cli"])
+def test_python_dash_m_honours_the_lake_in_command_groups(module, tmp_path):
+    """`python -m` must run the same CLI module the command groups import, so `--lake` reaches them
+    (a second copy of the module once left `ml` commands on the default lake)."""
+    import subprocess
+    import sys
+
+    lake = tmp_path / "lake"
+    done = subprocess.run([sys.executable, "-m", module, "--lake", str(lake), "ml", "models"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (lake / "_mlflow").is_dir()
+    assert not (tmp_path / "lakehouse").exists()
