@@ -8,6 +8,7 @@ This is the only module that reads the environment.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -78,6 +79,10 @@ _BOOL_FIELDS = {"spark_delta_jars"}
 def _coerce(name: str, value: Any) -> Any:
     if value is None or value == "":
         return None
+    if name == "lake" and re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(value)):
+        # Path() quietly folds "s3://b/lake" into "s3:/b/lake" (the CLI hands us a Path already).
+        raise ConfigError(f"lake '{value}': the lake must be a local or mounted folder; object-storage lakes "
+                          f"are not supported yet (s3:// works for inputs and landing folders); see docs/CLUSTER.md")
     if name in _PATH_FIELDS:
         return Path(value).expanduser()
     if name in _BOOL_FIELDS:

@@ -138,3 +138,14 @@ def test_config_aws_endpoint_url_is_honoured_below_shoplake_settings(workdir):
     env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "SHOPLAKE_S3_ENDPOINT": "http://127.0.0.1:9001"}
     assert load_settings(env=env).s3_endpoint == "http://127.0.0.1:9001"
     assert load_settings(env=env, s3_endpoint="http://127.0.0.1:9002").s3_endpoint == "http://127.0.0.1:9002"
+
+
+def test_object_storage_lake_is_refused_with_a_clear_error():
+    with pytest.raises(ConfigError, match="local or mounted folder"):
+        load_settings(env={}, lake="s3://shop-bucket/lake")
+
+
+def test_object_storage_lake_is_refused_after_path_conversion():
+    # The CLI's --lake option arrives as a Path, which has already folded "s3://" into "s3:/".
+    with pytest.raises(ConfigError, match="local or mounted folder"):
+        load_settings(env={}, lake=Path("s3://shop-bucket/lake"))
