@@ -5,7 +5,6 @@ Every call needs a bearer token; its role decides which layers it reads. Queries
 check, time limit), each on its own engine session bound to one Delta snapshot per table.
 """
 
-from __future__ import annotations
 
 import csv
 import io
