@@ -5,6 +5,7 @@ per session), tokens of both roles, the app under TestClient and the real app un
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import socket
 import threading
 import time
@@ -15,11 +16,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from shoplake.build import build_tables
 from shoplake.config import Settings
-from shoplake.ingest import ingest_files
+from shoplake.jobs.definitions import load_jobs
+from shoplake.jobs.runner import run_job
 from shoplake.lake import Lake
-from shoplake.ml import score_models, train_model
 from shoplake.serve.app import create_app
 from shoplake.serve.security import add_token, tokens_file
 from shoplake.synth import generate
@@ -41,7 +41,7 @@ class ServedLake:
     """A built, trained and scored lake with one token per role."""
 
     lake: Lake
-    data: Path
+    landing: Path
     secrets: dict[str, str]
 
     def headers(self, role: str) -> dict[str, str]:
@@ -51,22 +51,24 @@ class ServedLake:
 @pytest.fixture(scope="session")
 def served(tmp_path_factory) -> ServedLake:
     root = tmp_path_factory.mktemp("serve")
-    data = root / "data"
-    generate("products", data, rows=3000, seed=SEED)
-    generate("clickstream", data, rows=120_000, seed=SEED, days=40)
-    generate("retail", data, rows=6000, seed=SEED, start=dt.date(2011, 1, 1), days=120)
+    landing, data = root / "landing", root / "data"
+    generated = [
+        generate("products", data, rows=3000, seed=SEED),
+        generate("clickstream", data, rows=120_000, seed=SEED, days=40, dirty_fraction=0.002),
+        generate("retail", data, rows=6000, seed=SEED, start=dt.date(2011, 1, 1), days=120, dirty_fraction=0.002),
+    ]
+    for source, result in zip(("products", "clickstream", "retail"), generated, strict=True):
+        (landing / source).mkdir(parents=True)
+        shutil.copy(result.files[0], landing / source)  # the data file only (not the planted-truth files)
     settings = Settings(lake=root / "lake", serve_row_cap=ROW_CAP, serve_query_timeout=TIMEOUT_SECONDS)
     lake = Lake(settings)
-    for source in ("products", "clickstream", "retail"):
-        ingest_files(lake, source, [str(data / f"{source}.csv.gz")], run_id=f"ingest-{source}")
-    failed = [r for r in build_tables(lake, run_id="build-1") if r.status == "failed"]
-    assert not failed, failed
-    for kind in ("segments", "rfm", "propensity"):
-        train_model(lake, kind, run_id=f"train-{kind}")
-    score_models(lake, run_id="score-1")
+    # The shipped `daily` job (ingest, build, train, score), so ops.job_runs has rows for the health page.
+    daily = load_jobs(settings, lake.catalog, cwd=root).get("daily")
+    result = run_job(lake, daily, landing=str(landing), isolation="inline")
+    assert result.status == "succeeded", [(s.task.name, s.status, s.error) for s in result.tasks.values()]
     path = tokens_file(settings)
     secrets = {role: add_token(path, f"{role}-token", role) for role in ("analyst", "engineer")}
-    return ServedLake(lake, data, secrets)
+    return ServedLake(lake, landing, secrets)
 
 
 @pytest.fixture(scope="session")
