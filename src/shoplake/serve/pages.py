@@ -65,13 +65,14 @@ class DateRange:
         start = self.start or (span["first"] if self.end else max(span["first"], end - timedelta(DEFAULT_DAYS - 1)))
         if start > end:
             start, end = end, start
-        return Period(start, end)
+        return Period(start, end, span["first"])
 
 
 @dataclass(frozen=True)
 class Period:
     start: date
     end: date
+    data_from: date | None = None  # the first date with data, to flag a partly empty previous period
 
     @property
     def days(self) -> int:
@@ -79,7 +80,7 @@ class Period:
 
     def previous(self) -> Period:
         """The period of equal length just before this one."""
-        return Period(self.start - timedelta(self.days), self.start - timedelta(1))
+        return Period(self.start - timedelta(self.days), self.start - timedelta(1), self.data_from)
 
     def __str__(self) -> str:
         return f"{self.start.isoformat()} to {self.end.isoformat()} ({self.days} days)"
@@ -201,7 +202,10 @@ def _kpi_group(reader: Reader, title: str, prefix: str, table: str, column: str,
     before_period = period.previous()
     before = reader.one(query, [before_period.start, before_period.end])
     kpis = [Kpi(f"{prefix}-{key}", label, now.get(key), before.get(key), kind) for key, label, _, kind in measures]
-    return KpiGroup(title, f"{period}; change vs {before_period}", kpis)
+    caveat = ""
+    if period.data_from and before_period.start < period.data_from:
+        caveat = f" (data only from {period.data_from.isoformat()})"
+    return KpiGroup(title, f"{period}; change vs {before_period}{caveat}", kpis)
 
 
 def overview(reader: Reader, dates: DateRange) -> PageView:
