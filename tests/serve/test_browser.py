@@ -120,9 +120,10 @@ def test_changing_the_date_range_changes_the_kpis(browser, live_server, served):
     assert chosen["click-events"] != default["click-events"]
 
     def period_sums(first: date, final: date) -> dict:
-        return run_query(lake, f"""SELECT sum(count_events) AS events, sum(count_purchases) AS purchases,
+        sums = run_query(lake, f"""SELECT sum(count_events) AS events, sum(count_purchases) AS purchases,
                                           sum(revenue) AS revenue FROM gold.daily_funnel
-                                   WHERE event_date >= DATE '{first}' AND event_date <= DATE '{final}'""").to_pylist()[0]
+                                   WHERE event_date >= DATE '{first}' AND event_date <= DATE '{final}'""")
+        return sums.to_pylist()[0]
 
     now = period_sums(start, end)
     before = period_sums(start - timedelta(days=7), start - timedelta(days=1))
