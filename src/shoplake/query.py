@@ -74,6 +74,15 @@ def _rewrite_time_travel(sql: str) -> tuple[str, dict[str, tuple[str, int | date
     return _TIME_TRAVEL.sub(replace, sql), travels
 
 
+def _statement_class(statement: exp.Expression, sql: str) -> str:
+    """The kind of statement, as a user would name it (INSERT, COPY, LOAD, CHECKPOINT, ...)."""
+    if isinstance(statement, exp.Command):
+        return statement.name.upper()  # statements sqlglot only knows by their keyword (LOAD, CALL, ...)
+    if isinstance(statement, exp.Column | exp.Identifier | exp.Var):
+        return sql.split(None, 1)[0].upper()  # a bare keyword such as CHECKPOINT parses as a name
+    return statement.key.upper()
+
+
 def _function_name(func: exp.Func) -> str:
     return (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
 
@@ -150,7 +159,7 @@ def run_query(lake: Lake, sql: str, *, limit: int | None = None, policy: QueryPo
     statement = statements[0]
     if not isinstance(statement, exp.Query):
         raise QueryError(f"only read queries (SELECT, WITH, UNION, ...) are allowed, "
-                         f"not {statement.key.upper()}")
+                         f"not {_statement_class(statement, rewritten)}")
     if policy is not None:
         _refuse_outside_access(statement)
     ctes = {cte.alias_or_name.lower() for cte in statement.find_all(exp.CTE)}

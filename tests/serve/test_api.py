@@ -94,9 +94,11 @@ def test_statements_that_are_not_queries_are_400(client, served, sql):
     assert "only read queries" in detail or "cannot parse" in detail or "exactly one" in detail
 
 
-def test_the_refusal_names_the_statement_class(client, served):
-    assert "not INSERT" in post(client, served, REFUSED_STATEMENTS["insert"]).json()["detail"]
-    assert "not DROP" in post(client, served, REFUSED_STATEMENTS["drop"]).json()["detail"]
+@pytest.mark.parametrize(("key", "named"), [("insert", "INSERT"), ("drop", "DROP"), ("copy", "COPY"),
+                                           ("attach", "ATTACH"), ("load", "LOAD"), ("pragma", "PRAGMA"),
+                                           ("set", "SET"), ("call", "CALL")])
+def test_the_refusal_names_the_statement_class(client, served, key, named):
+    assert f"not {named}" in post(client, served, REFUSED_STATEMENTS[key]).json()["detail"]
 
 
 # Every way found to make DuckDB read a file: table functions, scalar use, lateral joins, quoted paths.
