@@ -34,6 +34,8 @@ demo: install
 	@echo "Query it:   $(VENV)/bin/shoplake --lake $(LAKE) sql 'select * from gold.daily_funnel limit 5'"
 	@echo "Models:     $(VENV)/bin/shoplake --lake $(LAKE) ml models   (MLflow UI: ... ml ui)"
 	@echo "Job runs:   $(VENV)/bin/shoplake --lake $(LAKE) jobs runs daily"
+	@echo "Dashboard:  $(VENV)/bin/shoplake --lake $(LAKE) serve   then open http://127.0.0.1:8000/"
+	@echo "SQL API:    $(VENV)/bin/shoplake --lake $(LAKE) serve-token add me --role analyst   (docs/SERVING.md)"
 
 # The browser tests drive Debian's chromium (Playwright cannot download browsers here); Spark needs Java 17.
 CHROMIUM ?= /usr/bin/chromium

@@ -284,6 +284,7 @@ def _register_command_groups() -> None:
     """Command groups that live with their subsystem (jobs, ml, ...): one line each."""
     from shoplake.ml.cli import register as _ml; _ml(app)  # noqa: E702, I001
     from shoplake.jobs.cli import register as _jobs; _jobs(app)  # noqa: E702, I001
+    from shoplake.serve.cli import register as _serve; _serve(app)  # noqa: E702, I001
 
 
 _register_command_groups()

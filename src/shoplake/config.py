@@ -48,6 +48,10 @@ class Settings:
             Databricks): Spark then reads and writes `format("delta")` itself. False (default) reads the
             files of a snapshot listed by `deltalake` and commits Spark's Parquet files through
             `deltalake`, which needs no jars.
+        serve_tokens_file: the SQL API's bearer tokens (name, role, SHA-256 of the secret), written by
+            `shoplake serve-token add` (None: `<lake>/_serve/tokens.toml`).
+        serve_row_cap: the most rows one SQL API response returns (a response says when it was cut).
+        serve_query_timeout: seconds after which an SQL API query is stopped.
     """
 
     lake: Path = Path("lakehouse")
@@ -65,14 +69,19 @@ class Settings:
     spark_remote: str | None = None
     spark_driver_memory: str = "4g"
     spark_delta_jars: bool = False
+    serve_tokens_file: Path | None = None
+    serve_row_cap: int = 10_000
+    serve_query_timeout: int = 30
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConfigError(f"unknown engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
+        if self.serve_row_cap < 1 or self.serve_query_timeout < 1:
+            raise ConfigError("serve_row_cap and serve_query_timeout must be at least 1")
 
 
-_PATH_FIELDS = {"lake", "spool_dir", "jobs_file"}
-_INT_FIELDS = {"threads"}
+_PATH_FIELDS = {"lake", "spool_dir", "jobs_file", "serve_tokens_file"}
+_INT_FIELDS = {"threads", "serve_row_cap", "serve_query_timeout"}
 _BOOL_FIELDS = {"spark_delta_jars"}
 
 

@@ -31,3 +31,11 @@ class QueryError(ShoplakeError):
 
 class EngineUnavailableError(ShoplakeError):
     """The requested engine cannot run here (missing extra, no Java, ...)."""
+
+
+class AccessDeniedError(QueryError):
+    """A query names a table the caller's role may not read."""
+
+
+class QueryTimeoutError(QueryError):
+    """A query ran longer than the allowed time and was stopped."""

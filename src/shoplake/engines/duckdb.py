@@ -67,6 +67,25 @@ class DuckDBEngine:
     def close(self) -> None:
         self.con.close()
 
+    def sandbox(self, allowed: Sequence[Path]) -> None:
+        """Forbid this session any file or network access outside `allowed` folders, for good.
+
+        Used for untrusted SQL (the SQL API): even a query that slipped past the statement checks
+        cannot read `/etc/passwd`, write files, install extensions or change settings back, because
+        the configuration is locked afterwards.
+        """
+        folders = [str(Path(folder).resolve()) for folder in allowed]
+        listed = "[" + ", ".join(exp.Literal.string(f).sql(dialect="duckdb") for f in folders) + "]"
+        self.con.execute(f"SET allowed_directories = {listed}")
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET autoinstall_known_extensions = false")
+        self.con.execute("SET autoload_known_extensions = false")
+        self.con.execute("SET lock_configuration = true")
+
+    def interrupt(self) -> None:
+        """Stop the query running on this session (safe to call from another thread)."""
+        self.con.interrupt()
+
     def __enter__(self) -> DuckDBEngine:
         return self
 

@@ -94,4 +94,24 @@ JOB_RUNS = TableSpec(
     build="external",
 )
 
-TABLES = QUARANTINE_TABLES + (LEDGER, DATA_QUALITY, JOB_RUNS)
+QUERY_LOG = TableSpec(
+    name="ops.query_log",
+    description=("One row per query sent to the SQL API of `shoplake serve`: who sent it (token name), when, "
+                 "the query, rows returned, duration and outcome. Written in small batches by the server."),
+    grain=("query_id",),
+    columns=(
+        col("query_id", "VARCHAR", "unique id of the request, also returned in the API response"),
+        col("token_name", "VARCHAR", "name of the bearer token used (NULL when none or an unknown one)"),
+        col("role", "VARCHAR", "analyst or engineer (NULL when the token was refused)"),
+        col("started_at", "TIMESTAMPTZ"),
+        col("query", "VARCHAR", "the SQL text as sent"),
+        col("rows", "BIGINT", "rows returned (after the cap); 0 when refused or failed"),
+        col("truncated", "BOOLEAN", "TRUE when the row cap cut the result"),
+        col("duration_ms", "DOUBLE"),
+        col("status", "VARCHAR", "ok, refused (400), unauthorized (401), forbidden (403), timeout or error"),
+        col("error", "VARCHAR", "the message returned to the client when status is not ok"),
+    ),
+    build="external",
+)
+
+TABLES = QUARANTINE_TABLES + (LEDGER, DATA_QUALITY, JOB_RUNS, QUERY_LOG)

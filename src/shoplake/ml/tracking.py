@@ -251,6 +251,10 @@ class Tracker:
         except MlflowException:
             return None
 
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """The metrics a run logged (the latest value of each)."""
+        return dict(self.client().get_run(run_id).data.metrics)
+
     def promote(self, name: str, version: int) -> None:
         self.client().set_registered_model_alias(name, CHAMPION, str(version))
 

@@ -1,0 +1,1 @@
+"""Serving: the dashboard and the SQL API of `shoplake serve` (see docs/SERVING.md)."""

@@ -1,0 +1,108 @@
+"""`shoplake serve`, `shoplake dashboard export` and `shoplake serve-token ...`.
+
+Heavy imports (FastAPI, uvicorn, plotly) happen inside the commands so the rest of the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+
+class Role(StrEnum):
+    analyst = "analyst"
+    engineer = "engineer"
+
+
+def _core():
+    from shoplake import cli
+
+    return cli
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on (127.0.0.1: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+) -> None:
+    """Serve the dashboard and the SQL API (OpenAPI docs at /docs); Ctrl-C stops it."""
+    import uvicorn
+
+    from shoplake.serve.app import create_app
+    from shoplake.serve.security import load_tokens, tokens_file
+
+    core = _core()
+    settings = core._settings()
+    app = create_app(settings)
+    path = tokens_file(settings)
+    count = len(load_tokens(path))
+    core.console.print(f"dashboard: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
+    core.console.print(f"SQL API tokens: {count} in {path}" if count else
+                       "SQL API: no tokens yet; create one with `shoplake serve-token add NAME --role analyst`")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def export(
+    file: Annotated[Path, typer.Argument(help="the HTML file to write")],
+    start: Annotated[str | None, typer.Option(help="first date, YYYY-MM-DD (default: last 30 days of data)")] = None,
+    end: Annotated[str | None, typer.Option(help="last date, YYYY-MM-DD")] = None,
+) -> None:
+    """Write every dashboard page into one self-contained HTML file (works offline)."""
+    from shoplake.serve.app import export_dashboard, parse_dates
+
+    core = _core()
+    titles = export_dashboard(core._lake(), file, parse_dates(start, end))
+    core.console.print(f"wrote {file} ({file.stat().st_size / 1e6:.1f} MB): {', '.join(titles)}")
+
+
+def add_token(
+    name: Annotated[str, typer.Argument(help="who or what uses the token, e.g. alice or bi-tool")],
+    role: Annotated[Role, typer.Option(help="analyst (gold and ops tables) or engineer (every layer)")],
+) -> None:
+    """Create a token (or replace one of that name) and print its secret once."""
+    from shoplake.serve.security import add_token as add
+    from shoplake.serve.security import tokens_file
+
+    core = _core()
+    path = tokens_file(core._settings())
+    secret = add(path, name, role.value)
+    core.console.print(f"token {name!r} ({role.value}) saved in {path} (only its SHA-256 is stored).")
+    core.console.print("Secret, shown once; send it as `Authorization: Bearer <secret>`:")
+    print(secret)
+
+
+def list_tokens() -> None:
+    """List the configured tokens (names and roles; secrets are never stored)."""
+    from shoplake.serve.security import load_tokens, tokens_file
+
+    core = _core()
+    path = tokens_file(core._settings())
+    out = Table("token", "role", "sha256 (prefix)", title=str(path))
+    for token in load_tokens(path).values():
+        out.add_row(token.name, token.role, token.sha256[:12])
+    core.console.print(out)
+
+
+def remove(name: Annotated[str, typer.Argument(help="token name")]) -> None:
+    """Delete a token: its secret stops working at once."""
+    from shoplake.serve.security import remove_token, tokens_file
+
+    core = _core()
+    remove_token(tokens_file(core._settings()), name)
+    core.console.print(f"token {name!r} removed")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve`, `dashboard export` and `serve-token` to the shoplake CLI."""
+    app.command("serve")(serve)
+    dashboard = typer.Typer(no_args_is_help=True, help="The dashboard as a file.")
+    dashboard.command("export")(export)
+    app.add_typer(dashboard, name="dashboard")
+    tokens = typer.Typer(no_args_is_help=True, help="Bearer tokens of the SQL API (operator).")
+    tokens.command("add")(add_token)
+    tokens.command("list")(list_tokens)
+    tokens.command("remove")(remove)
+    app.add_typer(tokens, name="serve-token")
