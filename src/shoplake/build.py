@@ -174,13 +174,9 @@ def _build_incremental(lake: Lake, engine, spec: TableSpec, run_id: str) -> Buil
                 published = ", ".join(f'"{c}"' for c in spec.column_names)
                 new_rows = (f"SELECT DISTINCT * FROM ({new_rows}) AS n" if not lake.store.exists(spec.name)
                             else f"({new_rows}) EXCEPT (SELECT {published} FROM {spec.name})")
-            reader = engine.stream(new_rows)
-            try:
-                lake.store.write(spec.name, reader, mode="append", description=spec.description,
-                                 meta={"write_key": write_key, "run_id": run_id, "batches": new,
-                                       "inputs": versions, "definition": definition_hash(spec)})
-            finally:
-                reader.close()
+            engine.write_table(lake.store, spec, new_rows, mode="append",
+                               meta={"write_key": write_key, "run_id": run_id, "batches": new,
+                                     "inputs": versions, "definition": definition_hash(spec)})
             done = lake.store.find_write(spec.name, write_key)
         written = int(done.rows_added or 0)
     finally:
@@ -236,13 +232,9 @@ def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult
             entry = LedgerEntry(run_id=run_id, table_name=spec.name, write_key="", rows_in=rows_in,
                                 rows_out=rows_out, diverted={k: int(v) for k, v in counts.items() if v},
                                 rows_written=total, inputs=versions)
-        reader = engine.stream("SELECT * FROM candidate")
-        try:
-            version = lake.store.write(spec.name, reader, mode="overwrite", description=spec.description,
-                                       meta={"write_key": f"{spec.name}:{run_id}", "run_id": run_id,
-                                             "inputs": versions, "definition": definition})
-        finally:
-            reader.close()
+        version = engine.write_table(lake.store, spec, "SELECT * FROM candidate", mode="overwrite",
+                                     meta={"write_key": f"{spec.name}:{run_id}", "run_id": run_id,
+                                           "inputs": versions, "definition": definition})
     finally:
         engine.drop("candidate")
     if entry:
