@@ -82,7 +82,10 @@ def _epoch_seconds(node: exp.TimeToUnix) -> exp.Expression:
         micros: exp.Expression = exp.Sub(this=_micros(value.this), expression=_micros(value.expression))
     else:
         micros = _micros(value)
-    return exp.Paren(this=exp.Div(this=exp.Paren(this=micros), expression=exp.Literal.number("1000000.0")))
+    # DOUBLE, as DuckDB returns: Spark would make `micros / 1000000.0` a DECIMAL.
+    seconds = exp.Div(this=exp.Cast(this=micros, to=exp.DataType.build("DOUBLE")),
+                      expression=exp.Literal.number(1000000))
+    return exp.Paren(this=seconds)
 
 
 _STRFTIME_TO_JAVA = {"%Y": "yyyy", "%m": "M", "%d": "d", "%H": "H", "%M": "m", "%S": "s", "%f": "SSSSSS"}
