@@ -287,5 +287,14 @@ def _ordered_lines(scratch: Path, schema: pa.Schema) -> tuple[pa.RecordBatchRead
 
 
 def _one_line(exc: BaseException) -> str:
+    """The first line of an error; for a JVM error, of its root cause (py4j's own line says nothing)."""
+    cause = getattr(exc, "java_exception", None)
+    if cause is not None:
+        try:
+            while cause.getCause() is not None:
+                cause = cause.getCause()
+            return str(cause.toString()).strip().splitlines()[0]
+        except Exception:  # the gateway may be gone; fall back to Python's text
+            pass
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
