@@ -98,3 +98,35 @@ def test_spark_written_versions_read_identically_everywhere(lakes, mixed, name):
         assert via_delta.num_rows > 0
         assert differences(via_delta, via_duckdb, drop=set()) == []
         assert differences(via_delta, via_polars.cast(via_delta.schema), drop=set()) == []
+
+
+def test_a_parquet_source_ingests_identically_on_both_engines(spark_available, batches, tmp_path):
+    """Parquet sources (typed timestamps and numbers) are read as text the same way by both engines."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from shoplake.ingest import ingest_files
+    from shoplake.lake import new_run_id
+
+    source = batches[0]["clickstream"][0]
+    text = pacsv.read_csv(source, convert_options=pacsv.ConvertOptions(column_types={
+        "event_time": pa.string(), "price": pa.string()}), parse_options=pacsv.ParseOptions(
+        invalid_row_handler=lambda row: "skip"))
+    # A typed event_time where it parses (bad ones stay out), prices typed: the file a shop might export.
+    good = pc.is_valid(pc.strptime(text["event_time"], "%Y-%m-%d %H:%M:%S UTC", "us", error_is_null=True))
+    text = text.filter(good)
+    typed = text.set_column(0, "event_time", pc.strptime(text["event_time"], "%Y-%m-%d %H:%M:%S UTC", "us")
+                            .cast(pa.timestamp("us", tz="UTC")))
+    pq.write_table(typed, tmp_path / "events.parquet")
+    tables = {}
+    for engine in ("duckdb", "spark"):
+        lake = Lake(Settings(lake=tmp_path / engine, engine=engine))
+        ingest_files(lake, "clickstream", [str(tmp_path / "events.parquet")], run_id=new_run_id())
+        tables[engine] = {n: lake.store.open(n).to_pyarrow_table() for n in ("bronze.clickstream",
+                                                                             "quarantine.clickstream")}
+    assert tables["duckdb"]["bronze.clickstream"].num_rows > 3000
+    assert tables["duckdb"]["quarantine.clickstream"].num_rows > 0  # the bad prices
+    for name in tables["duckdb"]:
+        assert differences(tables["duckdb"][name], tables["spark"][name]) == [], name

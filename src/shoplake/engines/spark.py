@@ -202,14 +202,15 @@ class SparkEngine:
         if fmt == "parquet":
             raw = self._parquet_fields(path, mapping, display=display)
         else:
-            raw = self._csv_fields(path, header, mapping, display=display)
+            raw = self._csv_fields(path, header, mapping)
         for name in missing:
             raw = raw.withColumn("r_" + name, F.lit(None).cast("string"))
         typed, reasons, kept = [], [], []
         for name, (type_, parse_sql) in parse.items():
             raw_ref, value = _quote("r_" + name), _quote(name)
             # The parse rules are DuckDB SQL over the raw text: translate each as a whole.
-            typed.append(to_spark(f'CAST({parse_sql.format(raw=f""" "r_{name}" """.strip())} AS {type_}) AS "{name}"'))
+            duckdb_raw = '"r_' + name + '"'
+            typed.append(to_spark(f'CAST({parse_sql.format(raw=duckdb_raw)} AS {type_}) AS "{name}"'))
             reasons.append(f"WHEN {raw_ref} IS NOT NULL AND {value} IS NULL THEN 'invalid_{name}'")
             kept.append(f"CASE WHEN _reason IS NOT NULL THEN {raw_ref} END AS {_quote('_raw_' + name)}")
         out = [_quote(name) for name in parse]
@@ -225,7 +226,7 @@ class SparkEngine:
                            + [pa.field(n, pa.string()) for n in ["_reason", *("_raw_" + n for n in parse)]])
         return _ordered_lines(scratch, schema)
 
-    def _csv_fields(self, path: Path, header: list[str], mapping: dict[str, str], *, display: str):
+    def _csv_fields(self, path: Path, header: list[str], mapping: dict[str, str]):
         from pyspark.sql import functions as F
 
         lines = self.spark.read.text(str(path))
