@@ -174,13 +174,9 @@ def _build_incremental(lake: Lake, engine, spec: TableSpec, run_id: str) -> Buil
                 published = ", ".join(f'"{c}"' for c in spec.column_names)
                 new_rows = (f"SELECT DISTINCT * FROM ({new_rows}) AS n" if not lake.store.exists(spec.name)
                             else f"({new_rows}) EXCEPT (SELECT {published} FROM {spec.name})")
-            reader = engine.stream(new_rows)
-            try:
-                lake.store.write(spec.name, reader, mode="append", description=spec.description,
-                                 meta={"write_key": write_key, "run_id": run_id, "batches": new,
-                                       "inputs": versions, "definition": definition_hash(spec)})
-            finally:
-                reader.close()
+            engine.write_table(lake.store, spec, new_rows, mode="append",
+                               meta={"write_key": write_key, "run_id": run_id, "batches": new,
+                                     "inputs": versions, "definition": definition_hash(spec)})
             done = lake.store.find_write(spec.name, write_key)
         written = int(done.rows_added or 0)
     finally:
@@ -205,7 +201,7 @@ def _quarantine(lake: Lake, engine, spec: TableSpec, bronze: TableSpec, write_ke
     if lake.store.find_write(target.name, key) is not None:
         return
     raw_cols = [c.name for c in target.columns if c.name in bronze.column_names and not c.name.startswith("_")]
-    select = ", ".join([f'CAST(b."{c}" AS VARCHAR) AS "{c}"' for c in raw_cols] + [
+    select = ", ".join([f'{_as_text(bronze, c)} AS "{c}"' for c in raw_cols] + [
         "CAST(NULL AS VARCHAR) AS _raw_line", "f._reason AS reason", "'silver' AS _stage",
         "b._source_file", "CAST(NULL AS BIGINT) AS _source_line", "b._source_row", "b._batch_id",
         "b._ingested_at", "CAST(? AS TIMESTAMPTZ) AS _quarantined_at"])
@@ -215,6 +211,15 @@ def _quarantine(lake: Lake, engine, spec: TableSpec, bronze: TableSpec, write_ke
     rows = engine.table(_typed_select(target, f"({sql}) AS q"), [datetime.now(UTC)])
     lake.store.write(target.name, rows, mode="append", description=target.description,
                      meta={"write_key": key, "run_id": run_id, "table": spec.name})
+
+
+def _as_text(bronze: TableSpec, column: str) -> str:
+    """A bronze value as quarantine text, the same on every engine."""
+    if next(c.type for c in bronze.columns if c.name == column) == "TIMESTAMPTZ":
+        # Bronze timestamps are whole seconds (every source format is); spelled as DuckDB casts a
+        # TIMESTAMPTZ in UTC, which Spark's cast (no offset) would not match.
+        return f"""strftime(b."{column}", '%Y-%m-%d %H:%M:%S+00')"""
+    return f'CAST(b."{column}" AS VARCHAR)'
 
 
 def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult:
@@ -236,13 +241,9 @@ def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult
             entry = LedgerEntry(run_id=run_id, table_name=spec.name, write_key="", rows_in=rows_in,
                                 rows_out=rows_out, diverted={k: int(v) for k, v in counts.items() if v},
                                 rows_written=total, inputs=versions)
-        reader = engine.stream("SELECT * FROM candidate")
-        try:
-            version = lake.store.write(spec.name, reader, mode="overwrite", description=spec.description,
-                                       meta={"write_key": f"{spec.name}:{run_id}", "run_id": run_id,
-                                             "inputs": versions, "definition": definition})
-        finally:
-            reader.close()
+        version = engine.write_table(lake.store, spec, "SELECT * FROM candidate", mode="overwrite",
+                                     meta={"write_key": f"{spec.name}:{run_id}", "run_id": run_id,
+                                           "inputs": versions, "definition": definition})
     finally:
         engine.drop("candidate")
     if entry:

@@ -30,8 +30,12 @@ class Lake:
             from shoplake.engines.duckdb import DuckDBEngine
 
             return DuckDBEngine(self.settings, self.store)
-        raise EngineUnavailableError(f"engine {self.settings.engine!r} is not available yet in this version; "
-                                     f"use --engine duckdb")
+        if self.settings.engine == "spark":
+            from shoplake.engines.spark import SparkEngine
+
+            return SparkEngine(self.settings, self.store)
+        raise EngineUnavailableError(f"engine {self.settings.engine!r} is not available; "
+                                     f"use --engine duckdb or --engine spark")
 
     def ensure_operational_tables(self) -> None:
         """Create the (empty) quarantine and ops tables, so they are queryable from the first run."""

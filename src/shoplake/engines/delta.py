@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
+from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from shoplake.errors import TableNotFoundError
 
@@ -85,14 +89,35 @@ class DeltaStore:
     def write(self, name: str, data: pa.Table | pa.RecordBatchReader, *, mode: str,
               meta: dict[str, Any], description: str = "") -> int:
         """Append or overwrite `data` in one commit carrying `meta`. Returns the new version."""
-        custom = {META_PREFIX + k: (v if isinstance(v, str) else json.dumps(v, sort_keys=True))
-                  for k, v in meta.items()}
+        custom = _custom_metadata(meta)
         write_deltalake(str(self.path(name)), data, mode=mode, name=name, description=description[:1000],
                         schema_mode="overwrite" if mode == "overwrite" else None,
                         writer_properties=_WRITER_PROPERTIES,
                         commit_properties=CommitProperties(custom_metadata=custom))
         version = self.open(name).version()
         log.debug("wrote %s version %s (%s)", name, version, mode)
+        return version
+
+    def commit_files(self, name: str, files: Sequence[Path], schema: pa.Schema, *, mode: str,
+                     meta: dict[str, Any], description: str = "") -> int:
+        """Commit Parquet files another engine wrote into the table folder, as ONE Delta transaction.
+
+        Each file becomes an add action with the per-file statistics Delta readers use (row count, null
+        counts, min/max). The commit carries `meta` like `write`, plus `rows_added` (delta-rs records
+        row metrics only for its own writes). Returns the new version.
+        """
+        root = self.path(name)
+        actions = [_add_action(root, Path(f)) for f in files]
+        custom = _custom_metadata({**meta, "rows_added": sum(_file_rows(Path(f)) for f in files)})
+        properties = CommitProperties(custom_metadata=custom)
+        if not self.exists(name):
+            create_table_with_add_actions(str(root), DeltaSchema.from_arrow(schema), actions, mode="error",
+                                          name=name, description=description[:1000],
+                                          commit_properties=properties)
+        else:
+            self.open(name).create_write_transaction(actions, mode, schema, commit_properties=properties)
+        version = self.open(name).version()
+        log.debug("committed %d files to %s version %s (%s)", len(actions), name, version, mode)
         return version
 
     def history(self, name: str, limit: int | None = None) -> list[Commit]:
@@ -123,9 +148,86 @@ class DeltaStore:
         return int(pa.compute.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
 
 
+def _custom_metadata(meta: dict[str, Any]) -> dict[str, str]:
+    return {META_PREFIX + k: (v if isinstance(v, str) else json.dumps(v, sort_keys=True)) for k, v in meta.items()}
+
+
+def _file_rows(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def _add_action(root: Path, path: Path) -> AddAction:
+    stat = path.stat()
+    relative = path.relative_to(root).as_posix()
+    return AddAction(relative, stat.st_size, {}, int(stat.st_mtime * 1000), True, json.dumps(file_stats(path)))
+
+
+def file_stats(path: Path) -> dict[str, Any]:
+    """Delta per-file statistics of a Parquet file, from its footer (no data read).
+
+    Same shapes as delta-rs writes: numbers as JSON numbers, dates `YYYY-MM-DD`, timestamps UTC at
+    millisecond precision. Min/max are left out for types and values a reader could misjudge
+    (floats with NaN, booleans, long strings); leaving a statistic out only disables skipping.
+    """
+    metadata = pq.ParquetFile(path).metadata
+    schema = metadata.schema.to_arrow_schema()
+    nulls: dict[str, int] = {}
+    lows: dict[str, Any] = {}
+    highs: dict[str, Any] = {}
+    for index, field in enumerate(schema):
+        count, low, high, complete = 0, None, None, True
+        for group in range(metadata.num_row_groups):
+            stats = metadata.row_group(group).column(index).statistics
+            if stats is None:
+                complete = False
+                continue
+            count += stats.null_count if stats.has_null_count else 0
+            if stats.has_min_max:
+                low = stats.min if low is None else min(low, stats.min)
+                high = stats.max if high is None else max(high, stats.max)
+            elif stats.num_values:  # values present but no min/max: do not claim a range
+                complete = False
+        nulls[field.name] = count
+        if complete and low is not None and (value := _stat_pair(field.type, low, high)):
+            lows[field.name], highs[field.name] = value
+    return {"numRecords": metadata.num_rows, "minValues": lows, "maxValues": highs, "nullCount": nulls}
+
+
+def _stat_pair(kind: pa.DataType, low: Any, high: Any) -> tuple[Any, Any] | None:
+    if pa.types.is_integer(kind):
+        return int(low), int(high)
+    if pa.types.is_floating(kind):
+        return None if math.isnan(low) or math.isnan(high) else (float(low), float(high))
+    if pa.types.is_date(kind):
+        return low.isoformat(), high.isoformat()
+    if pa.types.is_timestamp(kind):
+        return _timestamp_stat(low), _timestamp_stat(high)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return (low, high) if len(low) <= 64 and len(high) <= 64 else None
+    return None
+
+
+def _timestamp_stat(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def user_metadata(meta: dict[str, Any]) -> str:
+    """`meta` as the one `userMetadata` string a delta-spark commit can carry (with `shoplake.` keys)."""
+    return json.dumps(_custom_metadata(meta), sort_keys=True)
+
+
 def _decode_commit(entry: dict[str, Any]) -> Commit:
     meta: dict[str, Any] = {}
-    for key, value in entry.items():
+    fields = dict(entry)
+    # Commits made by delta-spark (engine spark with the Delta jars) carry the keys in userMetadata.
+    if isinstance(entry.get("userMetadata"), str) and entry["userMetadata"].startswith("{"):
+        try:
+            fields.update(json.loads(entry["userMetadata"]))
+        except json.JSONDecodeError:
+            pass
+    for key, value in fields.items():
         if key.startswith(META_PREFIX):
             short = key[len(META_PREFIX):]
             try:
@@ -137,9 +239,13 @@ def _decode_commit(entry: dict[str, Any]) -> Commit:
         version=int(entry["version"]),
         timestamp=datetime.fromtimestamp(entry["timestamp"] / 1000).astimezone(),
         operation=entry.get("operation", ""),
-        rows_added=metrics.get("num_added_rows"),
+        rows_added=_int_or_none(metrics.get("num_added_rows", metrics.get("numOutputRows", meta.get("rows_added")))),
         meta=meta,
     )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def consumed_batches(commits: Iterable[Commit]) -> set[str]:

@@ -179,6 +179,16 @@ class DuckDBEngine:
         except duckdb.Error as exc:
             raise QueryError(_one_line(exc)) from exc
 
+    # -- writing tables ----------------------------------------------------------------------------
+    def write_table(self, store: DeltaStore, spec: TableSpec, sql: str, *, mode: str, meta: dict[str, Any],
+                    params: Sequence[Any] | None = None) -> int:
+        """Stream the result of `sql` into `spec` as one Delta commit carrying `meta`; returns the version."""
+        reader = self.stream(sql, params)
+        try:
+            return store.write(spec.name, reader, mode=mode, meta=meta, description=spec.description)
+        finally:
+            reader.close()
+
     # -- reading source files --------------------------------------------------------------------
     def read_source(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
                     parse: dict[str, tuple[str, str]], *, display: str) -> tuple[pa.RecordBatchReader, Callable]:

@@ -52,5 +52,6 @@ def spark_session(settings: Settings):
         raise EngineUnavailableError(f"cannot start Spark ({settings.spark_remote or settings.spark_master}): "
                                      f"{first}; Spark needs Java 17 on PATH or JAVA_HOME") from exc
     if not settings.spark_remote:  # Spark Connect sessions have no SparkContext
-        session.sparkContext.setLogLevel("ERROR")
+        # Failed tasks are reported by shoplake as one line; Spark would print their stack traces first.
+        session.sparkContext.setLogLevel("FATAL")
     return session

@@ -1,0 +1,301 @@
+"""The scale-out engine: the same declared SQL on Apache Spark (PySpark), local or on a cluster.
+
+It has the interface of `DuckDBEngine`, so ingestion and builds run the same code on either engine.
+- SQL is DuckDB-dialect; `spark_sql.to_spark` translates it (sqlglot plus a few tested overrides).
+- Catalog names are bound as temporary views (`silver.events` -> `silver__events`) over the Parquet
+  files of one Delta snapshot, listed by `deltalake`; so a job reads one committed version of each table.
+- Tables are written by Spark as Parquet files in the table folder and committed by `DeltaStore` as one
+  Delta transaction (`commit_files`). With `spark_delta_jars` (the delta-spark jars on Spark's
+  classpath, as on Databricks) Spark reads and writes `format("delta")` itself instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from shoplake.catalog.spec import TableSpec, arrow_type
+from shoplake.config import Settings
+from shoplake.engines.delta import DeltaStore, user_metadata
+from shoplake.engines.spark_session import spark_session
+from shoplake.engines.spark_sql import spark_type, to_spark, view_name
+from shoplake.errors import QueryError, SourceFormatError
+
+log = logging.getLogger(__name__)
+
+# Line kinds of a parsed CSV file: only `row` lines reach the caller; `reject` lines are reported.
+_HEADER, _BLANK, _REJECT, _ROW = "header", "blank", "reject", "row"
+# A comma outside double quotes: the field count of a CSV line without parsing it.
+_FIELD_SEPARATOR = ',(?=(?:[^"]*"[^"]*")*[^"]*$)'
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _ddl(spec_columns: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(f"{_quote(name)} {spark_type(type_)}" for name, type_ in spec_columns)
+
+
+class SparkEngine:
+    """Runs declared SQL on Spark; reads Delta snapshots; writes tables as one Delta commit each."""
+
+    name = "spark"
+
+    def __init__(self, settings: Settings, store: DeltaStore):
+        self.settings = settings
+        self.store = store
+        self.spark = spark_session(settings)
+        self._views: set[str] = set()
+        self._cached: dict[str, Any] = {}
+        scratch_root = Path(settings.spill_dir or Path(tempfile.gettempdir()) / "shoplake-spill")
+        scratch_root.mkdir(parents=True, exist_ok=True)
+        self._scratch = Path(tempfile.mkdtemp(prefix="spark-engine-", dir=scratch_root))
+
+    def close(self) -> None:
+        # The session outlives the engine (one per process, shared with scoring): drop only our views.
+        for name in list(self._cached):
+            self.drop(name)
+        for name in self._views:
+            self.spark.catalog.dropTempView(name)
+        self._views.clear()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def __enter__(self) -> SparkEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- binding catalog names -------------------------------------------------------------------
+    def _register(self, name: str, frame) -> None:
+        frame.createOrReplaceTempView(name)
+        self._views.add(name)
+
+    def _read_snapshot(self, spec: TableSpec, version: int | datetime | None):
+        columns = [(c.name, c.type) for c in spec.columns]
+        if self.store.exists(spec.name):
+            table = self.store.open(spec.name, version)
+            if self.settings.spark_delta_jars:
+                reader = self.spark.read.format("delta").option("versionAsOf", table.version())
+                return reader.load(str(self.store.path(spec.name))), table.version()
+            uris = table.file_uris()
+            if uris:
+                return self.spark.read.schema(_ddl(columns)).parquet(*uris), table.version()
+            return self.spark.createDataFrame([], _ddl(columns)), table.version()
+        return self.spark.createDataFrame([], _ddl(columns)), None
+
+    def bind(self, spec: TableSpec, *, version: int | datetime | None = None, where: str | None = None,
+             view: str | None = None) -> int | None:
+        """Make `spec.name` (or `view`) queryable as one Delta snapshot; see `DuckDBEngine.bind`."""
+        frame, bound_version = self._read_snapshot(spec, version)
+        if where:
+            frame = frame.where(to_spark(where))
+        self._register(view_name(view or spec.name), frame)
+        return bound_version
+
+    def bind_arrow(self, name: str, data: pa.Table) -> None:
+        """Bind an in-memory Arrow table under `schema.name` or a bare name."""
+        self._register(view_name(name), self.spark.createDataFrame(data))
+
+    def materialize(self, name: str, sql: str, params: Sequence[Any] | None = None) -> None:
+        """Compute `sql` once (checkpointed) as the temporary view `name`, for several reads."""
+        self.drop(name)
+        frame = self._frame(sql, params).localCheckpoint(eager=True)
+        self._cached[name] = frame
+        self._register(name, frame)
+
+    def define_view(self, name: str, sql: str) -> None:
+        """A named query that later SQL can read (recomputed on each read, never stored)."""
+        self._register(name, self._frame(sql))
+
+    def drop(self, name: str) -> None:
+        frame = self._cached.pop(name, None)
+        if frame is not None:
+            frame.unpersist()
+        self.drop_view(name)
+
+    def drop_view(self, name: str) -> None:
+        self.spark.catalog.dropTempView(name)
+        self._views.discard(name)
+
+    # -- running SQL -------------------------------------------------------------------------------
+    def _frame(self, sql: str, params: Sequence[Any] | None = None):
+        try:
+            return self.spark.sql(to_spark(sql), args=list(params) if params else None)
+        except Exception as exc:  # AnalysisException, ParseException, ...: all PySparkException
+            raise QueryError(_one_line(exc)) from exc
+
+    def _collect(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        frame = self._frame(sql, params)
+        try:
+            return frame.toArrow()
+        except Exception as exc:
+            raise QueryError(_one_line(exc)) from exc
+
+    def stream(self, sql: str, params: Sequence[Any] | None = None) -> pa.RecordBatchReader:
+        """Run a query and return its result as Arrow batches (collected on the driver first)."""
+        return self._collect(sql, params).to_reader()
+
+    def table(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        return self._collect(sql, params)
+
+    def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+        return [tuple(row.values()) for row in self._collect(sql, params).to_pylist()]
+
+    # -- writing tables ----------------------------------------------------------------------------
+    def write_table(self, store: DeltaStore, spec: TableSpec, sql: str, *, mode: str, meta: dict[str, Any],
+                    params: Sequence[Any] | None = None) -> int:
+        """Write the result of `sql` to `spec` in one Delta commit carrying `meta`; returns the version.
+
+        Spark writes Parquet into a staging folder inside the table folder (invisible to Delta readers,
+        which follow the log); the files then move next to the table's other files and `DeltaStore`
+        commits them. Nothing is visible until that commit, so a failed job leaves only unreferenced files.
+        """
+        frame = self._frame(sql, params)
+        target = store.path(spec.name)
+        try:
+            if self.settings.spark_delta_jars:
+                (frame.write.format("delta").mode(mode).option("userMetadata", user_metadata(meta))
+                 .save(str(target)))
+                return store.open(spec.name).version()
+            staging = target / f"_spark_staging_{uuid.uuid4().hex}"
+            frame.write.option("compression", "zstd").parquet(str(staging))
+        except Exception as exc:
+            raise QueryError(f"{spec.name}: Spark could not write the table: {_one_line(exc)}") from exc
+        try:
+            files = []
+            for index, part in enumerate(sorted(staging.glob("part-*.parquet"))):
+                if pq.ParquetFile(part).metadata.num_rows == 0:
+                    continue  # Spark writes an empty file for an empty result; Delta needs none
+                final = target / f"part-{index:05d}-{uuid.uuid4()}-c000.zstd.parquet"
+                part.rename(final)
+                files.append(final)
+            return store.commit_files(spec.name, files, spec.arrow_schema, mode=mode, meta=meta,
+                                      description=spec.description)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    # -- reading source files --------------------------------------------------------------------
+    def read_source(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
+                    parse: dict[str, tuple[str, str]], *, display: str) -> tuple[pa.RecordBatchReader, Callable]:
+        """Parse a CSV(.gz) or Parquet file on Spark; same contract as `DuckDBEngine.read_source`.
+
+        Spark splits and parses the file in parallel and writes the judged rows, one per line, to a
+        scratch Parquet folder whose part files follow the file's order. Streaming those back numbers the
+        lines (header and blank lines included, as DuckDB reports them) and sets aside the lines with
+        the wrong number of fields, which `rejects()` then returns.
+        """
+        from pyspark.sql import functions as F
+
+        missing = [name for name in parse if name not in mapping.values()]
+        if fmt == "parquet":
+            raw = self._parquet_fields(path, mapping, display=display)
+        else:
+            raw = self._csv_fields(path, header, mapping)
+        for name in missing:
+            raw = raw.withColumn("r_" + name, F.lit(None).cast("string"))
+        typed, reasons, kept = [], [], []
+        for name, (type_, parse_sql) in parse.items():
+            raw_ref, value = _quote("r_" + name), _quote(name)
+            # The parse rules are DuckDB SQL over the raw text: translate each as a whole.
+            duckdb_raw = '"r_' + name + '"'
+            typed.append(to_spark(f'CAST({parse_sql.format(raw=duckdb_raw)} AS {type_}) AS "{name}"'))
+            reasons.append(f"WHEN {raw_ref} IS NOT NULL AND {value} IS NULL THEN 'invalid_{name}'")
+            kept.append(f"CASE WHEN _reason IS NOT NULL THEN {raw_ref} END AS {_quote('_raw_' + name)}")
+        out = [_quote(name) for name in parse]
+        judged = (raw.selectExpr("*", *typed)
+                  .selectExpr("*", f"CASE WHEN _kind = '{_ROW}' THEN CASE {' '.join(reasons)} END END AS _reason")
+                  .selectExpr(*out, "_reason", *kept, "_kind", "_line"))
+        scratch = self._scratch / f"source-{uuid.uuid4().hex}"
+        try:
+            judged.write.option("compression", "zstd").parquet(str(scratch))
+        except Exception as exc:
+            raise SourceFormatError(f"{display}: cannot parse {fmt} file: {_one_line(exc)}") from exc
+        schema = pa.schema([pa.field(n, arrow_type(t)) for n, (t, _) in parse.items()]
+                           + [pa.field(n, pa.string()) for n in ["_reason", *("_raw_" + n for n in parse)]])
+        return _ordered_lines(scratch, schema)
+
+    def _csv_fields(self, path: Path, header: list[str], mapping: dict[str, str]):
+        from pyspark.sql import functions as F
+
+        lines = self.spark.read.text(str(path))
+        schema = _ddl([(f"f{i}", "VARCHAR") for i in range(len(header))])
+        first = (F.spark_partition_id() == 0) & (F.monotonically_increasing_id() == 0)
+        count = F.size(F.split(F.col("value"), _FIELD_SEPARATOR, -1))
+        kind = (F.when(first, F.lit(_HEADER)).when(F.col("value") == "", F.lit(_BLANK))
+                .when(count != len(header), F.lit(_REJECT)).otherwise(F.lit(_ROW)))
+        fields = F.from_csv(F.col("value"), schema, {"quote": '"', "escape": '"', "mode": "PERMISSIVE"})
+        parsed = lines.select(kind.alias("_kind"), F.col("value").alias("_line"), fields.alias("f"))
+        position = {found: i for i, found in enumerate(header)}
+        columns = [F.when(F.col("_kind") == _ROW, F.col(f"f.f{position[found]}")).alias("r_" + name)
+                   for found, name in mapping.items()]
+        return parsed.select("_kind", F.when(F.col("_kind") == _REJECT, F.col("_line")).alias("_line"), *columns)
+
+    def _parquet_fields(self, path: Path, mapping: dict[str, str], *, display: str):
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import TimestampNTZType, TimestampType
+
+        try:
+            frame = self.spark.read.parquet(str(path))
+            types = {f.name: f.dataType for f in frame.schema.fields}
+        except Exception as exc:
+            raise SourceFormatError(f"{display}: cannot read parquet file: {_one_line(exc)}") from exc
+        columns = []
+        for found, name in mapping.items():
+            ref = F.col(_quote(found))
+            text = (F.date_format(ref, "yyyy-MM-dd HH:mm:ss")
+                    if isinstance(types[found], TimestampType | TimestampNTZType) else ref.cast("string"))
+            columns.append(text.alias("r_" + name))
+        return frame.select(F.lit(_ROW).alias("_kind"), F.lit(None).cast("string").alias("_line"), *columns)
+
+
+def _ordered_lines(scratch: Path, schema: pa.Schema) -> tuple[pa.RecordBatchReader, Callable]:
+    """Stream the judged lines back in file order: part files in partition order, rows in file order."""
+    parts = sorted(scratch.glob("part-*.parquet"))
+    rejected: list[tuple[int, str, str]] = []
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        line = 0
+        try:
+            for part in parts:
+                for batch in pq.ParquetFile(part).iter_batches(batch_size=256 * 1024):
+                    kinds = batch.column("_kind")
+                    is_reject = pc.equal(kinds, _REJECT)
+                    if pc.any(is_reject).as_py():
+                        numbers = pc.add(pc.indices_nonzero(is_reject), line + 1).to_pylist()
+                        raws = batch.filter(is_reject).column("_line").to_pylist()
+                        rejected.extend((n, raw, "wrong_column_count") for n, raw in zip(numbers, raws, strict=True))
+                    line += batch.num_rows
+                    rows = batch.filter(pc.equal(kinds, _ROW))
+                    if rows.num_rows:
+                        yield pa.RecordBatch.from_arrays([rows.column(f.name).cast(f.type) for f in schema],
+                                                         schema=schema)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    return pa.RecordBatchReader.from_batches(schema, batches()), lambda: rejected
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error; for a JVM error, of its root cause (py4j's own line says nothing)."""
+    cause = getattr(exc, "java_exception", None)
+    if cause is not None:
+        try:
+            while cause.getCause() is not None:
+                cause = cause.getCause()
+            return str(cause.toString()).strip().splitlines()[0]
+        except Exception:  # the gateway may be gone; fall back to Python's text
+            pass
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,156 @@
+"""The engine layer without a JVM: SQL translation, committing foreign Parquet files to Delta, per-file
+statistics, delta-spark commit metadata and the engine choice."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+
+from shoplake.config import Settings
+from shoplake.engines.delta import DeltaStore, _decode_commit, file_stats, user_metadata
+from shoplake.engines.spark_sql import java_datetime_pattern, to_spark
+from shoplake.errors import EngineUnavailableError, QueryError
+from shoplake.lake import Lake
+
+SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("price", pa.float64()),
+                    ("at", pa.timestamp("us", tz="UTC")), ("day", pa.date32())])
+
+
+def _rows(ids: range) -> pa.Table:
+    at = dt.datetime(2019, 10, 1, 8, 30, 15, 123456, tzinfo=dt.UTC)
+    return pa.table({"id": list(ids), "name": [f"n{i}" if i % 3 else None for i in ids],
+                     "price": [i * 1.5 for i in ids], "at": [at + dt.timedelta(hours=i) for i in ids],
+                     "day": [dt.date(2019, 10, 1) + dt.timedelta(days=i) for i in ids]}, schema=SCHEMA)
+
+
+def _place(store: DeltaStore, name: str, tables: list[pa.Table], tag: str):
+    folder = store.path(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, table in enumerate(tables):
+        pq.write_table(table, folder / f"{tag}-{i}.parquet")
+        files.append(folder / f"{tag}-{i}.parquet")
+    return files
+
+
+def test_java_patterns_quote_letters_and_refuse_unknown_directives():
+    assert java_datetime_pattern("%Y-%m-%d %H:%M:%S UTC") == "yyyy-M-d H:m:s 'UTC'"
+    assert java_datetime_pattern("%Y-%m-%dT%H:%M:%S") == "yyyy-M-d'T'H:m:s"
+    with pytest.raises(QueryError, match="%j"):
+        java_datetime_pattern("%Y %j")
+
+
+def test_catalog_names_become_aliased_views():
+    spark = to_spark("SELECT events.user_id, p.brand FROM silver.events JOIN silver.products AS p USING (x)")
+    assert "silver__events AS events" in spark and "silver__products AS p" in spark
+    assert "silver.events" not in spark
+
+
+def test_commit_files_is_one_version_with_the_metadata_and_rows(tmp_path):
+    store = DeltaStore(tmp_path)
+    files = _place(store, "silver.things", [_rows(range(0, 4)), _rows(range(4, 10))], "a")
+    version = store.commit_files("silver.things", files, SCHEMA, mode="append", description="things",
+                                 meta={"write_key": "k1", "run_id": "r1", "batches": ["b1"]})
+    assert version == 0
+    table = DeltaTable(str(store.path("silver.things")))
+    assert table.to_pyarrow_table().sort_by("id").equals(_rows(range(10)))
+    assert table.metadata().description == "things"
+    commit = store.find_write("silver.things", "k1")
+    assert (commit.version, commit.rows_added, commit.meta["batches"]) == (0, 10, ["b1"])
+    assert store.row_count("silver.things") == 10  # from the committed statistics
+
+    more = _place(store, "silver.things", [_rows(range(10, 12))], "b")
+    assert store.commit_files("silver.things", more, SCHEMA, mode="append", meta={"write_key": "k2"}) == 1
+    assert store.commit_files("silver.things", [], SCHEMA, mode="append", meta={"write_key": "k3"}) == 2
+    assert store.find_write("silver.things", "k3").rows_added == 0
+    assert store.row_count("silver.things") == 12
+
+    replaced = _place(store, "silver.things", [_rows(range(100, 103))], "c")
+    assert store.commit_files("silver.things", replaced, SCHEMA, mode="overwrite", meta={"write_key": "k4"}) == 3
+    assert sorted(store.open("silver.things").to_pyarrow_table()["id"].to_pylist()) == [100, 101, 102]
+    assert store.open("silver.things", 1).to_pyarrow_table().num_rows == 12  # time travel
+
+
+def test_file_stats_match_the_values_and_leave_out_what_could_mislead(tmp_path):
+    rows = _rows(range(5))
+    rows = rows.set_column(2, "price", pa.array([1.0, float("nan"), 2.0, 3.0, 4.0]))
+    rows = rows.set_column(1, "name", pa.array(["b", "a" * 100, None, "c", "d"]))
+    pq.write_table(rows, tmp_path / "f.parquet")
+    stats = file_stats(tmp_path / "f.parquet")
+    assert stats["numRecords"] == 5
+    assert stats["nullCount"] == {"id": 0, "name": 1, "price": 0, "at": 0, "day": 0}
+    assert (stats["minValues"]["id"], stats["maxValues"]["id"]) == (0, 4)
+    assert (stats["minValues"]["day"], stats["maxValues"]["day"]) == ("2019-10-01", "2019-10-05")
+    assert (stats["minValues"]["at"], stats["maxValues"]["at"]) == ("2019-10-01T08:30:15.123Z",
+                                                                    "2019-10-01T12:30:15.123Z")
+    assert "name" not in stats["minValues"]  # a 100-character value
+    assert "price" not in stats["minValues"] or stats["minValues"]["price"] == 1.0
+
+
+def test_delta_spark_commits_carry_the_keys_in_user_metadata():
+    entry = {"version": 3, "timestamp": 1_700_000_000_000, "operation": "WRITE",
+             "operationMetrics": {"numOutputRows": "42"},
+             "userMetadata": user_metadata({"write_key": "silver.events:abc", "batches": ["b1", "b2"]})}
+    commit = _decode_commit(entry)
+    assert commit.meta["write_key"] == "silver.events:abc"
+    assert commit.meta["batches"] == ["b1", "b2"]
+    assert commit.rows_added == 42
+
+
+class _FakeWriter:
+    def __init__(self, log):
+        self.log = log
+
+    def format(self, name):
+        self.log.append(("format", name))
+        return self
+
+    def mode(self, mode):
+        self.log.append(("mode", mode))
+        return self
+
+    def option(self, key, value):
+        self.log.append(("option", key, value))
+        return self
+
+    def save(self, path):
+        self.log.append(("save", path))
+
+
+def test_with_delta_jars_spark_writes_format_delta_with_the_keys(tmp_path, monkeypatch):
+    """Unit test with a stand-in session: the delta-spark jars are not available here."""
+    from shoplake.catalog import default_catalog
+    from shoplake.engines import spark as spark_engine
+
+    log: list = []
+
+    class FakeSpark:
+        def sql(self, sql, args=None):
+            log.append(("sql", sql))
+            return type("Frame", (), {"write": _FakeWriter(log)})()
+
+    monkeypatch.setattr(spark_engine, "spark_session", lambda settings: FakeSpark())
+    settings = Settings(lake=tmp_path, engine="spark", spark_delta_jars=True, spill_dir=tmp_path / "spill")
+    store = DeltaStore(tmp_path)
+    store.write("gold.daily_funnel", default_catalog().get("gold.daily_funnel").arrow_schema.empty_table(),
+                mode="append", meta={"write_key": "seed"})  # what delta-spark would have committed
+    engine = spark_engine.SparkEngine(settings, store)
+    engine.write_table(store, default_catalog().get("gold.daily_funnel"), "SELECT * FROM candidate",
+                       mode="overwrite", meta={"write_key": "gold.daily_funnel:r1", "run_id": "r1"})
+    assert ("format", "delta") in log and ("mode", "overwrite") in log
+    assert ("save", str(store.path("gold.daily_funnel"))) in log
+    user = next(entry[2] for entry in log if entry[:2] == ("option", "userMetadata"))
+    assert json.loads(user) == {"shoplake.write_key": "gold.daily_funnel:r1", "shoplake.run_id": "r1"}
+
+
+def test_spark_without_pyspark_is_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyspark", None)
+    monkeypatch.setitem(sys.modules, "pyspark.sql", None)
+    with pytest.raises(EngineUnavailableError, match="spark"):
+        Lake(Settings(lake=tmp_path, engine="spark")).engine()
