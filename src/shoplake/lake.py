@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from shoplake.catalog import Catalog, default_catalog
@@ -36,6 +37,17 @@ class Lake:
             return SparkEngine(self.settings, self.store)
         raise EngineUnavailableError(f"engine {self.settings.engine!r} is not available; "
                                      f"use --engine duckdb or --engine spark")
+
+    def embedded(self) -> Lake:
+        """The same lake on the embedded engine, whatever `engine` is configured.
+
+        Interactive SQL, the dashboard, the SQL API (whose sandbox, time travel and timeouts are DuckDB
+        features) and the model inputs (DuckDB SQL audited for leakage) always run embedded; only
+        ingestion, Silver/Gold builds and the scoring inference move to Spark with `engine = "spark"`.
+        """
+        if self.settings.engine == "duckdb":
+            return self
+        return Lake(replace(self.settings, engine="duckdb"), self.catalog)
 
     def ensure_operational_tables(self) -> None:
         """Create the (empty) quarantine and ops tables, so they are queryable from the first run."""

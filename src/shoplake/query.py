@@ -163,7 +163,7 @@ def run_query(lake: Lake, sql: str, *, limit: int | None = None, policy: QueryPo
     if policy is not None:
         _refuse_outside_access(statement)
     ctes = {cte.alias_or_name.lower() for cte in statement.find_all(exp.CTE)}
-    with lake.engine() as engine:
+    with lake.embedded().engine() as engine:
         if policy is not None:
             engine.sandbox([lake.settings.lake])
         for table in statement.find_all(exp.Table):

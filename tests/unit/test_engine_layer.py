@@ -154,3 +154,21 @@ def test_spark_without_pyspark_is_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)
     with pytest.raises(EngineUnavailableError, match="spark"):
         Lake(Settings(lake=tmp_path, engine="spark")).engine()
+
+
+def test_interactive_sql_runs_embedded_with_the_spark_engine_configured(tmp_path):
+    """`shoplake --engine spark sql ...` (and the dashboard/API) read on DuckDB: its sandbox, time travel
+    and timeouts exist only there, and an ad-hoc query should not start a JVM."""
+    from shoplake.engines.duckdb import DuckDBEngine
+    from shoplake.query import run_query
+
+    lake = Lake(Settings(lake=tmp_path, engine="spark"))
+    lake.store.write("gold.daily_funnel", pa.table({"n": [1, 2]}), mode="append", meta={"write_key": "a"})
+    lake.store.write("gold.daily_funnel", pa.table({"n": [3]}), mode="append", meta={"write_key": "b"})
+    embedded = lake.embedded()
+    assert embedded.settings.engine == "duckdb" and embedded.settings.lake == lake.settings.lake
+    with embedded.engine() as engine:
+        assert isinstance(engine, DuckDBEngine)
+    now = run_query(lake, "SELECT sum(n) AS s FROM gold.daily_funnel").to_pylist()
+    before = run_query(lake, "SELECT sum(n) AS s FROM gold.daily_funnel VERSION AS OF 0").to_pylist()
+    assert (now, before) == ([{"s": 6}], [{"s": 3}])

@@ -15,7 +15,6 @@ Three feature sets:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,19 +27,6 @@ from shoplake.errors import ShoplakeError, TableNotFoundError
 log = logging.getLogger(__name__)
 
 # -- shared ---------------------------------------------------------------------------------------------
-
-
-def embedded_lake(lake):
-    """The same lake on the embedded engine: model inputs are DuckDB SQL, whatever `engine` is set.
-
-    With `engine = "spark"` only the scoring inference runs on Spark (`shoplake.ml.spark_scoring`); the
-    features, their leakage audit, training and the prediction writes stay embedded.
-    """
-    from shoplake.lake import Lake
-
-    if lake.settings.engine == "duckdb":
-        return lake
-    return Lake(dataclasses.replace(lake.settings, engine="duckdb"), lake.catalog)
 
 
 def require_tables(lake, names: tuple[str, ...], *, hint: str) -> None:

@@ -73,7 +73,7 @@ def score(lake: Lake, *, run_id: str, kinds: Sequence[str] | None = None) -> lis
         raise ConfigError(f"unknown model kind(s) {', '.join(map(repr, unknown))}: expected {', '.join(KINDS)}")
     tracker = Tracker(lake.settings)
     predict = _predictor(lake, tracker)
-    lake = features.embedded_lake(lake)
+    lake = lake.embedded()
     lake.ensure_operational_tables()
     results: list[ScoreResult] = []
     for kind in kinds:

@@ -78,7 +78,7 @@ def train(lake: Lake, kind: str, *, run_id: str, params: Params | None = None,
     if not isinstance(params, expected):
         raise ConfigError(f"{kind} takes {expected.__name__}, got {type(params).__name__}")
     started = time.perf_counter()
-    lake = features.embedded_lake(lake)  # model inputs are DuckDB SQL, also with `--engine spark`
+    lake = lake.embedded()  # model inputs are DuckDB SQL, also with `--engine spark`
     tracker = Tracker(lake.settings)
     fingerprint = _fingerprint(lake, kind, params)
     if skip_unchanged:

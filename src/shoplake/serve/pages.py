@@ -30,7 +30,7 @@ class Reader:
 
     def __init__(self, lake: Lake):
         self.lake = lake
-        self.engine = lake.engine()
+        self.engine = lake.embedded().engine()
         self._bound: set[str] = set()
 
     def close(self) -> None:
