@@ -11,7 +11,6 @@ Tests read the results, the tables and the MLflow stores; tests that train more 
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from pathlib import Path
 
@@ -21,9 +20,8 @@ from shoplake.build import build_tables
 from shoplake.ingest import ingest_files
 from shoplake.lake import Lake
 from shoplake.ml import score_models, train_model
-from shoplake.synth import generate
 
-from .lakes import UCI_FILE, Trained, open_lake
+from .lakes import UCI_FILE, Trained, built_lake, open_lake
 
 
 def pytest_configure(config):
@@ -39,16 +37,8 @@ SEED = 7
 
 @pytest.fixture(scope="session")
 def shop_lake(tmp_path_factory) -> tuple[Lake, Path]:
-    root = tmp_path_factory.mktemp("shop")
-    data = root / "data"
-    generate("clickstream", data, rows=CLICK_EVENTS, seed=SEED, days=CLICK_DAYS)
-    generate("retail", data, rows=RETAIL_ROWS, seed=SEED, start=dt.date(2010, 12, 1), days=365)
-    lake = open_lake(root / "lake")
-    ingest_files(lake, "clickstream", [str(data / "clickstream.csv.gz")], run_id="ingest-click")
-    ingest_files(lake, "retail", [str(data / "retail.csv.gz")], run_id="ingest-retail")
-    failed = [r for r in build_tables(lake, run_id="build") if r.status == "failed"]
-    assert not failed, failed
-    return lake, data
+    return built_lake(tmp_path_factory.mktemp("shop"), click_events=CLICK_EVENTS, retail_rows=RETAIL_ROWS,
+                      seed=SEED, click_days=CLICK_DAYS)
 
 
 @pytest.fixture(scope="session")

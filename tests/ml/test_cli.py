@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-from shoplake import cli
 from shoplake.ml.tracking import Tracker
 
-from .lakes import open_lake
+from .lakes import open_lake, run_cli_main
 
 CHECK_CONTRACT = Path(__file__).resolve().parents[2].parent / "shared" / "tools" / "check_contract.py"
 
 
 def _main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run `shoplake.cli.main` with `args`, as the console script does; returns (exit code, out, err)."""
-    monkeypatch.setattr(sys, "argv", ["shoplake", *args])
-    monkeypatch.setenv("COLUMNS", "250")
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli_main(monkeypatch, capsys, *args)
 
 
 def test_cli_ml_models_lists_the_three_champions(trained, monkeypatch, capsys):

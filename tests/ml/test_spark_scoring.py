@@ -8,25 +8,19 @@ row: integers and names equal, floats to 1e-9 relative.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("pyspark")
 
-from shoplake import cli  # noqa: E402
-from shoplake.build import build_tables  # noqa: E402
-from shoplake.ingest import ingest_files  # noqa: E402
 from shoplake.lake import Lake  # noqa: E402
 from shoplake.layers import ml as ml_tables  # noqa: E402
 from shoplake.ml import ScoreResult, score_models, train_model  # noqa: E402
-from shoplake.synth import generate  # noqa: E402
 
-from .lakes import open_lake, rows  # noqa: E402
+from .lakes import built_lake, open_lake, rows, run_cli_main  # noqa: E402
 
 CLICK_EVENTS = 300_000
 RETAIL_ROWS = 20_000
@@ -48,14 +42,8 @@ class Scored:
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory) -> Scored:
     root = tmp_path_factory.mktemp("spark-scoring")
-    data = root / "data"
-    generate("clickstream", data, rows=CLICK_EVENTS, seed=SEED, days=30)
-    generate("retail", data, rows=RETAIL_ROWS, seed=SEED, start=dt.date(2010, 12, 1), days=365)
-    lake = open_lake(root / "embedded")
-    ingest_files(lake, "clickstream", [str(data / "clickstream.csv.gz")], run_id="ingest-click")
-    ingest_files(lake, "retail", [str(data / "retail.csv.gz")], run_id="ingest-retail")
-    failed = [r for r in build_tables(lake, run_id="build") if r.status == "failed"]
-    assert not failed, failed
+    lake, _ = built_lake(root, click_events=CLICK_EVENTS, retail_rows=RETAIL_ROWS, seed=SEED, click_days=30,
+                         lake_name="embedded")
     # Trained as `shoplake --engine spark ml train` would: training stays on the embedded engine.
     for kind in ("segments", "rfm", "propensity"):
         train_model(open_lake(root / "embedded", engine="spark"), kind, run_id=f"train-{kind}")
@@ -121,16 +109,9 @@ def test_spark_scoring_goes_through_the_same_checks_ledger_and_write_keys(scored
 
 def test_cli_engine_spark_ml_score_again_writes_nothing(scored, monkeypatch, capsys):
     versions = {name: scored.spark.store.version(name) for name in PREDICTION_TABLES}
-    monkeypatch.setattr(sys, "argv", ["shoplake", "--lake", str(Path(scored.spark.settings.lake)), "--engine",
-                                      "spark", "ml", "score"])
-    monkeypatch.setenv("COLUMNS", "250")
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    assert code == 0, out.err
+    code, out, err = run_cli_main(monkeypatch, capsys, "--lake", str(Path(scored.spark.settings.lake)),
+                                  "--engine", "spark", "ml", "score")
+    assert code == 0, err
     # Same champion, same input versions: the predictions computed on Spark are already in the tables.
-    assert out.out.count("(already written)") == len(PREDICTION_TABLES), out.out
+    assert out.count("(already written)") == len(PREDICTION_TABLES), out
     assert {name: scored.spark.store.version(name) for name in PREDICTION_TABLES} == versions
