@@ -85,3 +85,22 @@ def test_catalog_names_resolve_as_views(engines):
     rows = run_both(engines, "silver.things", data,
                     "SELECT things.k, t2.v FROM silver.things JOIN silver.things AS t2 USING (k) ORDER BY k")
     assert rows == [{"k": 1, "v": "a"}, {"k": 2, "v": "b"}, {"k": 3, "v": None}]
+
+
+def test_product_performance_breaks_category_and_brand_ties_the_same_way(engines):
+    """The shipped SQL of gold.product_performance on both engines: a tie goes to the value that sorts first
+    (mode() would take whichever tied value the engine read first), whatever order the rows arrive in."""
+    from shoplake.catalog import default_catalog
+
+    spec = next(s for s in default_catalog() if s.name == "gold.product_performance")
+    # product 1: tied categories and brands, the later-sorting ones first; product 2: a clear winner.
+    events = [(1, "view", "sport.bike", "zeta"), (1, "view", "sport.alpine", "alpha"), (1, "cart", None, None),
+              (2, "view", "kids.toys", "lego"), (2, "view", "kids.toys", "lego"), (2, "view", "kids", "duplo")]
+    data = pa.table({"product_id": pa.array([e[0] for e in events], pa.int64()),
+                     "event_type": [e[1] for e in events], "category_code": [e[2] for e in events],
+                     "brand": [e[3] for e in events], "user_id": pa.array([7] * len(events), pa.int64()),
+                     "price": pa.array([1.0] * len(events), pa.float64())})
+    rows = run_both(engines, "silver.events", data,
+                    f"SELECT product_id, category_code, brand FROM ({spec.sql()}) AS p ORDER BY product_id")
+    assert [(r["product_id"], r["category_code"], r["brand"]) for r in rows] == [
+        (1, "sport.alpine", "alpha"), (2, "kids.toys", "lego")]

@@ -73,8 +73,10 @@ PRODUCT_PERFORMANCE = TableSpec(
     grain=("product_id",),
     columns=(
         col("product_id", "BIGINT"),
-        col("category_code", "VARCHAR", "most frequent non-NULL category_code on the product's events"),
-        col("brand", "VARCHAR", "most frequent non-NULL brand on the product's events"),
+        col("category_code", "VARCHAR",
+            "most frequent non-NULL category_code on the product's events (a tie: the first in sort order)"),
+        col("brand", "VARCHAR",
+            "most frequent non-NULL brand on the product's events (a tie: the first in sort order)"),
         col("count_views", "BIGINT"),
         col("count_carts", "BIGINT"),
         col("count_purchases", "BIGINT"),
