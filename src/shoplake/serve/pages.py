@@ -126,6 +126,7 @@ class Section:
     figure: str | None = None
     grid: Grid | None = None
     note: str = ""
+    wide: bool = False  # a chart across the whole page (tables always are)
 
     @property
     def empty(self) -> bool:
@@ -148,9 +149,16 @@ class PageView:
     sections: list[Section] = field(default_factory=list)
 
 
-def _cell(value: Any) -> str:
+def _is_identifier(column: str) -> bool:
+    """Ids and version numbers are labels, not quantities: shown without thousands separators."""
+    return column.endswith("_id") or column.endswith("version")
+
+
+def _cell(value: Any, column: str = "") -> str:
     if value is None:
         return ""
+    if _is_identifier(column):
+        return str(value)
     if isinstance(value, float):
         return f"{value:,.4f}" if abs(value) < 1 else f"{value:,.2f}"
     if isinstance(value, int) and not isinstance(value, bool):
@@ -162,11 +170,11 @@ def _cell(value: Any) -> str:
 
 def grid(rows: list[dict], columns: Sequence[str] | None = None) -> Grid:
     names = list(columns or (rows[0].keys() if rows else []))
-    return Grid(names, [[_cell(r[c]) for c in names] for r in rows])
+    return Grid(names, [[_cell(r[c], c) for c in names] for r in rows])
 
 
-def chart(section_id: str, title: str, figure, note: str = "") -> Section:
-    return Section(section_id, title, figure=charts.to_json(figure), note=note)
+def chart(section_id: str, title: str, figure, note: str = "", *, wide: bool = False) -> Section:
+    return Section(section_id, title, figure=charts.to_json(figure), note=note, wide=wide)
 
 
 def table(section_id: str, title: str, rows: list[dict], columns: Sequence[str] | None = None,
@@ -427,7 +435,7 @@ def health(reader: Reader, dates: DateRange) -> PageView:
     edges = [(source, spec.name) for spec in lake.catalog for source in spec.inputs]
     page.sections += [
         chart("health-lineage", "Table lineage (inputs → outputs)",
-              charts.lineage(edges, {spec.name: spec.layer for spec in lake.catalog}, "")),
+              charts.lineage(edges, {spec.name: spec.layer for spec in lake.catalog}, ""), wide=True),
         chart("health-job-status", "Job task attempts by status", charts.bars(statuses, "status", "attempts", "")),
         chart("health-rows-written", "Rows written per table (ledger)",
               charts.bars(writes, "table_name", "rows_written", "", horizontal=True)),
