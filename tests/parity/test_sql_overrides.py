@@ -104,3 +104,8 @@ def test_product_performance_breaks_category_and_brand_ties_the_same_way(engines
                     f"SELECT product_id, category_code, brand FROM ({spec.sql()}) AS p ORDER BY product_id")
     assert [(r["product_id"], r["category_code"], r["brand"]) for r in rows] == [
         (1, "sport.alpine", "alpha"), (2, "kids.toys", "lego")]
+
+
+def test_a_local_session_keeps_the_driver_on_loopback(engines):
+    conf = engines["spark"].spark.conf
+    assert (conf.get("spark.driver.host"), conf.get("spark.driver.bindAddress")) == ("127.0.0.1", "127.0.0.1")

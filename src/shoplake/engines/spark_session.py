@@ -43,6 +43,11 @@ def spark_session(settings: Settings):
                    # Small data on few cores: 200 shuffle partitions would mostly schedule empty tasks.
                    .config("spark.sql.shuffle.partitions", str(max(4, 2 * (os.cpu_count() or 2))))
                    .config("spark.sql.adaptive.enabled", "true"))
+        if settings.spark_master.startswith("local"):
+            # One process: keep the driver's RPC and block manager on loopback, rather than on the address
+            # the host name resolves to (Spark's default, which may be another interface or none at all).
+            builder = (builder.config("spark.driver.host", "127.0.0.1")
+                       .config("spark.driver.bindAddress", "127.0.0.1"))
     builder = (builder.config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"))
     try:
