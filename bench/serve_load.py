@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = [
@@ -126,6 +127,20 @@ def main() -> None:
                 run(shoplake(lake, "build"), env)
                 build_window["end"] = time.perf_counter()
 
+            peak_rss = [0]
+            sampling = threading.Event()
+
+            def sample_server_rss() -> None:
+                process = psutil.Process(server.pid)
+                while not sampling.is_set():
+                    try:
+                        peak_rss[0] = max(peak_rss[0], process.memory_info().rss)
+                    except psutil.Error:
+                        return
+                    sampling.wait(0.1)
+
+            sampler = threading.Thread(target=sample_server_rss, daemon=True)
+            sampler.start()
             builder = threading.Thread(target=build)
             results: list[tuple[float, float, bool, str]] = []
             threads = [threading.Thread(target=client_loop, args=(url, secrets, args.queries, i, results))
@@ -138,6 +153,7 @@ def main() -> None:
                 thread.join()
             wall = time.perf_counter() - wall_start
             builder.join()
+            sampling.set()
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -148,10 +164,12 @@ def main() -> None:
     overlapped = during > 0
     p95 = latencies[max(0, int(round(0.95 * len(latencies))) - 1)]
     print()
-    print("| clients | queries | errors | p50 ms | p95 ms | max ms | wall s | build s | queries during build |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| clients | queries | errors | p50 ms | p95 ms | max ms | wall s | queries/s | server peak RSS MiB "
+          "| build s | queries during build |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {args.clients} | {len(results)} | {len(errors)} | {statistics.median(latencies):.0f} | {p95:.0f} | "
-          f"{latencies[-1]:.0f} | {wall:.1f} | {build_window['end'] - build_window['start']:.1f} | "
+          f"{latencies[-1]:.0f} | {wall:.1f} | {len(results) / wall:.1f} | {peak_rss[0] / 2**20:.0f} | "
+          f"{build_window['end'] - build_window['start']:.1f} | "
           f"{during} ({'overlapped' if overlapped else 'no overlap'}) |")
     for detail in errors[:5]:
         print("error:", detail)
