@@ -65,7 +65,7 @@ class DateRange:
         start = self.start or (span["first"] if self.end else max(span["first"], end - timedelta(DEFAULT_DAYS - 1)))
         if start > end:
             start, end = end, start
-        return Period(start, end, span["first"])
+        return Period(start, end, span["first"], span["last"])
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class Period:
     start: date
     end: date
     data_from: date | None = None  # the first date with data, to flag a partly empty previous period
+    data_to: date | None = None  # the last date with data
 
     @property
     def days(self) -> int:
@@ -80,7 +81,13 @@ class Period:
 
     def previous(self) -> Period:
         """The period of equal length just before this one."""
-        return Period(self.start - timedelta(self.days), self.start - timedelta(1), self.data_from)
+        return Period(self.start - timedelta(self.days), self.start - timedelta(1), self.data_from, self.data_to)
+
+    def nothing_in_range(self) -> str:
+        """What an empty chart of this period says: the table has data, only not in the chosen dates."""
+        covers = f" (the data covers {self.data_from.isoformat()} to {self.data_to.isoformat()})" \
+            if self.data_from and self.data_to else ""
+        return f"no rows from {self.start.isoformat()} to {self.end.isoformat()}{covers}"
 
     def __str__(self) -> str:
         return f"{self.start.isoformat()} to {self.end.isoformat()} ({self.days} days)"
@@ -127,6 +134,7 @@ class Section:
     grid: Grid | None = None
     note: str = ""
     wide: bool = False  # a chart across the whole page (tables always are)
+    empty_text: str = ""  # shown when there is nothing to draw; the lake-wide "no data yet" otherwise
 
     @property
     def empty(self) -> bool:
@@ -175,6 +183,14 @@ def grid(rows: list[dict], columns: Sequence[str] | None = None) -> Grid:
 
 def chart(section_id: str, title: str, figure, note: str = "", *, wide: bool = False) -> Section:
     return Section(section_id, title, figure=charts.to_json(figure), note=note, wide=wide)
+
+
+def in_period(sections: Sequence[Section], period: Period | None) -> list[Section]:
+    """Date-filtered sections: when the table has data but none in the period, they say so."""
+    for section in sections:
+        if period is not None:
+            section.empty_text = period.nothing_in_range()
+    return list(sections)
 
 
 def table(section_id: str, title: str, rows: list[dict], columns: Sequence[str] | None = None,
@@ -227,13 +243,13 @@ def overview(reader: Reader, dates: DateRange) -> PageView:
     page.kpi_groups = [g for g in groups if g]
     revenue = reader.rows("SELECT event_date, revenue, count_purchases FROM gold.daily_funnel "
                           "WHERE event_date BETWEEN ? AND ? ORDER BY 1", [click.start, click.end]) if click else []
-    page.sections.append(chart("overview-click-revenue", "Clickstream revenue per day",
-                               charts.lines(revenue, "event_date", {"revenue": "revenue"}, "", y_title="revenue")))
+    page.sections += in_period([chart("overview-click-revenue", "Clickstream revenue per day", charts.lines(
+        revenue, "event_date", {"revenue": "revenue"}, "", y_title="revenue"))], click)
     net = reader.rows("SELECT invoice_date, sum(net_revenue) AS net_revenue FROM gold.daily_sales_by_country "
                       "WHERE invoice_date BETWEEN ? AND ? GROUP BY 1 ORDER BY 1",
                       [sales.start, sales.end]) if sales else []
-    page.sections.append(chart("overview-net-revenue", "Retail net revenue per day",
-                               charts.lines(net, "invoice_date", {"net_revenue": "net revenue"}, "")))
+    page.sections += in_period([chart("overview-net-revenue", "Retail net revenue per day", charts.lines(
+        net, "invoice_date", {"net_revenue": "net revenue"}, ""))], sales)
     return page
 
 
@@ -243,7 +259,7 @@ def funnel(reader: Reader, dates: DateRange) -> PageView:
     days = reader.rows("SELECT * FROM gold.daily_funnel WHERE event_date BETWEEN ? AND ? ORDER BY event_date",
                        [period.start, period.end]) if period else []
     totals = {k: sum(r[k] or 0 for r in days) for k in ("count_views", "count_carts", "count_purchases")}
-    page.sections += [
+    page.sections += in_period([
         chart("funnel-stages", "Views → carts → purchases (period total)",
               charts.funnel([("views", totals["count_views"]), ("carts", totals["count_carts"]),
                              ("purchases", totals["count_purchases"])], "")),
@@ -255,7 +271,7 @@ def funnel(reader: Reader, dates: DateRange) -> PageView:
         chart("funnel-sessions", "Sessions per day", charts.lines(
             days, "event_date", {"count_sessions": "sessions", "count_purchasing_sessions": "purchasing sessions"},
             "")),
-    ]
+    ], period)
     return page
 
 
@@ -328,12 +344,12 @@ def sales(reader: Reader, dates: DateRange) -> PageView:
                             f"sum(returns_value) AS returns_value, sum(count_invoices) AS invoices, "
                             f"sum(units) AS units "
                             f"FROM ({window}) GROUP BY 1 ORDER BY net_revenue DESC LIMIT 20", params) if period else []
-    page.sections += [
+    page.sections += in_period([
         chart("sales-by-country", "Net revenue per day by country (top 5 and other)",
               charts.grouped_lines(by_country, "invoice_date", "country", "net_revenue", "")),
         chart("sales-returns", "Returned value per day", charts.bars(returns, "invoice_date", "returned_value", "")),
         table("sales-countries", "Countries in the period", countries),
-    ]
+    ], period)
     return page
 
 
