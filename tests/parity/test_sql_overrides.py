@@ -109,3 +109,25 @@ def test_product_performance_breaks_category_and_brand_ties_the_same_way(engines
 def test_a_local_session_keeps_the_driver_on_loopback(engines):
     conf = engines["spark"].spark.conf
     assert (conf.get("spark.driver.host"), conf.get("spark.driver.bindAddress")) == ("127.0.0.1", "127.0.0.1")
+
+
+# The CSV field count of the Spark parser, against the lookahead split it replaced (same meaning, run by
+# Python's re): a comma separates fields when an even number of quotes follows it on the line.
+LOOKAHEAD_SEPARATOR = ',(?=(?:[^"]*"[^"]*")*[^"]*$)'
+CSV_LINES = [
+    "", "a", "a,b,c", ",,", "a,", '"a,b",c', '"a ""quoted"", b",c,d', '"",""', 'a,"b,c', 'a,b"c,d',
+    '"a,b,"c', 'x,"y",z,"w,v"', '"""",1', 'a,"b""c,d",e,"f', '2019-10-01 00:00:00 UTC,view,1,2,"a,b",x,1.5,3,s',
+]
+
+
+def test_field_count_of_a_csv_line_matches_the_lookahead_split(engines):
+    import re
+
+    from pyspark.sql import functions as F
+
+    from shoplake.engines.spark import field_count
+
+    spark = engines["spark"].spark
+    frame = spark.createDataFrame([(i, line) for i, line in enumerate(CSV_LINES)], "i INT, value STRING")
+    got = [r["n"] for r in frame.select("i", field_count(F.col("value")).alias("n")).orderBy("i").collect()]
+    assert got == [len(re.split(LOOKAHEAD_SEPARATOR, line)) for line in CSV_LINES]
