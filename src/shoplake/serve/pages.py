@@ -187,8 +187,8 @@ def chart(section_id: str, title: str, figure, note: str = "", *, wide: bool = F
 
 def in_period(sections: Sequence[Section], period: Period | None) -> list[Section]:
     """Date-filtered sections: when the table has data but none in the period, they say so."""
-    for section in sections:
-        if period is not None:
+    if period is not None:
+        for section in sections:
             section.empty_text = period.nothing_in_range()
     return list(sections)
 
