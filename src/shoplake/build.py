@@ -5,7 +5,9 @@
   and against the rows already in the table, and append.
 - `full` tables are recomputed and overwritten, but only when an input version or the table's own
   definition changed; so a second `build` with no new data writes nothing.
-Every write records its row accounting in `ops.ledger` and its checks in `ops.data_quality`.
+Every write carries its row accounting in its own commit (copied to `ops.ledger`) and records its checks
+in `ops.data_quality`. Each table is built under its writer lock (and its quarantine table's), so two
+builds at once take turns per table and the second finds nothing left to do.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from shoplake import locks
 from shoplake.catalog.spec import Check, TableSpec
-from shoplake.engines.delta import consumed_batches
+from shoplake.engines.delta import batch_commits, consumed_batches
 from shoplake.errors import QualityCheckError, ShoplakeError
 from shoplake.lake import Lake
-from shoplake.quality.ledger import LedgerEntry, QualityResult, record_entries, record_quality, recorded_keys
+from shoplake.quality.batches import excluded_batches
+from shoplake.quality.ledger import LedgerEntry, QualityResult, record_quality
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ def build_tables(lake: Lake, selection: str | None = None, *, run_id: str,
                  on_table: Callable[[BuildResult], None] | None = None) -> list[BuildResult]:
     """Build the selected Silver/Gold tables. A failed table skips its downstream tables only."""
     specs = lake.catalog.select(selection)
+    lake.repair()
     lake.ensure_operational_tables()
     results: list[BuildResult] = []
     broken: set[str] = set()
@@ -54,7 +59,9 @@ def build_tables(lake: Lake, selection: str | None = None, *, run_id: str,
             else:
                 try:
                     builder = _build_incremental if spec.build == "incremental" else _build_full
-                    result = builder(lake, engine, spec, run_id)
+                    tables = [spec.name] + ([f"quarantine.{spec.source}"] if spec.build == "incremental" else [])
+                    with locks.writing(lake.store.lake, tables):
+                        result = builder(lake, engine, spec, run_id)
                 except ShoplakeError as exc:
                     broken.add(spec.name)
                     result = BuildResult(spec.name, "failed", message=str(exc))
@@ -62,6 +69,7 @@ def build_tables(lake: Lake, selection: str | None = None, *, run_id: str,
             results.append(result)
             if on_table:
                 on_table(result)
+    lake.sync_ledger([r.table for r in results] + [f"quarantine.{s.source}" for s in specs if s.source])
     return results
 
 
@@ -140,16 +148,42 @@ def _bind_inputs(lake: Lake, engine, spec: TableSpec, skip: str | None = None) -
 
 
 def _build_incremental(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult:
+    result = _build_increment(lake, engine, spec, run_id)
+    if result.status == "built" and result.message == "resumed":
+        # An interrupted build's batches were finished first; now the batches that arrived since.
+        more = _build_increment(lake, engine, spec, run_id)
+        if more.status == "built":
+            more.rows_written += result.rows_written
+            return more
+    return result
+
+
+def _pending_batches(lake: Lake, spec: TableSpec, written_keys: set[str]) -> list[str] | None:
+    """The batches of an interrupted build (quarantine committed, table not), to finish first.
+
+    Their write key depends on the batch list; recomputing the list with batches that arrived since
+    would give another key and quarantine the same rows twice.
+    """
+    for commit in lake.store.commits(f"quarantine.{spec.source}"):
+        key = str(commit.meta.get("write_key", ""))
+        if commit.meta.get("table") == spec.name and key.endswith(":quarantine") and commit.meta.get("batches"):
+            if key.removesuffix(":quarantine") not in written_keys:
+                return list(commit.meta["batches"])
+    return None
+
+
+def _build_increment(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult:
     bronze = lake.catalog.get(spec.inputs[0])
-    bronze_batches = [c.meta["write_key"] for c in lake.store.commits(bronze.name)
-                      if c.meta.get("write_key") and c.operation == "WRITE"]
-    consumed = consumed_batches(lake.store.commits(spec.name))
-    new = sorted(b for b in dict.fromkeys(bronze_batches) if b not in consumed)
+    bronze_batches = [c.meta["write_key"] for c in batch_commits(lake.store.commits(bronze.name))]
+    commits = list(lake.store.commits(spec.name))
+    consumed = consumed_batches(commits)
+    pending = _pending_batches(lake, spec, {str(c.meta.get("write_key")) for c in commits})
+    excluded = excluded_batches(lake)
+    new = pending or sorted(b for b in dict.fromkeys(bronze_batches) if b not in consumed and b not in excluded)
     if not new:
         return BuildResult(spec.name, "unchanged", version=lake.store.version(spec.name),
                            message="no new bronze batches")
     write_key = f"{spec.name}:" + hashlib.sha256("\n".join(new).encode()).hexdigest()[:24]
-    ledger_key = f"build:{write_key}"
 
     batch_list = ", ".join("'" + b.replace("'", "''") + "'" for b in new)
     where = f"_batch_id IN ({batch_list})" + (f" AND {spec.owns_rows}" if spec.owns_rows else "")
@@ -163,8 +197,11 @@ def _build_incremental(lake: Lake, engine, spec: TableSpec, run_id: str) -> Buil
         total, by_reason, quality = _run_row_checks(engine, spec, "flagged")
         _enforce(lake, spec, run_id, quality)
         if by_reason:
-            _quarantine(lake, engine, spec, bronze, write_key, run_id)
-
+            _quarantine(lake, engine, spec, bronze, write_key, new, run_id)
+        # The table's commit carries the ledger entry; rows out (and so duplicates) come from the commit.
+        template = LedgerEntry(run_id=run_id, table_name=spec.name, write_key=f"build:{write_key}", rows_in=total,
+                               rows_out=0, diverted={f"quarantine:{r}": n for r, n in by_reason.items()},
+                               inputs={"batches": new, **versions})
         done = lake.store.find_write(spec.name, write_key)
         if done is None:
             engine.bind(spec)  # the rows already published, for de-duplication across batches
@@ -176,25 +213,21 @@ def _build_incremental(lake: Lake, engine, spec: TableSpec, run_id: str) -> Buil
                             else f"({new_rows}) EXCEPT (SELECT {published} FROM {spec.name})")
             engine.write_table(lake.store, spec, new_rows, mode="append",
                                meta={"write_key": write_key, "run_id": run_id, "batches": new,
-                                     "inputs": versions, "definition": definition_hash(spec)})
+                                     "inputs": versions, "definition": definition_hash(spec),
+                                     "ledger": template.as_meta(rows_out_from_commit=True)})
             done = lake.store.find_write(spec.name, write_key)
-        written = int(done.rows_added or 0)
     finally:
         engine.drop_view("flagged")
-
-    quarantined = sum(by_reason.values())
-    diverted = {f"quarantine:{reason}": n for reason, n in by_reason.items()}
-    if total - quarantined - written:
-        diverted["duplicate"] = total - quarantined - written
-    entry = LedgerEntry(run_id=run_id, table_name=spec.name, write_key=ledger_key, rows_in=total,
-                        rows_out=written, diverted=diverted, rows_written=written, table_version=done.version,
-                        inputs={"batches": new, **{k: v for k, v in versions.items()}})
-    if not recorded_keys(engine, lake.store, [ledger_key]):
-        record_entries(lake.store, [entry])
-    return BuildResult(spec.name, "built", written, done.version, entry, quality)
+    entry = LedgerEntry.from_commit(spec.name, done)
+    if entry is None:  # a commit made before the ledger travelled with the data
+        entry = template
+        entry.rows_out = entry.rows_written = int(done.rows_added or 0)
+    return BuildResult(spec.name, "built", entry.rows_out, done.version, entry, quality,
+                       message="resumed" if pending else "")
 
 
-def _quarantine(lake: Lake, engine, spec: TableSpec, bronze: TableSpec, write_key: str, run_id: str) -> None:
+def _quarantine(lake: Lake, engine, spec: TableSpec, bronze: TableSpec, write_key: str, batches: list[str],
+                run_id: str) -> None:
     """Send rows refused by a quarantine check to `quarantine.<source>`, as their raw bronze row."""
     target = lake.catalog.get(f"quarantine.{spec.source}")
     key = f"{write_key}:quarantine"
@@ -210,7 +243,7 @@ def _quarantine(lake: Lake, engine, spec: TableSpec, bronze: TableSpec, write_ke
            f"USING (_batch_id, _source_row)")
     rows = engine.table(_typed_select(target, f"({sql}) AS q"), [datetime.now(UTC)])
     lake.store.write(target.name, rows, mode="append", description=target.description,
-                     meta={"write_key": key, "run_id": run_id, "table": spec.name})
+                     meta={"write_key": key, "run_id": run_id, "table": spec.name, "batches": batches})
 
 
 def _as_text(bronze: TableSpec, column: str) -> str:
@@ -241,13 +274,14 @@ def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult
             entry = LedgerEntry(run_id=run_id, table_name=spec.name, write_key="", rows_in=rows_in,
                                 rows_out=rows_out, diverted={k: int(v) for k, v in counts.items() if v},
                                 rows_written=total, inputs=versions)
-        version = engine.write_table(lake.store, spec, "SELECT * FROM candidate", mode="overwrite",
-                                     meta={"write_key": f"{spec.name}:{run_id}", "run_id": run_id,
-                                           "inputs": versions, "definition": definition})
+            entry.write_key = f"build:{spec.name}:v{{version}}"
+        meta = {"write_key": f"{spec.name}:{run_id}", "run_id": run_id, "inputs": versions, "definition": definition}
+        if entry:
+            meta["ledger"] = entry.as_meta()
+        version = engine.write_table(lake.store, spec, "SELECT * FROM candidate", mode="overwrite", meta=meta)
     finally:
         engine.drop("candidate")
     if entry:
         entry.write_key = f"build:{spec.name}:v{version}"
         entry.table_version = version
-        record_entries(lake.store, [entry])
     return BuildResult(spec.name, "built", total, version, entry, quality)

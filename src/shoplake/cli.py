@@ -56,7 +56,14 @@ def _main(
     engine: Annotated[str | None, typer.Option(help="duckdb (default) or spark (env SHOPLAKE_ENGINE)")] = None,
     debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log progress details")] = False,
+    wait_timeout: Annotated[float | None, typer.Option(
+        help="seconds to wait for a table another process is writing before giving up (default 3600)")] = None,
 ) -> None:
+    from shoplake import locks
+
+    # Writers take turns per table; a process that waits says so once, on stderr.
+    locks.configure(wait_seconds=wait_timeout,
+                    on_wait=lambda message: err_console.print(f"[yellow]{message} ...[/yellow]", highlight=False))
     _State.overrides = {"lake": lake, "engine": engine}
     _State.settings = None
     _State.debug = debug
@@ -74,25 +81,31 @@ class Source(StrEnum):
 def ingest(
     source: Annotated[Source, typer.Argument(help="clickstream, products or retail")],
     paths: Annotated[list[str], typer.Argument(help="files, folders, globs, s3:// or http(s):// URLs")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="parse and count only; write nothing")] = False,
 ) -> None:
-    """Ingest raw files into bronze.<source>; unparseable rows go to quarantine.<source>."""
+    """Ingest raw files into bronze.<source>; unparseable rows go to quarantine.<source>.
+
+    All files are parsed before any is committed: one unreadable file means none is ingested.
+    """
     from shoplake.ingest import ingest_files
     from shoplake.lake import new_run_id
 
     run_id = new_run_id()
-    table = Table("file", "status", "rows read", "bronze", "quarantined", "seconds", title=f"ingest {run_id}")
+    title = f"ingest {run_id}" + (" (dry run: nothing written)" if dry_run else "")
+    table = Table("file", "status", "rows read", "bronze", "quarantined", "seconds", title=title)
 
     def show(result) -> None:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(result.quarantined.items()))
-        status = "skipped (already ingested)" if result.status == "skipped" else result.status
+        status = {"skipped": "skipped (already ingested)",
+                  "dry-run": "would be ingested"}.get(result.status, result.status)
         table.add_row(result.uri, status, f"{result.rows_read:,}", f"{result.rows_bronze:,}",
                       f"{result.rows_quarantined:,}" + (f" ({reasons})" if reasons else ""),
                       f"{result.seconds:.1f}")
         console.print(f"{result.uri}: {status}, {result.rows_bronze:,} rows to bronze.{source.value}"
                       + (f", {result.rows_quarantined:,} quarantined" if result.rows_quarantined else ""))
 
-    with console.status(f"ingesting {source.value} ..."):
-        ingest_files(_lake(), source.value, paths, run_id=run_id, on_file=show)
+    with console.status(f"{'reading' if dry_run else 'ingesting'} {source.value} ..."):
+        ingest_files(_lake(), source.value, paths, run_id=run_id, on_file=show, dry_run=dry_run)
     console.print(table)
 
 
@@ -277,7 +290,82 @@ def summary() -> None:
         kpis.add_row(name, value)
     console.print(kpis)
     console.print(report.ledger_line)
+    console.print(report.verify_line)
     console.print(f"lake: {report.lake}")
+
+
+@app.command()
+def verify(
+    show_all: Annotated[bool, typer.Option("--all", help="list every reconciliation, not only failures")] = False,
+) -> None:
+    """Reconcile the lake across tables: files, bronze, quarantine, silver, gold and the ledger.
+
+    Exit 1 with a table of what disagrees.
+    """
+    from shoplake.quality.verify import verify_lake
+
+    result = verify_lake(_lake())
+    shown = result.findings if show_all else result.failures
+    if shown:
+        out = Table("check", "subject", "what", "expected", "found", "ok", title="verify")
+        for f in shown:
+            out.add_row(f.check, f.subject, f.what, _figure(f.expected), _figure(f.found),
+                        "yes" if f.ok else "[red]NO[/red]")
+        console.print(out)
+    console.print(result.verdict())
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _figure(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+batches_app = typer.Typer(no_args_is_help=True,
+                          help="Bronze batches: list them, exclude one from builds, include it again.")
+app.add_typer(batches_app, name="batches")
+
+
+@batches_app.command("list")
+def batches_list(source: Annotated[Source | None, typer.Argument(help="one source; default all")] = None) -> None:
+    """Every bronze batch: file, rows, which Silver tables consumed it, exclusions."""
+    from shoplake.quality.batches import list_batches
+
+    out = Table("batch", "file", "rows", "ingested", "consumed by", "waiting for", "excluded")
+    for info in list_batches(_lake(), source.value if source else None):
+        out.add_row(info.batch_id, info.source_file, "" if info.rows is None else f"{info.rows:,}",
+                    info.ingested_at.strftime("%Y-%m-%d %H:%M:%S"), ", ".join(info.consumed_by) or "-",
+                    ", ".join(info.waiting_for) or "-", info.excluded or "")
+    console.print(out)
+
+
+@batches_app.command("exclude")
+def batches_exclude(
+    batch_id: Annotated[str, typer.Argument(help="a batch id from `shoplake batches list`")],
+    reason: Annotated[str, typer.Option(help="why (recorded in ops.batch_exclusions)")],
+) -> None:
+    """Keep builds from consuming a batch no Silver table has consumed yet (reversible: `include`)."""
+    from shoplake.quality.batches import exclude_batch
+
+    info = exclude_batch(_lake(), batch_id, reason)
+    console.print(f"excluded {info.batch_id} ({info.source_file}): later builds skip it; "
+                  f"`shoplake batches include {info.batch_id}` reverses this")
+
+
+@batches_app.command("include")
+def batches_include(
+    batch_id: Annotated[str, typer.Argument(help="an excluded batch id")],
+    reason: Annotated[str, typer.Option(help="why (recorded)")] = "",
+) -> None:
+    """Reverse an exclusion: the next build consumes the batch."""
+    from shoplake.quality.batches import include_batch
+
+    info = include_batch(_lake(), batch_id, reason)
+    console.print(f"included {info.batch_id} again: the next build consumes it")
 
 
 def _register_command_groups() -> None:

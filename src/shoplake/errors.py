@@ -39,3 +39,15 @@ class AccessDeniedError(QueryError):
 
 class QueryTimeoutError(QueryError):
     """A query ran longer than the allowed time and was stopped."""
+
+
+class LakeNotWritableError(ShoplakeError):
+    """The lake folder (or a table in it) cannot be written by this process."""
+
+
+class LakeLockTimeout(ShoplakeError):
+    """Another process kept a table's writer lock longer than this process was willing to wait."""
+
+
+class VerificationError(ShoplakeError):
+    """`shoplake verify` found figures that do not reconcile."""

@@ -1,8 +1,15 @@
 """Ingestion: source files -> `bronze.<source>` (+ `quarantine.<source>` for unparseable rows).
 
 Exactly once per file content: a file's batch id is derived from the SHA-256 of its bytes, and every
-write of a batch carries that id as its write key. A file is done once its ledger entry exists; a run
-killed between the bronze write and the ledger entry is completed (not repeated) by the next ingest.
+write of a batch carries that id as its write key. A command ingests in two phases:
+
+1. **Parse and stage** every file: good rows are written as Parquet files inside the bronze table's
+   folder, not yet committed (invisible to readers); unparseable rows are kept for quarantine. A file
+   that cannot be read stops the command before anything is committed, and the staged files go.
+2. **Commit** each file under the writer locks of its bronze and quarantine tables: the bronze commit
+   (skipped when an earlier, interrupted run made it), then the quarantine commit, which carries the
+   batch's ledger entry and marks the batch done. A second process ingesting the same file waits for
+   the locks, then finds the batch done and writes nothing.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from shoplake import locks
 from shoplake.errors import SourceFormatError
 from shoplake.lake import Lake
-from shoplake.quality.ledger import LedgerEntry, record_entries, recorded_keys
+from shoplake.quality.ledger import LedgerEntry, ledger_keys
 from shoplake.sources import locations
 from shoplake.sources.schemas import Source, get_source
 
@@ -33,7 +41,8 @@ class IngestResult:
 
     uri: str
     batch_id: str
-    status: str  # ingested | skipped (already ingested) | completed (an interrupted ingest finished)
+    # ingested | skipped (already ingested) | completed (an interrupted ingest finished) | dry-run
+    status: str
     rows_read: int = 0
     rows_bronze: int = 0
     quarantined: dict[str, int] = field(default_factory=dict)
@@ -54,18 +63,44 @@ class _Prepared:
     gzip_verified: bool = False
 
 
-def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: str,
-                 on_file: Callable[[IngestResult], None] | None = None) -> list[IngestResult]:
-    """Ingest every file named by `paths` into `bronze.<source>`.
+@dataclass
+class _Staged:
+    """One parsed file, waiting for its commits."""
 
-    Local files are all checked (exist, not empty, header and, when there are several, gzip integrity)
-    before anything is written, so a bad file in a folder stops the command with nothing written. Each
-    file is then its own atomic batch. A single gzip file is verified while it is parsed instead, which
-    keeps one read of a large file off the critical path; it is still refused before its commit.
+    prepared: _Prepared
+    batch_id: str
+    digest: str
+    status: str  # new | skipped | bronze-committed | dry-run
+    files: list[Path] = field(default_factory=list)
+    good_rows: int = 0
+    bad: pa.Table | None = None
+    seconds: float = 0.0
+
+    @property
+    def quarantined(self) -> dict[str, int]:
+        if self.bad is None or not self.bad.num_rows:
+            return {}
+        counts = self.bad.group_by("reason").aggregate([("reason", "count")]).to_pylist()
+        return {row["reason"]: row["reason_count"] for row in counts}
+
+    def result(self, status: str) -> IngestResult:
+        bad = 0 if self.bad is None else self.bad.num_rows
+        return IngestResult(self.prepared.uri, self.batch_id, status, self.good_rows + bad, self.good_rows,
+                            self.quarantined, self.seconds)
+
+
+def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: str,
+                 on_file: Callable[[IngestResult], None] | None = None,
+                 dry_run: bool = False) -> list[IngestResult]:
+    """Ingest every file named by `paths` into `bronze.<source>`: all of them, or none.
+
+    Every file is parsed (and checked: header, gzip integrity, readable data) before any is committed,
+    so a bad file stops the command with nothing written. With `dry_run`, files are parsed and counted
+    but nothing at all is written. `on_file` is called as each file is committed (or counted).
     """
     source = get_source(source_name)
     uris = locations.expand(paths, lake.settings)
-    # Fail fast, before any write: every local file is checked (and prepared once) up front.
+    # Fail fast, before the parse: every local file is checked (and prepared once) up front.
     checked = {uri: _prepare(source, uri, Path(uri)) for uri in uris if "://" not in uri}
     gzipped = [p for p in checked.values() if p.fmt == "csv.gz"]
     if len(uris) > 1 and gzipped:
@@ -73,17 +108,31 @@ def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: 
         for wait in waits:
             wait()
         checked = {uri: replace(p, gzip_verified=True) for uri, p in checked.items()}
+    if not dry_run:
+        lake.repair()
+    staged: list[_Staged] = []
+    try:
+        with lake.engine() as engine:
+            for uri in uris:
+                with locations.local_copy(uri, lake.settings) as path:
+                    prepared = checked.get(uri) or _prepare(source, uri, path)
+                    staged.append(_stage(lake, engine, source, prepared, run_id=run_id, dry_run=dry_run))
+    except BaseException as exc:
+        for item in staged:
+            lake.store.discard(item.files)
+        if isinstance(exc, SourceFormatError) and len(uris) > 1:
+            raise SourceFormatError(f"{exc}; none of the {len(uris)} files of this command was ingested") from exc
+        raise
     results = []
-    with lake.engine() as engine:
-        for uri in uris:
-            with locations.local_copy(uri, lake.settings) as path:
-                prepared = checked.get(uri) or _prepare(source, uri, path)
-                result = _ingest_one(lake, engine, source, prepared, run_id=run_id)
-            results.append(result)
-            if on_file:
-                on_file(result)
-    # Quarantine and ops tables exist (empty) from the first successful ingest on, for queries.
-    lake.ensure_operational_tables()
+    for item in staged:
+        result = item.result("dry-run") if dry_run else _commit(lake, source, item, run_id=run_id)
+        results.append(result)
+        if on_file:
+            on_file(result)
+    if not dry_run:
+        # Quarantine and ops tables exist (empty) from the first successful ingest on, for queries.
+        lake.ensure_operational_tables()
+        lake.sync_ledger([f"quarantine.{source.name}"])
     return results
 
 
@@ -101,38 +150,43 @@ def _prepare(source: Source, uri: str, path: Path) -> _Prepared:
     return _Prepared(uri, path, fmt, header, mapping)
 
 
-def _ingest_one(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_id: str) -> IngestResult:
+def _done(lake: Lake, source: Source, batch_id: str) -> bool:
+    """Whether the batch is completely ingested: its quarantine commit (the last) exists."""
+    if lake.store.find_write(f"quarantine.{source.name}", f"{batch_id}:ingest") is not None:
+        return True
+    # Lakes written before the ledger travelled in the commit: the ledger row was the last write.
+    return f"ingest:{batch_id}" in ledger_keys(lake.store)
+
+
+def _stage(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_id: str, dry_run: bool) -> _Staged:
+    """Parse one file: stage its good rows as uncommitted bronze files, keep its bad rows."""
     started = time.perf_counter()
     bronze = lake.catalog.get(f"bronze.{source.name}")
     quarantine = lake.catalog.get(f"quarantine.{source.name}")
     digest = locations.content_digest(prepared.path)
     batch_id = f"{source.name}-{digest[:24]}"
-    ledger_key = f"ingest:{batch_id}"
-    if recorded_keys(engine, lake.store, [ledger_key]):
+    if not dry_run and _done(lake, source, batch_id):
         log.info("%s: already ingested as batch %s; skipped", prepared.uri, batch_id)
-        return IngestResult(prepared.uri, batch_id, "skipped")
-    bronze_done = lake.store.find_write(bronze.name, batch_id) is not None
+        return _Staged(prepared, batch_id, digest, "skipped")
+    bronze_done = not dry_run and lake.store.find_write(bronze.name, batch_id) is not None
 
     ingested_at = datetime.now(UTC)
     lineage = {"_source_file": prepared.uri, "_batch_id": batch_id, "_ingested_at": ingested_at}
     parse = {c.name: (c.type, c.parse) for c in source.columns}
     reader, rejects = engine.read_source(prepared.path, prepared.fmt, prepared.header, prepared.mapping, parse,
                                          display=prepared.uri)
-    # A truncated gzip is detected by a check that runs alongside the parse; the bronze stream waits
-    # for it before its last batch, so a corrupt file aborts the write before the commit.
+    # A truncated gzip is detected by a check that runs alongside the parse; the stream waits for it
+    # before its last batch, so a corrupt file fails the parse.
     gzip_ok = (locations.start_gzip_check(prepared.path, display=prepared.uri)
                if prepared.fmt == "csv.gz" and not prepared.gzip_verified else None)
     splitter = _Splitter(reader, bronze.arrow_schema, source, lineage, before_end=gzip_ok)
+    files: list[Path] = []
     try:
-        if bronze_done:
-            for _ in splitter.good_batches():  # re-parse only to recover the quarantined rows
+        if bronze_done or dry_run:
+            for _ in splitter.good_batches():  # parse only to count, or to recover the quarantined rows
                 pass
         else:
-            lake.store.write(bronze.name, pa.RecordBatchReader.from_batches(bronze.arrow_schema,
-                                                                             splitter.good_batches()),
-                             mode="append", description=bronze.description,
-                             meta={"write_key": batch_id, "run_id": run_id, "source_file": prepared.uri,
-                                   "sha256": digest})
+            files = lake.store.stage(bronze.name, splitter.good_batches(), bronze.arrow_schema)
     except (OSError, pa.ArrowException, Exception) as exc:  # the parser fails mid-stream on corrupt input
         if isinstance(exc, SourceFormatError):
             raise
@@ -142,24 +196,46 @@ def _ingest_one(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_
                                 f"is it truncated or corrupt? nothing was written") from exc
     finally:
         reader.close()  # release DuckDB's stream before the connection goes
-
     bad = splitter.quarantine_rows(rejects(), lineage, quarantine.arrow_schema)
-    quarantined: dict[str, int] = {}
-    if bad.num_rows:
-        for row in bad.group_by("reason").aggregate([("reason", "count")]).to_pylist():
-            quarantined[row["reason"]] = row["reason_count"]
-        quarantine_key = f"{batch_id}:ingest"
-        if lake.store.find_write(quarantine.name, quarantine_key) is None:
-            lake.store.write(quarantine.name, bad, mode="append", description=quarantine.description,
-                             meta={"write_key": quarantine_key, "run_id": run_id})
-    rows_read = splitter.good_rows + bad.num_rows
-    entry = LedgerEntry(run_id=run_id, table_name=bronze.name, write_key=ledger_key, rows_in=rows_read,
-                        rows_out=splitter.good_rows, diverted={f"quarantine:{k}": v for k, v in quarantined.items()},
-                        rows_written=splitter.good_rows, table_version=lake.store.version(bronze.name),
-                        inputs={"file": prepared.uri, "sha256": digest, "batch_id": batch_id})
-    record_entries(lake.store, [entry])
-    return IngestResult(prepared.uri, batch_id, "completed" if bronze_done else "ingested", rows_read,
-                        splitter.good_rows, quarantined, time.perf_counter() - started)
+    status = "dry-run" if dry_run else "bronze-committed" if bronze_done else "new"
+    return _Staged(prepared, batch_id, digest, status, files, splitter.good_rows, bad,
+                   time.perf_counter() - started)
+
+
+def _commit(lake: Lake, source: Source, item: _Staged, *, run_id: str) -> IngestResult:
+    """Commit one staged file: bronze, then quarantine with the ledger entry (the batch's last write)."""
+    bronze = lake.catalog.get(f"bronze.{source.name}")
+    quarantine = lake.catalog.get(f"quarantine.{source.name}")
+    if item.status == "skipped":
+        return item.result("skipped")
+    started = time.perf_counter()
+    with locks.writing(lake.store.lake, [bronze.name, quarantine.name]):
+        if _done(lake, source, item.batch_id):  # another process got there while this one parsed
+            lake.store.discard(item.files)
+            log.info("%s: ingested meanwhile by another process; skipped", item.prepared.uri)
+            return replace(item.result("skipped"), rows_read=0, rows_bronze=0, quarantined={})
+        done = lake.store.find_write(bronze.name, item.batch_id)
+        if done is None:
+            version = lake.store.commit_files(
+                bronze.name, item.files, bronze.arrow_schema, mode="append", description=bronze.description,
+                meta={"write_key": item.batch_id, "run_id": run_id, "source_file": item.prepared.uri,
+                      "sha256": item.digest})
+            status = "ingested"
+        else:
+            lake.store.discard(item.files)  # an interrupted run committed bronze already
+            version, status = done.version, "completed"
+        quarantined = item.quarantined
+        entry = LedgerEntry(run_id=run_id, table_name=bronze.name, write_key=f"ingest:{item.batch_id}",
+                            rows_in=item.good_rows + sum(quarantined.values()), rows_out=item.good_rows,
+                            diverted={f"quarantine:{k}": v for k, v in quarantined.items()},
+                            rows_written=item.good_rows, table_version=version,
+                            inputs={"file": item.prepared.uri, "sha256": item.digest, "batch_id": item.batch_id})
+        bad = item.bad if item.bad is not None else quarantine.arrow_schema.empty_table()
+        lake.store.write(quarantine.name, bad, mode="append", description=quarantine.description,
+                         meta={"write_key": f"{item.batch_id}:ingest", "run_id": run_id, "ledger": entry.as_meta()})
+    result = item.result(status)
+    result.seconds += time.perf_counter() - started
+    return result
 
 
 class _Splitter:

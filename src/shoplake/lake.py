@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from shoplake import locks
 from shoplake.catalog import Catalog, default_catalog
 from shoplake.config import Settings
 from shoplake.engines.delta import DeltaStore
-from shoplake.errors import EngineUnavailableError
+from shoplake.errors import EngineUnavailableError, LakeNotWritableError
 
 
 def new_run_id() -> str:
@@ -52,5 +54,34 @@ class Lake:
     def ensure_operational_tables(self) -> None:
         """Create the (empty) quarantine and ops tables, so they are queryable from the first run."""
         for spec in self.catalog:
-            if spec.build == "external":
-                self.store.create_empty(spec.name, spec.arrow_schema, description=spec.description)
+            if spec.build == "external" and not self.store.exists(spec.name):
+                with locks.writing(self.store.lake, [spec.name]):
+                    self.store.create_empty(spec.name, spec.arrow_schema, description=spec.description)
+
+    def ledgered_tables(self) -> list[str]:
+        """Tables whose commits carry ledger entries (every table but the ops tables)."""
+        return [spec.name for spec in self.catalog.ordered() if spec.layer != "ops"]
+
+    def sync_ledger(self, names: list[str] | None = None):
+        """Copy into `ops.ledger` the entries that commits of `names` (default all) carry and it lacks."""
+        from shoplake.quality.ledger import sync_ledger
+
+        return sync_ledger(self.store, self.ledgered_tables() if names is None else names)
+
+    def repair(self):
+        """Finish the bookkeeping a killed process left undone: run by every writing command first.
+
+        Returns the ledger entries that were missing (recorded now).
+        """
+        self.check_writable()
+        return self.sync_ledger()
+
+    def check_writable(self) -> None:
+        """A one-line error, before any work, when the lake folder cannot be written."""
+        lake = self.store.lake
+        probe = lake if lake.exists() else next((p for p in lake.parents if p.exists()), lake)
+        if not os.access(probe, os.W_OK | os.X_OK):
+            kind = "lake" if probe == lake else "folder for the new lake"
+            raise LakeNotWritableError(f"cannot write to the {kind} {probe.resolve()}: permission denied "
+                                       f"(the lake folder must be writable by this user; use --lake to choose "
+                                       f"another)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shoplake.lake import Lake
+from shoplake.quality.verify import verify_lake
 from shoplake.query import run_query
 
 
@@ -14,6 +15,7 @@ class LakeSummary:
     tables: list[tuple[str, int | None, int | None]]
     kpis: list[tuple[str, str]]
     ledger_line: str
+    verify_line: str = ""
 
 
 def _scalar(lake: Lake, sql: str):
@@ -59,4 +61,7 @@ def lake_summary(lake: Lake) -> LakeSummary:
                           else f"[red]{ledger['unbalanced']} UNBALANCED[/red]"))
     else:
         ledger_line = "ledger: empty"
-    return LakeSummary(str(lake.settings.lake.resolve()), tables, kpis, ledger_line)
+    # The ledger balances inside each row by construction; verify counts the rows where they are.
+    verification = verify_lake(lake)
+    verify_line = verification.verdict() if verification.ok else f"[red]{verification.verdict()}[/red]"
+    return LakeSummary(str(lake.settings.lake.resolve()), tables, kpis, ledger_line, verify_line)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +34,22 @@ log = logging.getLogger(__name__)
 META_PREFIX = "shoplake."
 # zstd keeps files small without costing much write time; every Delta/Parquet reader supports it.
 _WRITER_PROPERTIES = WriterProperties(compression="ZSTD", compression_level=1)
+# Staged files roll over at this many rows (about 100-200 MB of Parquet for the sources' rows).
+_STAGED_FILE_ROWS = 4_000_000
+# Tests set this to a table name (or `table#N`, the N-th commit of it in this process) to make the process
+# die right after that commit, as `kill -9` would: the crash tests re-run the command and check the lake.
+CRASH_AFTER_COMMIT_ENV = "SHOPLAKE_CRASH_AFTER_COMMIT"
+_commits_by_table: dict[str, int] = {}
+
+
+def _crash_point(name: str) -> None:
+    wanted = os.environ.get(CRASH_AFTER_COMMIT_ENV)
+    if not wanted:
+        return
+    _commits_by_table[name] = _commits_by_table.get(name, 0) + 1
+    table, _, nth = wanted.partition("#")
+    if table == name and (not nth or int(nth) == _commits_by_table[name]):
+        os._exit(86)  # no cleanup, no flush: exactly what a crash leaves behind
 
 
 @dataclass(frozen=True)
@@ -94,6 +112,7 @@ class DeltaStore:
                         schema_mode="overwrite" if mode == "overwrite" else None,
                         writer_properties=_WRITER_PROPERTIES,
                         commit_properties=CommitProperties(custom_metadata=custom))
+        _crash_point(name)
         version = self.open(name).version()
         log.debug("wrote %s version %s (%s)", name, version, mode)
         return version
@@ -116,9 +135,47 @@ class DeltaStore:
                                           commit_properties=properties)
         else:
             self.open(name).create_write_transaction(actions, mode, schema, commit_properties=properties)
+        _crash_point(name)
         version = self.open(name).version()
         log.debug("committed %d files to %s version %s (%s)", len(actions), name, version, mode)
         return version
+
+    def stage(self, name: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> list[Path]:
+        """Write `batches` as Parquet files inside the table folder without committing them.
+
+        The files are invisible to every reader until `commit_files` adds them in one transaction; until
+        then `discard` removes them. A process that dies in between leaves unreferenced files, which no
+        reader sees and `vacuum` removes. Staging lets a command parse all its inputs before it commits any.
+        """
+        root = self.path(name)
+        root.mkdir(parents=True, exist_ok=True)
+        files: list[Path] = []
+        writer: pq.ParquetWriter | None = None
+        rows_in_file = 0
+        try:
+            for batch in batches:
+                if writer is None or rows_in_file >= _STAGED_FILE_ROWS:
+                    if writer is not None:
+                        writer.close()
+                    files.append(root / f"part-{uuid.uuid4()}-staged.zstd.parquet")
+                    writer = pq.ParquetWriter(files[-1], schema, compression="zstd", compression_level=1)
+                    rows_in_file = 0
+                writer.write_batch(batch)
+                rows_in_file += batch.num_rows
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            self.discard(files)
+            raise
+        if writer is not None:
+            writer.close()
+        return files
+
+    @staticmethod
+    def discard(files: Iterable[Path]) -> None:
+        """Remove staged files that will not be committed."""
+        for path in files:
+            Path(path).unlink(missing_ok=True)
 
     def history(self, name: str, limit: int | None = None) -> list[Commit]:
         """Commits of a table, newest first."""
@@ -254,3 +311,9 @@ def consumed_batches(commits: Iterable[Commit]) -> set[str]:
     for commit in commits:
         consumed.update(commit.meta.get("batches") or [])
     return consumed
+
+
+def batch_commits(commits: Iterable[Commit]) -> list[Commit]:
+    """The commits of a bronze table that added an ingestion batch (their write key is the batch id)."""
+    # The first batch may also create the table (operation CREATE TABLE); empty-table creations carry no key.
+    return [c for c in commits if c.meta.get("write_key") and c.operation in ("WRITE", "CREATE TABLE")]

@@ -114,4 +114,20 @@ QUERY_LOG = TableSpec(
     build="external",
 )
 
-TABLES = QUARANTINE_TABLES + (LEDGER, DATA_QUALITY, JOB_RUNS, QUERY_LOG)
+BATCH_EXCLUSIONS = TableSpec(
+    name="ops.batch_exclusions",
+    description=("One row per operator decision on a bronze batch: `exclude` keeps builds from consuming it, "
+                 "`include` reverses that; the latest decision per batch is in force (`shoplake batches`)."),
+    grain=("batch_id", "decided_at"),
+    columns=(
+        col("batch_id", "VARCHAR"),
+        col("source", "VARCHAR", "clickstream, products or retail"),
+        col("action", "VARCHAR", "exclude or include"),
+        col("reason", "VARCHAR", "why, as the operator gave it"),
+        col("decided_at", "TIMESTAMPTZ"),
+        col("decided_by", "VARCHAR", "the operating-system user who ran the command"),
+    ),
+    build="external",
+)
+
+TABLES = QUARANTINE_TABLES + (LEDGER, DATA_QUALITY, JOB_RUNS, QUERY_LOG, BATCH_EXCLUSIONS)

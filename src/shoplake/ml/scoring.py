@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from shoplake import locks
 from shoplake.build import check_table
 from shoplake.catalog.spec import TableSpec
 from shoplake.errors import ConfigError
@@ -34,7 +35,7 @@ from shoplake.ml import drift, features, propensity, rfm, segmentation
 from shoplake.ml.errors import LeakageError
 from shoplake.ml.kinds import KINDS, MODEL_NAMES
 from shoplake.ml.tracking import LoadedModel, Tracker
-from shoplake.quality.ledger import LedgerEntry, record_entries, recorded_keys
+from shoplake.quality.ledger import LedgerEntry
 
 log = logging.getLogger(__name__)
 
@@ -111,31 +112,31 @@ def _write(lake: Lake, spec: TableSpec, frame: pd.DataFrame, *, run_id: str, loa
            rows_in: int, rows_out: int, inputs: dict[str, Any]) -> tuple[int, int, bool]:
     """Check, write (overwrite) and account one table. Returns (table version, rows, skipped)."""
     key = f"ml:{spec.name}:{run_id}"
-    done = lake.store.find_write(spec.name, key)
-    if done is None and lake.store.exists(spec.name):
-        # The same champion on the same input versions gives the same predictions: write nothing.
-        last = lake.store.history(spec.name, 1)[0]
-        if (last.meta.get("model_name") == loaded.ref.name
-                and str(last.meta.get("model_version")) == str(loaded.ref.version)
-                and last.meta.get("inputs") == json.loads(json.dumps(inputs, sort_keys=True))):
-            done = last
     table = _arrow(spec, frame)
-    with lake.engine() as engine:
+    with locks.writing(lake.store.lake, [spec.name]), lake.engine() as engine:
+        done = lake.store.find_write(spec.name, key)
+        if done is None and lake.store.exists(spec.name):
+            # The same champion on the same input versions gives the same predictions: write nothing.
+            last = lake.store.history(spec.name, 1)[0]
+            if (last.meta.get("model_name") == loaded.ref.name
+                    and str(last.meta.get("model_version")) == str(loaded.ref.version)
+                    and last.meta.get("inputs") == json.loads(json.dumps(inputs, sort_keys=True))):
+                done = last
         if done is None:
             engine.bind_arrow("candidate", table)
             check_table(lake, engine, spec, "candidate", run_id)
+            # The commit carries its ledger entry (copied to ops.ledger by the sync below).
+            entry = LedgerEntry(run_id=run_id, table_name=spec.name, write_key=f"ml:{spec.name}:v{{version}}",
+                                rows_in=rows_in, rows_out=rows_out, rows_written=table.num_rows,
+                                inputs={**inputs, "model": f"{loaded.ref.name}/{loaded.ref.version}"})
             version = lake.store.write(spec.name, table, mode="overwrite", description=spec.description,
                                        meta={"write_key": key, "run_id": run_id, "model_name": loaded.ref.name,
-                                             "model_version": loaded.ref.version, "inputs": inputs})
+                                             "model_version": loaded.ref.version, "inputs": inputs,
+                                             "ledger": entry.as_meta()})
             skipped = False
         else:
             version, skipped = done.version, True
-        ledger_key = f"ml:{spec.name}:v{version}"
-        if not recorded_keys(engine, lake.store, [ledger_key]):
-            record_entries(lake.store, [LedgerEntry(
-                run_id=run_id, table_name=spec.name, write_key=ledger_key, rows_in=rows_in, rows_out=rows_out,
-                rows_written=table.num_rows, table_version=version,
-                inputs={**inputs, "model": f"{loaded.ref.name}/{loaded.ref.version}"})])
+    lake.sync_ledger([spec.name])
     return version, table.num_rows, skipped
 
 
