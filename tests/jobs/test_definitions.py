@@ -27,8 +27,9 @@ def test_shipped_daily_covers_the_platform(workspace):
     assert daily.origin == "shipped"
     assert [t.name for t in daily.ordered()] == [
         "ingest_products", "ingest_clickstream", "ingest_retail", "build", "train_segments", "train_rfm",
-        "train_propensity", "score"]
-    assert {t.kind for t in daily.ordered()} == {"ingest", "build", "ml_train", "ml_score"}
+        "train_propensity", "score", "verify"]
+    assert {t.kind for t in daily.ordered()} == {"ingest", "build", "ml_train", "ml_score", "verify"}
+    assert daily.task("verify").depends_on == ("score",)  # last: reconciles what the run wrote
     assert daily.task("build").depends_on == ("ingest_products", "ingest_clickstream", "ingest_retail")
     assert daily.task("build").select is None  # every Silver and Gold table
     assert {daily.task(f"train_{m}").model for m in ("segments", "rfm", "propensity")} == {
@@ -137,5 +138,5 @@ def test_dry_run_prints_the_plan_and_writes_nothing(workspace):
     assert "plan of job daily" in result.stdout
     assert "1 new file(s), 0 already ingested" in result.stdout
     assert "shoplake jobs task ml-train propensity" in result.stdout
-    assert "8 task(s) to run, at most 3 at once" in result.stdout
+    assert "9 task(s) to run, at most 3 at once" in result.stdout
     assert not workspace.lake_path.exists()

@@ -24,6 +24,7 @@ def _daily_without_ml(ws) -> None:
     """The shipped `daily` minus its ML tasks (shoplake.ml is another subsystem), as the user's file."""
     daily = yaml.safe_load(shipped_text())["jobs"]["daily"]
     daily["tasks"] = {name: t for name, t in daily["tasks"].items() if not t["kind"].startswith("ml_")}
+    daily["tasks"]["verify"]["depends_on"] = ["build"]
     ws.write_jobs({"daily": daily})
 
 
@@ -39,10 +40,11 @@ def test_second_daily_with_no_new_files_writes_only_its_run_history(workspace):
     after = workspace.versions()
     changed = {name for name in after if after[name] != before[name]}
     assert changed == {"ops.job_runs"}
-    # Exactly one commit per task attempt: 3 ingest tasks + 1 build, all succeeded at the first attempt.
-    assert after["ops.job_runs"] - history_commits == 4
+    # Exactly one commit per task attempt: 3 ingest tasks, build and verify, all succeeded at once.
+    assert after["ops.job_runs"] - history_commits == 5
     run_id = workspace.attempts()[-1].run_id
     details = {a.task: a.detail for a in workspace.attempts(run_id)}
+    assert details.pop("verify").startswith("verify: all ")
     assert details == {"ingest_products": "no new file, 1 already ingested",
                        "ingest_clickstream": "no new file, 1 already ingested",
                        "ingest_retail": "no new file, 1 already ingested",

@@ -159,7 +159,7 @@ def test_missing_ml_fails_the_ml_tasks_only(workspace, monkeypatch):
     result = _run(workspace, "daily", isolation="inline")
     assert result.status == "failed"
     assert {s.name for s in result.failed()} == {"train_segments", "train_rfm", "train_propensity"}
-    assert {s.name for s in result.skipped()} == {"score"}
+    assert {s.name for s in result.skipped()} == {"score", "verify"}
     assert result.tasks["build"].status == "succeeded"
     error = result.tasks["train_rfm"].error
     assert error.startswith("ML tasks need shoplake.ml") and not result.tasks["train_rfm"].retryable

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from shoplake.errors import TableNotFoundError
+from shoplake.faults import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +36,6 @@ META_PREFIX = "shoplake."
 _WRITER_PROPERTIES = WriterProperties(compression="ZSTD", compression_level=1)
 # Staged files roll over at this many rows (about 100-200 MB of Parquet for the sources' rows).
 _STAGED_FILE_ROWS = 4_000_000
-# Tests set this to a table name (or `table#N`, the N-th commit of it in this process) to make the process
-# die right after that commit, as `kill -9` would: the crash tests re-run the command and check the lake.
-CRASH_AFTER_COMMIT_ENV = "SHOPLAKE_CRASH_AFTER_COMMIT"
-_commits_by_table: dict[str, int] = {}
-
-
-def _crash_point(name: str) -> None:
-    wanted = os.environ.get(CRASH_AFTER_COMMIT_ENV)
-    if not wanted:
-        return
-    _commits_by_table[name] = _commits_by_table.get(name, 0) + 1
-    table, _, nth = wanted.partition("#")
-    if table == name and (not nth or int(nth) == _commits_by_table[name]):
-        os._exit(86)  # no cleanup, no flush: exactly what a crash leaves behind
 
 
 @dataclass(frozen=True)
@@ -112,7 +98,7 @@ class DeltaStore:
                         schema_mode="overwrite" if mode == "overwrite" else None,
                         writer_properties=_WRITER_PROPERTIES,
                         commit_properties=CommitProperties(custom_metadata=custom))
-        _crash_point(name)
+        crash_point(name)
         version = self.open(name).version()
         log.debug("wrote %s version %s (%s)", name, version, mode)
         return version
@@ -135,7 +121,7 @@ class DeltaStore:
                                           commit_properties=properties)
         else:
             self.open(name).create_write_transaction(actions, mode, schema, commit_properties=properties)
-        _crash_point(name)
+        crash_point(name)
         version = self.open(name).version()
         log.debug("committed %d files to %s version %s (%s)", len(actions), name, version, mode)
         return version

@@ -539,6 +539,13 @@ def task_ml_score(
     _run_task(ctx, TaskCall("ml_score", models=tuple(model or ())))
 
 
+def task_verify(ctx: typer.Context) -> None:
+    """Reconcile the lake across tables (`shoplake verify`)."""
+    from shoplake.jobs.tasks import TaskCall
+
+    _run_task(ctx, TaskCall("verify"))
+
+
 def _task_app() -> typer.Typer:
     task_app = typer.Typer(no_args_is_help=True, help="Run one task attempt (the runner's workers and Databricks "
                                                       "tasks run this).")
@@ -547,6 +554,7 @@ def _task_app() -> typer.Typer:
     task_app.command("build")(task_build)
     task_app.command("ml-train")(task_ml_train)
     task_app.command("ml-score")(task_ml_score)
+    task_app.command("verify")(task_verify)
     return task_app
 
 

@@ -40,7 +40,7 @@ from shoplake.config import Settings
 from shoplake.errors import ConfigError, ShoplakeError
 from shoplake.sources.schemas import SOURCES
 
-KINDS = ("ingest", "build", "ml_train", "ml_score")
+KINDS = ("ingest", "build", "ml_train", "ml_score", "verify")
 ML_MODELS = ("segments", "rfm", "propensity")
 USER_JOBS_FILE = "shoplake-jobs.yaml"
 SHIPPED = "shipped"
@@ -56,6 +56,7 @@ _TASK_OPTIONS = {
     "build": {"select"},
     "ml_train": {"model"},
     "ml_score": {"models"},
+    "verify": set(),
 }
 _JOB_OPTIONS = {"description", "schedule", "timezone", "max_parallel", "defaults", "tasks"}
 _FILE_OPTIONS = {"version", "defaults", "jobs"}
@@ -67,7 +68,7 @@ class TaskDef:
 
     Attributes:
         name: unique within the job (letters, digits, `_` and `-`).
-        kind: `ingest`, `build`, `ml_train` or `ml_score`.
+        kind: `ingest`, `build`, `ml_train`, `ml_score` or `verify` (reconcile the lake; reads only).
         depends_on: tasks that must succeed first.
         source: ingest: `clickstream`, `products` or `retail`.
         landing: ingest: a landing location, either a folder name under the landing root, an absolute
@@ -125,6 +126,8 @@ class TaskDef:
             return ["build", *([self.select] if self.select else [])]
         if self.kind == "ml_train":
             return ["ml-train", str(self.model)]
+        if self.kind == "verify":
+            return ["verify"]
         args = ["ml-score"]
         for model in self.models:
             args += ["--model", model]
@@ -145,6 +148,8 @@ class TaskDef:
                 if spec.build == "incremental" and spec.source:
                     written.add(f"quarantine.{spec.source}")
             return frozenset(written)
+        if self.kind == "verify":
+            return frozenset()  # reads only
         # The models' tables and the tracking store are shoplake.ml's business: one ML task at a time.
         return frozenset({"ml"})
 
@@ -464,7 +469,7 @@ def _parse_task(name: str, raw: Any, defaults: dict[str, Any], where: str, catal
         if model not in ML_MODELS:
             problems.append(f"{where}: model must be one of {', '.join(ML_MODELS)}, got {model!r}")
         task.update(model=model)
-    else:
+    elif kind == "ml_score":
         models = _names(raw.get("models"), "models", where, problems)
         for model in models:
             if model not in ML_MODELS:

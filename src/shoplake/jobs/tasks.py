@@ -34,7 +34,7 @@ NOT_RETRYABLE = (ConfigError, QualityCheckError, TableNotFoundError)
 class TaskCall:
     """A task's arguments, as given on the `shoplake jobs task` command line."""
 
-    kind: str  # ingest | build | ml_train | ml_score
+    kind: str  # ingest | build | ml_train | ml_score | verify
     source: str | None = None
     landing: str | None = None
     paths: tuple[str, ...] = ()
@@ -83,6 +83,8 @@ def execute(lake: Lake, call: TaskCall, *, run_id: str, attempt: int = 1, hooks:
             return _train(lake, call, run_id)
         if call.kind == "ml_score":
             return _score(lake, call, run_id)
+        if call.kind == "verify":
+            return _verify(lake)
         raise ConfigError(f"unknown task kind {call.kind!r}")
     except ShoplakeError as exc:
         return TaskOutcome("failed", error=str(exc), retryable=not isinstance(exc, NOT_RETRYABLE))
@@ -135,6 +137,17 @@ def _build(lake: Lake, call: TaskCall, run_id: str, pause: Callable[[str], None]
         return TaskOutcome("failed", rows, detail, "; ".join(r.message for r in failed), retryable=not quality,
                            tables=tables)
     return TaskOutcome("succeeded", rows, detail, tables=tables)
+
+
+def _verify(lake: Lake) -> TaskOutcome:
+    from shoplake.quality.verify import verify_lake
+
+    result = verify_lake(lake)
+    if result.ok:
+        return TaskOutcome("succeeded", 0, result.verdict())
+    detail = "; ".join(f"{f.subject}: {f.what}: expected {f.expected}, found {f.found}" for f in result.failures[:5])
+    # The lake does not change between attempts: a disagreement is reported, not retried.
+    return TaskOutcome("failed", 0, result.verdict(), f"{result.verdict()}: {detail}", retryable=False)
 
 
 def _ml(function: str):

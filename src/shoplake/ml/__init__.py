@@ -63,9 +63,12 @@ def train_model(lake: Lake, kind: str, *, run_id: str, params: Params | None = N
         TableNotFoundError: an input table has not been built (run `shoplake build`).
         LeakageError: the propensity leakage audit failed (nothing is registered).
     """
+    from shoplake import locks
     from shoplake.ml.training import train
 
-    return train(lake, kind, run_id=run_id, params=params, skip_unchanged=skip_unchanged)
+    # One training of a model at a time: the second waits, then compares against the first's champion.
+    with locks.writing(lake.store.lake, [f"ml.{kind}"]):
+        return train(lake, kind, run_id=run_id, params=params, skip_unchanged=skip_unchanged)
 
 
 def score_models(lake: Lake, *, run_id: str, kinds: Sequence[str] | None = None) -> list[ScoreResult]:
@@ -78,4 +81,5 @@ def score_models(lake: Lake, *, run_id: str, kinds: Sequence[str] | None = None)
     """
     from shoplake.ml.scoring import score
 
+    lake.repair()
     return score(lake, run_id=run_id, kinds=kinds)

@@ -28,6 +28,7 @@ import pandas as pd
 
 from shoplake.config import Settings
 from shoplake.errors import ShoplakeError
+from shoplake.faults import crash_point
 from shoplake.ml.errors import ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,7 @@ class Tracker:
             except MlflowException:  # created meanwhile by another run
                 client.get_registered_model(name)
         mv = client.create_model_version(name, source=model_uri, run_id=run_id, model_id=model_id)
+        crash_point("mlflow:register")
         return self._ref(mv)
 
     def version(self, name: str, version: int) -> ModelRef:
@@ -257,6 +259,7 @@ class Tracker:
 
     def promote(self, name: str, version: int) -> None:
         self.client().set_registered_model_alias(name, CHAMPION, str(version))
+        crash_point("mlflow:promote")
 
     def tag_version(self, name: str, version: int, tags: dict[str, Any]) -> None:
         client = self.client()

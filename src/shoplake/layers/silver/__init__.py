@@ -124,7 +124,7 @@ RETURNS = TableSpec(
     checks=(
         not_null("invoiced_at", action="quarantine"),
         not_null("quantity", action="quarantine"),
-        in_range("line_revenue", high=0, action="fail", name="returns_are_negative"),
+        in_range("line_revenue", high=0, action="quarantine", name="returns_are_negative"),
     ),
 )
 

@@ -1,0 +1,25 @@
+"""Fault injection for the crash tests: die right after a named commit point, as `kill -9` would.
+
+Production code calls `crash_point(name)` right after each commit (every Delta commit, with the table
+name; MLflow registrations, with `mlflow:<what>`). Nothing happens unless the environment variable
+`SHOPLAKE_CRASH_AFTER` names that point (`silver.events`, or `silver.events#2` for its second commit in
+this process): the crash tests set it, run a command, and check what a re-run makes of the lake.
+"""
+
+from __future__ import annotations
+
+import os
+
+CRASH_AFTER_ENV = "SHOPLAKE_CRASH_AFTER"
+CRASH_EXIT_CODE = 86
+_seen: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    wanted = os.environ.get(CRASH_AFTER_ENV)
+    if not wanted:
+        return
+    _seen[name] = _seen.get(name, 0) + 1
+    point, _, nth = wanted.partition("#")
+    if point == name and (not nth or int(nth) == _seen[name]):
+        os._exit(CRASH_EXIT_CODE)  # no cleanup, no flush, no lock release but the kernel's
