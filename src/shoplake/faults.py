@@ -4,6 +4,7 @@ Production code calls `crash_point(name)` right after each commit (every Delta c
 name; MLflow registrations, with `mlflow:<what>`). Nothing happens unless the environment variable
 `SHOPLAKE_CRASH_AFTER` names that point (`silver.events`, or `silver.events#2` for its second commit in
 this process): the crash tests set it, run a command, and check what a re-run makes of the lake.
+`SHOPLAKE_TRACE_COMMITS=FILE` appends every point passed (`name#n`) to FILE, so a test can list them.
 """
 
 from __future__ import annotations
@@ -11,15 +12,22 @@ from __future__ import annotations
 import os
 
 CRASH_AFTER_ENV = "SHOPLAKE_CRASH_AFTER"
+TRACE_ENV = "SHOPLAKE_TRACE_COMMITS"
 CRASH_EXIT_CODE = 86
 _seen: dict[str, int] = {}
 
 
-def crash_point(name: str) -> None:
-    wanted = os.environ.get(CRASH_AFTER_ENV)
-    if not wanted:
+def crash_point(name: str, kind: str = "commit") -> None:
+    """A commit point: `name` is the table (or `mlflow:<what>`), `kind` what was committed (for traces)."""
+    wanted, trace = os.environ.get(CRASH_AFTER_ENV), os.environ.get(TRACE_ENV)
+    if not wanted and not trace:
         return
     _seen[name] = _seen.get(name, 0) + 1
+    if trace:
+        with open(trace, "a") as handle:
+            handle.write(f"{name}#{_seen[name]} {kind}\n")
+    if not wanted:
+        return
     point, _, nth = wanted.partition("#")
     if point == name and (not nth or int(nth) == _seen[name]):
         os._exit(CRASH_EXIT_CODE)  # no cleanup, no flush, no lock release but the kernel's

@@ -88,6 +88,7 @@ class DeltaStore:
         write_deltalake(str(self.path(name)), schema.empty_table(), mode="error",
                         name=name, description=description[:1000],
                         commit_properties=CommitProperties(custom_metadata={META_PREFIX + "op": "create"}))
+        crash_point(name, "create")
         return True
 
     def write(self, name: str, data: pa.Table | pa.RecordBatchReader, *, mode: str,

@@ -1,0 +1,111 @@
+"""A process killed right after any commit leaves a lake that the next run completes exactly.
+
+For each command (ingest, build, train, score) the commit points are listed by a clean run (every Delta
+commit and MLflow registration, traced by `SHOPLAKE_TRACE_COMMITS`); then, for each point, the command is
+killed right after that commit (`SHOPLAKE_CRASH_AFTER`, the process ends with `os._exit` as under
+`kill -9`), run again, and the lake must equal the clean run's, table by table, with `verify` passing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from shoplake.faults import CRASH_EXIT_CODE
+
+from .conftest import assert_same_lake, assert_verified, cli
+
+
+def _points(lake: Path, trace: Path, *args: str) -> list[str]:
+    """The commit points of a clean run. Empty tables created on the way are one code path, and so are the
+    check records appended to ops.data_quality before each table: the first of each stands for all
+    (each point costs a crash and a re-run)."""
+    cli(lake, *args, SHOPLAKE_TRACE_COMMITS=str(trace))
+    points, creations = [], []
+    for line in trace.read_text().splitlines():
+        point, kind = line.split()
+        if point.startswith("ops.data_quality#") and point != "ops.data_quality#1":
+            continue
+        (creations if kind == "create" else points).append(point)
+    return points + creations[:1]
+
+
+def _crash_each(tmp_path: Path, before: Path, args: tuple[str, ...], compare=assert_same_lake) -> list[str]:
+    """Crash `args` after each of its commit points on a copy of `before`; re-run; compare with a clean run."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    clean = tmp_path / "clean"
+    shutil.copytree(before, clean)
+    points = _points(clean, tmp_path / "trace.txt", *args)
+    assert points, "the command committed nothing"
+    for point in points:
+        lake = tmp_path / f"crash-{point.replace('#', '-')}"
+        shutil.copytree(before, lake)
+        crashed = cli(lake, *args, check=False, SHOPLAKE_CRASH_AFTER=point)
+        assert crashed.returncode == CRASH_EXIT_CODE, (point, crashed.stdout, crashed.stderr)
+        cli(lake, *args)
+        compare(lake, clean)
+        assert_verified(lake)
+        shutil.rmtree(lake)
+    return points
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory, inputs) -> Path:
+    """A lake holding the three sources in bronze, not built."""
+    lake = tmp_path_factory.mktemp("ingested") / "lake"
+    cli(lake, "ingest", "products", str(inputs.products))
+    cli(lake, "ingest", "clickstream", str(inputs.clickstream))
+    cli(lake, "ingest", "retail", str(inputs.retail))
+    return lake
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, ingested) -> Path:
+    lake = tmp_path_factory.mktemp("built") / "lake"
+    shutil.copytree(ingested, lake)
+    cli(lake, "build")
+    return lake
+
+
+def test_crash_at_each_commit_of_ingest(tmp_path, inputs):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    points = _crash_each(tmp_path, empty, ("ingest", "clickstream", str(inputs.clickstream)))
+    # bronze, its quarantine (with the ledger entry), the ledger copy, and the ops tables created empty
+    assert {"bronze.clickstream#1", "quarantine.clickstream#1", "ops.ledger#2"} <= set(points), points
+
+
+def test_crash_at_each_commit_of_build(tmp_path, ingested):
+    points = _crash_each(tmp_path, ingested, ("build",))
+    assert {"silver.events#1", "quarantine.clickstream#1", "gold.daily_funnel#1", "ops.ledger#1"} <= set(points)
+
+
+def test_crash_at_each_commit_of_an_incremental_build(tmp_path, built, inputs):
+    # A second file arrives: the build appends to Silver and rewrites Gold.
+    more = tmp_path / "more.csv"
+    more.write_text("event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n"
+                    "2019-10-30 10:00:00 UTC,view,1,2,a.b,x,1.5,7,s1\n"
+                    "2019-10-30 10:00:00 UTC,view,1,2,a.b,x,1.5,7,s1\n"
+                    "2019-10-30 10:01:00 UTC,purchase,1,2,a.b,x,-1.5,7,s1\n")
+    before = tmp_path / "before"
+    shutil.copytree(built, before)
+    cli(before, "ingest", "clickstream", str(more))
+    _crash_each(tmp_path / "incremental", before, ("build",))
+
+
+def _same_predictions(lake: Path, reference: Path) -> None:
+    # A crash during training registers a model version that the re-run supersedes: versions differ,
+    # the data and predictions must not.
+    assert_same_lake(lake, reference)
+
+
+def test_crash_at_each_commit_of_train_and_score(tmp_path, built):
+    points = _crash_each(tmp_path, built, ("ml", "train", "rfm"), compare=_same_predictions)
+    assert {"mlflow:register#1", "mlflow:promote#1"} <= set(points)
+    trained = tmp_path / "trained"
+    shutil.copytree(built, trained)
+    cli(trained, "ml", "train", "rfm")
+    points = _crash_each(tmp_path / "score", trained, ("ml", "score", "--kind", "rfm"))
+    assert any(p.startswith("gold.") for p in points), points
