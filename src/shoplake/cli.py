@@ -335,7 +335,10 @@ def batches_list(source: Annotated[Source | None, typer.Argument(help="one sourc
     """Every bronze batch: file, rows, which Silver tables consumed it, exclusions."""
     from shoplake.quality.batches import list_batches
 
-    out = Table("batch", "file", "rows", "ingested", "consumed by", "waiting for", "excluded")
+    out = Table()
+    out.add_column("batch", no_wrap=True)  # ids are copied into `batches exclude`: keep them whole
+    for name in ("file", "rows", "ingested", "consumed by", "waiting for", "excluded"):
+        out.add_column(name)
     for info in list_batches(_lake(), source.value if source else None):
         out.add_row(info.batch_id, info.source_file, "" if info.rows is None else f"{info.rows:,}",
                     info.ingested_at.strftime("%Y-%m-%d %H:%M:%S"), ", ".join(info.consumed_by) or "-",

@@ -82,6 +82,7 @@ class Lake:
         probe = lake if lake.exists() else next((p for p in lake.parents if p.exists()), lake)
         if not os.access(probe, os.W_OK | os.X_OK):
             kind = "lake" if probe == lake else "folder for the new lake"
-            raise LakeNotWritableError(f"cannot write to the {kind} {probe.resolve()}: permission denied "
+            why = "read-only file system" if os.statvfs(probe).f_flag & os.ST_RDONLY else "permission denied"
+            raise LakeNotWritableError(f"cannot write to the {kind} {probe.resolve()}: {why} "
                                        f"(the lake folder must be writable by this user; use --lake to choose "
                                        f"another)")

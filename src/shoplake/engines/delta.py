@@ -9,6 +9,7 @@ without double counting.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
-from shoplake.errors import TableNotFoundError
+from shoplake.errors import LakeNotWritableError, TableNotFoundError
 from shoplake.faults import crash_point
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,13 @@ class DeltaStore:
         except DeltaTableNotFound as exc:
             raise TableNotFoundError(f"table {name} has not been written yet: run `shoplake build` "
                                      f"(or `shoplake ingest` for bronze tables)") from exc
+        if isinstance(version, datetime):
+            # delta-rs answers version 0 for a time before the table existed: refuse that instead.
+            first = _decode_commit(table.history()[-1])
+            at = version if version.tzinfo else version.replace(tzinfo=UTC)
+            if at < first.timestamp:
+                raise TableNotFoundError(f"{name} did not exist at {at.isoformat()}: its first version (0) was "
+                                         f"written at {first.timestamp.isoformat()}; see `shoplake history {name}`")
         if version is not None:
             try:
                 table.load_as_version(version)
@@ -85,9 +93,10 @@ class DeltaStore:
         """Create an empty table with `schema` unless it exists. Returns True when created."""
         if self.exists(name):
             return False
-        write_deltalake(str(self.path(name)), schema.empty_table(), mode="error",
-                        name=name, description=description[:1000],
-                        commit_properties=CommitProperties(custom_metadata={META_PREFIX + "op": "create"}))
+        with _writable(self.path(name)):
+            write_deltalake(str(self.path(name)), schema.empty_table(), mode="error",
+                            name=name, description=description[:1000],
+                            commit_properties=CommitProperties(custom_metadata={META_PREFIX + "op": "create"}))
         crash_point(name, "create")
         return True
 
@@ -95,10 +104,11 @@ class DeltaStore:
               meta: dict[str, Any], description: str = "") -> int:
         """Append or overwrite `data` in one commit carrying `meta`. Returns the new version."""
         custom = _custom_metadata(meta)
-        write_deltalake(str(self.path(name)), data, mode=mode, name=name, description=description[:1000],
-                        schema_mode="overwrite" if mode == "overwrite" else None,
-                        writer_properties=_WRITER_PROPERTIES,
-                        commit_properties=CommitProperties(custom_metadata=custom))
+        with _writable(self.path(name)):
+            write_deltalake(str(self.path(name)), data, mode=mode, name=name, description=description[:1000],
+                            schema_mode="overwrite" if mode == "overwrite" else None,
+                            writer_properties=_WRITER_PROPERTIES,
+                            commit_properties=CommitProperties(custom_metadata=custom))
         crash_point(name)
         version = self.open(name).version()
         log.debug("wrote %s version %s (%s)", name, version, mode)
@@ -116,12 +126,13 @@ class DeltaStore:
         actions = [_add_action(root, Path(f)) for f in files]
         custom = _custom_metadata({**meta, "rows_added": sum(_file_rows(Path(f)) for f in files)})
         properties = CommitProperties(custom_metadata=custom)
-        if not self.exists(name):
-            create_table_with_add_actions(str(root), DeltaSchema.from_arrow(schema), actions, mode="error",
-                                          name=name, description=description[:1000],
-                                          commit_properties=properties)
-        else:
-            self.open(name).create_write_transaction(actions, mode, schema, commit_properties=properties)
+        with _writable(root):
+            if not self.exists(name):
+                create_table_with_add_actions(str(root), DeltaSchema.from_arrow(schema), actions, mode="error",
+                                              name=name, description=description[:1000],
+                                              commit_properties=properties)
+            else:
+                self.open(name).create_write_transaction(actions, mode, schema, commit_properties=properties)
         crash_point(name)
         version = self.open(name).version()
         log.debug("committed %d files to %s version %s (%s)", len(actions), name, version, mode)
@@ -135,7 +146,8 @@ class DeltaStore:
         reader sees and `vacuum` removes. Staging lets a command parse all its inputs before it commits any.
         """
         root = self.path(name)
-        root.mkdir(parents=True, exist_ok=True)
+        with _writable(root):
+            root.mkdir(parents=True, exist_ok=True)
         files: list[Path] = []
         writer: pq.ParquetWriter | None = None
         rows_in_file = 0
@@ -145,7 +157,8 @@ class DeltaStore:
                     if writer is not None:
                         writer.close()
                     files.append(root / f"part-{uuid.uuid4()}-staged.zstd.parquet")
-                    writer = pq.ParquetWriter(files[-1], schema, compression="zstd", compression_level=1)
+                    with _writable(root):
+                        writer = pq.ParquetWriter(files[-1], schema, compression="zstd", compression_level=1)
                     rows_in_file = 0
                 writer.write_batch(batch)
                 rows_in_file += batch.num_rows
@@ -190,6 +203,26 @@ class DeltaStore:
             return 0
         actions = pa.table(self.open(name).get_add_actions(flatten=True))
         return int(pa.compute.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
+
+
+# How delta-rs (object_store) and the OS say that a path may not be written.
+_NOT_WRITABLE = {"os error 13": "permission denied", "os error 1)": "operation not permitted",
+                 "os error 30": "read-only file system", "os error 28": "no space left on the device",
+                 "Permission denied": "permission denied", "Read-only file system": "read-only file system"}
+
+
+@contextlib.contextmanager
+def _writable(path: Path):
+    """Turn the storage layer's errors for an unwritable table into one line naming the folder."""
+    try:
+        yield
+    except (OSError, Exception) as exc:
+        text = str(exc)
+        why = next((reason for needle, reason in _NOT_WRITABLE.items() if needle in text), None)
+        if why is None:
+            raise
+        raise LakeNotWritableError(f"cannot write the table folder {path.resolve()}: {why}; the lake must be "
+                                   f"writable by this user (nothing was committed)") from exc
 
 
 def _custom_metadata(meta: dict[str, Any]) -> dict[str, str]:

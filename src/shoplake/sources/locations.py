@@ -12,6 +12,7 @@ import fnmatch
 import glob
 import gzip
 import hashlib
+import logging
 import os
 import tempfile
 import threading
@@ -24,6 +25,8 @@ from urllib.parse import urlparse
 
 from shoplake.config import Settings
 from shoplake.errors import SourceFormatError
+
+log = logging.getLogger(__name__)
 
 DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 _CHUNK = 8 * 1024 * 1024
@@ -68,10 +71,22 @@ def expand(paths: Sequence[str], settings: Settings) -> list[str]:
     return unique
 
 
+def _readable_file(path: Path) -> bool:
+    """A file to ingest: a regular file, or a link that ends at one (not a dangling link or a link loop)."""
+    try:
+        return path.is_file()
+    except OSError:  # ELOOP on some Pythons; others answer False
+        return False
+
+
 def _expand_local(raw: str) -> list[str]:
     path = Path(raw).expanduser()
     if any(ch in raw for ch in "*?["):
-        matches = sorted(p for p in glob.glob(str(path), recursive=True) if _is_data_file(p))
+        found = sorted(p for p in glob.glob(str(path), recursive=True) if _is_data_file(p))
+        # Links that lead nowhere (dangling, or in a loop) are not files: leave them out, and say so.
+        matches = [m for m in found if _readable_file(Path(m))]
+        for skipped in sorted(set(found) - set(matches)):
+            log.warning("%s: a broken symbolic link (dangling or in a loop); skipped", skipped)
         if not matches:
             raise SourceFormatError(f"{raw}: no .csv, .csv.gz or .parquet file matches this pattern")
         return [str(Path(m).resolve()) for m in matches]
@@ -80,6 +95,8 @@ def _expand_local(raw: str) -> list[str]:
         if not matches:
             raise SourceFormatError(f"{raw}: folder holds no .csv, .csv.gz or .parquet file")
         return matches
+    if path.is_symlink() and not _readable_file(path):
+        raise SourceFormatError(f"{raw}: a symbolic link that leads to no file (dangling or in a loop)")
     if not path.exists():
         raise SourceFormatError(f"{raw}: no such file or folder")
     return [str(path.resolve())]
