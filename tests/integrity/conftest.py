@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -46,6 +47,25 @@ def inputs(tmp_path_factory) -> Inputs:
     return Inputs(folder / "clickstream.csv.gz", folder / "retail.csv.gz", folder / "products.csv.gz")
 
 
+@pytest.fixture(scope="session")
+def ingested(tmp_path_factory, inputs) -> Path:
+    """A lake holding the three sources in bronze, not built. Read-only: tests copy it before writing."""
+    lake = tmp_path_factory.mktemp("ingested") / "lake"
+    cli(lake, "ingest", "products", str(inputs.products))
+    cli(lake, "ingest", "clickstream", str(inputs.clickstream))
+    cli(lake, "ingest", "retail", str(inputs.retail))
+    return lake
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, ingested) -> Path:
+    """`ingested`, built. Read-only: tests copy it before writing."""
+    lake = tmp_path_factory.mktemp("built") / "lake"
+    shutil.copytree(ingested, lake)
+    cli(lake, "build")
+    return lake
+
+
 def cli_args(lake: Path, *args: str) -> list[str]:
     return [sys.executable, "-c", "from shoplake.cli import run; run()", "--lake", str(lake), *args]
 
@@ -60,7 +80,7 @@ def cli(lake: Path, *args: str, check: bool = True, **env: str) -> subprocess.Co
     """Run `shoplake --lake LAKE ARGS...` in its own process."""
     done = subprocess.run(cli_args(lake, *args), capture_output=True, text=True, env=cli_env(**env), timeout=600)
     if check:
-        assert done.returncode == 0, f"shoplake {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        assert done.returncode == 0, f"shoplake {' '.join(args)}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done
 
 
@@ -83,8 +103,8 @@ def snapshot(lake: Path) -> dict[str, list[tuple]]:
             continue
         table = store.open(spec.name).to_pyarrow_table()
         keep = [c for c in table.column_names if c not in VOLATILE]
-        found[spec.name] = sorted((tuple(_plain(v) for v in row.values())
-                                   for row in table.select(keep).to_pylist()))
+        found[spec.name] = sorted(tuple(_plain(v) for v in row.values())
+                                   for row in table.select(keep).to_pylist())
     return found
 
 

@@ -10,20 +10,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
-
 from .conftest import assert_same_lake, assert_verified, cli, finish, snapshot, start
 
 ROUNDS = 20
-
-
-@pytest.fixture(scope="module")
-def ingested(tmp_path_factory, inputs) -> Path:
-    lake = tmp_path_factory.mktemp("ingested") / "lake"
-    cli(lake, "ingest", "products", str(inputs.products))
-    cli(lake, "ingest", "clickstream", str(inputs.clickstream))
-    cli(lake, "ingest", "retail", str(inputs.retail))
-    return lake
 
 
 def _together(lake: Path, first: tuple[str, ...], second: tuple[str, ...]) -> list[tuple[int, str, str]]:

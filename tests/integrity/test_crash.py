@@ -11,8 +11,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
-
 from shoplake.faults import CRASH_EXIT_CODE
 
 from .conftest import assert_same_lake, assert_verified, cli
@@ -49,24 +47,6 @@ def _crash_each(tmp_path: Path, before: Path, args: tuple[str, ...], compare=ass
         assert_verified(lake)
         shutil.rmtree(lake)
     return points
-
-
-@pytest.fixture(scope="module")
-def ingested(tmp_path_factory, inputs) -> Path:
-    """A lake holding the three sources in bronze, not built."""
-    lake = tmp_path_factory.mktemp("ingested") / "lake"
-    cli(lake, "ingest", "products", str(inputs.products))
-    cli(lake, "ingest", "clickstream", str(inputs.clickstream))
-    cli(lake, "ingest", "retail", str(inputs.retail))
-    return lake
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, ingested) -> Path:
-    lake = tmp_path_factory.mktemp("built") / "lake"
-    shutil.copytree(ingested, lake)
-    cli(lake, "build")
-    return lake
 
 
 def test_crash_at_each_commit_of_ingest(tmp_path, inputs):

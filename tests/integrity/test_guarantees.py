@@ -31,16 +31,6 @@ from .conftest import assert_verified, cli
 RETAIL_HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, inputs) -> Path:
-    lake = tmp_path_factory.mktemp("built") / "lake"
-    cli(lake, "ingest", "products", str(inputs.products))
-    cli(lake, "ingest", "clickstream", str(inputs.clickstream))
-    cli(lake, "ingest", "retail", str(inputs.retail))
-    cli(lake, "build")
-    return lake
-
-
 @pytest.fixture
 def lake_copy(tmp_path, built) -> Path:
     copy = tmp_path / "lake"
@@ -256,7 +246,8 @@ def test_symlink_loops_are_skipped_or_named(tmp_path, inputs):
     assert walked.stdout.count(": would be ingested") == 1  # the file, once; the links are not files
     named = cli(lake, "ingest", "clickstream", str(folder / "a.csv"), check=False)
     assert named.returncode == 1
-    assert named.stderr.strip() == f"error: {folder / 'a.csv'}: a symbolic link that leads to no file (dangling or in a loop)"
+    assert named.stderr.strip() == (f"error: {folder / 'a.csv'}: a symbolic link that leads to no file "
+                                    f"(dangling or in a loop)")
 
 
 def test_time_travel_before_the_first_version_is_refused(built):
