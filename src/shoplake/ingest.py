@@ -22,6 +22,7 @@ from shoplake.errors import SourceFormatError
 from shoplake.lake import Lake
 from shoplake.quality.ledger import LedgerEntry, record_entries, recorded_keys
 from shoplake.sources import locations
+from shoplake.sources.lines import BrokenLine, LineAccount, check_encoding
 from shoplake.sources.schemas import Source, get_source
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class _Prepared:
 
 
 def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: str,
-                 on_file: Callable[[IngestResult], None] | None = None) -> list[IngestResult]:
+                 on_file: Callable[[IngestResult], None] | None = None,
+                 encoding: str = "utf-8") -> list[IngestResult]:
     """Ingest every file named by `paths` into `bronze.<source>`.
 
     Local files are all checked (exist, not empty, header and, when there are several, gzip integrity)
@@ -64,9 +66,10 @@ def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: 
     keeps one read of a large file off the critical path; it is still refused before its commit.
     """
     source = get_source(source_name)
+    encoding = check_encoding(encoding)
     uris = locations.expand(paths, lake.settings)
     # Fail fast, before any write: every local file is checked (and prepared once) up front.
-    checked = {uri: _prepare(source, uri, Path(uri)) for uri in uris if "://" not in uri}
+    checked = {uri: _prepare(source, uri, Path(uri), encoding) for uri in uris if "://" not in uri}
     gzipped = [p for p in checked.values() if p.fmt == "csv.gz"]
     if len(uris) > 1 and gzipped:
         waits = [locations.start_gzip_check(p.path, display=p.uri) for p in gzipped]  # run side by side
@@ -77,8 +80,8 @@ def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: 
     with lake.engine() as engine:
         for uri in uris:
             with locations.local_copy(uri, lake.settings) as path:
-                prepared = checked.get(uri) or _prepare(source, uri, path)
-                result = _ingest_one(lake, engine, source, prepared, run_id=run_id)
+                prepared = checked.get(uri) or _prepare(source, uri, path, encoding)
+                result = _ingest_one(lake, engine, source, prepared, run_id=run_id, encoding=encoding)
             results.append(result)
             if on_file:
                 on_file(result)
@@ -87,7 +90,7 @@ def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: 
     return results
 
 
-def _prepare(source: Source, uri: str, path: Path) -> _Prepared:
+def _prepare(source: Source, uri: str, path: Path, encoding: str = "utf-8") -> _Prepared:
     fmt = locations.file_format(uri)
     if fmt == "parquet":
         try:
@@ -95,13 +98,14 @@ def _prepare(source: Source, uri: str, path: Path) -> _Prepared:
         except (OSError, pa.ArrowInvalid) as exc:
             raise SourceFormatError(f"{uri}: not a readable parquet file: {exc}") from exc
     else:
-        header = locations.read_csv_header(path, fmt, display=uri)
+        header = locations.read_csv_header(path, fmt, display=uri, encoding=encoding)
     variant = source.match_header(header, file=uri)
     mapping = {found: variant[found.strip()] for found in header}
     return _Prepared(uri, path, fmt, header, mapping)
 
 
-def _ingest_one(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_id: str) -> IngestResult:
+def _ingest_one(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_id: str,
+                encoding: str = "utf-8") -> IngestResult:
     started = time.perf_counter()
     bronze = lake.catalog.get(f"bronze.{source.name}")
     quarantine = lake.catalog.get(f"quarantine.{source.name}")
@@ -115,14 +119,14 @@ def _ingest_one(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_
 
     ingested_at = datetime.now(UTC)
     lineage = {"_source_file": prepared.uri, "_batch_id": batch_id, "_ingested_at": ingested_at}
-    parse = {c.name: (c.type, c.parse) for c in source.columns}
-    reader, rejects = engine.read_source(prepared.path, prepared.fmt, prepared.header, prepared.mapping, parse,
-                                         display=prepared.uri)
+    reader, rejects = engine.read_source(prepared.path, prepared.fmt, prepared.header, prepared.mapping,
+                                         source.columns, display=prepared.uri, encoding=encoding)
     # A truncated gzip is detected by a check that runs alongside the parse; the bronze stream waits
     # for it before its last batch, so a corrupt file aborts the write before the commit.
     gzip_ok = (locations.start_gzip_check(prepared.path, display=prepared.uri)
                if prepared.fmt == "csv.gz" and not prepared.gzip_verified else None)
-    splitter = _Splitter(reader, bronze.arrow_schema, source, lineage, before_end=gzip_ok)
+    splitter = _Splitter(reader, bronze.arrow_schema, source, lineage, before_end=gzip_ok, account=rejects)
+    parsed = False
     try:
         if bronze_done:
             for _ in splitter.good_batches():  # re-parse only to recover the quarantined rows
@@ -133,6 +137,7 @@ def _ingest_one(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_
                              mode="append", description=bronze.description,
                              meta={"write_key": batch_id, "run_id": run_id, "source_file": prepared.uri,
                                    "sha256": digest})
+        parsed = True
     except (OSError, pa.ArrowException, Exception) as exc:  # the parser fails mid-stream on corrupt input
         if isinstance(exc, SourceFormatError):
             raise
@@ -142,8 +147,13 @@ def _ingest_one(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_
                                 f"is it truncated or corrupt? nothing was written") from exc
     finally:
         reader.close()  # release DuckDB's stream before the connection goes
+        if not parsed:
+            rejects.close()  # the line scan's temporary copies
 
-    bad = splitter.quarantine_rows(rejects(), lineage, quarantine.arrow_schema)
+    try:
+        bad = splitter.quarantine_rows(rejects(), lineage, quarantine.arrow_schema)
+    finally:
+        rejects.close()  # the line scan's temporary copies
     quarantined: dict[str, int] = {}
     if bad.num_rows:
         for row in bad.group_by("reason").aggregate([("reason", "count")]).to_pylist():
@@ -163,12 +173,17 @@ def _ingest_one(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_
 
 
 class _Splitter:
-    """Splits the parser's stream into bronze rows and rows for quarantine, in one pass."""
+    """Splits the parser's stream into bronze rows and rows for quarantine, in one pass.
+
+    Before the stream ends it checks, with the file's `LineAccount`, that the parser's rows and refusals
+    cover every record the line scan found, so the bronze commit cannot happen with a line unaccounted.
+    """
 
     def __init__(self, reader: pa.RecordBatchReader, bronze_schema: pa.Schema, source: Source, lineage: dict,
-                 before_end: Callable[[], None] | None = None):
+                 before_end: Callable[[], None] | None = None, account: LineAccount | None = None):
         self.reader = reader
         self.before_end = before_end
+        self.account = account
         self.failure: SourceFormatError | None = None
         # Constant lineage columns are added here, not by the engine: repeating a scalar is far cheaper
         # than the engine materialising the same string for every row.
@@ -177,6 +192,17 @@ class _Splitter:
         self.source = source
         self.good_rows = 0
         self._bad: list[pa.RecordBatch] = []
+        scan = account.scan if account else None
+        # Only a file with quoted line breaks has rows spanning several lines: count them only then.
+        self._text_columns = ([c.name for c in source.columns if c.type == "VARCHAR"]
+                              if scan is not None and scan.multiline_records else [])
+
+    def _spans(self, batch: pa.RecordBatch) -> pa.Array:
+        spans = pa.repeat(pa.scalar(1, pa.int64()), batch.num_rows)
+        for name in self._text_columns:
+            breaks = pc.fill_null(pc.count_substring(batch.column(name), "\n"), 0)
+            spans = pc.add(spans, pc.cast(breaks, pa.int64()))
+        return spans
 
     def good_batches(self) -> Iterator[pa.RecordBatch]:
         names = self.bronze_schema.names
@@ -185,7 +211,7 @@ class _Splitter:
             # Number rows in stream order: the position among the file's readable rows.
             rows = pa.array(range(position + 1, position + batch.num_rows + 1), pa.int64())
             position += batch.num_rows
-            batch = batch.append_column("_source_row", rows)
+            batch = batch.append_column("_source_row", rows).append_column("_source_lines", self._spans(batch))
             for name, value in self.lineage.items():
                 batch = batch.append_column(name, pa.repeat(value, batch.num_rows))
             invalid = pc.is_valid(batch.column("_reason"))
@@ -195,31 +221,41 @@ class _Splitter:
             if batch.num_rows:
                 self.good_rows += batch.num_rows
                 yield pa.RecordBatch.from_arrays([batch.column(n) for n in names], schema=self.bronze_schema)
-        if self.before_end:
-            try:
+        try:
+            if self.account is not None:
+                self.account.check(position, self.lineage["_source_file"].as_py())
+            if self.before_end:
                 self.before_end()
-            except SourceFormatError as exc:
-                self.failure = exc  # the writer wraps it; the caller re-raises this one
-                raise
+        except SourceFormatError as exc:
+            self.failure = exc  # the writer wraps it; the caller re-raises this one
+            raise
 
-    def quarantine_rows(self, rejected: list[tuple[int, str, str]], lineage: dict,
-                        schema: pa.Schema) -> pa.Table:
-        """Unparseable rows (typed-value failures and CSV rows of the wrong shape) as quarantine rows."""
+    def quarantine_rows(self, rejected: list[BrokenLine], lineage: dict, schema: pa.Schema) -> pa.Table:
+        """Unparseable rows (typed-value failures and lines refused whole) as quarantine rows."""
         now = pa.scalar(datetime.now(UTC), schema.field("_quarantined_at").type)
         parts = []
         for batch in self._bad:
             n = batch.num_rows
             columns = {c: batch.column("_raw_" + c) for c in self.source.column_names}
-            columns.update(_raw_line=pa.nulls(n, pa.string()), reason=batch.column("_reason"),
-                           _stage=pa.array(["ingest"] * n), _source_line=pa.nulls(n, pa.int64()),
-                           _source_row=batch.column("_source_row"))
+            if self.account is not None and self.account.scan is not None:
+                first_lines, spans = self.account.row_lines(batch.column("_source_row").to_numpy())
+                lines, spans = pa.array(first_lines, pa.int64()), pa.array(spans, pa.int64())
+            else:  # Parquet: a row is not a line
+                lines, spans = pa.nulls(n, pa.int64()), pa.repeat(pa.scalar(1, pa.int64()), n)
+            columns.update(_raw_line=pa.nulls(n, pa.string()), _raw_bytes=pa.nulls(n, pa.binary()),
+                           reason=batch.column("_reason"), _stage=pa.array(["ingest"] * n), _source_line=lines,
+                           _source_lines=spans, _source_row=batch.column("_source_row"))
             parts.append(columns)
         if rejected:
-            lines, raw_lines, reasons = zip(*rejected, strict=True)
-            n = len(lines)
+            n = len(rejected)
+            encoding = self.account.scan.encoding if self.account and self.account.scan else "utf-8"
             columns = {c: pa.nulls(n, pa.string()) for c in self.source.column_names}
-            columns.update(_raw_line=pa.array(raw_lines, pa.string()), reason=pa.array(reasons, pa.string()),
-                           _stage=pa.array(["ingest"] * n), _source_line=pa.array(lines, pa.int64()),
+            columns.update(_raw_line=pa.array([_as_text(r.raw, encoding) for r in rejected], pa.string()),
+                           _raw_bytes=pa.array([r.raw for r in rejected], pa.binary()),
+                           reason=pa.array([r.reason for r in rejected], pa.string()),
+                           _stage=pa.array(["ingest"] * n),
+                           _source_line=pa.array([r.line for r in rejected], pa.int64()),
+                           _source_lines=pa.array([r.lines for r in rejected], pa.int64()),
                            _source_row=pa.nulls(n, pa.int64()))
             parts.append(columns)
         tables = []
@@ -232,6 +268,15 @@ class _Splitter:
                 _quarantined_at=pa.array([now.as_py()] * n, schema.field("_quarantined_at").type))
             tables.append(pa.Table.from_pydict(columns).select(schema.names).cast(schema))
         return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _as_text(raw: bytes, encoding: str) -> str | None:
+    """A refused line as text, when its bytes decode (and hold no NUL); else only `_raw_bytes` keeps it."""
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+    return None if "\0" in text else text
 
 
 def _one_line(exc: BaseException) -> str:
