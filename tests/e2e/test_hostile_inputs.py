@@ -383,3 +383,33 @@ def _assert_quarantine_points_at_its_lines(e2e, lake, source: str, text: bytes, 
         else:
             column = row["reason"].removeprefix("invalid_").removeprefix("out_of_range_")
             assert row[column].encode() in own, (row["reason"], row[column], own[:200])
+
+
+# -- the encoding reaches the parser from every entry point -------------------------------------------------
+
+def test_cli_ingest_with_encoding_keeps_the_pound_sign(e2e, real, tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(_latin1_retail(real))
+    lake = tmp_path / "lake"
+    e2e.cli_ok("ingest", "retail", str(path), "--encoding", "latin-1", lake=lake)
+    opened = e2e.open_lake(lake)
+    assert e2e.scalar(opened, "SELECT count(*) FROM bronze.retail WHERE Description = 'CAKE STAND £ SALE'") == 20
+    assert e2e.scalar(opened, "SELECT count(*) FROM quarantine.retail") == 0
+
+
+def test_cli_ingest_refuses_an_unknown_encoding_in_one_line(e2e, real, tmp_path):
+    path = tmp_path / "clean.csv"
+    path.write_bytes(_retail(real))
+    result = e2e.run_cli("ingest", "retail", str(path), "--encoding", "utf-16", lake=tmp_path / "lake")
+    e2e.assert_one_line_error(result, names="utf-16")
+    assert not e2e.delta_logs(tmp_path / "lake")
+
+
+def test_job_worker_ingest_passes_the_encoding(e2e, real, tmp_path):
+    """`shoplake jobs task ingest` is the command the job runner (and a Databricks task) runs."""
+    path = tmp_path / "cp1252.csv"
+    path.write_bytes(_retail(real, _replace(real.retail, 3, _field(real.retail[3], DESCRIPTION, b"MUG \x80 EURO"))))
+    lake = tmp_path / "lake"
+    e2e.cli_ok("jobs", "task", "ingest", "retail", "--path", str(path), "--encoding", "cp1252", lake=lake)
+    opened = e2e.open_lake(lake)
+    assert e2e.scalar(opened, "SELECT count(*) FROM bronze.retail WHERE Description = 'MUG € EURO'") == 1
