@@ -85,7 +85,8 @@ class LineScan:
     header_bom: bool
     mixed_line_ends: bool = False  # some lines end in CRLF, others in LF
     multiline_records: int = 0
-    _plain: Path | None = None  # a plain (decompressed) copy for random access, when one was needed
+    _source: Path | None = None  # the file scanned
+    _plain: Path | None = None  # the file itself, or a decompressed copy for random access once needed
     _cleanup: list[Path] = field(default_factory=list)
 
     @property
@@ -126,9 +127,16 @@ class LineScan:
         start = int(self.starts[line_index])
         return self.read(start, start + int(self.content_lengths[line_index]))
 
+    def plain_path(self) -> Path:
+        """The file's bytes uncompressed: the file itself, or a copy made once (removed by `close`)."""
+        if self._plain is None:
+            self._plain = _decompressed_copy(self._source, display=str(self._source))
+            self._cleanup.append(self._plain)
+        return self._plain
+
     def read(self, start: int, end: int) -> bytes:
-        assert self._plain is not None, "random access needs a plain copy"
-        with open(self._plain, "rb") as handle:
+        """Bytes `start:end` of the decompressed file (a gzip file is decompressed once, on first need)."""
+        with open(self.plain_path(), "rb") as handle:
             handle.seek(start)
             return handle.read(end - start)
 
@@ -217,7 +225,7 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
         encoding: a codec from `ENCODINGS`; lines that do not decode are set aside as `invalid_encoding`.
         header: the header line's bytes, to find repeated headers (default: the file's first line).
     """
-    starts_parts, lengths_parts, quotes_parts, flags_parts = [], [], [], []
+    starts_parts, lengths_parts, odd_parts, flags_parts = [], [], [], []
     set_aside: dict[int, str] = {}
     decoder_check = _decodable_check(encoding)
     offset = 0  # of `carry` in the decompressed stream
@@ -268,7 +276,7 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
                     set_aside.setdefault(global_index, "repeated_header")
         starts_parts.append(starts + offset)
         lengths_parts.append(lengths.astype(np.int64))
-        quotes_parts.append(quotes.astype(np.int64))
+        odd_parts.append(quotes % 2 == 1)  # only the parity matters: one byte a line
         flags_parts.append(lengths == 0)
         line_base += len(starts)
 
@@ -291,17 +299,10 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
                     blank=np.concatenate(flags_parts), continuation=np.zeros(line_base, dtype=bool),
                     set_aside=set_aside, encoding=encoding, header_bom=header_bom,
                     mixed_line_ends=all(line_ends))
-    if fmt == "csv.gz":
-        scan._plain = None
-    else:
-        scan._plain = path
-    quotes = np.concatenate(quotes_parts)
-    odd = np.flatnonzero(quotes % 2 == 1)
+    scan._source = path
+    scan._plain = None if fmt == "csv.gz" else path
+    odd = np.flatnonzero(np.concatenate(odd_parts))
     odd = odd[odd > 0]
-    needs_plain = len(odd) or set_aside
-    if needs_plain and scan._plain is None:
-        scan._plain = _decompressed_copy(path, display=display)
-        scan._cleanup.append(scan._plain)
     if len(odd):
         _pair_quoted_lines(scan, odd, expected_fields)
     return scan
@@ -387,7 +388,7 @@ def write_parse_input(scan: LineScan, path: Path, fmt: str) -> tuple[Path, str]:
         return path, fmt
     fd, name = tempfile.mkstemp(prefix="shoplake-parse-", suffix=".csv")
     scan._cleanup.append(Path(name))
-    source = scan._plain if scan._plain is not None else path
+    source = scan.plain_path()
     decoder = codecs.getincrementaldecoder(scan.encoding)() if scan.encoding != "utf-8" else None
     with os.fdopen(fd, "wb") as out, open(source, "rb") as handle:
         position = 0
@@ -427,6 +428,12 @@ class LineAccount:
         self.parser_rejects: list[tuple[int, str]] = []  # (1-based line number in the parse input, reason)
         # Set by an engine whose refusals are only known once its reader is consumed.
         self.before_check: Callable[[], None] | None = None
+        self._readable: np.ndarray | None = None
+
+    @property
+    def physical_lines(self) -> int | None:
+        """The file's physical data lines, as counted by the scan (None for Parquet: count its rows)."""
+        return self.scan.data_lines if self.scan is not None else None
 
     def units(self) -> np.ndarray:
         """0-based physical first line of each line the parser counts in its input."""
@@ -469,11 +476,14 @@ class LineAccount:
         return self.rejected()
 
     def readable_units(self) -> np.ndarray:
-        """0-based first lines of the rows the parser returned, in order."""
-        units = self.units()
-        units = units[units > 0]
-        units = units[~self.scan.blank[units]]
-        return units[~np.isin(units, self._rejected_units())]
+        """0-based first lines of the rows the parser returned, in order (once its refusals are known)."""
+        self._collect()
+        if self._readable is None:
+            units = self.units()
+            units = units[units > 0]
+            units = units[~self.scan.blank[units]]
+            self._readable = units[~np.isin(units, self._rejected_units())]
+        return self._readable
 
     def row_lines(self, source_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(1-based first physical line, physical lines spanned) of readable rows numbered `source_rows`."""
