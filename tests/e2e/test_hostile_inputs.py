@@ -334,10 +334,32 @@ def test_corpus_is_large_enough():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_hostile_file_is_accounted_line_for_line(e2e, real, tmp_path, case):
+    reasons = _ingest_and_account(e2e, real, tmp_path, case, engine="duckdb")
+    assert reasons == case.reasons
+
+
+# On Spark every line is parsed alone (README, "Engines"): a quoted line break makes two refused lines, and
+# text after a closing quote is parsed leniently. The line scan, the invariant and the other reasons hold.
+SPARK_REASONS = {"quoted_newline_in_description": {"wrong_column_count": 2}, "text_after_closing_quote": {}}
+SPARK_CASES = ("unterminated_quote_mid_file", "unterminated_quote_in_gzip", "two_unterminated_quotes_far_apart",
+               "quoted_newline_in_description", "text_after_closing_quote", "blank_line_after_header",
+               "crlf_with_blank_lines", "mixed_lf_and_crlf", "utf8_bom", "nul_byte_in_a_line", "invalid_utf8",
+               "latin1_with_encoding", "repeated_header_mid_file", "too_many_columns_in_gzip", "non_finite_prices",
+               "fractional_quantity", "dates_out_of_range", "parquet_wrong_numeric_types", "gzip_truncated")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name in SPARK_CASES], ids=lambda c: c.name)
+def test_hostile_file_is_accounted_line_for_line_on_spark(e2e, real, tmp_path, case, spark_available):
+    reasons = _ingest_and_account(e2e, real, tmp_path, case, engine="spark")
+    assert reasons == SPARK_REASONS.get(case.name, case.reasons)
+
+
+def _ingest_and_account(e2e, real, tmp_path, case: Case, *, engine: str) -> dict[str, int] | None:
+    """Ingest the case's file; assert it is refused whole or accounted line for line; return the reasons."""
     text = case.content(real)
     path = tmp_path / f"{case.name}{case.suffix}"
     path.write_bytes(case.pack(text))
-    lake = e2e.open_lake(tmp_path / "lake")
+    lake = e2e.open_lake(tmp_path / "lake", engine=engine)
 
     if case.refused:
         with pytest.raises(SourceFormatError) as refusal:
@@ -346,7 +368,7 @@ def test_hostile_file_is_accounted_line_for_line(e2e, real, tmp_path, case):
         assert case.refused in message and str(path) in message, message
         assert "\n" not in message
         assert all(version is None for version in e2e.table_versions(lake.settings.lake).values())
-        return
+        return case.reasons
 
     (result,) = ingest_files(lake, case.source, [str(path)], run_id=new_run_id(), encoding=case.encoding)
     assert result.status == "ingested"
@@ -357,11 +379,12 @@ def test_hostile_file_is_accounted_line_for_line(e2e, real, tmp_path, case):
         expected = physical_data_lines(text, blank_inside_quotes=case.blank_inside_quotes)
         assert count_physical_lines(path, case.suffix.lstrip(".")) == expected  # the function the ledger uses
     assert found["bronze_lines"] + found["quarantine_lines"] == expected, found
-    assert found["bronze_rows"] + found["quarantine_rows"] == expected - case.extra_lines, found
-    assert _reasons(e2e, lake, case.source) == case.reasons
+    if engine == "duckdb":  # Spark reads a quoted line break as two rows (see SPARK_REASONS)
+        assert found["bronze_rows"] + found["quarantine_rows"] == expected - case.extra_lines, found
     if case.suffix != ".parquet":
         _assert_quarantine_points_at_its_lines(e2e, lake, case.source, text, case.encoding)
     _check_lake(e2e, lake)
+    return _reasons(e2e, lake, case.source)
 
 
 def _as_text(raw: bytes, encoding: str) -> str | None:
