@@ -143,6 +143,21 @@ def _latin1_retail(real: Real) -> bytes:
     return _retail(real, lines)
 
 
+def _everything_at_once(real: Real) -> bytes:
+    """One file with a bit of every kind of damage, so the line mapping is tested after each kind."""
+    r = real.retail
+    lines = [b"", *r[:100], b"", _field(r[100], DESCRIPTION, b'"RED\nHEART"'), *r[101:200],
+             _field(r[200], DESCRIPTION, b'"WHITE HEART'), *r[201:300], real.retail_header, *r[300:400],
+             r[400] + b",extra", *r[401:500], _field(r[500], QUANTITY, b"1.5"), *r[501:600],
+             _field(r[600], DESCRIPTION, b"NUL\x00"), *r[601:700], _field(r[700], 5, b"NaN"), b"", *r[701:800],
+             _field(r[800], DESCRIPTION, b'"A ""QUOTED"", DESCRIPTION"'), _field(r[801], 4, b"1999-12-31 23:59:00"),
+             *r[802:]]
+    return _retail(real, lines, end=b"\r\n")
+
+
+EVERYTHING_REASONS = {"unterminated_quote": 1, "repeated_header": 1, "wrong_column_count": 1,
+                      "invalid_Quantity": 1, "nul_byte": 1, "invalid_UnitPrice": 1,
+                      "out_of_range_InvoiceDate": 1}
 UNTERMINATED = b'2019-10-01 00:00:00 UTC,view,44600062,2103807459595387724,,"shiseido,35.79,541312140,abc'
 HUGE = 3 * 1024 * 1024
 
@@ -255,6 +270,9 @@ CASES = [
          lambda r: _retail(r, _replace(r.retail, 6, _field(r.retail[6], 4, b"2010-13-45 08:26:00"))),
          reasons={"invalid_InvoiceDate": 1}),
     Case("empty_fields_line", "clickstream", lambda r: _click(r, _replace(r.click, 3, b"," * 8))),
+    Case("everything_at_once", "retail", _everything_at_once, reasons=EVERYTHING_REASONS, extra_lines=1),
+    Case("everything_at_once_gzip", "retail", _everything_at_once, suffix=".csv.gz", pack=_gzip,
+         reasons=EVERYTHING_REASONS, extra_lines=1),
     # -- gzip
     Case("gzip_clean", "retail", lambda r: _retail(r), suffix=".csv.gz", pack=_gzip),
     Case("gzip_two_members", "clickstream", lambda r: _click(r), suffix=".csv.gz", pack=_two_members),
@@ -340,12 +358,14 @@ def test_hostile_file_is_accounted_line_for_line(e2e, real, tmp_path, case):
 
 # On Spark every line is parsed alone (README, "Engines"): a quoted line break makes two refused lines, and
 # text after a closing quote is parsed leniently. The line scan, the invariant and the other reasons hold.
-SPARK_REASONS = {"quoted_newline_in_description": {"wrong_column_count": 2}, "text_after_closing_quote": {}}
+SPARK_REASONS = {"quoted_newline_in_description": {"wrong_column_count": 2}, "text_after_closing_quote": {},
+                 "everything_at_once_gzip": {**EVERYTHING_REASONS, "wrong_column_count": 3}}
 SPARK_CASES = ("unterminated_quote_mid_file", "unterminated_quote_in_gzip", "two_unterminated_quotes_far_apart",
                "quoted_newline_in_description", "text_after_closing_quote", "blank_line_after_header",
                "crlf_with_blank_lines", "mixed_lf_and_crlf", "utf8_bom", "nul_byte_in_a_line", "invalid_utf8",
                "latin1_with_encoding", "repeated_header_mid_file", "too_many_columns_in_gzip", "non_finite_prices",
-               "fractional_quantity", "dates_out_of_range", "parquet_wrong_numeric_types", "gzip_truncated")
+               "fractional_quantity", "dates_out_of_range", "parquet_wrong_numeric_types", "gzip_truncated",
+               "everything_at_once_gzip")
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.name in SPARK_CASES], ids=lambda c: c.name)

@@ -118,3 +118,18 @@ def test_a_damaged_gzip_is_one_line(tmp_path, damage):
     with pytest.raises(SourceFormatError, match="truncated or corrupt") as refusal:
         count_physical_lines(path, "csv.gz")
     assert "\n" not in str(refusal.value)
+
+
+def test_a_quote_is_not_joined_to_a_line_too_far_away(tmp_path):
+    body = [b"a,b,c", b'1,"x', *[b"2,3,4"] * (lines.MAX_RECORD_LINES - 1), b'y",5', b'6,"z', b'w",7']
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"\n".join(body))
+    scan = scan_csv(path, "csv", expected_fields=3, encoding="utf-8", display="t")
+    try:
+        # Line 2 would make a record of MAX_RECORD_LINES + 1 lines: it stands alone; so does the line
+        # that would have closed it (its partner is gone); the last two lines still make one record.
+        far = lines.MAX_RECORD_LINES + 2
+        assert scan.set_aside == {1: "unterminated_quote", far - 1: "unterminated_quote"}
+        assert scan.multiline_records == 1 and scan.data_lines == len(body) - 1
+    finally:
+        scan.close()

@@ -44,6 +44,9 @@ from shoplake.errors import SourceFormatError
 
 # A line or record longer than this is refused (`line_too_long`); the CSV parsers get the same limit.
 MAX_LINE_BYTES = 8 * 1024 * 1024
+# A quoted field may span at most this many lines: it bounds the work of judging a stray quote, whose
+# would-be record otherwise runs to the next odd line, however far.
+MAX_RECORD_LINES = 1_000
 _CHUNK = 64 * 1024 * 1024
 _LF, _CR, _QUOTE, _NUL = 10, 13, 34, 0
 _BOM = b"\xef\xbb\xbf"
@@ -364,7 +367,7 @@ def _pair_quoted_lines(scan: LineScan, odd: np.ndarray, expected_fields: int | N
 
 def _is_one_record(scan: LineScan, first: int, last: int, expected_fields: int | None) -> bool:
     start, end = int(scan.starts[first]), int(scan.starts[last]) + int(scan.content_lengths[last])
-    if end - start > MAX_LINE_BYTES:
+    if end - start > MAX_LINE_BYTES or last - first + 1 > MAX_RECORD_LINES:
         return False
     if any(first < line <= last for line in scan.set_aside):
         return False
