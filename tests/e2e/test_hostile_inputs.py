@@ -459,3 +459,40 @@ def test_job_worker_ingest_passes_the_encoding(e2e, real, tmp_path):
     e2e.cli_ok("jobs", "task", "ingest", "retail", "--path", str(path), "--encoding", "cp1252", lake=lake)
     opened = e2e.open_lake(lake)
     assert e2e.scalar(opened, "SELECT count(*) FROM bronze.retail WHERE Description = 'MUG € EURO'") == 1
+
+
+def test_a_lake_from_before_the_line_columns_is_continued(e2e, real, tmp_path):
+    """Bronze and quarantine tables created without `_source_lines` / `_raw_bytes` take them on append."""
+    from datetime import UTC, datetime
+
+    from shoplake.build import build_tables
+
+    lake = e2e.open_lake(tmp_path / "lake")
+    old_columns = {"bronze.clickstream": ("_source_lines",), "quarantine.clickstream": ("_source_lines", "_raw_bytes")}
+    for name, dropped in old_columns.items():
+        spec = lake.catalog.get(name)
+        old = pa.schema([f for f in spec.arrow_schema if f.name not in dropped])
+        rows = old.empty_table()
+        if name.startswith("bronze"):
+            values = {f.name: pa.nulls(1, f.type) for f in old}
+            values.update(event_time=pa.array([datetime(2019, 10, 1, tzinfo=UTC)], old.field("event_time").type),
+                          event_type=pa.array(["view"]), product_id=pa.array([1], pa.int64()),
+                          user_id=pa.array([2], pa.int64()), price=pa.array([1.0]), _source_row=pa.array([1]),
+                          _batch_id=pa.array(["clickstream-old"]), _source_file=pa.array(["old.csv"]),
+                          _ingested_at=pa.array([datetime(2019, 10, 2, tzinfo=UTC)], old.field("_ingested_at").type))
+            rows = pa.table(values, schema=old)
+        lake.store.write(name, rows, mode="append", meta={"write_key": "old", "run_id": "old"})
+    path = tmp_path / "unterminated.csv"
+    path.write_bytes(_click(real, _replace(real.click, 500, UNTERMINATED)))
+
+    ingest_files(lake, "clickstream", [str(path)], run_id=new_run_id())
+    results = {r.table: r.status for r in build_tables(lake, run_id=new_run_id(), selection="silver.events")}
+
+    assert results == {"silver.events": "built"}
+    by_batch = e2e.rows(lake, "SELECT _batch_id = 'clickstream-old' AS old, count(*) AS n, sum(_source_lines) AS lines "
+                              "FROM bronze.clickstream GROUP BY 1 ORDER BY 1")
+    assert by_batch == [{"old": False, "n": ROWS - 1, "lines": ROWS - 1}, {"old": True, "n": 1, "lines": None}]
+    assert e2e.scalar(lake, "SELECT count(*) FROM silver.events") >= 1
+    (refused,) = e2e.rows(lake, "SELECT reason, _source_line, octet_length(_raw_bytes) AS size "
+                                "FROM quarantine.clickstream")
+    assert refused == {"reason": "unterminated_quote", "_source_line": 502, "size": len(UNTERMINATED)}

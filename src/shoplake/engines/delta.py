@@ -91,12 +91,22 @@ class DeltaStore:
         """Append or overwrite `data` in one commit carrying `meta`. Returns the new version."""
         custom = _custom_metadata(meta)
         write_deltalake(str(self.path(name)), data, mode=mode, name=name, description=description[:1000],
-                        schema_mode="overwrite" if mode == "overwrite" else None,
+                        schema_mode="overwrite" if mode == "overwrite" else self._append_schema_mode(name, data),
                         writer_properties=_WRITER_PROPERTIES,
                         commit_properties=CommitProperties(custom_metadata=custom))
         version = self.open(name).version()
         log.debug("wrote %s version %s (%s)", name, version, mode)
         return version
+
+    def _append_schema_mode(self, name: str, data: pa.Table | pa.RecordBatchReader) -> str | None:
+        """`merge` when an append only adds columns to the table (a column declared since the table was
+        created, e.g. bronze `_source_lines`): earlier rows read it as NULL. Any other difference is an
+        error, as before."""
+        if not self.exists(name):
+            return None
+        existing = set(self.open(name).schema().to_arrow().names)
+        incoming = set(data.schema.names)
+        return "merge" if existing < incoming else None
 
     def commit_files(self, name: str, files: Sequence[Path], schema: pa.Schema, *, mode: str,
                      meta: dict[str, Any], description: str = "") -> int:

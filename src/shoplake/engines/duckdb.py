@@ -37,7 +37,9 @@ def _quote_ident(name: str) -> str:
 
 def _files_scan(uris: Sequence[str]) -> exp.Expression:
     files = exp.Array(expressions=[exp.Literal.string(u) for u in uris])
-    return exp.Anonymous(this="read_parquet", expressions=[files])
+    # By name: files written before a column was added to the table lack it (read as NULL).
+    by_name = exp.EQ(this=exp.column("union_by_name"), expression=exp.true())
+    return exp.Anonymous(this="read_parquet", expressions=[files, by_name])
 
 
 class DuckDBEngine:
