@@ -215,6 +215,14 @@ CASES = [
     Case("nul_byte_in_a_line", "clickstream",
          lambda r: _click(r, _replace(r.click, 77, _field(r.click[77], BRAND, b"shi\x00seido"))),
          reasons={"nul_byte": 1}),
+    Case("stray_carriage_return", "clickstream",
+         lambda r: _click(r, _replace(r.click, 79, _field(r.click[79], BRAND, b"shi\rseido"))),
+         reasons={"control_character": 1}),
+    Case("other_control_bytes", "retail",
+         lambda r: _retail(r, _replace(_replace(r.retail, 8, _field(r.retail[8], DESCRIPTION, b"BELL\x07")), 9,
+                                       _field(r.retail[9], DESCRIPTION, b"TAB\tIS FINE"))),
+         reasons={"control_character": 1}),
+    Case("cr_only_line_ends", "clickstream", lambda r: _click(r, end=b"\r"), refused="CR alone"),
     Case("nul_bytes_only_line", "clickstream", lambda r: _click(r, _replace(r.click, 78, b"\x00" * 40)),
          reasons={"nul_byte": 1}),
     Case("invalid_utf8", "clickstream",
@@ -365,7 +373,7 @@ SPARK_CASES = ("unterminated_quote_mid_file", "unterminated_quote_in_gzip", "two
                "crlf_with_blank_lines", "mixed_lf_and_crlf", "utf8_bom", "nul_byte_in_a_line", "invalid_utf8",
                "latin1_with_encoding", "repeated_header_mid_file", "too_many_columns_in_gzip", "non_finite_prices",
                "fractional_quantity", "dates_out_of_range", "parquet_wrong_numeric_types", "gzip_truncated",
-               "everything_at_once_gzip")
+               "everything_at_once_gzip", "stray_carriage_return")
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.name in SPARK_CASES], ids=lambda c: c.name)

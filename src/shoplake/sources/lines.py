@@ -12,7 +12,8 @@ byte by byte, vectorised with numpy, in fixed-size chunks:
   `csv` module, strict); otherwise it is a broken line on its own (`unterminated_quote`) and the next odd
   line is tried as an opener. So a stray quote costs its own line, never the lines after it;
 - lines that no parser should see are set aside with a reason before parsing: `invalid_encoding` (not
-  valid in the declared encoding), `nul_byte`, `line_too_long`, `repeated_header`, `unterminated_quote`.
+  valid in the declared encoding), `nul_byte`, `control_character` (other than TAB, or a CR not ending the
+  line), `line_too_long`, `repeated_header`, `unterminated_quote`.
 
 The invariant every ingest keeps (see README, "Row accounting"): the file's *physical data lines* — all
 lines after the header except blank lines outside quoted fields — equal the sum of `_source_lines` over
@@ -256,15 +257,24 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
         with_lf = ends < len(data)
         line_ends[0] += int(np.count_nonzero(has_cr & with_lf))
         line_ends[1] += int(np.count_nonzero(~has_cr & with_lf))
-        # bytes.find runs at memory speed: most blocks of most files have no quote or NUL to locate.
+        # bytes.find runs at memory speed: most blocks of most files have no quote to locate.
         odd = np.zeros(len(starts), dtype=bool)
         if buffer.find(b'"', begin, end) >= 0:
             quote_pos = np.flatnonzero(data == _QUOTE)
             odd = np.bincount(np.searchsorted(starts, quote_pos, side="right") - 1, minlength=len(starts)) % 2 == 1
-        if buffer.find(b"\0", begin, end) >= 0:
-            for position in np.flatnonzero(data == _NUL):
+        # Allow-list of control bytes: TAB, and CR only right before a line's LF. Anything else (NUL, a CR
+        # alone, which DuckDB takes for a line end and then stops at) sets its line aside. Counted first:
+        # locating them costs a pass only in a block that has one.
+        cr_total, line_end_crs = buffer.count(b"\r", begin, end), int(np.count_nonzero(has_cr))
+        other_controls = (int(np.count_nonzero(data < 32)) - int(np.count_nonzero(with_lf)) - cr_total
+                          - buffer.count(b"\t", begin, end))
+        if other_controls or cr_total != line_end_crs:
+            suspect = (data < 32) & (data != 9) & (data != _LF)
+            line_end_cr = np.zeros(len(data), dtype=bool)
+            line_end_cr[ends_in_data[has_cr]] = True
+            for position in np.flatnonzero(suspect & ~line_end_cr):
                 line = int(np.searchsorted(starts, position, side="right") - 1)
-                set_aside.setdefault(line_base + line, "nul_byte")
+                set_aside.setdefault(line_base + line, "nul_byte" if data[position] == _NUL else "control_character")
         for index in np.flatnonzero(lengths > MAX_LINE_BYTES):
             set_aside.setdefault(line_base + int(index), "line_too_long")
         for bad in decoder_check(region, starts):
@@ -310,6 +320,10 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
         process(carry, 0, len(carry), final=True)
     if line_base == 0:
         raise SourceFormatError(f"{display}: file is empty; expected a CSV header line")
+    if 0 in set_aside:
+        raise SourceFormatError(f"{display}: the header line has a {set_aside[0].replace('_', ' ')} problem; "
+                                f"expected a plain CSV header line ending in LF or CRLF (are the line ends "
+                                f"CR alone? convert them); nothing was written")
     starts = np.append(np.concatenate(starts_parts), offset)
     scan = LineScan(starts=starts, content_lengths=np.concatenate(lengths_parts),
                     blank=np.concatenate(flags_parts), continuation=np.zeros(line_base, dtype=bool),
