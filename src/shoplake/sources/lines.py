@@ -49,7 +49,7 @@ MAX_LINE_BYTES = 8 * 1024 * 1024
 # would-be record otherwise runs to the next odd line, however far.
 MAX_RECORD_LINES = 1_000
 _CHUNK = 64 * 1024 * 1024
-_LF, _CR, _QUOTE, _NUL = 10, 13, 34, 0
+_TAB, _LF, _CR, _QUOTE, _NUL = 9, 10, 13, 34, 0
 _BOM = b"\xef\xbb\xbf"
 
 # Encodings a source file may declare (allow-list): names as Python's codecs spell them.
@@ -244,7 +244,10 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
         nonlocal line_base, header_content, header_bom, offset
         region = memoryview(buffer)[begin:end]
         data = np.frombuffer(buffer, dtype=np.uint8, count=end - begin, offset=begin)
-        ends = np.flatnonzero(data == _LF)
+        # One pass finds every control byte; line ends (LF) are among them.
+        controls = np.flatnonzero(data < 32)
+        control_bytes = data[controls]
+        ends = controls[control_bytes == _LF]
         if final and (len(ends) == 0 or ends[-1] != len(data) - 1):
             ends = np.append(ends, len(data))  # a last line without LF
         starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
@@ -265,14 +268,9 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
         # Allow-list of control bytes: TAB, and CR only right before a line's LF. Anything else (NUL, a CR
         # alone, which DuckDB takes for a line end and then stops at) sets its line aside. Counted first:
         # locating them costs a pass only in a block that has one.
-        cr_total, line_end_crs = buffer.count(b"\r", begin, end), int(np.count_nonzero(has_cr))
-        other_controls = (int(np.count_nonzero(data < 32)) - int(np.count_nonzero(with_lf)) - cr_total
-                          - buffer.count(b"\t", begin, end))
-        if other_controls or cr_total != line_end_crs:
-            suspect = (data < 32) & (data != 9) & (data != _LF)
-            line_end_cr = np.zeros(len(data), dtype=bool)
-            line_end_cr[ends_in_data[has_cr]] = True
-            for position in np.flatnonzero(suspect & ~line_end_cr):
+        suspect = controls[(control_bytes != _LF) & (control_bytes != _TAB)]
+        if len(suspect) != np.count_nonzero(has_cr):  # more than the CRs that end lines
+            for position in np.setdiff1d(suspect, ends_in_data[has_cr]):
                 line = int(np.searchsorted(starts, position, side="right") - 1)
                 set_aside.setdefault(line_base + line, "nul_byte" if data[position] == _NUL else "control_character")
         for index in np.flatnonzero(lengths > MAX_LINE_BYTES):
