@@ -86,7 +86,6 @@ class LineScan:
     continuation: np.ndarray  # per line: inside a record that began on an earlier line
     set_aside: dict[int, str]  # 0-based line index -> reason
     encoding: str
-    header_bom: bool
     mixed_line_ends: bool = False  # some lines end in CRLF, others in LF
     multiline_records: int = 0
     _source: Path | None = None  # the file scanned
@@ -119,12 +118,6 @@ class LineScan:
         next_start = np.append(np.flatnonzero(is_start), self.physical_lines)
         position = np.searchsorted(next_start, first_lines, side="right")
         return next_start[position] - first_lines
-
-    def record_units(self) -> np.ndarray:
-        """0-based first lines of the records in the parse input (no header, no blank lines)."""
-        units = self.units()
-        units = units[units > 0]
-        return units[~self.blank[units]]
 
     def raw(self, line_index: int) -> bytes:
         """The bytes of one physical line (0-based) as in the file, without its line end."""
@@ -220,14 +213,12 @@ def count_physical_lines(path: Path, fmt: str, *, display: str | None = None) ->
         scan.close()
 
 
-def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str, display: str,
-             header: bytes | None = None) -> LineScan:
+def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str, display: str) -> LineScan:
     """Scan the physical lines of a CSV(.gz) file; see the module docstring for what is set aside.
 
     Args:
         expected_fields: the header's field count, to judge records spanning lines (None: count only).
         encoding: a codec from `ENCODINGS`; lines that do not decode are set aside as `invalid_encoding`.
-        header: the header line's bytes, to find repeated headers (default: the file's first line).
     """
     starts_parts, lengths_parts, odd_parts, flags_parts = [], [], [], []
     set_aside: dict[int, str] = {}
@@ -235,13 +226,12 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
     offset = 0  # of the next region in the decompressed stream
     line_base = 0
     carry = b""
-    header_bom = False
     header_content: bytes | None = None
     line_ends = [0, 0]  # lines ending in CRLF, in LF alone
 
     def process(buffer: bytes, begin: int, end: int, final: bool) -> None:
         """Scan the whole lines of `buffer[begin:end]` (a view, not a copy, of a large block)."""
-        nonlocal line_base, header_content, header_bom, offset
+        nonlocal line_base, header_content, offset
         region = memoryview(buffer)[begin:end]
         data = np.frombuffer(buffer, dtype=np.uint8, count=end - begin, offset=begin)
         # One pass finds every control byte; line ends (LF) are among them.
@@ -278,11 +268,8 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
         for bad in decoder_check(region, starts):
             set_aside.setdefault(line_base + bad, "invalid_encoding")
         if line_base == 0 and len(starts):
-            first = bytes(region[: lengths[0]])
-            if first.startswith(_BOM):
-                header_bom = True
-                first = first[len(_BOM):]
-            header_content = header if header is not None else first
+            # The header again later is a repeated header; a byte order mark is not part of it.
+            header_content = bytes(region[: lengths[0]]).removeprefix(_BOM)
         if header_content:
             # Cheap filter first (same length, same first byte), then compare the few candidates.
             probe = np.flatnonzero((lengths == len(header_content))
@@ -325,7 +312,7 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
     starts = np.append(np.concatenate(starts_parts), offset)
     scan = LineScan(starts=starts, content_lengths=np.concatenate(lengths_parts),
                     blank=np.concatenate(flags_parts), continuation=np.zeros(line_base, dtype=bool),
-                    set_aside=set_aside, encoding=encoding, header_bom=header_bom,
+                    set_aside=set_aside, encoding=encoding,
                     mixed_line_ends=all(line_ends))
     scan._source = path
     scan._plain = None if fmt == "csv.gz" else path
