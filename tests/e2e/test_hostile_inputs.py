@@ -265,6 +265,10 @@ CASES = [
     Case("fractional_product_id", "clickstream",
          lambda r: _click(r, _replace(r.click, 4, _field(r.click[4], PRODUCT, b"123.5"))),
          reasons={"invalid_product_id": 1}),
+    Case("integers_written_otherwise", "clickstream",
+         lambda r: _click(r, [_field(line, PRODUCT, {0: b"1e3", 1: b"1_000", 2: b"0x10", 3: b" 42 "}[i % 100])
+                              if i % 100 < 4 else line for i, line in enumerate(r.click)]),
+         reasons={"invalid_product_id": 60}),
     Case("float_formatted_customer_id", "retail",
          lambda r: _retail(r, _replace(r.retail, 4, _field(r.retail[4], CUSTOMER, b"17850.0")))),
     Case("fractional_customer_id", "retail",
@@ -372,8 +376,8 @@ SPARK_CASES = ("unterminated_quote_mid_file", "unterminated_quote_in_gzip", "two
                "quoted_newline_in_description", "text_after_closing_quote", "blank_line_after_header",
                "crlf_with_blank_lines", "mixed_lf_and_crlf", "utf8_bom", "nul_byte_in_a_line", "invalid_utf8",
                "latin1_with_encoding", "repeated_header_mid_file", "too_many_columns_in_gzip", "non_finite_prices",
-               "fractional_quantity", "dates_out_of_range", "parquet_wrong_numeric_types", "gzip_truncated",
-               "everything_at_once_gzip", "stray_carriage_return")
+               "fractional_quantity", "integers_written_otherwise", "dates_out_of_range",
+               "parquet_wrong_numeric_types", "gzip_truncated", "everything_at_once_gzip", "stray_carriage_return")
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.name in SPARK_CASES], ids=lambda c: c.name)
