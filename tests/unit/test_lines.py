@@ -63,7 +63,7 @@ def test_parse_input_drops_only_the_set_aside_lines(tmp_path):
     path.write_bytes(TEXT)
     scan, _ = _scan(path, "csv")
     try:
-        parse_path, fmt = write_parse_input(scan, path, "csv")
+        parse_path, fmt = write_parse_input(scan)
         kept = [line for number, line in enumerate(TEXT.split(b"\r\n"), 1) if number not in SET_ASIDE]
         assert (fmt, parse_path.read_bytes()) == ("csv", b"\r\n".join(kept))
     finally:
@@ -77,21 +77,36 @@ def test_mixed_line_ends_are_made_lf_for_the_parser(tmp_path):
     scan = scan_csv(path, "csv", expected_fields=3, encoding="utf-8", display="t")
     try:
         assert scan.mixed_line_ends and scan.data_lines == 3
-        parse_path, _ = write_parse_input(scan, path, "csv")
+        parse_path, _ = write_parse_input(scan)
         assert parse_path.read_bytes() == b"a,b,c\n1,2,3\n4,5,6\n7,8,9"
     finally:
         scan.close()
 
 
-def test_a_clean_utf8_file_is_parsed_in_place(tmp_path):
-    path = tmp_path / "t.csv.gz"
-    path.write_bytes(gzip.compress(b"a,b,c\n1,2,3\n\n4,5,6\n"))
-    scan = scan_csv(path, "csv.gz", expected_fields=3, encoding="utf-8", display="t")
+def test_a_clean_file_is_parsed_as_it_is_and_a_gzip_file_from_its_uncompressed_copy(tmp_path):
+    text = b"a,b,c\n1,2,3\n\n4,5,6\n"
+    (tmp_path / "t.csv").write_bytes(text)
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(text))
+    plain = scan_csv(tmp_path / "t.csv", "csv", expected_fields=3, encoding="utf-8", display="t")
+    packed = scan_csv(tmp_path / "t.csv.gz", "csv.gz", expected_fields=3, encoding="utf-8", display="t",
+                      spool_dir=tmp_path / "spool")
     try:
-        assert write_parse_input(scan, path, "csv.gz") == (path, "csv.gz")
-        assert scan.data_lines == 2
+        assert write_parse_input(plain) == (tmp_path / "t.csv", "csv")
+        copy, fmt = write_parse_input(packed)
+        assert (copy.parent, fmt, copy.read_bytes()) == (tmp_path / "spool", "csv", text)
+        assert plain.data_lines == packed.data_lines == 2
     finally:
-        scan.close()
+        plain.close()
+        packed.close()
+    assert not copy.exists() and (tmp_path / "t.csv").exists()
+
+
+def test_a_refused_gzip_leaves_no_copy_behind(tmp_path):
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(b"a,b,c\n1,2,3\n" * 1000)[:-20])
+    with pytest.raises(SourceFormatError, match="truncated or corrupt"):
+        scan_csv(tmp_path / "t.csv.gz", "csv.gz", expected_fields=3, encoding="utf-8", display="t",
+                 spool_dir=tmp_path / "spool")
+    assert list((tmp_path / "spool").iterdir()) == []
 
 
 def test_latin1_is_transcoded_for_the_parser(tmp_path):
@@ -100,7 +115,7 @@ def test_latin1_is_transcoded_for_the_parser(tmp_path):
     scan = scan_csv(path, "csv", expected_fields=3, encoding="latin-1", display="t")
     try:
         assert not scan.set_aside
-        parse_path, _ = write_parse_input(scan, path, "csv")
+        parse_path, _ = write_parse_input(scan)
         assert parse_path.read_text(encoding="utf-8") == "a,b,c\n1,£,3\n"
     finally:
         scan.close()

@@ -250,9 +250,10 @@ class DuckDBEngine:
             return _raw_select(cols + absent, scan), LineAccount(None, multiline=True)
 
         # Lines no parser should see are set aside first, so one bad line can never swallow the next ones.
-        lines = scan_csv(path, fmt, expected_fields=len(header), encoding=encoding, display=display)
+        lines = scan_csv(path, fmt, expected_fields=len(header), encoding=encoding, display=display,
+                         spool_dir=self.settings.spool_dir)
         account = LineAccount(lines, multiline=True)
-        parse_path, parse_fmt = write_parse_input(lines, path, fmt)
+        parse_path, parse_fmt = write_parse_input(lines)
         columns = "{" + ", ".join(f"{exp.Literal.string(h).sql()}: 'VARCHAR'" for h in header) + "}"
         self.con.execute("DROP TABLE IF EXISTS shoplake_rejects")
         self.con.execute("DROP TABLE IF EXISTS shoplake_reject_scans")

@@ -220,9 +220,10 @@ class SparkEngine:
             account = LineAccount(None, multiline=False)
             raw = self._parquet_fields(path, mapping, display=display)
         else:
-            scan = scan_csv(path, fmt, expected_fields=len(header), encoding=encoding, display=display)
+            scan = scan_csv(path, fmt, expected_fields=len(header), encoding=encoding, display=display,
+                            spool_dir=self.settings.spool_dir)
             account = LineAccount(scan, multiline=False)
-            parse_path, _ = write_parse_input(scan, path, fmt)
+            parse_path, _ = write_parse_input(scan)
             raw = self._csv_fields(parse_path, header, mapping)
         for name in missing:
             raw = raw.withColumn("r_" + name, F.lit(None).cast("string"))

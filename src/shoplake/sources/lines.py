@@ -27,11 +27,9 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
-import gzip
 import io
 import os
 import queue
-import shutil
 import tempfile
 import threading
 import zlib
@@ -86,10 +84,10 @@ class LineScan:
     continuation: np.ndarray  # per line: inside a record that began on an earlier line
     set_aside: dict[int, str]  # 0-based line index -> reason
     encoding: str
+    plain: Path  # the file's bytes uncompressed: the file itself, or the copy made while scanning a gzip file
+    spool_dir: Path | None = None  # where temporary copies go
     mixed_line_ends: bool = False  # some lines end in CRLF, others in LF
     multiline_records: int = 0
-    _source: Path | None = None  # the file scanned
-    _plain: Path | None = None  # the file itself, or a decompressed copy for random access once needed
     _cleanup: list[Path] = field(default_factory=list)
 
     @property
@@ -124,16 +122,9 @@ class LineScan:
         start = int(self.starts[line_index])
         return self.read(start, start + int(self.content_lengths[line_index]))
 
-    def plain_path(self) -> Path:
-        """The file's bytes uncompressed: the file itself, or a copy made once (removed by `close`)."""
-        if self._plain is None:
-            self._plain = _decompressed_copy(self._source, display=str(self._source))
-            self._cleanup.append(self._plain)
-        return self._plain
-
     def read(self, start: int, end: int) -> bytes:
-        """Bytes `start:end` of the decompressed file (a gzip file is decompressed once, on first need)."""
-        with open(self.plain_path(), "rb") as handle:
+        """Bytes `start:end` of the file, uncompressed."""
+        with open(self.plain, "rb") as handle:
             handle.seek(start)
             return handle.read(end - start)
 
@@ -176,18 +167,24 @@ def _raw_chunks(path: Path, fmt: str, *, display: str) -> Iterator[bytes]:
                                 f"or corrupt? nothing was written") from exc
 
 
-def _chunks(path: Path, fmt: str, *, display: str) -> Iterator[bytes]:
+def _chunks(path: Path, fmt: str, *, display: str, copy_to: Path | None) -> Iterator[bytes]:
     """`_raw_chunks` read ahead on a thread: zlib and file reads release the GIL, so inflating the next
-    block overlaps with the numpy scan of this one."""
+    block overlaps with the numpy scan of this one. With `copy_to`, the bytes are also written there."""
     blocks: queue.Queue = queue.Queue(maxsize=2)
     done = object()
 
     def produce() -> None:
         try:
-            for block in _raw_chunks(path, fmt, display=display):
-                blocks.put(block)
+            with open(copy_to, "wb") if copy_to else contextlib.nullcontext() as copy:
+                for block in _raw_chunks(path, fmt, display=display):
+                    if copy:
+                        copy.write(block)
+                    blocks.put(block)
         except SourceFormatError as exc:
             blocks.put(exc)
+        except OSError as exc:
+            blocks.put(SourceFormatError(f"{display}: cannot write its uncompressed copy in {copy_to.parent} "
+                                         f"({_first_line(exc)}); set spool_dir to a folder with room"))
         blocks.put(done)
 
     threading.Thread(target=produce, name=f"line-scan {path.name}", daemon=True).start()
@@ -213,12 +210,16 @@ def count_physical_lines(path: Path, fmt: str, *, display: str | None = None) ->
         scan.close()
 
 
-def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str, display: str) -> LineScan:
+def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str, display: str,
+             spool_dir: Path | None = None) -> LineScan:
     """Scan the physical lines of a CSV(.gz) file; see the module docstring for what is set aside.
 
     Args:
         expected_fields: the header's field count, to judge records spanning lines (None: count only).
         encoding: a codec from `ENCODINGS`; lines that do not decode are set aside as `invalid_encoding`.
+        spool_dir: where temporary copies go (None: the system temp folder). A gzip file is written there
+            uncompressed while it is scanned: the parser then reads plain bytes, in parallel, instead of
+            inflating the file a second time on one thread; refused lines are read back from it.
     """
     starts_parts, lengths_parts, odd_parts, flags_parts = [], [], [], []
     set_aside: dict[int, str] = {}
@@ -285,37 +286,43 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
         line_base += len(starts)
         offset += end - begin
 
-    for chunk in _chunks(path, fmt, display=display):
-        begin = 0
-        if carry:  # the line cut at the end of the previous block: finish it on its own
-            first = chunk.find(b"\n")
-            if first < 0:
-                carry += chunk
+    plain_copy = _temp_file(spool_dir, "shoplake-plain-") if fmt == "csv.gz" else None
+    try:
+        for chunk in _chunks(path, fmt, display=display, copy_to=plain_copy):
+            begin = 0
+            if carry:  # the line cut at the end of the previous block: finish it on its own
+                first = chunk.find(b"\n")
+                if first < 0:
+                    carry += chunk
+                    continue
+                joint = carry + chunk[: first + 1]
+                process(joint, 0, len(joint), final=False)
+                begin, carry = first + 1, b""
+            last = chunk.rfind(b"\n", begin)
+            if last < 0:
+                carry = chunk[begin:]
                 continue
-            joint = carry + chunk[: first + 1]
-            process(joint, 0, len(joint), final=False)
-            begin, carry = first + 1, b""
-        last = chunk.rfind(b"\n", begin)
-        if last < 0:
-            carry = chunk[begin:]
-            continue
-        process(chunk, begin, last + 1, final=False)
-        carry = chunk[last + 1:]
-    if carry:
-        process(carry, 0, len(carry), final=True)
-    if line_base == 0:
-        raise SourceFormatError(f"{display}: file is empty; expected a CSV header line")
-    if 0 in set_aside:
-        raise SourceFormatError(f"{display}: the header line has a {set_aside[0].replace('_', ' ')} problem; "
-                                f"expected a plain CSV header line ending in LF or CRLF (are the line ends "
-                                f"CR alone? convert them); nothing was written")
-    starts = np.append(np.concatenate(starts_parts), offset)
-    scan = LineScan(starts=starts, content_lengths=np.concatenate(lengths_parts),
-                    blank=np.concatenate(flags_parts), continuation=np.zeros(line_base, dtype=bool),
-                    set_aside=set_aside, encoding=encoding,
-                    mixed_line_ends=all(line_ends))
-    scan._source = path
-    scan._plain = None if fmt == "csv.gz" else path
+            process(chunk, begin, last + 1, final=False)
+            carry = chunk[last + 1:]
+        if carry:
+            process(carry, 0, len(carry), final=True)
+        if line_base == 0:
+            raise SourceFormatError(f"{display}: file is empty; expected a CSV header line")
+        if 0 in set_aside:
+            raise SourceFormatError(f"{display}: the header line has a {set_aside[0].replace('_', ' ')} problem; "
+                                    f"expected a plain CSV header line ending in LF or CRLF (are the line ends "
+                                    f"CR alone? convert them); nothing was written")
+        starts = np.append(np.concatenate(starts_parts), offset)
+        scan = LineScan(starts=starts, content_lengths=np.concatenate(lengths_parts),
+                        blank=np.concatenate(flags_parts), continuation=np.zeros(line_base, dtype=bool),
+                        set_aside=set_aside, encoding=encoding, mixed_line_ends=all(line_ends),
+                        plain=plain_copy or path, spool_dir=spool_dir)
+        if plain_copy is not None:
+            scan._cleanup.append(plain_copy)
+    except BaseException:
+        if plain_copy is not None:
+            plain_copy.unlink(missing_ok=True)
+        raise
     odd = np.flatnonzero(np.concatenate(odd_parts))
     odd = odd[odd > 0]
     if len(odd):
@@ -380,32 +387,27 @@ def _is_one_record(scan: LineScan, first: int, last: int, expected_fields: int |
     return len(records) == 1 and len(records[0]) == expected_fields
 
 
-def _decompressed_copy(path: Path, *, display: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix="shoplake-plain-", suffix=".csv")
-    try:
-        with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as handle:
-            shutil.copyfileobj(handle, out, _CHUNK)
-    except (OSError, EOFError, zlib.error) as exc:
-        os.unlink(name)
-        raise SourceFormatError(f"{display}: cannot read the csv.gz file ({_first_line(exc)}); is it truncated "
-                                f"or corrupt? nothing was written") from exc
+def _temp_file(folder: Path | None, prefix: str) -> Path:
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".csv", dir=folder)
+    os.close(fd)
     return Path(name)
 
 
-def write_parse_input(scan: LineScan, path: Path, fmt: str) -> tuple[Path, str]:
-    """The file a CSV parser should read, and its format.
+def write_parse_input(scan: LineScan) -> tuple[Path, str]:
+    """The plain CSV file a parser should read, and its format (`csv`).
 
-    The file itself when it is UTF-8, nothing was set aside and its lines all end alike; otherwise a UTF-8
-    copy without the set-aside lines and with LF line ends (DuckDB stops at a file mixing LF and CRLF),
-    removed by `scan.close`.
+    The file's uncompressed bytes (the file itself, or the copy made while scanning a gzip file) when it is
+    UTF-8, nothing was set aside and its lines all end alike; otherwise a UTF-8 copy without the set-aside
+    lines and with LF line ends (DuckDB stops at a file mixing LF and CRLF). Copies go when `scan.close`.
     """
     if not scan.set_aside and scan.encoding == "utf-8" and not scan.mixed_line_ends:
-        return path, fmt
-    fd, name = tempfile.mkstemp(prefix="shoplake-parse-", suffix=".csv")
-    scan._cleanup.append(Path(name))
-    source = scan.plain_path()
+        return scan.plain, "csv"
+    name = _temp_file(scan.spool_dir, "shoplake-parse-")
+    scan._cleanup.append(name)
     decoder = codecs.getincrementaldecoder(scan.encoding)() if scan.encoding != "utf-8" else None
-    with os.fdopen(fd, "wb") as out, open(source, "rb") as handle:
+    with open(name, "wb") as out, open(scan.plain, "rb") as handle:
         position = 0
         pending_cr = b""
         for line in [*sorted(scan.set_aside), None]:
@@ -427,7 +429,7 @@ def write_parse_input(scan: LineScan, path: Path, fmt: str) -> tuple[Path, str]:
             if line is not None:
                 position = int(scan.starts[line + 1])
         out.write(pending_cr)
-    return Path(name), "csv"
+    return name, "csv"
 
 
 class LineAccount:
