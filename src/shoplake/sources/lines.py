@@ -46,7 +46,7 @@ MAX_LINE_BYTES = 8 * 1024 * 1024
 # A quoted field may span at most this many lines: it bounds the work of judging a stray quote, whose
 # would-be record otherwise runs to the next odd line, however far.
 MAX_RECORD_LINES = 1_000
-_CHUNK = 64 * 1024 * 1024
+_CHUNK = 16 * 1024 * 1024  # bounds the scan's memory: about three blocks at a time
 _TAB, _LF, _CR, _QUOTE, _NUL = 9, 10, 13, 34, 0
 _BOM = b"\xef\xbb\xbf"
 
