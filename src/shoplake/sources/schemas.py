@@ -73,9 +73,11 @@ def _text(name: str) -> SourceColumn:
 
 def _bigint(name: str) -> SourceColumn:
     # Digits only (an allow-list): a cast alone would round `1.5` to 2 and `123.5` to 124 without a word,
-    # and read `1e3`, `1_000` and `0x10` as numbers. Anchored, so that Spark's RLIKE matches the same.
+    # and read `1e3`, `1_000` and `0x10` as numbers. Most values are already the cast's own spelling, a
+    # cheap test; the pattern (anchored, so that Spark's RLIKE matches the same) runs only on the others.
     return SourceColumn(name, "BIGINT",
-                        "CASE WHEN regexp_matches({raw}, '^ *[+-]?[0-9]+ *$') THEN TRY_CAST({raw} AS BIGINT) END")
+                        "CASE WHEN CAST(TRY_CAST({raw} AS BIGINT) AS VARCHAR) = {raw} "
+                        "OR regexp_matches({raw}, '^ *[+-]?[0-9]+ *$') THEN TRY_CAST({raw} AS BIGINT) END")
 
 
 def _double(name: str) -> SourceColumn:
