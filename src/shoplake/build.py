@@ -235,8 +235,9 @@ def _quarantine(lake: Lake, engine, spec: TableSpec, bronze: TableSpec, write_ke
         return
     raw_cols = [c.name for c in target.columns if c.name in bronze.column_names and not c.name.startswith("_")]
     select = ", ".join([f'{_as_text(bronze, c)} AS "{c}"' for c in raw_cols] + [
-        "CAST(NULL AS VARCHAR) AS _raw_line", "f._reason AS reason", "'silver' AS _stage",
-        "b._source_file", "CAST(NULL AS BIGINT) AS _source_line", "b._source_row", "b._batch_id",
+        "CAST(NULL AS VARCHAR) AS _raw_line", "CAST(NULL AS BLOB) AS _raw_bytes", "f._reason AS reason",
+        "'silver' AS _stage", "b._source_file", "CAST(NULL AS BIGINT) AS _source_line", "b._source_lines",
+        "b._source_row", "b._batch_id",
         "b._ingested_at", "CAST(? AS TIMESTAMPTZ) AS _quarantined_at"])
     sql = (f"SELECT {select} FROM {bronze.name} AS b JOIN "
            f"(SELECT DISTINCT _batch_id, _source_row, _reason FROM flagged WHERE _reason IS NOT NULL) AS f "

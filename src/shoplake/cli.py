@@ -81,6 +81,8 @@ class Source(StrEnum):
 def ingest(
     source: Annotated[Source, typer.Argument(help="clickstream, products or retail")],
     paths: Annotated[list[str], typer.Argument(help="files, folders, globs, s3:// or http(s):// URLs")],
+    encoding: Annotated[str, typer.Option(help="text encoding of CSV files: utf-8, latin-1 or cp1252 "
+                                               "(windows-1252)")] = "utf-8",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="parse and count only; write nothing")] = False,
 ) -> None:
     """Ingest raw files into bronze.<source>; unparseable rows go to quarantine.<source>.
@@ -105,7 +107,7 @@ def ingest(
                       + (f", {result.rows_quarantined:,} quarantined" if result.rows_quarantined else ""))
 
     with console.status(f"{'reading' if dry_run else 'ingesting'} {source.value} ..."):
-        ingest_files(_lake(), source.value, paths, run_id=run_id, on_file=show, dry_run=dry_run)
+        ingest_files(_lake(), source.value, paths, run_id=run_id, on_file=show, encoding=encoding, dry_run=dry_run)
     console.print(table)
 
 

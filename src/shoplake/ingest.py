@@ -30,6 +30,7 @@ from shoplake.errors import SourceFormatError
 from shoplake.lake import Lake
 from shoplake.quality.ledger import LedgerEntry, ledger_keys
 from shoplake.sources import locations
+from shoplake.sources.lines import BrokenLine, LineAccount, check_encoding
 from shoplake.sources.schemas import Source, get_source
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class _Staged:
     good_rows: int = 0
     bad: pa.Table | None = None
     seconds: float = 0.0
+    physical_lines: int | None = None  # counted by the line scan, independently of the parser
 
     @property
     def quarantined(self) -> dict[str, int]:
@@ -91,7 +93,7 @@ class _Staged:
 
 def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: str,
                  on_file: Callable[[IngestResult], None] | None = None,
-                 dry_run: bool = False) -> list[IngestResult]:
+                 encoding: str = "utf-8", dry_run: bool = False) -> list[IngestResult]:
     """Ingest every file named by `paths` into `bronze.<source>`: all of them, or none.
 
     Every file is parsed (and checked: header, gzip integrity, readable data) before any is committed,
@@ -99,9 +101,10 @@ def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: 
     but nothing at all is written. `on_file` is called as each file is committed (or counted).
     """
     source = get_source(source_name)
+    encoding = check_encoding(encoding)
     uris = locations.expand(paths, lake.settings)
     # Fail fast, before the parse: every local file is checked (and prepared once) up front.
-    checked = {uri: _prepare(source, uri, Path(uri)) for uri in uris if "://" not in uri}
+    checked = {uri: _prepare(source, uri, Path(uri), encoding) for uri in uris if "://" not in uri}
     gzipped = [p for p in checked.values() if p.fmt == "csv.gz"]
     if len(uris) > 1 and gzipped:
         waits = [locations.start_gzip_check(p.path, display=p.uri) for p in gzipped]  # run side by side
@@ -115,8 +118,8 @@ def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: 
         with lake.engine() as engine:
             for uri in uris:
                 with locations.local_copy(uri, lake.settings) as path:
-                    prepared = checked.get(uri) or _prepare(source, uri, path)
-                    staged.append(_stage(lake, engine, source, prepared, run_id=run_id, dry_run=dry_run))
+                    prepared = checked.get(uri) or _prepare(source, uri, path, encoding)
+                    staged.append(_stage(lake, engine, source, prepared, encoding=encoding, dry_run=dry_run))
     except BaseException as exc:
         for item in staged:
             lake.store.discard(item.files)
@@ -136,7 +139,7 @@ def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: 
     return results
 
 
-def _prepare(source: Source, uri: str, path: Path) -> _Prepared:
+def _prepare(source: Source, uri: str, path: Path, encoding: str = "utf-8") -> _Prepared:
     fmt = locations.file_format(uri)
     if fmt == "parquet":
         try:
@@ -144,7 +147,7 @@ def _prepare(source: Source, uri: str, path: Path) -> _Prepared:
         except (OSError, pa.ArrowInvalid) as exc:
             raise SourceFormatError(f"{uri}: not a readable parquet file: {exc}") from exc
     else:
-        header = locations.read_csv_header(path, fmt, display=uri)
+        header = locations.read_csv_header(path, fmt, display=uri, encoding=encoding)
     variant = source.match_header(header, file=uri)
     mapping = {found: variant[found.strip()] for found in header}
     return _Prepared(uri, path, fmt, header, mapping)
@@ -158,7 +161,7 @@ def _done(lake: Lake, source: Source, batch_id: str) -> bool:
     return f"ingest:{batch_id}" in ledger_keys(lake.store)
 
 
-def _stage(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_id: str, dry_run: bool) -> _Staged:
+def _stage(lake: Lake, engine, source: Source, prepared: _Prepared, *, encoding: str, dry_run: bool) -> _Staged:
     """Parse one file: stage its good rows as uncommitted bronze files, keep its bad rows."""
     started = time.perf_counter()
     bronze = lake.catalog.get(f"bronze.{source.name}")
@@ -172,14 +175,13 @@ def _stage(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_id: s
 
     ingested_at = datetime.now(UTC)
     lineage = {"_source_file": prepared.uri, "_batch_id": batch_id, "_ingested_at": ingested_at}
-    parse = {c.name: (c.type, c.parse) for c in source.columns}
-    reader, rejects = engine.read_source(prepared.path, prepared.fmt, prepared.header, prepared.mapping, parse,
-                                         display=prepared.uri)
+    reader, account = engine.read_source(prepared.path, prepared.fmt, prepared.header, prepared.mapping,
+                                         source.columns, display=prepared.uri, encoding=encoding)
     # A truncated gzip is detected by a check that runs alongside the parse; the stream waits for it
     # before its last batch, so a corrupt file fails the parse.
     gzip_ok = (locations.start_gzip_check(prepared.path, display=prepared.uri)
                if prepared.fmt == "csv.gz" and not prepared.gzip_verified else None)
-    splitter = _Splitter(reader, bronze.arrow_schema, source, lineage, before_end=gzip_ok)
+    splitter = _Splitter(reader, bronze.arrow_schema, source, lineage, before_end=gzip_ok, account=account)
     files: list[Path] = []
     try:
         if bronze_done or dry_run:
@@ -188,6 +190,7 @@ def _stage(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_id: s
         else:
             files = lake.store.stage(bronze.name, splitter.good_batches(), bronze.arrow_schema)
     except (OSError, pa.ArrowException, Exception) as exc:  # the parser fails mid-stream on corrupt input
+        account.close()  # the line scan's temporary copies
         if isinstance(exc, SourceFormatError):
             raise
         if splitter.failure:
@@ -196,10 +199,13 @@ def _stage(lake: Lake, engine, source: Source, prepared: _Prepared, *, run_id: s
                                 f"is it truncated or corrupt? nothing was written") from exc
     finally:
         reader.close()  # release DuckDB's stream before the connection goes
-    bad = splitter.quarantine_rows(rejects(), lineage, quarantine.arrow_schema)
+    try:
+        bad = splitter.quarantine_rows(account(), lineage, quarantine.arrow_schema)
+    finally:
+        account.close()  # the line scan's temporary copies
     status = "dry-run" if dry_run else "bronze-committed" if bronze_done else "new"
     return _Staged(prepared, batch_id, digest, status, files, splitter.good_rows, bad,
-                   time.perf_counter() - started)
+                   time.perf_counter() - started, account.physical_lines)
 
 
 def _commit(lake: Lake, source: Source, item: _Staged, *, run_id: str) -> IngestResult:
@@ -229,7 +235,8 @@ def _commit(lake: Lake, source: Source, item: _Staged, *, run_id: str) -> Ingest
                             rows_in=item.good_rows + sum(quarantined.values()), rows_out=item.good_rows,
                             diverted={f"quarantine:{k}": v for k, v in quarantined.items()},
                             rows_written=item.good_rows, table_version=version,
-                            inputs={"file": item.prepared.uri, "sha256": item.digest, "batch_id": item.batch_id})
+                            inputs={"file": item.prepared.uri, "sha256": item.digest, "batch_id": item.batch_id,
+                                    "physical_lines": item.physical_lines})
         bad = item.bad if item.bad is not None else quarantine.arrow_schema.empty_table()
         lake.store.write(quarantine.name, bad, mode="append", description=quarantine.description,
                          meta={"write_key": f"{item.batch_id}:ingest", "run_id": run_id, "ledger": entry.as_meta()})
@@ -239,12 +246,17 @@ def _commit(lake: Lake, source: Source, item: _Staged, *, run_id: str) -> Ingest
 
 
 class _Splitter:
-    """Splits the parser's stream into bronze rows and rows for quarantine, in one pass."""
+    """Splits the parser's stream into bronze rows and rows for quarantine, in one pass.
+
+    Before the stream ends it checks, with the file's `LineAccount`, that the parser's rows and refusals
+    cover every record the line scan found, so the bronze commit cannot happen with a line unaccounted.
+    """
 
     def __init__(self, reader: pa.RecordBatchReader, bronze_schema: pa.Schema, source: Source, lineage: dict,
-                 before_end: Callable[[], None] | None = None):
+                 before_end: Callable[[], None] | None = None, account: LineAccount | None = None):
         self.reader = reader
         self.before_end = before_end
+        self.account = account
         self.failure: SourceFormatError | None = None
         # Constant lineage columns are added here, not by the engine: repeating a scalar is far cheaper
         # than the engine materialising the same string for every row.
@@ -253,6 +265,17 @@ class _Splitter:
         self.source = source
         self.good_rows = 0
         self._bad: list[pa.RecordBatch] = []
+        scan = account.scan if account else None
+        # Only a file with quoted line breaks has rows spanning several lines: count them only then.
+        self._text_columns = ([c.name for c in source.columns if c.type == "VARCHAR"]
+                              if scan is not None and scan.multiline_records else [])
+
+    def _spans(self, batch: pa.RecordBatch) -> pa.Array:
+        spans = pa.repeat(pa.scalar(1, pa.int64()), batch.num_rows)
+        for name in self._text_columns:
+            breaks = pc.fill_null(pc.count_substring(batch.column(name), "\n"), 0)
+            spans = pc.add(spans, pc.cast(breaks, pa.int64()))
+        return spans
 
     def good_batches(self) -> Iterator[pa.RecordBatch]:
         names = self.bronze_schema.names
@@ -261,7 +284,7 @@ class _Splitter:
             # Number rows in stream order: the position among the file's readable rows.
             rows = pa.array(range(position + 1, position + batch.num_rows + 1), pa.int64())
             position += batch.num_rows
-            batch = batch.append_column("_source_row", rows)
+            batch = batch.append_column("_source_row", rows).append_column("_source_lines", self._spans(batch))
             for name, value in self.lineage.items():
                 batch = batch.append_column(name, pa.repeat(value, batch.num_rows))
             invalid = pc.is_valid(batch.column("_reason"))
@@ -271,31 +294,41 @@ class _Splitter:
             if batch.num_rows:
                 self.good_rows += batch.num_rows
                 yield pa.RecordBatch.from_arrays([batch.column(n) for n in names], schema=self.bronze_schema)
-        if self.before_end:
-            try:
+        try:
+            if self.account is not None:
+                self.account.check(position, self.lineage["_source_file"].as_py())
+            if self.before_end:
                 self.before_end()
-            except SourceFormatError as exc:
-                self.failure = exc  # the writer wraps it; the caller re-raises this one
-                raise
+        except SourceFormatError as exc:
+            self.failure = exc  # the writer wraps it; the caller re-raises this one
+            raise
 
-    def quarantine_rows(self, rejected: list[tuple[int, str, str]], lineage: dict,
-                        schema: pa.Schema) -> pa.Table:
-        """Unparseable rows (typed-value failures and CSV rows of the wrong shape) as quarantine rows."""
+    def quarantine_rows(self, rejected: list[BrokenLine], lineage: dict, schema: pa.Schema) -> pa.Table:
+        """Unparseable rows (typed-value failures and lines refused whole) as quarantine rows."""
         now = pa.scalar(datetime.now(UTC), schema.field("_quarantined_at").type)
         parts = []
         for batch in self._bad:
             n = batch.num_rows
             columns = {c: batch.column("_raw_" + c) for c in self.source.column_names}
-            columns.update(_raw_line=pa.nulls(n, pa.string()), reason=batch.column("_reason"),
-                           _stage=pa.array(["ingest"] * n), _source_line=pa.nulls(n, pa.int64()),
-                           _source_row=batch.column("_source_row"))
+            if self.account is not None and self.account.scan is not None:
+                first_lines, spans = self.account.row_lines(batch.column("_source_row").to_numpy())
+                lines, spans = pa.array(first_lines, pa.int64()), pa.array(spans, pa.int64())
+            else:  # Parquet: a row is not a line
+                lines, spans = pa.nulls(n, pa.int64()), pa.repeat(pa.scalar(1, pa.int64()), n)
+            columns.update(_raw_line=pa.nulls(n, pa.string()), _raw_bytes=pa.nulls(n, pa.binary()),
+                           reason=batch.column("_reason"), _stage=pa.array(["ingest"] * n), _source_line=lines,
+                           _source_lines=spans, _source_row=batch.column("_source_row"))
             parts.append(columns)
         if rejected:
-            lines, raw_lines, reasons = zip(*rejected, strict=True)
-            n = len(lines)
+            n = len(rejected)
+            encoding = self.account.scan.encoding if self.account and self.account.scan else "utf-8"
             columns = {c: pa.nulls(n, pa.string()) for c in self.source.column_names}
-            columns.update(_raw_line=pa.array(raw_lines, pa.string()), reason=pa.array(reasons, pa.string()),
-                           _stage=pa.array(["ingest"] * n), _source_line=pa.array(lines, pa.int64()),
+            columns.update(_raw_line=pa.array([_as_text(r.raw, encoding) for r in rejected], pa.string()),
+                           _raw_bytes=pa.array([r.raw for r in rejected], pa.binary()),
+                           reason=pa.array([r.reason for r in rejected], pa.string()),
+                           _stage=pa.array(["ingest"] * n),
+                           _source_line=pa.array([r.line for r in rejected], pa.int64()),
+                           _source_lines=pa.array([r.lines for r in rejected], pa.int64()),
                            _source_row=pa.nulls(n, pa.int64()))
             parts.append(columns)
         tables = []
@@ -308,6 +341,15 @@ class _Splitter:
                 _quarantined_at=pa.array([now.as_py()] * n, schema.field("_quarantined_at").type))
             tables.append(pa.Table.from_pydict(columns).select(schema.names).cast(schema))
         return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _as_text(raw: bytes, encoding: str) -> str | None:
+    """A refused line as text, when its bytes decode (and hold no NUL); else only `_raw_bytes` keeps it."""
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+    return None if "\0" in text else text
 
 
 def _one_line(exc: BaseException) -> str:

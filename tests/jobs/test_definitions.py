@@ -140,3 +140,24 @@ def test_dry_run_prints_the_plan_and_writes_nothing(workspace):
     assert "shoplake jobs task ml-train propensity" in result.stdout
     assert "9 task(s) to run, at most 3 at once" in result.stdout
     assert not workspace.lake_path.exists()
+
+
+def test_ingest_task_declares_its_encoding_and_passes_it_on():
+    from shoplake.jobs.runner import task_call
+
+    jobs, problems = _parse("jobs:\n  shop:\n    tasks:\n      eu: {kind: ingest, source: retail, "
+                            "paths: [a.csv], encoding: Windows-1252}\n      plain: {kind: ingest, source: retail, "
+                            "paths: [b.csv]}\n")
+    assert problems == []
+    eu, plain = jobs["shop"].task("eu"), jobs["shop"].task("plain")
+    assert (eu.encoding, plain.encoding) == ("cp1252", "utf-8")
+    assert eu.args("/landing")[-2:] == ["--encoding", "cp1252"]
+    assert "--encoding" not in plain.args("/landing")
+    assert task_call(eu, "/landing").encoding == "cp1252"
+
+
+def test_ingest_task_with_an_unknown_encoding_is_refused():
+    jobs, problems = _parse("jobs:\n  shop:\n    tasks:\n      eu: {kind: ingest, source: retail, "
+                            "paths: [a.csv], encoding: ebcdic}\n")
+    assert jobs == {}
+    assert len(problems) == 1 and "unsupported encoding 'ebcdic'" in problems[0], problems

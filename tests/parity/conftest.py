@@ -7,7 +7,6 @@ Spark needs Java 17 and the `spark` extra; without them these tests are skipped 
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,17 +21,6 @@ from shoplake.synth import generate
 REAL_DATA = (Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real").resolve()
 RETAIL_FILE = REAL_DATA / "online_retail" / "online_retail_uci_2010-12_2011-12.csv.gz"
 PARITY_EVENTS = 200_000
-
-
-@pytest.fixture(scope="session")
-def spark_available(tmp_path_factory) -> None:
-    """Start the one Spark session of the test session (every SparkEngine reuses it), or skip."""
-    if shutil.which("java") is None:
-        pytest.skip("Spark needs Java 17 on PATH")
-    pytest.importorskip("pyspark")
-    from shoplake.engines.spark_session import spark_session
-
-    spark_session(Settings(lake=tmp_path_factory.mktemp("spark-lake"), engine="spark"))
 
 
 def ingest_all(lake: Lake, files: dict[str, list[Path]]) -> None:

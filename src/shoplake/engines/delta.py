@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import Field as DeltaField
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
 from deltalake.transaction import AddAction, create_table_with_add_actions
@@ -104,15 +105,39 @@ class DeltaStore:
               meta: dict[str, Any], description: str = "") -> int:
         """Append or overwrite `data` in one commit carrying `meta`. Returns the new version."""
         custom = _custom_metadata(meta)
+        if mode == "append" and isinstance(data, pa.Table) and not data.num_rows and self.exists(name):
+            # An empty append (a marker commit) adds no column: no file would carry it, and a column
+            # that the table lists but no file holds cannot be read by name.
+            existing = self.open(name).schema().to_arrow().names
+            data = data.select([n for n in data.schema.names if n in existing])
         with _writable(self.path(name)):
             write_deltalake(str(self.path(name)), data, mode=mode, name=name, description=description[:1000],
-                            schema_mode="overwrite" if mode == "overwrite" else None,
+                            schema_mode="overwrite" if mode == "overwrite" else self._append_schema_mode(name, data),
                             writer_properties=_WRITER_PROPERTIES,
                             commit_properties=CommitProperties(custom_metadata=custom))
         crash_point(name)
         version = self.open(name).version()
         log.debug("wrote %s version %s (%s)", name, version, mode)
         return version
+
+    def _append_schema_mode(self, name: str, data: pa.Table | pa.RecordBatchReader) -> str | None:
+        """`merge` when an append only adds columns to the table (a column declared since the table was
+        created, e.g. bronze `_source_lines`): earlier rows read it as NULL. Any other difference is an
+        error, as before."""
+        if not self.exists(name):
+            return None
+        existing = set(self.open(name).schema().to_arrow().names)
+        incoming = set(data.schema.names)
+        return "merge" if existing < incoming else None
+
+    @staticmethod
+    def _add_new_columns(table: DeltaTable, schema: pa.Schema) -> None:
+        """Add to the table the columns of `schema` it lacks (declared since it was created): files
+        committed with them must not carry columns the table's schema does not list."""
+        present = set(table.schema().to_arrow().names)
+        new = [field for field in schema if field.name not in present]
+        if new:
+            table.alter.add_columns([DeltaField.from_arrow(field) for field in new])
 
     def commit_files(self, name: str, files: Sequence[Path], schema: pa.Schema, *, mode: str,
                      meta: dict[str, Any], description: str = "") -> int:
@@ -132,7 +157,9 @@ class DeltaStore:
                                               name=name, description=description[:1000],
                                               commit_properties=properties)
             else:
-                self.open(name).create_write_transaction(actions, mode, schema, commit_properties=properties)
+                table = self.open(name)
+                self._add_new_columns(table, schema)
+                table.create_write_transaction(actions, mode, schema, commit_properties=properties)
         crash_point(name)
         version = self.open(name).version()
         log.debug("committed %d files to %s version %s (%s)", len(actions), name, version, mode)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ from shoplake.catalog.spec import TableSpec
 from shoplake.config import Settings
 from shoplake.engines.delta import DeltaStore
 from shoplake.errors import QueryError, SourceFormatError
+from shoplake.sources.lines import MAX_LINE_BYTES, LineAccount, scan_csv, write_parse_input
+from shoplake.sources.schemas import SourceColumn, judge_sql
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,9 @@ def _quote_ident(name: str) -> str:
 
 def _files_scan(uris: Sequence[str]) -> exp.Expression:
     files = exp.Array(expressions=[exp.Literal.string(u) for u in uris])
-    return exp.Anonymous(this="read_parquet", expressions=[files])
+    # By name: files written before a column was added to the table lack it (read as NULL).
+    by_name = exp.EQ(this=exp.column("union_by_name"), expression=exp.true())
+    return exp.Anonymous(this="read_parquet", expressions=[files, by_name])
 
 
 class DuckDBEngine:
@@ -112,15 +116,22 @@ class DuckDBEngine:
         schema, short = (view or spec.name).split(".", 1)
         self._ensure_schema(schema)
         bound_version: int | None = None
+        absent: list[str] = []
         if self.store.exists(spec.name):
             table = self.store.open(spec.name, version)
             bound_version = table.version()
             uris = table.file_uris()
+            # A lake written before a column was declared: the snapshot lacks it; it reads as NULL.
+            present = set(table.schema().to_arrow().names)
+            absent = [f"CAST(NULL AS {c.type}) AS {_quote_ident(c.name)}" for c in spec.columns
+                      if c.name not in present]
         else:
             uris = []
         if uris:
             query = sqlglot.select("*").from_(_files_scan(uris))
             select_sql = query.sql(dialect="duckdb")
+            if absent:
+                select_sql = f"SELECT *, {', '.join(absent)} FROM ({select_sql}) AS t"
         else:
             # No data files yet: bind an empty relation with the declared schema.
             empty_name = f"__empty__{schema}__{short}"
@@ -191,27 +202,25 @@ class DuckDBEngine:
 
     # -- reading source files --------------------------------------------------------------------
     def read_source(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
-                    parse: dict[str, tuple[str, str]], *, display: str) -> tuple[pa.RecordBatchReader, Callable]:
+                    columns: Sequence[SourceColumn], *, display: str,
+                    encoding: str = "utf-8") -> tuple[pa.RecordBatchReader, LineAccount]:
         """Stream a CSV(.gz) or Parquet file as typed rows plus a `_reason` for unparseable rows.
 
         Args:
             header: the file's column names in file order; `mapping` renames them to canonical names.
-            parse: canonical column -> (declared type, SQL parsing `{raw}`), in output order.
+            columns: the source's columns (type, parsing, sane range), in output order.
+            encoding: the CSV file's text encoding (see `sources.lines.ENCODINGS`).
 
-        Returns the reader (rows in file order, without `_source_row`) and a function that, once the
-        reader is consumed, returns the rows the CSV parser could not split into columns
-        (line number, raw line, reason).
+        Returns the reader (rows in file order, without `_source_row`) and the file's `LineAccount`: once
+        the reader is consumed, it lists the lines set aside or refused by the CSV parser, by physical line.
         """
-        missing = [name for name in parse if name not in mapping.values()]
-        raw_select, rejects = self._raw_scan(path, fmt, header, mapping, missing, display=display)
-        typed, raw_kept, reasons, out = [], [], [], []
-        for name, (type_, parse_sql) in parse.items():
-            raw, value = _quote_ident("r_" + name), _quote_ident(name)
-            # Each value is parsed once; a row is unparseable when a non-empty field parses to NULL.
-            typed.append(f"CAST({parse_sql.format(raw=raw)} AS {type_}) AS {value}")
-            reasons.append(f"WHEN {raw} IS NOT NULL AND {value} IS NULL THEN 'invalid_{name}'")
-            raw_kept.append(f"CASE WHEN _reason IS NOT NULL THEN {raw} END AS {_quote_ident('_raw_' + name)}")
-            out.append(value)
+        missing = [c.name for c in columns if c.name not in mapping.values()]
+        raw_select, account = self._raw_scan(path, fmt, header, mapping, missing, display=display,
+                                             encoding=encoding)
+        typed, reasons = judge_sql(columns)
+        out = [_quote_ident(c.name) for c in columns]
+        raw_kept = [f"CASE WHEN _reason IS NOT NULL THEN {_quote_ident('r_' + c.name)} END AS "
+                    f"{_quote_ident('_raw_' + c.name)}" for c in columns]
         sql = f"""
             WITH raw AS ({raw_select}),
             typed AS (SELECT *, {', '.join(typed)} FROM raw),
@@ -223,11 +232,12 @@ class DuckDBEngine:
         try:
             reader = self.con.execute(sql).to_arrow_reader(BATCH_ROWS)
         except duckdb.Error as exc:
+            account.close()
             raise SourceFormatError(f"{display}: cannot parse {fmt} file: {_one_line(exc)}") from exc
-        return reader, rejects
+        return reader, account
 
     def _raw_scan(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
-                  missing: list[str], *, display: str) -> tuple[str, Callable]:
+                  missing: list[str], *, display: str, encoding: str) -> tuple[str, LineAccount]:
         # Canonical columns the file lacks (a source variant) still appear, as NULL.
         absent = [f"CAST(NULL AS VARCHAR) AS {_quote_ident('r_' + name)}" for name in missing]
         if fmt == "parquet":
@@ -244,28 +254,33 @@ class DuckDBEngine:
                 cols.append(f"{value} AS {_quote_ident('r_' + name)}")
             path_literal = exp.Literal.string(str(path)).sql(dialect="duckdb")
             scan = f"read_parquet({path_literal})"
-            return _raw_select(cols + absent, scan), lambda: []
+            return _raw_select(cols + absent, scan), LineAccount(None, multiline=True)
 
+        # Lines no parser should see are set aside first, so one bad line can never swallow the next ones.
+        lines = scan_csv(path, fmt, expected_fields=len(header), encoding=encoding, display=display,
+                         spool_dir=self.settings.spool_dir)
+        account = LineAccount(lines, multiline=True)
+        parse_path, parse_fmt = write_parse_input(lines)
         columns = "{" + ", ".join(f"{exp.Literal.string(h).sql()}: 'VARCHAR'" for h in header) + "}"
         self.con.execute("DROP TABLE IF EXISTS shoplake_rejects")
         self.con.execute("DROP TABLE IF EXISTS shoplake_reject_scans")
-        path_literal = exp.Literal.string(str(path)).sql(dialect="duckdb")
+        path_literal = exp.Literal.string(str(parse_path)).sql(dialect="duckdb")
         scan = (f"read_csv({path_literal}, header = true, auto_detect = false, columns = {columns}, "
-                f"delim = ',', quote = '\"', escape = '\"', "
-                f"compression = '{'gzip' if fmt == 'csv.gz' else 'none'}', "
+                f"delim = ',', quote = '\"', escape = '\"', max_line_size = {MAX_LINE_BYTES + 2}, "
+                f"compression = '{'gzip' if parse_fmt == 'csv.gz' else 'none'}', "
                 f"store_rejects = true, rejects_table = 'shoplake_rejects', "
                 f"rejects_scan = 'shoplake_reject_scans')")
         cols = [f"{_quote_ident(found)} AS {_quote_ident('r_' + name)}" for found, name in mapping.items()]
 
-        def rejects() -> list[tuple[int, str, str]]:
+        def collect_rejects() -> None:
             found = self.con.execute(
-                # One reject can be reported once per scan thread: keep one per line.
-                "SELECT DISTINCT line, csv_line, lower(replace(CAST(error_type AS VARCHAR), ' ', '_')) "
-                "FROM shoplake_rejects ORDER BY line").fetchall()
-            return [(int(line), raw, _REJECT_REASONS.get(kind, kind)) for line, raw, kind in found]
+                # One reject can be reported once per scan thread, and once per bad field: keep one per line.
+                "SELECT line, min(lower(replace(CAST(error_type AS VARCHAR), ' ', '_'))) "
+                "FROM shoplake_rejects GROUP BY line ORDER BY line").fetchall()
+            account.parser_rejects = [(int(line), _REJECT_REASONS.get(kind, kind)) for line, kind in found]
 
-        return _raw_select(cols + absent, scan), rejects
-
+        account.before_check = collect_rejects
+        return _raw_select(cols + absent, scan), account
 
 
 def _raw_select(cols: list[str], scan: str) -> str:

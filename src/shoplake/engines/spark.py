@@ -15,7 +15,7 @@ import logging
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,8 @@ from shoplake.engines.delta import DeltaStore, user_metadata
 from shoplake.engines.spark_session import spark_session
 from shoplake.engines.spark_sql import spark_type, to_spark, view_name
 from shoplake.errors import QueryError, SourceFormatError
+from shoplake.sources.lines import LineAccount, scan_csv, write_parse_input
+from shoplake.sources.schemas import SourceColumn, judge_sql
 
 log = logging.getLogger(__name__)
 
@@ -202,43 +204,48 @@ class SparkEngine:
 
     # -- reading source files --------------------------------------------------------------------
     def read_source(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
-                    parse: dict[str, tuple[str, str]], *, display: str) -> tuple[pa.RecordBatchReader, Callable]:
+                    columns: Sequence[SourceColumn], *, display: str,
+                    encoding: str = "utf-8") -> tuple[pa.RecordBatchReader, LineAccount]:
         """Parse a CSV(.gz) or Parquet file on Spark; same contract as `DuckDBEngine.read_source`.
 
-        Spark splits and parses the file in parallel and writes the judged rows, one per line, to a
-        scratch Parquet folder whose part files follow the file's order. Streaming those back numbers the
-        lines (header and blank lines included, as DuckDB reports them) and sets aside the lines with
-        the wrong number of fields, which `rejects()` then returns.
+        The lines set aside by the line scan are removed first (as on DuckDB). Spark splits and parses the
+        rest in parallel and writes the judged rows, one per line, to a scratch Parquet folder whose part
+        files follow the file's order. Streaming those back numbers the lines (header and blank lines
+        included) and sets aside the lines with the wrong number of fields, which the account then reports.
         """
         from pyspark.sql import functions as F
 
-        missing = [name for name in parse if name not in mapping.values()]
+        missing = [c.name for c in columns if c.name not in mapping.values()]
         if fmt == "parquet":
+            account = LineAccount(None, multiline=False)
             raw = self._parquet_fields(path, mapping, display=display)
         else:
-            raw = self._csv_fields(path, header, mapping)
+            scan = scan_csv(path, fmt, expected_fields=len(header), encoding=encoding, display=display,
+                            spool_dir=self.settings.spool_dir)
+            account = LineAccount(scan, multiline=False)
+            parse_path, _ = write_parse_input(scan)
+            raw = self._csv_fields(parse_path, header, mapping)
         for name in missing:
             raw = raw.withColumn("r_" + name, F.lit(None).cast("string"))
-        typed, reasons, kept = [], [], []
-        for name, (type_, parse_sql) in parse.items():
-            raw_ref, value = _quote("r_" + name), _quote(name)
-            # The parse rules are DuckDB SQL over the raw text: translate each as a whole.
-            duckdb_raw = '"r_' + name + '"'
-            typed.append(to_spark(f'CAST({parse_sql.format(raw=duckdb_raw)} AS {type_}) AS "{name}"'))
-            reasons.append(f"WHEN {raw_ref} IS NOT NULL AND {value} IS NULL THEN 'invalid_{name}'")
-            kept.append(f"CASE WHEN _reason IS NOT NULL THEN {raw_ref} END AS {_quote('_raw_' + name)}")
-        out = [_quote(name) for name in parse]
+        typed_duckdb, reasons_duckdb = judge_sql(columns)
+        # The parse rules are DuckDB SQL over the raw text: translate each as a whole.
+        typed = [to_spark(item) for item in typed_duckdb]
+        reasons = to_spark(f"CASE {' '.join(reasons_duckdb)} END")
+        kept = [f"CASE WHEN _reason IS NOT NULL THEN {_quote('r_' + c.name)} END AS {_quote('_raw_' + c.name)}"
+                for c in columns]
+        out = [_quote(c.name) for c in columns]
         judged = (raw.selectExpr("*", *typed)
-                  .selectExpr("*", f"CASE WHEN _kind = '{_ROW}' THEN CASE {' '.join(reasons)} END END AS _reason")
+                  .selectExpr("*", f"CASE WHEN _kind = '{_ROW}' THEN {reasons} END AS _reason")
                   .selectExpr(*out, "_reason", *kept, "_kind", "_line"))
         scratch = self._scratch / f"source-{uuid.uuid4().hex}"
         try:
             judged.write.option("compression", "zstd").parquet(str(scratch))
         except Exception as exc:
+            account.close()
             raise SourceFormatError(f"{display}: cannot parse {fmt} file: {_one_line(exc)}") from exc
-        schema = pa.schema([pa.field(n, arrow_type(t)) for n, (t, _) in parse.items()]
-                           + [pa.field(n, pa.string()) for n in ["_reason", *("_raw_" + n for n in parse)]])
-        return _ordered_lines(scratch, schema)
+        schema = pa.schema([pa.field(c.name, arrow_type(c.type)) for c in columns]
+                           + [pa.field(n, pa.string()) for n in ["_reason", *("_raw_" + c.name for c in columns)]])
+        return _ordered_lines(scratch, schema, account), account
 
     def _csv_fields(self, path: Path, header: list[str], mapping: dict[str, str]):
         from pyspark.sql import functions as F
@@ -274,10 +281,10 @@ class SparkEngine:
         return frame.select(F.lit(_ROW).alias("_kind"), F.lit(None).cast("string").alias("_line"), *columns)
 
 
-def _ordered_lines(scratch: Path, schema: pa.Schema) -> tuple[pa.RecordBatchReader, Callable]:
+def _ordered_lines(scratch: Path, schema: pa.Schema, account: LineAccount) -> pa.RecordBatchReader:
     """Stream the judged lines back in file order: part files in partition order, rows in file order."""
     parts = sorted(scratch.glob("part-*.parquet"))
-    rejected: list[tuple[int, str, str]] = []
+    rejected = account.parser_rejects
 
     def batches() -> Iterator[pa.RecordBatch]:
         line = 0
@@ -288,8 +295,7 @@ def _ordered_lines(scratch: Path, schema: pa.Schema) -> tuple[pa.RecordBatchRead
                     is_reject = pc.equal(kinds, _REJECT)
                     if pc.any(is_reject).as_py():
                         numbers = pc.add(pc.indices_nonzero(is_reject), line + 1).to_pylist()
-                        raws = batch.filter(is_reject).column("_line").to_pylist()
-                        rejected.extend((n, raw, "wrong_column_count") for n, raw in zip(numbers, raws, strict=True))
+                        rejected.extend((n, "wrong_column_count") for n in numbers)
                     line += batch.num_rows
                     rows = batch.filter(pc.equal(kinds, _ROW))
                     if rows.num_rows:
@@ -298,7 +304,7 @@ def _ordered_lines(scratch: Path, schema: pa.Schema) -> tuple[pa.RecordBatchRead
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    return pa.RecordBatchReader.from_batches(schema, batches()), lambda: rejected
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _one_line(exc: BaseException) -> str:

@@ -488,6 +488,8 @@ def task_ingest(
     landing: Annotated[str | None, typer.Option(help="a landing folder or s3:// prefix: ingest its new files")
                        ] = None,
     path: Annotated[list[str] | None, typer.Option(help="a file, folder, glob or URL (repeatable)")] = None,
+    encoding: Annotated[str, typer.Option(help="text encoding of CSV files: utf-8, latin-1 or cp1252")
+                        ] = "utf-8",
 ) -> None:
     """Ingest the new files of a landing location, or the given paths."""
     from shoplake.jobs.tasks import TaskCall
@@ -497,7 +499,8 @@ def task_ingest(
         raise ConfigError(f"source must be one of {', '.join(SOURCES)}")
     if (landing is None) == (not path):
         raise ConfigError("give either --landing or --path")
-    _run_task(ctx, TaskCall("ingest", source=source, landing=landing, paths=tuple(path or ())))
+    _run_task(ctx, TaskCall("ingest", source=source, landing=landing, paths=tuple(path or ()),
+                            encoding=encoding))
 
 
 def task_build(

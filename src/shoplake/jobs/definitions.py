@@ -38,6 +38,7 @@ import yaml
 from shoplake.catalog import Catalog
 from shoplake.config import Settings
 from shoplake.errors import ConfigError, ShoplakeError
+from shoplake.sources.lines import check_encoding
 from shoplake.sources.schemas import SOURCES
 
 KINDS = ("ingest", "build", "ml_train", "ml_score", "verify")
@@ -52,7 +53,7 @@ _TASK_DEFAULTS: dict[str, Any] = {"retries": 2, "retry_backoff": 5.0, "timeout":
 _TASK_COMMON = {"kind", "depends_on", "description", "retries", "retry_backoff", "timeout",
                 "fail_times", "pause_after", "pause_seconds"}
 _TASK_OPTIONS = {
-    "ingest": {"source", "landing", "paths"},
+    "ingest": {"source", "landing", "paths", "encoding"},
     "build": {"select"},
     "ml_train": {"model"},
     "ml_score": {"models"},
@@ -74,6 +75,7 @@ class TaskDef:
         landing: ingest: a landing location, either a folder name under the landing root, an absolute
             folder or an `s3://` prefix; only files not ingested yet are picked up.
         paths: ingest: explicit files, folders, globs or URLs (instead of `landing`).
+        encoding: ingest: the text encoding of the CSV files (`utf-8`, `latin-1`, `cp1252`).
         select: build: a table selection (`shoplake build` syntax); None builds every table.
         model: ml_train: `segments`, `rfm` or `propensity`.
         models: ml_score: the models to score (empty: all).
@@ -92,6 +94,7 @@ class TaskDef:
     source: str | None = None
     landing: str | None = None
     paths: tuple[str, ...] = ()
+    encoding: str = "utf-8"
     select: str | None = None
     model: str | None = None
     models: tuple[str, ...] = ()
@@ -121,6 +124,8 @@ class TaskDef:
                 args += ["--landing", location]
             for path in self.paths:
                 args += ["--path", path]
+            if self.encoding != "utf-8":
+                args += ["--encoding", self.encoding]
             return args
         if self.kind == "build":
             return ["build", *([self.select] if self.select else [])]
@@ -450,7 +455,13 @@ def _parse_task(name: str, raw: Any, defaults: dict[str, Any], where: str, catal
         if landing is not None and (not isinstance(landing, str) or not landing.strip()):
             problems.append(f"{where}: landing must be a folder name, a folder or an s3:// prefix")
             landing = None
-        task.update(source=source, landing=landing, paths=paths)
+        encoding = raw.get("encoding", "utf-8")
+        try:
+            encoding = check_encoding(str(encoding))
+        except ShoplakeError as exc:
+            problems.append(f"{where}: {exc}")
+            encoding = "utf-8"
+        task.update(source=source, landing=landing, paths=paths, encoding=encoding)
     elif kind == "build":
         select = raw.get("select")
         if select is not None and not isinstance(select, str):

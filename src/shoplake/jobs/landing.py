@@ -180,7 +180,7 @@ def _recorded(lake: Lake, keys: set[str]) -> set[str]:
 
 
 def ingest_landing(lake: Lake, source: str, location: str, *, run_id: str,
-                   on_file: Callable[[IngestResult], None] | None = None) -> LandingResult:
+                   on_file: Callable[[IngestResult], None] | None = None, encoding: str = "utf-8") -> LandingResult:
     """Ingest the files of a landing location that were not ingested yet, one file at a time."""
     found = scan(lake, source, location)
     result = LandingResult(found)
@@ -188,7 +188,7 @@ def ingest_landing(lake: Lake, source: str, location: str, *, run_id: str,
     for f in found.new:
         started = time.perf_counter()
         try:
-            (ingested,) = ingest_files(lake, source, [f.uri], run_id=run_id)
+            (ingested,) = ingest_files(lake, source, [f.uri], run_id=run_id, encoding=encoding)
         except ShoplakeError as exc:
             log.info("%s", exc)
             result.failures.append(str(exc))

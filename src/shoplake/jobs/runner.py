@@ -461,7 +461,7 @@ class _Runner:
 
 def task_call(task: TaskDef, landing: str) -> TaskCall:
     return TaskCall(kind=task.kind, source=task.source, landing=task.landing_location(landing), paths=task.paths,
-                    select=task.select, model=task.model, models=task.models)
+                    encoding=task.encoding, select=task.select, model=task.model, models=task.models)
 
 
 def worker_command(lake: Lake, job: JobDef, task: TaskDef, *, run_id: str, attempt: int, landing: str,

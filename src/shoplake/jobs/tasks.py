@@ -38,6 +38,7 @@ class TaskCall:
     source: str | None = None
     landing: str | None = None
     paths: tuple[str, ...] = ()
+    encoding: str = "utf-8"
     select: str | None = None
     model: str | None = None
     models: tuple[str, ...] = ()
@@ -100,13 +101,15 @@ def _ingest(lake: Lake, call: TaskCall, run_id: str, pause: Callable[[str], None
         pause(table)
 
     if call.landing is not None:
-        landed = ingest_landing(lake, str(call.source), call.landing, run_id=run_id, on_file=on_file)
+        landed = ingest_landing(lake, str(call.source), call.landing, run_id=run_id, on_file=on_file,
+                                encoding=call.encoding)
         detail = landed.describe()
         if landed.failures:
             raise TaskFailed(f"{len(landed.failures)} file(s) could not be ingested ({detail}): "
                              f"{'; '.join(landed.failures)}")
         return TaskOutcome("succeeded", landed.rows_written, detail)
-    results = ingest_files(lake, str(call.source), list(call.paths), run_id=run_id, on_file=on_file)
+    results = ingest_files(lake, str(call.source), list(call.paths), run_id=run_id, on_file=on_file,
+                           encoding=call.encoding)
     ingested = [r for r in results if r.status != "skipped"]
     rows = sum(r.rows_bronze + r.rows_quarantined for r in ingested)
     detail = (f"{len(ingested)} file(s) ingested ({sum(r.rows_bronze for r in ingested):,} rows to bronze), "

@@ -8,6 +8,8 @@ from shoplake.sources.schemas import CLICKSTREAM, PRODUCTS, RETAIL, Source
 LINEAGE_COLUMNS = (
     col("_source_file", "VARCHAR", "file or URL the row was read from"),
     col("_source_row", "BIGINT", "1-based position of the row among the file's readable data rows"),
+    col("_source_lines", "BIGINT", "physical lines of the file the row spans: 1, or more when a quoted "
+                                   "field holds line breaks"),
     col("_batch_id", "VARCHAR", "ingestion batch: one per distinct file content"),
     col("_ingested_at", "TIMESTAMPTZ", "when the batch was ingested (UTC)"),
 )

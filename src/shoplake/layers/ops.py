@@ -15,11 +15,16 @@ def _quarantine(source: Source) -> TableSpec:
                      f"'ingest'; rows refused by a Silver check have stage 'silver'."),
         grain=("_batch_id", "_source_row", "_source_line", "reason"),
         columns=raw_columns + (
-            col("_raw_line", "VARCHAR", "the raw CSV line, when the row could not be split into columns"),
+            col("_raw_line", "VARCHAR", "the raw CSV line as text, when the row could not be split into "
+                                        "columns and its bytes decode in the file's encoding"),
+            col("_raw_bytes", "BLOB", "the refused line's bytes exactly as in the file (whole, any length "
+                                      "or encoding), when the row could not be split into columns"),
             col("reason", "VARCHAR", "why the row was refused, e.g. invalid_price, wrong_column_count"),
             col("_stage", "VARCHAR", "ingest or silver"),
             col("_source_file", "VARCHAR"),
-            col("_source_line", "BIGINT", "line number in the file, when known"),
+            col("_source_line", "BIGINT", "physical line number in the file (the header is line 1)"),
+            col("_source_lines", "BIGINT", "physical lines the row spans (1 unless a quoted field holds "
+                                           "line breaks)"),
             col("_source_row", "BIGINT", "position among readable rows (matches bronze), when known"),
             col("_batch_id", "VARCHAR"),
             col("_ingested_at", "TIMESTAMPTZ"),

@@ -4,7 +4,8 @@ The ledger says, per write, rows in = rows out + diverted. That holds by constru
 what it cannot show is that the rows are really where it says. `verify` counts them in the tables:
 
 - **ingest**, per batch: the ledger entry's rows = the batch's bronze rows + its ingest-quarantine rows,
-  each counted in its table (and the file's physical data lines, when the entry recorded them);
+  each counted in its table; and the file's physical data lines (counted by the line scan, independently
+  of the CSV parser) = the lines those rows span (`_source_lines`), summed in the tables;
 - **silver**, per incremental table: the bronze rows of the batches it consumed (the rows it owns) = its
   rows + the rows quarantined by its checks (counted in quarantine) + the exact duplicates removed
   (the one figure only the ledger knows); no batch consumed twice;
@@ -147,6 +148,11 @@ def _check_ingest(lake: Lake, engine, ledger: list[dict]) -> list[Finding]:
         ingest_bad = (_count_by(engine, f"SELECT _batch_id, count(*) FROM {quarantine} "
                                         f"WHERE _stage = 'ingest' GROUP BY 1")
                       if lake.store.exists(quarantine) else {})
+        # Physical lines the rows span (a quoted field over two lines is one row of two lines).
+        lines = _count_by(engine, f"SELECT _batch_id, sum(n) FROM ("
+                                  f"SELECT _batch_id, _source_lines AS n FROM {spec.name} UNION ALL "
+                                  f"SELECT _batch_id, _source_lines FROM {quarantine} WHERE _stage = 'ingest') "
+                                  f"GROUP BY 1") if lake.store.exists(quarantine) else {}
         entries = {r["inputs"].get("batch_id"): r for r in ledger
                    if r["table_name"] == spec.name and r["write_key"].startswith("ingest:")}
         batches = [c.meta["write_key"] for c in batch_commits(lake.store.commits(spec.name))]
@@ -160,10 +166,10 @@ def _check_ingest(lake: Lake, engine, ledger: list[dict]) -> list[Finding]:
             findings.append(Finding("ingest", batch, f"rows in {spec.name}", entry["rows_out"], good))
             findings.append(Finding("ingest", batch, f"ingest rows in {quarantine}", entry["rows_diverted"], bad))
             findings.append(Finding("ingest", batch, "rows read = bronze + quarantine", entry["rows_in"], good + bad))
-            lines = entry["inputs"].get("physical_lines")
-            if lines is not None:
-                findings.append(Finding("ingest", batch, "physical data lines of the file = rows accounted",
-                                        int(lines), int(entry["inputs"].get("lines_accounted", good + bad))))
+            physical = entry["inputs"].get("physical_lines")
+            if physical is not None:  # counted by the line scan; None for Parquet (rows, no lines)
+                findings.append(Finding("ingest", batch, "physical data lines of the file = lines in bronze + "
+                                        "quarantine", int(physical), int(lines.get(batch) or 0)))
         stray = sorted(set(bronze_rows) - set(batches))
         findings.append(Finding("ingest", spec.name, "bronze rows outside any committed batch", 0,
                                 sum(bronze_rows[b] for b in stray)))

@@ -221,19 +221,24 @@ def start_gzip_check(path: Path, *, display: str) -> Callable[[], None]:
     return wait
 
 
-def read_csv_header(path: Path, fmt: str, *, display: str) -> list[str]:
-    """The header fields of a CSV(.gz) file, with one-line errors for empty or corrupt files."""
+def read_csv_header(path: Path, fmt: str, *, display: str, encoding: str = "utf-8") -> list[str]:
+    """The header fields of a CSV(.gz) file, with one-line errors for empty or corrupt files.
+
+    Blank lines after the header are skipped when looking for a first data line: they are not rows.
+    """
     if path.stat().st_size == 0:
         raise SourceFormatError(f"{display}: file is empty; expected a CSV header line")
     opener = gzip.open if fmt == "csv.gz" else open
+    # A UTF-8 byte order mark is not part of the first column's name.
+    text_encoding = "utf-8-sig" if encoding == "utf-8" else encoding
     try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+        with opener(path, "rt", encoding=text_encoding, errors="replace", newline="") as handle:
             first = handle.readline()
-            second = handle.readline()
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+            has_data = any(line.strip() for line in handle)
+    except (OSError, EOFError, zlib.error) as exc:
         raise SourceFormatError(f"{display}: cannot read {fmt} file: {_first_line(exc)}") from exc
     if not first.strip():
         raise SourceFormatError(f"{display}: file is empty; expected a CSV header line")
-    if not second.strip():
+    if not has_data:
         raise SourceFormatError(f"{display}: file has a header but no data rows")
     return next(csv.reader([first]))

@@ -8,6 +8,7 @@ either engine. A non-empty field whose parse returns NULL makes the row unparsea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from shoplake.errors import SourceFormatError
 
@@ -17,6 +18,30 @@ class SourceColumn:
     name: str
     type: str  # declared SQL type in bronze
     parse: str  # SQL over the raw VARCHAR value `{raw}`
+    # Timestamps: the sane range; a parsed value outside [earliest, now + days_ahead] is refused.
+    earliest: str | None = None
+    days_ahead: int | None = None
+
+
+def judge_sql(columns: tuple[SourceColumn, ...] | list[SourceColumn], *, now: datetime | None = None,
+              ) -> tuple[list[str], list[str]]:
+    """DuckDB SQL that types each raw field (`"r_<name>"`) and the `CASE` branches naming why a row is refused.
+
+    Returns (typed select items `... AS "<name>"`, `WHEN ... THEN '<reason>'` branches): a non-empty field
+    that does not parse is `invalid_<column>`, a timestamp outside the column's range `out_of_range_<column>`.
+    Both engines run these (Spark through the sqlglot translation).
+    """
+    now = now or datetime.now(UTC)
+    typed, reasons = [], []
+    for column in columns:
+        raw, value = f'"r_{column.name}"', f'"{column.name}"'
+        typed.append(f"CAST({column.parse.format(raw=raw)} AS {column.type}) AS {value}")
+        reasons.append(f"WHEN {raw} IS NOT NULL AND {value} IS NULL THEN 'invalid_{column.name}'")
+        if column.earliest is not None:
+            latest = (now + timedelta(days=column.days_ahead or 0)).strftime("%Y-%m-%d %H:%M:%S")
+            reasons.append(f"WHEN {value} < CAST('{column.earliest} 00:00:00+00' AS TIMESTAMPTZ) "
+                           f"OR {value} > CAST('{latest}+00' AS TIMESTAMPTZ) THEN 'out_of_range_{column.name}'")
+    return typed, reasons
 
 
 @dataclass(frozen=True)
@@ -47,16 +72,31 @@ def _text(name: str) -> SourceColumn:
 
 
 def _bigint(name: str) -> SourceColumn:
-    return SourceColumn(name, "BIGINT", "TRY_CAST({raw} AS BIGINT)")
+    # Digits only (an allow-list): a cast alone would round `1.5` to 2 and `123.5` to 124 without a word,
+    # and read `1e3`, `1_000` and `0x10` as numbers. Most values are already the cast's own spelling, a
+    # cheap test; the pattern (anchored, so that Spark's RLIKE matches the same) runs only on the others.
+    return SourceColumn(name, "BIGINT",
+                        "CASE WHEN CAST(TRY_CAST({raw} AS BIGINT) AS VARCHAR) = {raw} "
+                        "OR regexp_matches({raw}, '^ *[+-]?[0-9]+ *$') THEN TRY_CAST({raw} AS BIGINT) END")
 
 
 def _double(name: str) -> SourceColumn:
-    return SourceColumn(name, "DOUBLE", "TRY_CAST({raw} AS DOUBLE)")
+    # Finite values only: NaN, inf and overflowing literals (1e309) would poison every sum downstream.
+    # `v - v = 0` holds exactly for finite v on both engines (NaN - NaN and inf - inf are NaN).
+    return SourceColumn(name, "DOUBLE",
+                        "CASE WHEN TRY_CAST({raw} AS DOUBLE) - TRY_CAST({raw} AS DOUBLE) = 0 "
+                        "THEN TRY_CAST({raw} AS DOUBLE) END")
+
+
+# Shop data before 2000 or more than a day in the future is a broken clock or a mistyped year.
+SANE_EARLIEST = "2000-01-01"
+SANE_DAYS_AHEAD = 1
 
 
 def _timestamp(name: str, *formats: str) -> SourceColumn:
     listed = ", ".join(f"'{f}'" for f in formats)
-    return SourceColumn(name, "TIMESTAMPTZ", f"CAST(TRY_STRPTIME({{raw}}, [{listed}]) AS TIMESTAMPTZ)")
+    return SourceColumn(name, "TIMESTAMPTZ", f"CAST(TRY_STRPTIME({{raw}}, [{listed}]) AS TIMESTAMPTZ)",
+                        earliest=SANE_EARLIEST, days_ahead=SANE_DAYS_AHEAD)
 
 
 # Accept a float-formatted integer (`17850.0`, as in the UCI file) but not `17850.5`.

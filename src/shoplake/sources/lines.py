@@ -1,0 +1,528 @@
+"""Physical lines of a CSV file, counted independently of the CSV parser.
+
+The parsers (DuckDB's, Spark's) report rows; a row they cannot split can swallow the lines after it (one
+unterminated quote once turned 999 lines into a single refused row). So every CSV file is first scanned
+byte by byte, vectorised with numpy, in fixed-size chunks:
+
+- a *physical line* ends at LF (CRLF is one line end; a last line without LF still counts);
+- a line is *blank* when it holds nothing but an optional CR;
+- the quotes of each line decide which lines form one record: a line with an odd number of double quotes
+  opens (or closes) a quoted field that spans line breaks. An opening line is accepted only when it and
+  the lines up to the next odd line parse as exactly one record with the header's field count (Python's
+  `csv` module, strict); otherwise it is a broken line on its own (`unterminated_quote`) and the next odd
+  line is tried as an opener. So a stray quote costs its own line, never the lines after it;
+- lines that no parser should see are set aside with a reason before parsing: `invalid_encoding` (not
+  valid in the declared encoding), `nul_byte`, `control_character` (other than TAB, or a CR not ending the
+  line), `line_too_long`, `repeated_header`, `unterminated_quote`.
+
+The invariant every ingest keeps (see README, "Row accounting"): the file's *physical data lines* — all
+lines after the header except blank lines outside quoted fields — equal the sum of `_source_lines` over
+the file's bronze rows and its ingest-stage quarantine rows. A record whose quoted field spans k lines is
+one row with `_source_lines = k`; every set-aside or refused line is one quarantine row with its own
+line number.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import io
+import os
+import queue
+import tempfile
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shoplake.errors import SourceFormatError
+
+# A line or record longer than this is refused (`line_too_long`); the CSV parsers get the same limit.
+MAX_LINE_BYTES = 8 * 1024 * 1024
+# A quoted field may span at most this many lines: it bounds the work of judging a stray quote, whose
+# would-be record otherwise runs to the next odd line, however far.
+MAX_RECORD_LINES = 1_000
+_CHUNK = 16 * 1024 * 1024  # bounds the scan's memory: about three blocks at a time
+_TAB, _LF, _CR, _QUOTE, _NUL = 9, 10, 13, 34, 0
+_BOM = b"\xef\xbb\xbf"
+
+# Encodings a source file may declare (allow-list): names as Python's codecs spell them.
+ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "latin-1": "latin-1", "latin1": "latin-1",
+             "iso-8859-1": "latin-1", "cp1252": "cp1252", "windows-1252": "cp1252"}
+
+
+def check_encoding(name: str) -> str:
+    """The codec name for a declared encoding, or a one-line error listing the accepted ones."""
+    codec = ENCODINGS.get(name.strip().lower())
+    if codec is None:
+        raise SourceFormatError(f"unsupported encoding {name!r}: expected one of utf-8, latin-1, cp1252 "
+                                f"(windows-1252)")
+    return codec
+
+
+@dataclass(frozen=True)
+class BrokenLine:
+    """A physical line set aside before parsing, or refused by the parser."""
+
+    line: int  # 1-based physical line number (the header is line 1)
+    reason: str
+    raw: bytes  # the line's bytes exactly as in the file, without its line end
+    lines: int = 1  # physical lines it covers (more than 1 only for a refused multi-line record)
+
+
+@dataclass
+class LineScan:
+    """Where the physical lines of one CSV file start, and which of them form records."""
+
+    starts: np.ndarray  # byte offset of every physical line (decompressed), plus the end offset
+    content_lengths: np.ndarray  # bytes of each line without LF / CRLF
+    blank: np.ndarray  # per line
+    continuation: np.ndarray  # per line: inside a record that began on an earlier line
+    set_aside: dict[int, str]  # 0-based line index -> reason
+    encoding: str
+    plain: Path  # the file's bytes uncompressed: the file itself, or the copy made while scanning a gzip file
+    spool_dir: Path | None = None  # where temporary copies go
+    mixed_line_ends: bool = False  # some lines end in CRLF, others in LF
+    multiline_records: int = 0
+    _cleanup: list[Path] = field(default_factory=list)
+
+    @property
+    def physical_lines(self) -> int:
+        return len(self.starts) - 1
+
+    @property
+    def data_lines(self) -> int:
+        """Lines after the header, except blank lines outside quoted fields: what destinations must sum to."""
+        outside_blank = self.blank & ~self.continuation
+        return int(self.physical_lines - 1 - np.count_nonzero(outside_blank[1:]))
+
+    def units(self) -> np.ndarray:
+        """0-based first lines of what a CSV parser sees as one line each, in order, over the parse input.
+
+        The header, every blank line outside a record and every record (one per multi-line record); lines
+        set aside are not in the parse input.
+        """
+        keep = ~self.continuation
+        keep[list(self.set_aside)] = False
+        return np.flatnonzero(keep)
+
+    def spans(self, first_lines: np.ndarray) -> np.ndarray:
+        """Physical lines covered by the records starting at `first_lines` (0-based)."""
+        is_start = ~self.continuation
+        next_start = np.append(np.flatnonzero(is_start), self.physical_lines)
+        position = np.searchsorted(next_start, first_lines, side="right")
+        return next_start[position] - first_lines
+
+    def raw(self, line_index: int) -> bytes:
+        """The bytes of one physical line (0-based) as in the file, without its line end."""
+        start = int(self.starts[line_index])
+        return self.read(start, start + int(self.content_lengths[line_index]))
+
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes `start:end` of the file, uncompressed."""
+        with open(self.plain, "rb") as handle:
+            handle.seek(start)
+            return handle.read(end - start)
+
+    def set_aside_lines(self) -> list[BrokenLine]:
+        return [BrokenLine(i + 1, reason, self.raw(i)) for i, reason in sorted(self.set_aside.items())]
+
+    def close(self) -> None:
+        for path in self._cleanup:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._cleanup.clear()
+
+
+def _raw_chunks(path: Path, fmt: str, *, display: str) -> Iterator[bytes]:
+    """The file's (decompressed) bytes in large blocks; a truncated or corrupt gzip is a one-line error."""
+    try:
+        with open(path, "rb") as handle:
+            if fmt != "csv.gz":
+                while chunk := handle.read(_CHUNK):
+                    yield chunk
+                return
+            # zlib directly (not the gzip module, whose small internal reads cost a third more); a new
+            # decompressor per member, as `gzip -c a b > c` concatenates members. Output is bounded per call.
+            inflater, fed = zlib.decompressobj(wbits=31), False
+            while block := handle.read(_CHUNK // 4):
+                while block:
+                    fed = True
+                    out = inflater.decompress(block, _CHUNK)
+                    if out:
+                        yield out
+                    if inflater.eof:
+                        block = inflater.unused_data
+                        inflater, fed = zlib.decompressobj(wbits=31), False
+                    else:
+                        block = inflater.unconsumed_tail
+            if fed and not inflater.eof:
+                raise EOFError("compressed file ended before the end-of-stream marker was reached")
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SourceFormatError(f"{display}: cannot read the {fmt} file ({_first_line(exc)}); is it truncated "
+                                f"or corrupt? nothing was written") from exc
+
+
+def _chunks(path: Path, fmt: str, *, display: str, copy_to: Path | None) -> Iterator[bytes]:
+    """`_raw_chunks` read ahead on a thread: zlib and file reads release the GIL, so inflating the next
+    block overlaps with the numpy scan of this one. With `copy_to`, the bytes are also written there."""
+    blocks: queue.Queue = queue.Queue(maxsize=2)
+    done = object()
+
+    def produce() -> None:
+        try:
+            with open(copy_to, "wb") if copy_to else contextlib.nullcontext() as copy:
+                for block in _raw_chunks(path, fmt, display=display):
+                    if copy:
+                        copy.write(block)
+                    blocks.put(block)
+        except SourceFormatError as exc:
+            blocks.put(exc)
+        except OSError as exc:
+            blocks.put(SourceFormatError(f"{display}: cannot write its uncompressed copy in {copy_to.parent} "
+                                         f"({_first_line(exc)}); set spool_dir to a folder with room"))
+        blocks.put(done)
+
+    threading.Thread(target=produce, name=f"line-scan {path.name}", daemon=True).start()
+    while (block := blocks.get()) is not done:
+        if isinstance(block, SourceFormatError):
+            raise block
+        yield block
+
+
+def count_physical_lines(path: Path, fmt: str, *, display: str | None = None) -> int:
+    """The file's physical data lines (the accounting invariant's total; see the module docstring).
+
+    For the ingest ledger (`inputs.physical_lines`). Parquet files have no lines: their row count.
+    """
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    scan = scan_csv(path, fmt, expected_fields=None, encoding="utf-8", display=display or str(path))
+    try:
+        return scan.data_lines
+    finally:
+        scan.close()
+
+
+def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str, display: str,
+             spool_dir: Path | None = None) -> LineScan:
+    """Scan the physical lines of a CSV(.gz) file; see the module docstring for what is set aside.
+
+    Args:
+        expected_fields: the header's field count, to judge records spanning lines (None: count only).
+        encoding: a codec from `ENCODINGS`; lines that do not decode are set aside as `invalid_encoding`.
+        spool_dir: where temporary copies go (None: the system temp folder). A gzip file is written there
+            uncompressed while it is scanned: the parser then reads plain bytes, in parallel, instead of
+            inflating the file a second time on one thread; refused lines are read back from it.
+    """
+    starts_parts, lengths_parts, odd_parts, flags_parts = [], [], [], []
+    set_aside: dict[int, str] = {}
+    decoder_check = _decodable_check(encoding)
+    offset = 0  # of the next region in the decompressed stream
+    line_base = 0
+    carry = b""
+    header_content: bytes | None = None
+    line_ends = [0, 0]  # lines ending in CRLF, in LF alone
+
+    def process(buffer: bytes, begin: int, end: int, final: bool) -> None:
+        """Scan the whole lines of `buffer[begin:end]` (a view, not a copy, of a large block)."""
+        nonlocal line_base, header_content, offset
+        region = memoryview(buffer)[begin:end]
+        data = np.frombuffer(buffer, dtype=np.uint8, count=end - begin, offset=begin)
+        # One pass finds every control byte; line ends (LF) are among them.
+        controls = np.flatnonzero(data < 32)
+        control_bytes = data[controls]
+        ends = controls[control_bytes == _LF]
+        if final and (len(ends) == 0 or ends[-1] != len(data) - 1):
+            ends = np.append(ends, len(data))  # a last line without LF
+        starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+        lengths = ends - starts
+        has_cr = np.zeros(len(starts), dtype=bool)
+        nonempty = lengths > 0
+        ends_in_data = np.minimum(ends, len(data)) - 1
+        has_cr[nonempty] = data[ends_in_data[nonempty]] == _CR
+        lengths = lengths - has_cr
+        with_lf = ends < len(data)
+        line_ends[0] += int(np.count_nonzero(has_cr & with_lf))
+        line_ends[1] += int(np.count_nonzero(~has_cr & with_lf))
+        # bytes.find runs at memory speed: most blocks of most files have no quote to locate.
+        odd = np.zeros(len(starts), dtype=bool)
+        if buffer.find(b'"', begin, end) >= 0:
+            quote_pos = np.flatnonzero(data == _QUOTE)
+            odd = np.bincount(np.searchsorted(starts, quote_pos, side="right") - 1, minlength=len(starts)) % 2 == 1
+        # Allow-list of control bytes: TAB, and CR only right before a line's LF. Anything else (NUL, a CR
+        # alone, which DuckDB takes for a line end and then stops at) sets its line aside. Counted first:
+        # locating them costs a pass only in a block that has one.
+        suspect = controls[(control_bytes != _LF) & (control_bytes != _TAB)]
+        if len(suspect) != np.count_nonzero(has_cr):  # more than the CRs that end lines
+            for position in np.setdiff1d(suspect, ends_in_data[has_cr]):
+                line = int(np.searchsorted(starts, position, side="right") - 1)
+                set_aside.setdefault(line_base + line, "nul_byte" if data[position] == _NUL else "control_character")
+        for index in np.flatnonzero(lengths > MAX_LINE_BYTES):
+            set_aside.setdefault(line_base + int(index), "line_too_long")
+        for bad in decoder_check(region, starts):
+            set_aside.setdefault(line_base + bad, "invalid_encoding")
+        if line_base == 0 and len(starts):
+            # The header again later is a repeated header; a byte order mark is not part of it.
+            header_content = bytes(region[: lengths[0]]).removeprefix(_BOM)
+        if header_content:
+            # Cheap filter first (same length, same first byte), then compare the few candidates.
+            probe = np.flatnonzero((lengths == len(header_content))
+                                   & (data[np.minimum(starts, max(len(data) - 1, 0))] == header_content[0]))
+            for index in probe:
+                global_index = line_base + int(index)
+                if global_index > 0 and bytes(region[starts[index]: starts[index] + lengths[index]]) == header_content:
+                    set_aside.setdefault(global_index, "repeated_header")
+        starts_parts.append(starts + offset)
+        lengths_parts.append(lengths.astype(np.int64))
+        odd_parts.append(odd)  # only the parity of a line's quotes matters
+        flags_parts.append(lengths == 0)
+        line_base += len(starts)
+        offset += end - begin
+
+    plain_copy = _temp_file(spool_dir, "shoplake-plain-") if fmt == "csv.gz" else None
+    try:
+        for chunk in _chunks(path, fmt, display=display, copy_to=plain_copy):
+            begin = 0
+            if carry:  # the line cut at the end of the previous block: finish it on its own
+                first = chunk.find(b"\n")
+                if first < 0:
+                    carry += chunk
+                    continue
+                joint = carry + chunk[: first + 1]
+                process(joint, 0, len(joint), final=False)
+                begin, carry = first + 1, b""
+            last = chunk.rfind(b"\n", begin)
+            if last < 0:
+                carry = chunk[begin:]
+                continue
+            process(chunk, begin, last + 1, final=False)
+            carry = chunk[last + 1:]
+        if carry:
+            process(carry, 0, len(carry), final=True)
+        if line_base == 0:
+            raise SourceFormatError(f"{display}: file is empty; expected a CSV header line")
+        if 0 in set_aside:
+            raise SourceFormatError(f"{display}: the header line has a {set_aside[0].replace('_', ' ')} problem; "
+                                    f"expected a plain CSV header line ending in LF or CRLF (are the line ends "
+                                    f"CR alone? convert them); nothing was written")
+        starts = np.append(np.concatenate(starts_parts), offset)
+        scan = LineScan(starts=starts, content_lengths=np.concatenate(lengths_parts),
+                        blank=np.concatenate(flags_parts), continuation=np.zeros(line_base, dtype=bool),
+                        set_aside=set_aside, encoding=encoding, mixed_line_ends=all(line_ends),
+                        plain=plain_copy or path, spool_dir=spool_dir)
+        if plain_copy is not None:
+            scan._cleanup.append(plain_copy)
+    except BaseException:
+        if plain_copy is not None:
+            plain_copy.unlink(missing_ok=True)
+        raise
+    odd = np.flatnonzero(np.concatenate(odd_parts))
+    odd = odd[odd > 0]
+    if len(odd):
+        _pair_quoted_lines(scan, odd, expected_fields)
+    return scan
+
+
+def _decodable_check(encoding: str):
+    """A function (region, line starts) -> line indexes of the region that do not decode."""
+    def check(region: bytes, starts: np.ndarray) -> list[int]:
+        if encoding == "latin-1":
+            return []  # every byte is a latin-1 character
+        if encoding == "utf-8" and (not region or np.frombuffer(region, dtype=np.uint8).max() < 0x80):
+            return []  # plain ASCII
+        bad: list[int] = []
+        position = 0
+        while position < len(region):
+            try:
+                codecs.decode(region[position:], encoding)
+                break
+            except UnicodeDecodeError as exc:
+                line = int(np.searchsorted(starts, position + exc.start, side="right") - 1)
+                bad.append(line)
+                position = int(starts[line + 1]) if line + 1 < len(starts) else len(region)
+        return bad
+
+    return check
+
+
+def _pair_quoted_lines(scan: LineScan, odd: np.ndarray, expected_fields: int | None) -> None:
+    """Join each line with an odd number of quotes to the next such line, when they make one record.
+
+    Loops over odd lines only (rare), not over all lines.
+    """
+    odd = [int(i) for i in odd if int(i) not in scan.set_aside]
+    i = 0
+    while i < len(odd):
+        first = odd[i]
+        last = odd[i + 1] if i + 1 < len(odd) else None
+        if last is not None and _is_one_record(scan, first, last, expected_fields):
+            scan.continuation[first + 1: last + 1] = True
+            scan.multiline_records += 1
+            i += 2
+        else:
+            scan.set_aside[first] = "unterminated_quote"
+            i += 1
+
+
+def _is_one_record(scan: LineScan, first: int, last: int, expected_fields: int | None) -> bool:
+    start, end = int(scan.starts[first]), int(scan.starts[last]) + int(scan.content_lengths[last])
+    if end - start > MAX_LINE_BYTES or last - first + 1 > MAX_RECORD_LINES:
+        return False
+    if any(first < line <= last for line in scan.set_aside):
+        return False
+    if expected_fields is None:
+        return True
+    try:
+        text = scan.read(start, end).decode(scan.encoding)
+        records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    except (UnicodeDecodeError, csv.Error):
+        return False
+    return len(records) == 1 and len(records[0]) == expected_fields
+
+
+def _temp_file(folder: Path | None, prefix: str) -> Path:
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".csv", dir=folder)
+    os.close(fd)
+    return Path(name)
+
+
+def write_parse_input(scan: LineScan) -> tuple[Path, str]:
+    """The plain CSV file a parser should read, and its format (`csv`).
+
+    The file's uncompressed bytes (the file itself, or the copy made while scanning a gzip file) when it is
+    UTF-8, nothing was set aside and its lines all end alike; otherwise a UTF-8 copy without the set-aside
+    lines and with LF line ends (DuckDB stops at a file mixing LF and CRLF). Copies go when `scan.close`.
+    """
+    if not scan.set_aside and scan.encoding == "utf-8" and not scan.mixed_line_ends:
+        return scan.plain, "csv"
+    name = _temp_file(scan.spool_dir, "shoplake-parse-")
+    scan._cleanup.append(name)
+    decoder = codecs.getincrementaldecoder(scan.encoding)() if scan.encoding != "utf-8" else None
+    with open(name, "wb") as out, open(scan.plain, "rb") as handle:
+        position = 0
+        pending_cr = b""
+        for line in [*sorted(scan.set_aside), None]:
+            end = int(scan.starts[line]) if line is not None else int(scan.starts[-1])
+            handle.seek(position)
+            size = end - position
+            while size > 0:
+                block = handle.read(min(size, _CHUNK))
+                if not block:
+                    break
+                size -= len(block)
+                if decoder is not None:  # every line left decodes (the others were set aside)
+                    block = decoder.decode(block).encode("utf-8")
+                if scan.mixed_line_ends:
+                    block = pending_cr + block
+                    pending_cr = b"\r" if block.endswith(b"\r") else b""  # its LF may start the next block
+                    block = block[: len(block) - len(pending_cr)].replace(b"\r\n", b"\n")
+                out.write(block)
+            if line is not None:
+                position = int(scan.starts[line + 1])
+        out.write(pending_cr)
+    return name, "csv"
+
+
+class LineAccount:
+    """Ties a parser's output back to physical lines: what it refused, and where each readable row began.
+
+    `multiline`: whether the parser reads a quoted field across line breaks (DuckDB) or sees every line as
+    its own row (Spark's line-based parse).
+    """
+
+    def __init__(self, scan: LineScan | None, *, multiline: bool):
+        self.scan = scan
+        self.multiline = multiline
+        self.parser_rejects: list[tuple[int, str]] = []  # (1-based line number in the parse input, reason)
+        # Set by an engine whose refusals are only known once its reader is consumed.
+        self.before_check: Callable[[], None] | None = None
+        self._readable: np.ndarray | None = None
+
+    @property
+    def physical_lines(self) -> int | None:
+        """The file's physical data lines, as counted by the scan (None for Parquet: count its rows)."""
+        return self.scan.data_lines if self.scan is not None else None
+
+    def units(self) -> np.ndarray:
+        """0-based physical first line of each line the parser counts in its input."""
+        assert self.scan is not None
+        if self.multiline:
+            return self.scan.units()
+        keep = np.ones(self.scan.physical_lines, dtype=bool)
+        keep[list(self.scan.set_aside)] = False
+        return np.flatnonzero(keep)
+
+    def _spans(self, first_lines: np.ndarray) -> np.ndarray:
+        if self.multiline:
+            return self.scan.spans(first_lines)
+        return np.ones(len(first_lines), dtype=np.int64)
+
+    def _rejected_units(self) -> np.ndarray:
+        units = self.units()
+        return np.array([units[line - 1] for line, _ in self.parser_rejects], dtype=np.int64)
+
+    def _collect(self) -> None:
+        if self.before_check is not None:
+            self.before_check()
+            self.before_check = None
+
+    def rejected(self) -> list[BrokenLine]:
+        """Lines set aside before parsing and records the parser refused, by physical line."""
+        if self.scan is None:
+            return []
+        self._collect()
+        found = self.scan.set_aside_lines()
+        firsts = self._rejected_units()
+        for first, span, (_, reason) in zip(firsts, self._spans(firsts), self.parser_rejects, strict=True):
+            last = int(first + span - 1)
+            raw = self.scan.read(int(self.scan.starts[first]),
+                                 int(self.scan.starts[last] + self.scan.content_lengths[last]))
+            found.append(BrokenLine(int(first) + 1, reason, raw, int(span)))
+        return sorted(found, key=lambda b: b.line)
+
+    def __call__(self) -> list[BrokenLine]:
+        return self.rejected()
+
+    def readable_units(self) -> np.ndarray:
+        """0-based first lines of the rows the parser returned, in order (once its refusals are known)."""
+        self._collect()
+        if self._readable is None:
+            units = self.units()
+            units = units[units > 0]
+            units = units[~self.scan.blank[units]]
+            self._readable = units[~np.isin(units, self._rejected_units())]
+        return self._readable
+
+    def row_lines(self, source_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(1-based first physical line, physical lines spanned) of readable rows numbered `source_rows`."""
+        firsts = self.readable_units()[np.asarray(source_rows, dtype=np.int64) - 1]
+        return firsts + 1, self._spans(firsts)
+
+    def check(self, readable_rows: int, display: str) -> None:
+        """Refuse the file when the parser's rows and refusals do not cover the scanned records exactly."""
+        if self.scan is None:
+            return
+        self._collect()
+        expected = len(self.readable_units())
+        if readable_rows != expected:
+            raise SourceFormatError(
+                f"{display}: the CSV parser read {readable_rows:,} rows and refused {len(self.parser_rejects):,}, "
+                f"but the line scan found {expected + len(self.parser_rejects):,} records; the file's lines "
+                f"cannot be accounted for; nothing was written")
+
+    def close(self) -> None:
+        if self.scan is not None:
+            self.scan.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
