@@ -24,6 +24,7 @@ import pytest
 from shoplake.errors import SourceFormatError
 from shoplake.ingest import ingest_files
 from shoplake.lake import new_run_id
+from shoplake.quality.verify import verify_lake
 from shoplake.sources.lines import MAX_LINE_BYTES, count_physical_lines
 
 ROWS = 2_000  # data rows taken from each real file: the issue's "2,000-line CSV"
@@ -351,10 +352,13 @@ def _reasons(e2e, lake, source: str) -> dict[str, int]:
 
 
 def _check_lake(e2e, lake) -> None:
-    """Lake-wide checks after every ingested file (the ledger balances; `shoplake verify` belongs here)."""
+    """Lake-wide checks after every file: the ledger balances and `shoplake verify` passes (it counts, in
+    the tables, the rows and the lines of every batch against the ledger and the line scan)."""
     for entry in e2e.rows(lake, "SELECT rows_in, rows_out, rows_diverted, diverted FROM ops.ledger"):
         assert entry["rows_in"] == entry["rows_out"] + entry["rows_diverted"], entry
         assert entry["rows_diverted"] == sum(json.loads(entry["diverted"]).values()), entry
+    verification = verify_lake(lake)
+    assert verification.ok, verification.failures
 
 
 def test_corpus_is_large_enough():
@@ -400,6 +404,7 @@ def _ingest_and_account(e2e, real, tmp_path, case: Case, *, engine: str) -> dict
         assert case.refused in message and str(path) in message, message
         assert "\n" not in message
         assert all(version is None for version in e2e.table_versions(lake.settings.lake).values())
+        _check_lake(e2e, lake)
         return case.reasons
 
     (result,) = ingest_files(lake, case.source, [str(path)], run_id=new_run_id(), encoding=case.encoding)
@@ -410,6 +415,8 @@ def _ingest_and_account(e2e, real, tmp_path, case: Case, *, engine: str) -> dict
     else:
         expected = physical_data_lines(text, blank_inside_quotes=case.blank_inside_quotes)
         assert count_physical_lines(path, case.suffix.lstrip(".")) == expected  # the function the ledger uses
+        (entry,) = e2e.rows(lake, "SELECT inputs FROM ops.ledger WHERE table_name LIKE 'bronze.%'")
+        assert json.loads(entry["inputs"])["physical_lines"] == expected
     assert found["bronze_lines"] + found["quarantine_lines"] == expected, found
     if engine == "duckdb":  # Spark reads a quoted line break as two rows (see SPARK_REASONS)
         assert found["bronze_rows"] + found["quarantine_rows"] == expected - case.extra_lines, found
