@@ -58,7 +58,7 @@ SCALAR_FUNCTIONS = frozenset({
     "list_filter", "list_slice", "array_slice", "flatten", "struct_pack", "struct_extract", "cardinality",
     "list_concat", "array_concat", "list_position", "array_to_string", "json_extract", "json_extract_string",
     "json_valid", "json_array_length", "json_keys", "json_type", "to_json", "json_object", "json_array",
-    "typeof",
+    "typeof", "columns",
 })
 # Table functions that make rows from their arguments alone.
 TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
@@ -66,7 +66,7 @@ TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 # Syntax that sqlglot models as a function although the user writes no function name.
 _SYNTAX_FUNCTIONS: tuple[type[exp.Expression], ...] = (
     exp.Cast, exp.TryCast, exp.Case, exp.If, exp.Extract, exp.Array, exp.Struct, exp.JSONExtract,
-    exp.JSONExtractScalar, exp.Interval,
+    exp.JSONExtractScalar, exp.Interval, exp.Unnest,
 )
 # Every other node of the tree must be one of these (values, operators and the clauses of a SELECT).
 _ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
@@ -78,7 +78,7 @@ _ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
     exp.Lateral, exp.Values, exp.Filter, exp.WithinGroup, exp.IgnoreNulls, exp.RespectNulls, exp.Cube,
     exp.Rollup, exp.GroupingSets, exp.Unnest, exp.JSONPath, exp.JSONPathPart, exp.HexString,
     exp.ByteString, exp.BitString, exp.Kwarg, exp.ColumnDef, exp.Pivot, exp.PivotAlias, exp.TableSample,
-    exp.Dot, exp.Columns,
+    exp.Dot, exp.Columns, exp.Interval,
 )
 
 
@@ -105,7 +105,7 @@ def _identities(names: frozenset[str]) -> frozenset[str]:
 
 _ALLOWED_FUNCTIONS = _identities(AGGREGATE_FUNCTIONS | WINDOW_FUNCTIONS | SCALAR_FUNCTIONS | TABLE_FUNCTIONS) \
     | frozenset(f"class:{cls.__name__}" for cls in _SYNTAX_FUNCTIONS)
-_ALLOWED_TABLE_FUNCTIONS = _identities(TABLE_FUNCTIONS)
+_ALLOWED_TABLE_FUNCTIONS = _identities(TABLE_FUNCTIONS) | {f"class:{exp.Unnest.__name__}"}
 
 
 def _spelled(node: exp.Expression) -> str:

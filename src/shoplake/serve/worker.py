@@ -112,6 +112,8 @@ def execute(lake: Lake, job: QueryJob) -> QueryAnswer:
                 reader.close()
     except AccessDeniedError as exc:
         return QueryAnswer("forbidden", str(exc))
+    except RecursionError:
+        return QueryAnswer("refused", "the query is nested too deeply to parse; simplify it")
     except ShoplakeError as exc:
         return QueryAnswer("refused", str(exc))
     except Exception as exc:  # an engine or Arrow failure: reported in one line, the worker lives on
