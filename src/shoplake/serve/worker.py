@@ -249,12 +249,14 @@ class WorkerPool:
         return worker
 
     def _discard(self, worker: _Worker) -> None:
+        # Both a renewal and `close` may discard the same worker: the first one does it.
+        with self._lock:
+            if self._all.pop(worker.process.pid, None) is None:
+                return
         worker.process.kill()
         worker.process.join(timeout=5)
         worker.connection.close()
         shutil.rmtree(worker.temp_dir, ignore_errors=True)
-        with self._lock:
-            self._all.pop(worker.process.pid, None)
 
     def _replace(self, worker: _Worker) -> None:
         def renew() -> None:
