@@ -21,7 +21,7 @@ from shoplake.serve.service import QueryOutcome, QueryService, Unauthorized
 
 # The HTTP status sent for each outcome (the same status string is what ops.query_log records).
 HTTP_STATUS = {"ok": 200, "refused": 400, "unauthorized": 401, "forbidden": 403, "timeout": 408, "too_large": 413,
-               "rate_limited": 429, "error": 500, "busy": 503, "unavailable": 503}
+               "invalid": 422, "rate_limited": 429, "error": 500, "busy": 503, "unavailable": 503}
 
 
 class SqlRequest(BaseModel):

@@ -7,6 +7,7 @@ every page into one self-contained HTML file (plotly.js inlined).
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from importlib import resources
@@ -15,8 +16,9 @@ from urllib.parse import urlencode
 
 import jinja2
 import plotly
-from fastapi import HTTPException, Query
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -83,6 +85,23 @@ def export_dashboard(lake: Lake, path: Path, dates: DateRange) -> list[str]:
     return [page.title for page in pages]
 
 
+def run_server(app: FastAPIOffline, *, host: str, port: int) -> None:
+    """Serve `app` with uvicorn until SIGTERM or Ctrl-C.
+
+    A shutdown first stops the query workers, so every API request in flight answers (503, logged) at once
+    instead of holding the shutdown until its deadline; then uvicorn closes the connections and the app
+    writes the query log.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            app.state.service.stop_queries()
+            await super().shutdown(sockets)
+
+    Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)).run()
+
+
 def create_app(settings: Settings, *, query_log_interval: float = 1.0,
                allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) -> FastAPIOffline:
     """The FastAPI app over the lake named by `settings`.
@@ -94,9 +113,23 @@ def create_app(settings: Settings, *, query_log_interval: float = 1.0,
     service = QueryService(settings, query_log_interval=query_log_interval)
     lake = service.lake
 
+    warmed = threading.Event()
+
+    def warm_up() -> None:
+        # The first render of a page pays one-off costs (plotly's validators, templates, the first engine
+        # session): paid here, in the background, rather than by the first visitor.
+        try:
+            for key in ("overview", "health"):
+                render([build_page(lake, key, DateRange())], DateRange(), export=False)
+        except Exception:  # a lake without data or a broken table still serves; the page will say why
+            log.warning("dashboard warm-up failed", exc_info=True)
+        finally:
+            warmed.set()
+
     @asynccontextmanager
     async def lifespan(_):
         service.start()
+        threading.Thread(target=warm_up, name="shoplake-dashboard-warm-up", daemon=True).start()
         try:
             yield
         finally:
@@ -110,6 +143,7 @@ def create_app(settings: Settings, *, query_log_interval: float = 1.0,
     app.state.lake = lake
     app.state.service = service
     app.state.query_log = service.query_log
+    app.state.warmed = warmed
     app.include_router(build_router(service))
 
     def refuse_body(path: str, size: str) -> dict:
@@ -118,6 +152,18 @@ def create_app(settings: Settings, *, query_log_interval: float = 1.0,
             outcome = service.refuse(f"(not read: {message})", "too_large", message)
             return {"detail": message, "status": outcome.status, "query_id": outcome.query_id}
         return {"detail": message, "status": "too_large"}
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A body that is not {"query": ..., "limit": ...} is refused before any token check: logged like
+        # an unauthenticated request (its first KiB), with the status sent.
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        if request.url.path != "/api/v1/sql":
+            return JSONResponse({"detail": message, "status": "invalid"}, status_code=422)
+        body = (await request.body()).decode("utf-8", errors="replace")
+        outcome = service.refuse(body, "invalid", f"invalid request body: {message}")
+        return JSONResponse({"detail": outcome.message, "status": outcome.status, "query_id": outcome.query_id},
+                            status_code=422, headers={"X-Query-Id": outcome.query_id})
 
     app.add_middleware(BodyLimit, limit=settings.serve_body_limit, on_refused=refuse_body)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))

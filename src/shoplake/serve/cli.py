@@ -35,10 +35,8 @@ def serve(
     """Serve the dashboard and the SQL API (OpenAPI docs at /docs); Ctrl-C or SIGTERM stops it."""
     import ipaddress
 
-    import uvicorn
-
     from shoplake.errors import ConfigError
-    from shoplake.serve.app import create_app
+    from shoplake.serve.app import create_app, run_server
     from shoplake.serve.security import load_tokens, tokens_file
     from shoplake.serve.web import LOOPBACK_HOSTS
 
@@ -61,8 +59,7 @@ def serve(
     core.console.print(f"dashboard: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
     core.console.print(f"SQL API tokens: {count} in {path}" if count else
                        "SQL API: no tokens yet; create one with `shoplake serve-token add NAME --role analyst`")
-    # SIGTERM: stop accepting, give requests 3 s, then the app kills the query workers and writes the log.
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+    run_server(app, host=host, port=port)
 
 
 def export(

@@ -60,7 +60,7 @@ class QueryOutcome:
 
     Attributes:
         status: `ok`, `refused`, `forbidden`, `timeout`, `error`, `unauthorized`, `rate_limited`, `busy`,
-            `unavailable` or `too_large`; exactly what `ops.query_log` records for the request.
+            `unavailable`, `too_large` or `invalid`; exactly what `ops.query_log` records for the request.
         answer: the worker's answer (columns and serialized rows) when the query ran.
         retry_after: seconds to wait before trying again (`rate_limited`, `busy`).
     """
@@ -141,9 +141,13 @@ class QueryService:
         self.pool.start()
         self._started = True
 
+    def stop_queries(self) -> None:
+        """Kill the workers now: queries running or waiting end at once as `unavailable` (logged)."""
+        self.pool.close()
+
     def close(self, *, drain_seconds: float = 3.0) -> None:
         """Stop: kill the workers (running queries end as `unavailable`), then write the log."""
-        self.pool.close()
+        self.stop_queries()
         deadline = time.monotonic() + drain_seconds
         while self._admission.total() and time.monotonic() < deadline:
             time.sleep(0.02)  # let each stopped request record its entry before the last flush
