@@ -175,6 +175,10 @@ STATEMENTS_AND_TRICKS = {
     "sql_auto_complete": "select * from sql_auto_complete('sel')",
     "which_secret": "select * from which_secret('s3://b/x', 's3')",
     "pivot_statement": "pivot gold.daily_funnel on event_date using sum(revenue)",
+    "table_function_by_table_name": "select * from histogram('bronze.clickstream', event_type)",
+    "lateral_table_function_by_table_name": "select * from range(1) r, lateral histogram('bronze.clickstream', "
+                                            "event_type)",
+    "summary_of_a_table": "select * from summary((select * from gold.daily_funnel))",
 }
 
 CORPUS: dict[str, str] = {**ISSUE_PROBES, **FILE_FUNCTIONS, **SYSTEM_VIEWS, **SCOPE_AND_ROLES, **STATEMENTS_AND_TRICKS}

@@ -128,7 +128,10 @@ def check_allowed(statement: exp.Expression) -> None:
             if _identity(node) not in _ALLOWED_FUNCTIONS:
                 raise QueryError(f"function {_spelled(node)} is not allowed in the SQL API; allowed are the "
                                  f"usual scalar, aggregate and window functions (see docs/SERVING.md)")
-            if isinstance(node.parent, exp.Table) and _identity(node) not in _ALLOWED_TABLE_FUNCTIONS:
+            # In a table position a name can mean a different function: `LATERAL histogram('t', c)` is the
+            # table function that reads table 't', not the aggregate.
+            in_table_position = isinstance(node.parent, exp.Table | exp.Lateral) and node.arg_key == "this"
+            if in_table_position and _identity(node) not in _ALLOWED_TABLE_FUNCTIONS:
                 raise QueryError(f"table function {_spelled(node)} is not allowed; only catalog tables and "
                                  f"{', '.join(sorted(TABLE_FUNCTIONS))}() can be read")
             continue
