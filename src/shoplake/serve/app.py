@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import jinja2
 import plotly
+import uvicorn
 from fastapi import HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -85,21 +86,24 @@ def export_dashboard(lake: Lake, path: Path, dates: DateRange) -> list[str]:
     return [page.title for page in pages]
 
 
-def run_server(app: FastAPIOffline, *, host: str, port: int) -> None:
-    """Serve `app` with uvicorn until SIGTERM or Ctrl-C.
+def make_server(app: FastAPIOffline, *, host: str, port: int) -> uvicorn.Server:
+    """A uvicorn server for `app` whose shutdown first stops the query workers.
 
-    A shutdown first stops the query workers, so every API request in flight answers (503, logged) at once
-    instead of holding the shutdown until its deadline; then uvicorn closes the connections and the app
-    writes the query log.
+    So every API request in flight answers at once (503, logged) instead of holding the shutdown until its
+    deadline; then uvicorn closes the connections and the app writes the query log.
     """
-    import uvicorn
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets=None) -> None:
             app.state.service.stop_queries()
             await super().shutdown(sockets)
 
-    Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)).run()
+    return Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3))
+
+
+def run_server(app: FastAPIOffline, *, host: str, port: int) -> None:
+    """Serve `app` until SIGTERM or Ctrl-C."""
+    make_server(app, host=host, port=port).run()
 
 
 def create_app(settings: Settings, *, query_log_interval: float = 1.0,
