@@ -129,7 +129,8 @@ class QueryService:
         self.tokens = TokenStore(tokens_file(settings))
         self.query_log = QueryLog(self.lake.store, interval_seconds=query_log_interval,
                                   journal=tokens_file(settings).parent / "query_log.journal.jsonl")
-        self.pool = WorkerPool(settings, size=settings.serve_workers, memory_limit=settings.serve_query_memory)
+        self.pool = WorkerPool(settings, size=settings.serve_workers, memory_limit=settings.serve_query_memory,
+                               niceness=settings.serve_worker_niceness)
         self._admission = _Admission(settings)
         self._started = False
 

@@ -43,10 +43,9 @@ from shoplake.serve.allowlist import check_allowed
 
 log = logging.getLogger(__name__)
 
-# Workers yield the CPU to the server process (dashboard, health, accepting requests). Linux gives a nice-4
-# process about 40% of a nice-0 one's weight: with two busy workers on two cores the server still gets a
-# whole core when it needs one, while a build running beside them (nice 0) does not starve the queries.
-WORKER_NICENESS = 4
+# Workers yield the CPU to the server process (dashboard, health, accepting requests); the setting
+# `serve_worker_niceness` chooses how much (docs/SERVING.md has the trade-off, measured).
+WORKER_NICENESS = 10
 # Rows per Arrow batch read from DuckDB: small, so one batch of very wide rows stays well under the byte cap.
 _BATCH_ROWS = 256
 
@@ -200,8 +199,8 @@ def _text(value: Any) -> Any:
 
 
 # -- the worker process ---------------------------------------------------------------------------------------
-def _worker_main(connection, settings: Settings) -> None:
-    os.nice(WORKER_NICENESS)
+def _worker_main(connection, settings: Settings, niceness: int) -> None:
+    os.nice(niceness)
     lake = Lake(settings)
     while True:
         try:
@@ -221,10 +220,11 @@ class _Worker:
 class WorkerPool:
     """A fixed number of query worker processes; a worker past its deadline is killed and replaced."""
 
-    def __init__(self, settings: Settings, *, size: int, memory_limit: str):
+    def __init__(self, settings: Settings, *, size: int, memory_limit: str, niceness: int = WORKER_NICENESS):
         self.settings = settings
         self.size = size
         self.memory_limit = memory_limit
+        self.niceness = niceness
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload([__name__])
         self._idle: queue.Queue[_Worker | None] = queue.Queue()
@@ -241,7 +241,7 @@ class WorkerPool:
         # One DuckDB thread per worker: the pool size is the parallelism.
         worker_settings = replace(self.settings, spill_dir=temp_dir, threads=1, memory_limit=self.memory_limit)
         parent_end, child_end = self._context.Pipe()
-        process = self._context.Process(target=_worker_main, args=(child_end, worker_settings),
+        process = self._context.Process(target=_worker_main, args=(child_end, worker_settings, self.niceness),
                                         name="shoplake-query-worker", daemon=True)
         process.start()
         child_end.close()
