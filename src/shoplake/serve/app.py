@@ -6,6 +6,7 @@ every page into one self-contained HTML file (plotly.js inlined).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from contextlib import asynccontextmanager
@@ -39,7 +40,9 @@ _STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 _NAV = [(key, title) for key, (title, _) in PAGES.items()]
 
 
+@functools.cache
 def _templates() -> jinja2.Environment:
+    # One environment for the process: it compiles the template once, not on every page view.
     return jinja2.Environment(loader=jinja2.PackageLoader("shoplake.serve", "templates"),
                               autoescape=jinja2.select_autoescape(["html"]))
 
