@@ -3,8 +3,12 @@
 
 Starts `shoplake serve` on loopback against a lake (by default a fresh one built from generated data),
 starts `shoplake ingest` + `shoplake build` of a new clickstream batch in a subprocess (so the build
-really writes), and runs N concurrent clients x M queries against `POST /api/v1/sql`. Prints clients,
-queries, errors, latency percentiles, wall time and how many queries overlapped the build.
+really writes), and runs N concurrent clients x M queries against `POST /api/v1/sql`, each client with
+tokens of its own (as N people would have). Prints clients, queries, errors, latency percentiles, wall
+time, the peak RSS of the server with its query workers, and how many queries overlapped the build.
+
+Then `--slow` runaway queries (default 50) are sent at once; while they wait or run, the dashboard
+(`/`, `/health`) and `/api/v1/health` are fetched every half second, and their response times printed.
 
     python bench/serve_load.py --clients 50 --queries 20 --events 500000
 """
@@ -64,6 +68,11 @@ def prepare_lake(work: Path, events: int, env: dict[str, str]) -> Path:
     return lake
 
 
+# Endless for practical purposes (10^12 rows against a subquery): stopped by the server's deadline.
+RUNAWAY = ("select count(*) from (select a.range as x from range(1000000000000) a "
+           "where a.range in (select b.range * -1 - 1 from range(1000000000000) b)) nested")
+
+
 def client_loop(url: str, secrets: dict[str, str], queries: int, offset: int, results: list) -> None:
     with httpx.Client(base_url=url, timeout=120) as http:
         for i in range(queries):
@@ -87,6 +96,8 @@ def main() -> None:
     parser.add_argument("--new-events", type=int, default=200_000, help="events of the batch the build adds")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--queries", type=int, default=20, help="queries per client")
+    parser.add_argument("--slow", type=int, default=50, help="runaway queries in flight while the dashboard is timed")
+    parser.add_argument("--slow-seconds", type=float, default=20, help="how long to time the dashboard meanwhile")
     args = parser.parse_args()
 
     from shoplake.serve.security import add_token
@@ -95,28 +106,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="shoplake-serve-bench-") as tmp:
         work = Path(tmp)
         tokens = work / "tokens.toml"
-        env = {**os.environ, "SHOPLAKE_SERVE_TOKENS_FILE": str(tokens), "SHOPLAKE_SERVE_QUERY_TIMEOUT": "120"}
+        # The default limits (30 s deadline, 4 queries per token at once, 64 in flight), except the rate limit:
+        # a bench client sends its next query at once, faster than a person would.
+        env = {**os.environ, "SHOPLAKE_SERVE_TOKENS_FILE": str(tokens), "SHOPLAKE_SERVE_TOKEN_RATE": "1000"}
         started_setup = time.perf_counter()
         lake = args.lake or prepare_lake(work, args.events, env)
-        secrets = {role: add_token(tokens, f"bench-{role}", role) for role in ("analyst", "engineer")}
+        secrets = [{role: add_token(tokens, f"bench-{i}-{role}", role) for role in ("analyst", "engineer")}
+                   for i in range(max(args.clients, args.slow))]
         new_batch = generate("clickstream", work / "new", rows=args.new_events, seed=2,
                              start=dt.date(2019, 11, 1), days=7).files[0]
         print(f"lake {lake} ready in {time.perf_counter() - started_setup:.1f} s", flush=True)
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
+        # The server's messages go to a file: an unread pipe would fill up and block the server.
+        server_log = (work / "server.log").open("w+")
         server = subprocess.Popen(shoplake(lake, "serve", "--port", str(port)), env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                  stdout=subprocess.DEVNULL, stderr=server_log)
         try:
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:
+                    if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit(f"server did not start: {server.stderr.read().decode()[-1000:]}")
+                    server_log.seek(0)
+                    raise SystemExit(f"server did not start: {server_log.read()[-1000:]}")
                 time.sleep(0.2)
 
             build_window: dict[str, float] = {}
@@ -131,19 +148,21 @@ def main() -> None:
             sampling = threading.Event()
 
             def sample_server_rss() -> None:
+                # The server and its query worker processes together.
                 process = psutil.Process(server.pid)
                 while not sampling.is_set():
                     try:
-                        peak_rss[0] = max(peak_rss[0], process.memory_info().rss)
+                        family = [process, *process.children(recursive=True)]
+                        peak_rss[0] = max(peak_rss[0], sum(p.memory_info().rss for p in family if p.is_running()))
                     except psutil.Error:
-                        return
+                        pass
                     sampling.wait(0.1)
 
             sampler = threading.Thread(target=sample_server_rss, daemon=True)
             sampler.start()
             builder = threading.Thread(target=build)
             results: list[tuple[float, float, bool, str]] = []
-            threads = [threading.Thread(target=client_loop, args=(url, secrets, args.queries, i, results))
+            threads = [threading.Thread(target=client_loop, args=(url, secrets[i], args.queries, i, results))
                        for i in range(args.clients)]
             wall_start = time.perf_counter()
             builder.start()
@@ -154,9 +173,16 @@ def main() -> None:
             wall = time.perf_counter() - wall_start
             builder.join()
             sampling.set()
+            slow_timings = time_dashboard_under_slow_queries(url, secrets, args.slow, args.slow_seconds)
         finally:
+            stopping = time.perf_counter()
             server.terminate()
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+                stop_seconds = f"{time.perf_counter() - stopping:.1f} s"
+            except subprocess.TimeoutExpired:
+                server.kill()
+                stop_seconds = "more than 30 s (killed)"
 
     latencies = sorted((end - start) * 1000 for start, end, _, _ in results)
     errors = [detail for _, _, ok, detail in results if not ok]
@@ -173,6 +199,47 @@ def main() -> None:
           f"{during} ({'overlapped' if overlapped else 'no overlap'}) |")
     for detail in errors[:5]:
         print("error:", detail)
+    print()
+    print(f"while {args.slow} runaway queries were in flight ({slow_timings.pop('in_flight')} at the last sample):")
+    print("| path | requests | p50 ms | max ms |")
+    print("|---|---|---|---|")
+    for path, times in slow_timings.items():
+        print(f"| {path} | {len(times)} | {statistics.median(times):.0f} | {max(times):.0f} |")
+    print(f"SIGTERM with those queries in flight: the server stopped in {stop_seconds}")
+
+
+def time_dashboard_under_slow_queries(url: str, secrets: list[dict[str, str]], slow: int, seconds: float) -> dict:
+    """Response times of the dashboard and /api/v1/health while `slow` runaway queries wait or run."""
+
+    def runaway(secret: str) -> None:
+        try:
+            httpx.post(f"{url}/api/v1/sql", json={"query": RUNAWAY}, headers={"Authorization": f"Bearer {secret}"},
+                       timeout=120)
+        except httpx.HTTPError:
+            pass
+
+    def sample(label: str, seconds: float) -> int:
+        in_flight = 0
+        with httpx.Client(base_url=url, timeout=60) as browser:
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                for path in ("/", "/health", "/api/v1/health"):
+                    started = time.perf_counter()
+                    response = browser.get(path)
+                    timings.setdefault(f"{path} ({label})", []).append((time.perf_counter() - started) * 1000)
+                    if path == "/api/v1/health":
+                        in_flight = response.json()["queries_in_flight"]
+                time.sleep(0.5)
+        return in_flight
+
+    timings: dict = {}
+    sample("idle", seconds / 2)  # the same pages with nothing else asked of the server, for comparison
+    senders = [threading.Thread(target=runaway, args=(secrets[i]["engineer"],), daemon=True) for i in range(slow)]
+    for sender in senders:
+        sender.start()
+    time.sleep(2)  # let every runaway query arrive
+    timings["in_flight"] = sample(f"{slow} slow", seconds)
+    return timings
 
 
 if __name__ == "__main__":

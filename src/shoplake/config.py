@@ -51,7 +51,18 @@ class Settings:
         serve_tokens_file: the SQL API's bearer tokens (name, role, SHA-256 of the secret), written by
             `shoplake serve-token add` (None: `<lake>/_serve/tokens.toml`).
         serve_row_cap: the most rows one SQL API response returns (a response says when it was cut).
-        serve_query_timeout: seconds after which an SQL API query is stopped.
+        serve_query_timeout: seconds an SQL API query may take from arrival to its serialized answer
+            (waiting for a worker, parsing, running, serializing); its worker process is killed then.
+        serve_byte_cap: the most bytes of rows one SQL API response carries (cut like the row cap).
+        serve_body_limit: the largest request body the server reads, in bytes (larger: 413, not read).
+        serve_workers: query worker processes (queries running at once); more wait for a free one.
+        serve_query_memory: DuckDB memory limit of each query worker (work beyond it spills or fails).
+        serve_worker_niceness: CPU niceness of the query workers (0-19): higher keeps the dashboard faster
+            while queries run, lower lets queries progress while other programs (a build) use the CPU.
+        serve_token_concurrency: queries one token may have waiting or running at once (more: 429).
+        serve_token_rate: queries one token may send per second (more: 429 with Retry-After).
+        serve_max_pending: queries waiting or running over all tokens (more: 503), so a crowd of
+            clients cannot queue work the server would never finish in time.
     """
 
     lake: Path = Path("lakehouse")
@@ -72,16 +83,30 @@ class Settings:
     serve_tokens_file: Path | None = None
     serve_row_cap: int = 10_000
     serve_query_timeout: int = 30
+    serve_byte_cap: int = 16 * 2**20
+    serve_body_limit: int = 2**20
+    serve_workers: int = 2
+    serve_query_memory: str = "1GB"
+    serve_worker_niceness: int = 10
+    serve_token_concurrency: int = 4
+    serve_token_rate: int = 20
+    serve_max_pending: int = 64
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConfigError(f"unknown engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
-        if self.serve_row_cap < 1 or self.serve_query_timeout < 1:
-            raise ConfigError("serve_row_cap and serve_query_timeout must be at least 1")
+        serve_limits = ("serve_row_cap", "serve_query_timeout", "serve_byte_cap", "serve_body_limit", "serve_workers",
+                        "serve_token_concurrency", "serve_token_rate", "serve_max_pending")
+        too_small = [name for name in serve_limits if getattr(self, name) < 1]
+        if too_small:
+            raise ConfigError(f"{', '.join(too_small)} must be at least 1")
+        if not 0 <= self.serve_worker_niceness <= 19:
+            raise ConfigError(f"serve_worker_niceness must be 0 to 19, got {self.serve_worker_niceness}")
 
 
 _PATH_FIELDS = {"lake", "spool_dir", "jobs_file", "serve_tokens_file"}
-_INT_FIELDS = {"threads", "serve_row_cap", "serve_query_timeout"}
+_INT_FIELDS = {"threads", "serve_row_cap", "serve_query_timeout", "serve_byte_cap", "serve_body_limit", "serve_workers",
+               "serve_token_concurrency", "serve_token_rate", "serve_max_pending", "serve_worker_niceness"}
 _BOOL_FIELDS = {"spark_delta_jars"}
 
 

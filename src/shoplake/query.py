@@ -3,47 +3,46 @@
 Tables are named by catalog name (`gold.daily_funnel`). An earlier version of a table is read with
 `silver.events VERSION AS OF 3` or `silver.events TIMESTAMP AS OF '2026-11-22 10:00:00'` (the Delta /
 Databricks syntax). Only queries run: any statement that could write is refused.
+
+`parse_query` and `resolve_tables` are shared with the SQL API's query service, which adds its allow-list,
+role check and sandboxed session on top (`shoplake.serve.service`); `run_query` is the trusted path of the
+`shoplake sql` command.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
+from sqlglot.optimizer.scope import traverse_scope
 
-from shoplake.errors import AccessDeniedError, QueryError, QueryTimeoutError
+from shoplake.errors import QueryError
 from shoplake.lake import Lake
-
-# Table functions that only generate rows (no file, no network): allowed for untrusted callers.
-_GENERATOR_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
-# Functions that read files, list folders or run SQL text. Any `read_*` or `*_scan` function is refused too.
-_FILE_FUNCTIONS = frozenset({
-    "glob", "sniff_csv", "parquet_metadata", "parquet_schema", "parquet_file_metadata", "parquet_kv_metadata",
-    "parquet_bloom_probe", "query", "query_table", "st_read", "st_readosm", "st_read_meta", "iceberg_metadata",
-    "iceberg_snapshots", "getenv", "load_aws_credentials", "sqlite_attach", "postgres_attach", "mysql_attach",
-})
-
-
-@dataclass(frozen=True)
-class QueryPolicy:
-    """Limits for SQL from callers who must not reach beyond the catalog (the SQL API).
-
-    Attributes:
-        layers: the layers the caller may read (None: every layer).
-        timeout_seconds: stop the query after this long (None: no limit).
-    """
-
-    layers: frozenset[str] | None = None
-    timeout_seconds: float | None = None
 
 _TIME_TRAVEL = re.compile(
     r"\b(?P<table>[A-Za-z_]+\.[A-Za-z_]+)\s+(?P<kind>VERSION|TIMESTAMP)\s+AS\s+OF\s+"
     r"(?P<value>\d+|'[^']*')", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    """One read query, parsed; time-travelled references renamed to views (`gold.t__v3`)."""
+
+    statement: exp.Query
+    travels: dict[str, tuple[str, int | datetime]]
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A catalog table a query reads: the name it has in the query, the table, and the version read."""
+
+    view: str
+    table: str
+    at: int | datetime | None = None
 
 
 def _rewrite_time_travel(sql: str) -> tuple[str, dict[str, tuple[str, int | datetime]]]:
@@ -83,76 +82,16 @@ def _statement_class(statement: exp.Expression, sql: str) -> str:
     return statement.key.upper()
 
 
-def _function_name(func: exp.Func) -> str:
-    return (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
+def parse_query(sql: str) -> ParsedQuery:
+    """Parse exactly one read query (SELECT, WITH, set operations), with time travel.
 
-
-def _refuse_outside_access(statement: exp.Expression) -> None:
-    """Refuse table functions, file-reading functions and quoted paths used as tables."""
-    for func in statement.find_all(exp.Func):
-        name = _function_name(func)
-        if name.startswith("read_") or name.endswith("_scan") or name in _FILE_FUNCTIONS:
-            raise QueryError(f"function {name}() is not allowed: it reads files or runs other SQL; "
-                             f"query catalog tables such as gold.daily_funnel instead")
-    for table in statement.find_all(exp.Table):
-        target = table.this
-        if isinstance(target, exp.Identifier):
-            if target.quoted and not table.db and ("/" in target.name or "." in target.name):
-                raise QueryError(f"reading a file by path ({target.name!r}) is not allowed; "
-                                 f"query catalog tables such as gold.daily_funnel instead")
-            continue
-        name = _function_name(target) if isinstance(target, exp.Func) else target.key
-        if name not in _GENERATOR_FUNCTIONS:
-            raise QueryError(f"table function {name}() is not allowed; only catalog tables and "
-                             f"{', '.join(sorted(_GENERATOR_FUNCTIONS))}() can be read")
-
-
-def _check_layer(lake: Lake, name: str, policy: QueryPolicy | None) -> None:
-    if policy is None or policy.layers is None:
-        return
-    layer = lake.catalog.get(name).layer
-    if layer not in policy.layers:
-        raise AccessDeniedError(f"access to {name} denied: it is in the {layer} layer and this token may read "
-                                f"only {', '.join(sorted(policy.layers))} tables")
-
-
-def _run_with_timeout(engine, sql: str, timeout: float | None) -> pa.Table:
-    if timeout is None:
-        return engine.table(sql)
-    fired = threading.Event()
-
-    def stop() -> None:
-        fired.set()
-        engine.interrupt()
-
-    timer = threading.Timer(timeout, stop)
-    timer.start()
-    try:
-        return engine.table(sql)
-    except QueryError as exc:
-        if fired.is_set():
-            raise QueryTimeoutError(f"query stopped after the {timeout:g} s time limit; narrow it (filters, "
-                                    f"fewer joins) or ask for fewer rows") from exc
-        raise
-    finally:
-        timer.cancel()
-
-
-def run_query(lake: Lake, sql: str, *, limit: int | None = None, policy: QueryPolicy | None = None) -> pa.Table:
-    """Run one read-only query over the lake and return its result.
-
-    Args:
-        limit: at most this many rows.
-        policy: limits for untrusted callers. When given, the query may not use table functions other
-            than generators, file-reading functions or quoted paths; the engine session is sandboxed to
-            the lake folder (no other file or network access, configuration locked); tables outside
-            `policy.layers` are refused with AccessDeniedError; and the query stops after
-            `policy.timeout_seconds` with QueryTimeoutError.
+    Raises:
+        QueryError: a parse error, several statements, or a statement that is not a query.
     """
     rewritten, travels = _rewrite_time_travel(sql.strip().rstrip(";"))
     try:
         statements = sqlglot.parse(rewritten, dialect="duckdb")
-    except sqlglot.errors.ParseError as exc:
+    except sqlglot.errors.SqlglotError as exc:
         raise QueryError(f"cannot parse the query: {str(exc).splitlines()[0]}") from exc
     if len(statements) != 1 or statements[0] is None:
         raise QueryError("give exactly one SQL statement")
@@ -160,28 +99,65 @@ def run_query(lake: Lake, sql: str, *, limit: int | None = None, policy: QueryPo
     if not isinstance(statement, exp.Query):
         raise QueryError(f"only read queries (SELECT, WITH, UNION, ...) are allowed, "
                          f"not {_statement_class(statement, rewritten)}")
-    if policy is not None:
-        _refuse_outside_access(statement)
-    ctes = {cte.alias_or_name.lower() for cte in statement.find_all(exp.CTE)}
-    with lake.embedded().engine() as engine:
-        if policy is not None:
-            engine.sandbox([lake.settings.lake])
-        for table in statement.find_all(exp.Table):
-            if isinstance(table.this, exp.Func) and _function_name(table.this) in _GENERATOR_FUNCTIONS:
-                continue  # range(), generate_series(): rows from nothing
-            name = f"{table.db}.{table.name}".lower() if table.db else table.name.lower()
-            if not table.db:
-                if name in ctes:
-                    continue
-                raise QueryError(f"unknown table {table.name!r}: name tables as <layer>.<name>, "
+    return ParsedQuery(statement, travels)
+
+
+def resolve_tables(parsed: ParsedQuery) -> list[TableRef]:
+    """The catalog tables a query reads, resolved scope by scope.
+
+    A bare name is a CTE only where that CTE is visible (sqlglot's scopes follow SQL's rules), so a CTE
+    defined inside a subquery cannot make a bare system view name elsewhere look like a CTE. Table
+    functions (`range(10)`, `read_csv(...)`) are not tables; whether they may run is the caller's policy.
+
+    Raises:
+        QueryError: a name that is not `<layer>.<name>` and not a visible CTE.
+    """
+    try:
+        scopes = traverse_scope(parsed.statement)
+    except sqlglot.errors.SqlglotError as exc:
+        raise QueryError(f"cannot resolve the tables of the query: {str(exc).splitlines()[0]}") from exc
+    refs: dict[str, TableRef] = {}
+    resolved: set[int] = set()
+    for scope in scopes:
+        visible_ctes = {name.lower() for name in scope.cte_sources}
+        for table in scope.tables:
+            resolved.add(id(table))
+            if not isinstance(table.this, exp.Identifier):
+                continue
+            if not table.db and not table.catalog and table.name.lower() in visible_ctes:
+                continue
+            if table.catalog or not table.db:
+                raise QueryError(f"unknown table {table.sql(dialect='duckdb')!r}: name tables as <layer>.<name>, "
                                  f"e.g. gold.daily_funnel (see `shoplake tables`)")
-            _check_layer(lake, travels[name][0] if name in travels else name, policy)
-            if name in travels:
-                base, at = travels[name]
-                engine.bind(lake.catalog.get(base), version=at, view=name)
-            else:
-                engine.bind(lake.catalog.get(name))
-        final = statement.sql(dialect="duckdb")
-        if limit is not None:
-            final = f"SELECT * FROM ({final}) AS q LIMIT {int(limit)}"
-        return _run_with_timeout(engine, final, policy.timeout_seconds if policy else None)
+            view = f"{table.db}.{table.name}".lower()
+            base, at = parsed.travels.get(view, (view, None))
+            refs.setdefault(view, TableRef(view, base, at))
+    for table in parsed.statement.find_all(exp.Table):
+        # Every table node must belong to a scope; one sqlglot could not place is refused, not skipped.
+        if id(table) not in resolved and isinstance(table.this, exp.Identifier):
+            raise QueryError(f"cannot tell which table {table.sql(dialect='duckdb')!r} is; "
+                             f"name tables as <layer>.<name> outside nested constructs")
+    return list(refs.values())
+
+
+def limited(statement: exp.Query, limit: int | None) -> str:
+    """The statement as DuckDB SQL, returning at most `limit` rows."""
+    final = statement.sql(dialect="duckdb")
+    return final if limit is None else f"SELECT * FROM ({final}) AS q LIMIT {int(limit)}"
+
+
+def run_query(lake: Lake, sql: str, *, limit: int | None = None) -> pa.Table:
+    """Run one read-only query over the lake and return its result (the trusted `shoplake sql` path).
+
+    Untrusted callers go through `shoplake.serve.service.QueryService` instead, which adds the
+    allow-list, the role check, a sandboxed session and hard limits.
+
+    Args:
+        limit: at most this many rows.
+    """
+    parsed = parse_query(sql)
+    refs = resolve_tables(parsed)
+    with lake.embedded().engine() as engine:
+        for ref in refs:
+            engine.bind(lake.catalog.get(ref.table), version=ref.at, view=ref.view)
+        return engine.table(limited(parsed.statement, limit))

@@ -32,6 +32,7 @@ def pytest_configure(config):
 
 
 SEED = 5
+LOCAL = "http://127.0.0.1"
 TIMEOUT_SECONDS = 2
 ROW_CAP = 500
 
@@ -60,7 +61,9 @@ def served(tmp_path_factory) -> ServedLake:
     for source, result in zip(("products", "clickstream", "retail"), generated, strict=True):
         (landing / source).mkdir(parents=True)
         shutil.copy(result.files[0], landing / source)  # the data file only (not the planted-truth files)
-    settings = Settings(lake=root / "lake", serve_row_cap=ROW_CAP, serve_query_timeout=TIMEOUT_SECONDS)
+    # The tests send queries faster than any person; the rate limit has its own test.
+    settings = Settings(lake=root / "lake", serve_row_cap=ROW_CAP, serve_query_timeout=TIMEOUT_SECONDS,
+                        serve_token_rate=10_000, serve_token_concurrency=64)
     lake = Lake(settings)
     # The shipped `daily` job (ingest, build, train, score), so ops.job_runs has rows for the health page.
     daily = load_jobs(settings, lake.catalog, cwd=root).get("daily")
@@ -73,7 +76,8 @@ def served(tmp_path_factory) -> ServedLake:
 
 @pytest.fixture(scope="session")
 def client(served) -> TestClient:
-    with TestClient(create_app(served.lake.settings, query_log_interval=0.2)) as test_client:
+    # The app accepts only loopback host names (DNS rebinding): the client talks to 127.0.0.1.
+    with TestClient(create_app(served.lake.settings, query_log_interval=0.2), base_url=LOCAL) as test_client:
         yield test_client
 
 

@@ -16,7 +16,7 @@ from shoplake.query import run_query
 from shoplake.serve.app import create_app
 from shoplake.synth import generate
 
-from .conftest import SEED
+from .conftest import LOCAL, SEED
 
 QUERY = """SELECT (SELECT count(*) FROM silver.events) AS events,
                   (SELECT count(*) FROM gold.daily_funnel) AS days,
@@ -43,7 +43,7 @@ def test_api_queries_see_one_version_while_a_build_writes(served, tmp_path):
     writer = threading.Thread(target=write_new_versions)
     observed: list[tuple] = []
     failures: list[str] = []
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=LOCAL) as client:
         def ask() -> None:
             response = client.post("/api/v1/sql", json={"query": QUERY}, headers=served.headers("engineer"))
             if response.status_code == 200:

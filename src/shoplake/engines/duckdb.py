@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as pads
 import sqlglot
 from sqlglot import exp
 
@@ -66,25 +67,26 @@ class DuckDBEngine:
         # The CLI shows its own progress; DuckDB's bar would write into query output.
         self.con.execute("SET enable_progress_bar = false")
         self._schemas: set[str] = set()
-        self._arrow: dict[str, pa.Table] = {}
+        self._arrow: dict[str, pa.Table | pads.Dataset] = {}
+        self._sandboxed = False
 
     def close(self) -> None:
         self.con.close()
 
-    def sandbox(self, allowed: Sequence[Path]) -> None:
-        """Forbid this session any file or network access outside `allowed` folders, for good.
+    def sandbox(self) -> None:
+        """Forbid this session any file, network or settings access, for good.
 
-        Used for untrusted SQL (the SQL API): even a query that slipped past the statement checks
-        cannot read `/etc/passwd`, write files, install extensions or change settings back, because
-        the configuration is locked afterwards.
+        Used for untrusted SQL (the SQL API). Tables bound afterwards are registered as Arrow datasets over
+        exactly the files of their snapshot, read by Arrow, so DuckDB itself needs to open no file: a query
+        that slipped past the allow-list can read no other table, no secret and no file, cannot write one
+        (not even DuckDB's own log), install an extension or change the settings back, because the
+        configuration is locked afterwards. Spilling still works: the temp directory is the engine's own.
         """
-        folders = [str(Path(folder).resolve()) for folder in allowed]
-        listed = "[" + ", ".join(exp.Literal.string(f).sql(dialect="duckdb") for f in folders) + "]"
-        self.con.execute(f"SET allowed_directories = {listed}")
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET autoinstall_known_extensions = false")
         self.con.execute("SET autoload_known_extensions = false")
         self.con.execute("SET lock_configuration = true")
+        self._sandboxed = True
 
     def interrupt(self) -> None:
         """Stop the query running on this session (safe to call from another thread)."""
@@ -127,7 +129,12 @@ class DuckDBEngine:
                       if c.name not in present]
         else:
             uris = []
-        if uris:
+        if uris and self._sandboxed:
+            dataset_name = f"__dataset__{schema}__{short}"
+            self._arrow[dataset_name] = pads.dataset(uris, format="parquet")
+            self.con.register(dataset_name, self._arrow[dataset_name])
+            select_sql = f"SELECT * FROM {_quote_ident(dataset_name)}"
+        elif uris:
             query = sqlglot.select("*").from_(_files_scan(uris))
             select_sql = query.sql(dialect="duckdb")
             if absent:
@@ -171,10 +178,11 @@ class DuckDBEngine:
         self.con.execute(f"DROP VIEW IF EXISTS {_quote_ident(name)}")
 
     # -- running SQL -------------------------------------------------------------------------------
-    def stream(self, sql: str, params: Sequence[Any] | None = None) -> pa.RecordBatchReader:
+    def stream(self, sql: str, params: Sequence[Any] | None = None, *,
+               batch_rows: int = BATCH_ROWS) -> pa.RecordBatchReader:
         """Run a query and stream its result as Arrow record batches (bounded memory)."""
         try:
-            return self.con.execute(sql, params or []).to_arrow_reader(BATCH_ROWS)
+            return self.con.execute(sql, params or []).to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
             raise QueryError(_one_line(exc)) from exc
 

@@ -109,11 +109,13 @@ QUERY_LOG = TableSpec(
         col("token_name", "VARCHAR", "name of the bearer token used (NULL when none or an unknown one)"),
         col("role", "VARCHAR", "analyst or engineer (NULL when the token was refused)"),
         col("started_at", "TIMESTAMPTZ"),
-        col("query", "VARCHAR", "the SQL text as sent"),
+        col("query", "VARCHAR", "the SQL text as sent (unauthenticated requests: its first KiB and its length)"),
         col("rows", "BIGINT", "rows returned (after the cap); 0 when refused or failed"),
-        col("truncated", "BOOLEAN", "TRUE when the row cap cut the result"),
+        col("truncated", "BOOLEAN", "TRUE when the row or byte cap cut the result"),
         col("duration_ms", "DOUBLE"),
-        col("status", "VARCHAR", "ok, refused (400), unauthorized (401), forbidden (403), timeout or error"),
+        col("status", "VARCHAR", "the status sent: ok, refused (400), unauthorized (401), forbidden (403), timeout "
+                                 "(408), too_large (413), invalid (422), rate_limited (429), error (500), busy or "
+                                 "unavailable (503)"),
         col("error", "VARCHAR", "the message returned to the client when status is not ok"),
     ),
     build="external",

@@ -1,32 +1,27 @@
-"""The SQL API: `POST /api/v1/sql`, `GET /api/v1/tables`, `GET /api/v1/tables/{name}`.
+"""The SQL API over HTTP: `POST /api/v1/sql`, `GET /api/v1/tables[/{name}]`, `GET /api/v1/health`.
 
-Every call needs a bearer token; its role decides which layers it reads. Queries run through
-`shoplake.query.run_query` with a `QueryPolicy` (statement checks, sandboxed engine session, layer
-check, time limit), each on its own engine session bound to one Delta snapshot per table.
+A thin layer over `shoplake.serve.service.QueryService`, which holds every rule (tokens, roles, allow-list,
+limits, killable workers, audit log): this module only maps HTTP to it and its outcomes back to HTTP.
 """
 
+from __future__ import annotations
 
-import csv
-import io
-import logging
-import time
-import uuid
-from datetime import UTC, date, datetime
-from decimal import Decimal
-from pathlib import Path
-from typing import Annotated, Any
+import json
+from functools import partial
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+import anyio
+from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from shoplake.errors import AccessDeniedError, QueryTimeoutError, ShoplakeError, TableNotFoundError
-from shoplake.lake import Lake
-from shoplake.query import QueryPolicy, run_query
-from shoplake.serve.querylog import QueryLog, QueryLogEntry
-from shoplake.serve.security import Token, authenticate, load_tokens
+from shoplake.errors import TableNotFoundError
+from shoplake.serve.security import Token
+from shoplake.serve.service import QueryOutcome, QueryService, Unauthorized
 
-log = logging.getLogger(__name__)
+# The HTTP status sent for each outcome (the same status string is what ops.query_log records).
+HTTP_STATUS = {"ok": 200, "refused": 400, "unauthorized": 401, "forbidden": 403, "timeout": 408, "too_large": 413,
+               "invalid": 422, "rate_limited": 429, "error": 500, "busy": 503, "unavailable": 503}
 
 
 class SqlRequest(BaseModel):
@@ -37,120 +32,74 @@ class SqlRequest(BaseModel):
     limit: int | None = Field(default=None, ge=0, description="at most this many rows (never above the row cap)")
 
 
-class TokenStore:
-    """The configured tokens, re-read when the file changes (adding a token needs no restart)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._stamp: float | None = None
-        self._tokens: dict[str, Token] = {}
-
-    def current(self) -> dict[str, Token]:
-        stamp = self.path.stat().st_mtime if self.path.is_file() else None
-        if stamp != self._stamp:
-            self._tokens, self._stamp = load_tokens(self.path), stamp
-        return self._tokens
+def _bearer(authorization: str | None) -> str | None:
+    scheme, _, secret = (authorization or "").partition(" ")
+    return secret if scheme.lower() == "bearer" else None
 
 
-class Unauthorized(Exception):
-    """No token, or one that matches no configured token."""
+def outcome_response(outcome: QueryOutcome, service: QueryService, *, csv: bool = False) -> Response:
+    """The HTTP response for an outcome (its body is built from bytes the worker serialized)."""
+    settings = service.settings
+    headers = {"X-Query-Id": outcome.query_id}
+    if outcome.status != "ok" or outcome.answer is None:
+        if outcome.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(outcome.retry_after)))
+        if outcome.status == "unauthorized":
+            headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse({"detail": outcome.message, "status": outcome.status, "query_id": outcome.query_id},
+                            status_code=HTTP_STATUS[outcome.status], headers=headers)
+    answer = outcome.answer
+    headers |= {"X-Row-Count": str(answer.rows), "X-Truncated": str(outcome.truncated).lower(),
+                "X-Truncated-By": answer.truncated_by or "", "X-Row-Cap": str(settings.serve_row_cap),
+                "X-Byte-Cap": str(settings.serve_byte_cap)}
+    if csv:
+        return Response(answer.body, media_type="text/csv", headers=headers)
+    head = {"query_id": outcome.query_id, "columns": [{"name": n, "type": t} for n, t in answer.columns]}
+    tail = {"row_count": answer.rows, "truncated": outcome.truncated, "truncated_by": answer.truncated_by,
+            "row_cap": settings.serve_row_cap, "byte_cap": settings.serve_byte_cap,
+            "elapsed_ms": round(outcome.elapsed_ms, 1)}
+    body = (json.dumps(head)[:-1].encode() + b', "rows": ' + answer.body + b", " + json.dumps(tail)[1:].encode())
+    return Response(body, media_type="application/json", headers=headers)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    return value
-
-
-def build_router(lake: Lake, tokens: TokenStore, query_log: QueryLog) -> APIRouter:
-    """The `/api/v1` routes over `lake`."""
-    settings = lake.settings
+def build_router(service: QueryService) -> APIRouter:
+    """The `/api/v1` routes over `service`."""
+    lake = service.lake
     router = APIRouter(prefix="/api/v1", tags=["SQL API"])
+    # API queries wait for a worker on threads of their own, never on the threads that serve the dashboard.
+    threads: list[anyio.CapacityLimiter] = []
 
-    def identify(authorization: str | None) -> Token:
-        configured = tokens.current()
-        if not configured:
-            raise Unauthorized("no API tokens are configured: the operator creates one with "
-                               "`shoplake serve-token add NAME --role analyst` (or engineer)")
-        scheme, _, secret = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
-            raise Unauthorized("missing bearer token: send `Authorization: Bearer <token>`")
-        token = authenticate(configured, secret.strip())
-        if token is None:
-            raise Unauthorized("invalid token")
-        return token
-
-    def require_token(authorization: Annotated[str | None, Header()] = None) -> Token:
+    def require_token(authorization: str | None) -> Token:
         try:
-            return identify(authorization)
+            return service.identify(_bearer(authorization))
         except Unauthorized as exc:
             raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
 
     @router.post("/sql", summary="Run one read-only SQL query",
-                 responses={200: {"content": {"text/csv": {}}}, 400: {}, 401: {}, 403: {}, 408: {}})
-    def sql(body: SqlRequest, request: Request,
-            authorization: Annotated[str | None, Header()] = None) -> Response:
+                 responses={200: {"content": {"text/csv": {}}}, 400: {}, 401: {}, 403: {}, 408: {}, 413: {},
+                            429: {}, 503: {}})
+    async def sql(body: SqlRequest, request: Request,
+                  authorization: Annotated[str | None, Header()] = None) -> Response:
         """Run a query and return its rows as JSON, or as CSV with `Accept: text/csv`.
 
-        Results are capped at the server's row cap (`truncated` says so); queries stop after the
-        time limit. Only read queries over catalog tables run; analysts read gold and ops tables.
+        Results are capped at the server's row and byte caps (`truncated`, `truncated_by` say so); a query
+        is stopped at the time limit (408). Only SELECT queries over catalog tables with allow-listed
+        functions run; analysts read gold and ops tables. Too many queries at once: 429 or 503.
         """
-        query_id = uuid.uuid4().hex
-        started_at = datetime.now(UTC)
-        started = time.perf_counter()
-        token: Token | None = None
-        entry = QueryLogEntry(query_id=query_id, token_name=None, role=None, started_at=started_at,
-                              query=body.query, rows=0, truncated=False, duration_ms=0.0, status="ok")
+        csv = "text/csv" in request.headers.get("accept", "")
         try:
-            token = identify(authorization)
-            entry.token_name, entry.role = token.name, token.role
-            cap = settings.serve_row_cap
-            wanted = cap if body.limit is None else min(body.limit, cap)
-            policy = QueryPolicy(layers=token.layers, timeout_seconds=settings.serve_query_timeout)
-            # One row more than wanted tells whether the result was cut.
-            result = run_query(lake, body.query, limit=wanted + 1, policy=policy)
-            truncated = result.num_rows > wanted
-            result = result.slice(0, wanted)
-            entry.rows, entry.truncated = result.num_rows, truncated and wanted == cap
+            token = service.identify(_bearer(authorization))
         except Unauthorized as exc:
-            return _fail(entry, started, query_log, 401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"})
-        except AccessDeniedError as exc:
-            return _fail(entry, started, query_log, 403, "forbidden", str(exc))
-        except QueryTimeoutError as exc:
-            return _fail(entry, started, query_log, 408, "timeout", str(exc))
-        except ShoplakeError as exc:
-            return _fail(entry, started, query_log, 400, "refused", str(exc))
-        except Exception as exc:  # an engine failure must still be logged, then reported as a 500
-            log.exception("query %s failed", query_id)
-            return _fail(entry, started, query_log, 500, "error", f"internal error: {type(exc).__name__}")
-        entry.duration_ms = (time.perf_counter() - started) * 1000
-        query_log.record(entry)
-        headers = {"X-Query-Id": query_id, "X-Row-Count": str(entry.rows), "X-Truncated": str(entry.truncated).lower(),
-                   "X-Row-Cap": str(settings.serve_row_cap)}
-        names = result.column_names
-        if "text/csv" in request.headers.get("accept", ""):
-            buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
-            writer.writerow(names)
-            for row in result.to_pylist():
-                writer.writerow([_plain(row[n]) for n in names])
-            return Response(buffer.getvalue(), media_type="text/csv", headers=headers)
-        return JSONResponse({
-            "query_id": query_id,
-            "columns": [{"name": f.name, "type": str(f.type)} for f in result.schema],
-            "rows": [[_plain(row[n]) for n in names] for row in result.to_pylist()],
-            "row_count": entry.rows,
-            "truncated": entry.truncated,
-            "row_cap": settings.serve_row_cap,
-            "elapsed_ms": round(entry.duration_ms, 1),
-        }, headers=headers)
+            return outcome_response(service.refuse(body.query, "unauthorized", str(exc)), service)
+        if not threads:
+            threads.append(anyio.CapacityLimiter(service.settings.serve_max_pending + 8))
+        run = partial(service.run, token, body.query, limit=body.limit, fmt="csv" if csv else "json")
+        outcome = await anyio.to_thread.run_sync(run, limiter=threads[0])
+        return outcome_response(outcome, service, csv=csv)
 
     @router.get("/tables", summary="Tables this token may read")
-    def tables(token: Annotated[Token, Depends(require_token)]) -> list[dict]:
+    def tables(authorization: Annotated[str | None, Header()] = None) -> list[dict]:
+        token = require_token(authorization)
         out = []
         for spec in lake.catalog.ordered():
             if spec.layer not in token.layers:
@@ -163,7 +112,8 @@ def build_router(lake: Lake, tokens: TokenStore, query_log: QueryLog) -> APIRout
 
     @router.get("/tables/{name}", summary="A table's schema, grain, lineage and versions",
                 responses={403: {}, 404: {}})
-    def table(name: str, token: Annotated[Token, Depends(require_token)]) -> dict:
+    def table(name: str, authorization: Annotated[str | None, Header()] = None) -> dict:
+        token = require_token(authorization)
         try:
             spec = lake.catalog.get(name)
         except TableNotFoundError as exc:
@@ -183,13 +133,10 @@ def build_router(lake: Lake, tokens: TokenStore, query_log: QueryLog) -> APIRout
                          for c in (lake.store.history(spec.name, 20) if exists else [])],
         }
 
+    @router.get("/health", summary="Is the query log written; workers and queries in flight")
+    async def health() -> JSONResponse:
+        report = service.health()
+        ok = report["query_log"] == "ok" and report["workers_alive"] > 0
+        return JSONResponse(report, status_code=200 if ok else 503)
+
     return router
-
-
-def _fail(entry: QueryLogEntry, started: float, query_log: QueryLog, code: int, status: str, message: str,
-          headers: dict[str, str] | None = None) -> JSONResponse:
-    entry.status, entry.error = status, message
-    entry.duration_ms = (time.perf_counter() - started) * 1000
-    query_log.record(entry)
-    return JSONResponse({"detail": message, "status": status, "query_id": entry.query_id}, status_code=code,
-                        headers={"X-Query-Id": entry.query_id, **(headers or {})})

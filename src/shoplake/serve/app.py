@@ -6,7 +6,9 @@ every page into one self-contained HTML file (plotly.js inlined).
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from importlib import resources
@@ -15,16 +17,20 @@ from urllib.parse import urlencode
 
 import jinja2
 import plotly
-from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import FileResponse, HTMLResponse
+import uvicorn
+from fastapi import HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from shoplake.config import Settings
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
-from shoplake.serve.api import TokenStore, build_router
+from shoplake.serve.api import build_router
 from shoplake.serve.pages import EMPTY_MESSAGE, PAGES, DateRange, PageView, build_page
-from shoplake.serve.querylog import QueryLog
-from shoplake.serve.security import tokens_file
+from shoplake.serve.service import QueryService
+from shoplake.serve.web import LOOPBACK_HOSTS, BodyLimit, SecurityHeaders
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +40,38 @@ _STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 _NAV = [(key, title) for key, (title, _) in PAGES.items()]
 
 
+@functools.cache
 def _templates() -> jinja2.Environment:
+    # One environment for the process: it compiles the template once, not on every page view.
     return jinja2.Environment(loader=jinja2.PackageLoader("shoplake.serve", "templates"),
                               autoescape=jinja2.select_autoescape(["html"]))
+
+
+# Dates the dashboard accepts: any shop's data lies between these, and periods (and the previous period of
+# equal length) computed from them stay far from the calendar's ends.
+FIRST_DATE, LAST_DATE = date(1900, 1, 1), date(2199, 12, 31)
 
 
 def parse_dates(start: str | None, end: str | None) -> DateRange:
     """The date filter from `YYYY-MM-DD` strings (empty = open)."""
     try:
-        return DateRange(date.fromisoformat(start) if start else None, date.fromisoformat(end) if end else None)
+        dates = DateRange(date.fromisoformat(start) if start else None, date.fromisoformat(end) if end else None)
     except ValueError as exc:
         raise ConfigError(f"dates must look like 2019-10-31: {exc}") from exc
+    for chosen in (dates.start, dates.end):
+        if chosen is not None and not FIRST_DATE <= chosen <= LAST_DATE:
+            raise ConfigError(f"dates must lie between {FIRST_DATE} and {LAST_DATE}, got {chosen}")
+    return dates
 
 
-def render(pages: list[PageView], dates: DateRange, *, export: bool) -> str:
-    """The dashboard HTML for `pages` (one page when serving, all of them when exporting)."""
+def render(pages: list[PageView], dates: DateRange, *, export: bool, notice: str | None = None) -> str:
+    """The dashboard HTML for `pages` (one page when serving, all of them when exporting).
+
+    Args:
+        notice: a message shown above the page (a refused date range, a failing query log).
+    """
     context = {"pages": pages, "nav": _NAV, "dates": dates, "export": export, "empty_message": EMPTY_MESSAGE,
+               "notice": notice,
                "query": "?" + urlencode({k: v for k, v in (("start", dates.start), ("end", dates.end)) if v})
                if dates.start or dates.end else ""}
     if export:
@@ -67,27 +89,92 @@ def export_dashboard(lake: Lake, path: Path, dates: DateRange) -> list[str]:
     return [page.title for page in pages]
 
 
-def create_app(settings: Settings, *, query_log_interval: float = 1.0) -> FastAPI:
-    """The FastAPI app over the lake named by `settings`."""
-    lake = Lake(settings)
-    lake.ensure_operational_tables()
-    query_log = QueryLog(lake.store, interval_seconds=query_log_interval)
-    token_store = TokenStore(tokens_file(settings))
+def make_server(app: FastAPIOffline, *, host: str, port: int) -> uvicorn.Server:
+    """A uvicorn server for `app` whose shutdown first stops the query workers.
+
+    So every API request in flight answers at once (503, logged) instead of holding the shutdown until its
+    deadline; then uvicorn closes the connections and the app writes the query log.
+    """
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            app.state.service.stop_queries()
+            await super().shutdown(sockets)
+
+    return Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3))
+
+
+def run_server(app: FastAPIOffline, *, host: str, port: int) -> None:
+    """Serve `app` until SIGTERM or Ctrl-C."""
+    make_server(app, host=host, port=port).run()
+
+
+def create_app(settings: Settings, *, query_log_interval: float = 1.0,
+               allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) -> FastAPIOffline:
+    """The FastAPI app over the lake named by `settings`.
+
+    Args:
+        allowed_hosts: the host names clients may use (Host header); others get 400, which stops DNS
+            rebinding. Loopback by default.
+    """
+    service = QueryService(settings, query_log_interval=query_log_interval)
+    lake = service.lake
+
+    warmed = threading.Event()
+
+    def warm_up() -> None:
+        # The first render of a page pays one-off costs (plotly's validators, templates, the first engine
+        # session): paid here, in the background, rather than by the first visitor.
+        try:
+            for key in ("overview", "health"):
+                render([build_page(lake, key, DateRange())], DateRange(), export=False)
+        except Exception:  # a lake without data or a broken table still serves; the page will say why
+            log.warning("dashboard warm-up failed", exc_info=True)
+        finally:
+            warmed.set()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI):
-        query_log.start()
+    async def lifespan(_):
+        service.start()
+        threading.Thread(target=warm_up, name="shoplake-dashboard-warm-up", daemon=True).start()
         try:
             yield
         finally:
-            query_log.close()
+            service.close()
 
-    app = FastAPI(title="shoplake", lifespan=lifespan,
-                  description="Dashboard and SQL API over the shoplake lakehouse. Every `/api/v1` call needs "
-                              "`Authorization: Bearer <token>` (create one with `shoplake serve-token add`).")
+    # FastAPIOffline serves Swagger UI's files from its package: /docs works with no network.
+    app = FastAPIOffline(title="shoplake", lifespan=lifespan, redoc_url=None,
+                         swagger_ui_parameters={"syntaxHighlight": False},
+                         description="Dashboard and SQL API over the shoplake lakehouse. Every `/api/v1` call needs "
+                                     "`Authorization: Bearer <token>` (create one with `shoplake serve-token add`).")
     app.state.lake = lake
-    app.state.query_log = query_log
-    app.include_router(build_router(lake, token_store, query_log))
+    app.state.service = service
+    app.state.query_log = service.query_log
+    app.state.warmed = warmed
+    app.include_router(build_router(service))
+
+    def refuse_body(path: str, size: str) -> dict:
+        message = f"request body of {size} is over the {settings.serve_body_limit}-byte limit"
+        if path == "/api/v1/sql":
+            outcome = service.refuse(f"(not read: {message})", "too_large", message)
+            return {"detail": message, "status": outcome.status, "query_id": outcome.query_id}
+        return {"detail": message, "status": "too_large"}
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A body that is not {"query": ..., "limit": ...} is refused before any token check: logged like
+        # an unauthenticated request (its first KiB), with the status sent.
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        if request.url.path != "/api/v1/sql":
+            return JSONResponse({"detail": message, "status": "invalid"}, status_code=422)
+        body = (await request.body()).decode("utf-8", errors="replace")
+        outcome = service.refuse(body, "invalid", f"invalid request body: {message}")
+        return JSONResponse({"detail": outcome.message, "status": outcome.status, "query_id": outcome.query_id},
+                            status_code=422, headers={"X-Query-Id": outcome.query_id})
+
+    app.add_middleware(BodyLimit, limit=settings.serve_body_limit, on_refused=refuse_body)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(SecurityHeaders)
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
     def plotly_js() -> FileResponse:
@@ -102,11 +189,19 @@ def create_app(settings: Settings, *, query_log_interval: float = 1.0) -> FastAP
     def page(key: str):
         def show(start: str | None = Query(None, description="first date, YYYY-MM-DD"),
                  end: str | None = Query(None, description="last date, YYYY-MM-DD")) -> HTMLResponse:
+            notices = []
             try:
                 dates = parse_dates(start, end)
             except ConfigError as exc:
-                raise HTTPException(400, str(exc)) from None
-            return HTMLResponse(render([build_page(lake, key, dates)], dates, export=False))
+                # The page still answers, with its default range and the reason the chosen one was not used.
+                dates = DateRange()
+                notices.append(f"{exc}; showing the default range")
+            if key == "health" and not service.query_log.healthy:
+                notices.append(f"the SQL API query log cannot be written ({service.query_log.last_error}); "
+                               f"{service.query_log.pending} entries are waiting and the API refuses queries "
+                               f"until it can")
+            html = render([build_page(lake, key, dates)], dates, export=False, notice="; ".join(notices) or None)
+            return HTMLResponse(html, status_code=200)
 
         show.__name__ = f"page_{key}"
         return show

@@ -27,22 +27,39 @@ def _core():
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on (127.0.0.1: this machine only)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="required to listen on an interface other "
+                                               "than loopback (put a TLS proxy in front)")] = False,
+    allowed_host: Annotated[list[str] | None, typer.Option(help="a host name clients use to reach the server "
+                                                           "(Host header); repeatable; default: --host")] = None,
 ) -> None:
-    """Serve the dashboard and the SQL API (OpenAPI docs at /docs); Ctrl-C stops it."""
-    import uvicorn
+    """Serve the dashboard and the SQL API (OpenAPI docs at /docs); Ctrl-C or SIGTERM stops it."""
+    import ipaddress
 
-    from shoplake.serve.app import create_app
+    from shoplake.errors import ConfigError
+    from shoplake.serve.app import create_app, run_server
     from shoplake.serve.security import load_tokens, tokens_file
+    from shoplake.serve.web import LOOPBACK_HOSTS
 
     core = _core()
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not allow_remote:
+        raise ConfigError(f"--host {host} would expose the dashboard and the SQL API beyond this machine; "
+                          f"add --allow-remote (and put a TLS proxy in front) or use --host 127.0.0.1")
+    if not loopback:
+        core.console.print(f"[yellow]warning: listening on {host}: other machines can reach the dashboard and the "
+                           f"SQL API; tokens travel in clear text unless a TLS proxy is in front[/yellow]")
+    hosts = tuple(allowed_host or ()) or ((host,) if not loopback and host not in ("0.0.0.0", "::") else ())
     settings = core._settings()
-    app = create_app(settings)
+    app = create_app(settings, allowed_hosts=LOOPBACK_HOSTS + hosts)
     path = tokens_file(settings)
     count = len(load_tokens(path))
     core.console.print(f"dashboard: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
     core.console.print(f"SQL API tokens: {count} in {path}" if count else
                        "SQL API: no tokens yet; create one with `shoplake serve-token add NAME --role analyst`")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    run_server(app, host=host, port=port)
 
 
 def export(

@@ -4,6 +4,7 @@
     var source = document.getElementById(el.dataset.figure);
     if (!source) { return; }
     var figure = JSON.parse(source.textContent);
-    Plotly.newPlot(el, figure.data, figure.layout, {responsive: true, displaylogo: false});
+    Plotly.newPlot(el, figure.data, figure.layout, {responsive: true, displaylogo: false, showSendToCloud: false,
+                                                 showEditInChartStudio: false});
   });
 })();

@@ -1,0 +1,317 @@
+"""Query workers: every SQL API query is parsed, checked, run and serialized in a worker process.
+
+A thread cannot be stopped from outside and DuckDB's interrupt is only honoured between steps, so a query
+(or a 200 KB expression being parsed) could otherwise run past any limit and keep the server from shutting
+down. A worker process can be killed: the pool gives each query a deadline and kills the worker that
+passes it, then starts a fresh one. Workers run at a lower CPU priority than the server, so the dashboard
+and `/health` answer promptly while every worker is busy.
+
+Workers are forked from a forkserver that has imported this module once (a new worker is ready in
+milliseconds, and no worker inherits the server's threads). Each has its own temp directory outside the
+lake and a DuckDB memory limit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import multiprocessing
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from shoplake.config import Settings
+from shoplake.engines.duckdb import DuckDBEngine
+from shoplake.errors import AccessDeniedError, ShoplakeError
+from shoplake.lake import Lake
+from shoplake.query import limited, parse_query, resolve_tables
+from shoplake.serve.allowlist import check_allowed
+
+log = logging.getLogger(__name__)
+
+# Workers yield the CPU to the server process (dashboard, health, accepting requests); the setting
+# `serve_worker_niceness` chooses how much (docs/SERVING.md has the trade-off, measured).
+WORKER_NICENESS = 10
+# Rows per Arrow batch read from DuckDB: small, so one batch of very wide rows stays well under the byte cap.
+_BATCH_ROWS = 256
+
+
+@dataclass(frozen=True)
+class QueryJob:
+    """One query for a worker.
+
+    Attributes:
+        layers: the layers the caller's role may read.
+        limit: the most rows to return (the caller's limit, at most `row_cap`).
+        row_cap, byte_cap: the server's caps; the answer says which one cut the result.
+        fmt: `json` (a JSON array of row arrays) or `csv` (header line, then rows).
+    """
+
+    query: str
+    layers: frozenset[str]
+    limit: int
+    row_cap: int
+    byte_cap: int
+    fmt: str = "json"
+
+
+@dataclass
+class QueryAnswer:
+    """What a worker sends back: a status (`ok`, `refused`, `forbidden`, `error`) and the serialized rows."""
+
+    status: str
+    message: str | None = None
+    columns: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    rows: int = 0
+    truncated_by: str | None = None  # "rows" or "bytes" when a server cap cut the result
+
+
+class DeadlineExceeded(Exception):
+    """The query (or its wait for a worker) ran past its deadline; its worker was killed."""
+
+
+class PoolClosed(Exception):
+    """The server is shutting down."""
+
+
+# -- running one query (in the worker; callable in process for tests) ---------------------------------------
+def execute(lake: Lake, job: QueryJob) -> QueryAnswer:
+    """Parse, check, run and serialize one query on a sandboxed session. Never raises."""
+    try:
+        parsed = parse_query(job.query)
+        check_allowed(parsed.statement)
+        refs = resolve_tables(parsed)
+        specs = {ref.view: lake.catalog.get(ref.table) for ref in refs}
+        for spec in specs.values():
+            if spec.layer not in job.layers:
+                raise AccessDeniedError(f"access to {spec.name} denied: it is in the {spec.layer} layer and this "
+                                        f"token may read only {', '.join(sorted(job.layers))} tables")
+        with DuckDBEngine(lake.settings, lake.store) as engine:
+            engine.sandbox()
+            for ref in refs:
+                engine.bind(specs[ref.view], version=ref.at, view=ref.view)
+            # One row more than asked tells whether the result was cut.
+            reader = engine.stream(limited(parsed.statement, job.limit + 1), batch_rows=_BATCH_ROWS)
+            try:
+                return serialize(reader, job)
+            finally:
+                reader.close()
+    except AccessDeniedError as exc:
+        return QueryAnswer("forbidden", str(exc))
+    except RecursionError:
+        return QueryAnswer("refused", "the query is nested too deeply to parse; simplify it")
+    except ShoplakeError as exc:
+        return QueryAnswer("refused", str(exc))
+    except Exception as exc:  # an engine or Arrow failure: reported in one line, the worker lives on
+        log.exception("query failed in a worker")
+        return QueryAnswer("error", f"internal error: {type(exc).__name__}")
+
+
+def serialize(reader: pa.RecordBatchReader, job: QueryJob) -> QueryAnswer:
+    """Rows as JSON or CSV bytes, cut at `job.limit` rows or `job.byte_cap` bytes, whichever comes first."""
+    names = reader.schema.names
+    answer = QueryAnswer("ok", columns=[(f.name, str(f.type)) for f in reader.schema])
+    out = bytearray()
+    if job.fmt == "csv":
+        out += _csv_line(names)
+    else:
+        out += b"["
+    for batch in reader:
+        # Arrow's size of the rows bounds what converting them costs, before any Python object is made:
+        # a batch that may not fit is converted row by row.
+        rows = batch.to_pylist() if len(out) + batch.nbytes <= job.byte_cap else None
+        for index in range(batch.num_rows):
+            if answer.rows == job.limit:
+                answer.truncated_by = "rows" if job.limit == job.row_cap else None
+                return _close(answer, out, job)
+            if rows is not None:
+                row = rows[index]
+            else:
+                single = batch.slice(index, 1)
+                if len(out) + single.nbytes > job.byte_cap:
+                    answer.truncated_by = "bytes"
+                    return _close(answer, out, job)
+                row = single.to_pylist()[0]
+            if job.fmt == "csv":
+                encoded = _csv_line([_text(row[n]) for n in names])
+            else:
+                encoded = (b"," if answer.rows else b"") + json.dumps(
+                    [_jsonable(row[n]) for n in names], separators=(",", ":"), allow_nan=False).encode()
+            if len(out) + len(encoded) + 1 > job.byte_cap:
+                answer.truncated_by = "bytes"
+                return _close(answer, out, job)
+            out += encoded
+            answer.rows += 1
+    return _close(answer, out, job)
+
+
+def _close(answer: QueryAnswer, out: bytearray, job: QueryJob) -> QueryAnswer:
+    if job.fmt != "csv":
+        out += b"]"
+    answer.body = bytes(out)
+    return answer
+
+
+def _csv_line(values: list[Any]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue().encode()
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON value: NaN and infinities become null (JSON has no such numbers), dates ISO text."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        return float(value) if value.is_finite() else None
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return _text(value)
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, datetime | date | clock_time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, timedelta):
+        return str(value)
+    return value
+
+
+# -- the worker process ---------------------------------------------------------------------------------------
+def _worker_main(connection, settings: Settings, niceness: int) -> None:
+    os.nice(niceness)
+    lake = Lake(settings)
+    while True:
+        try:
+            job = connection.recv()
+        except (EOFError, OSError):
+            return
+        connection.send(execute(lake, job))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    connection: Any
+    temp_dir: Path
+
+
+class WorkerPool:
+    """A fixed number of query worker processes; a worker past its deadline is killed and replaced."""
+
+    def __init__(self, settings: Settings, *, size: int, memory_limit: str, niceness: int = WORKER_NICENESS):
+        self.settings = settings
+        self.size = size
+        self.memory_limit = memory_limit
+        self.niceness = niceness
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload([__name__])
+        self._idle: queue.Queue[_Worker | None] = queue.Queue()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._all: dict[int, _Worker] = {}
+
+    def start(self) -> None:
+        for _ in range(self.size):
+            self._idle.put(self._spawn())
+
+    def _spawn(self) -> _Worker:
+        temp_dir = Path(tempfile.mkdtemp(prefix="shoplake-query-"))
+        # One DuckDB thread per worker: the pool size is the parallelism.
+        worker_settings = replace(self.settings, spill_dir=temp_dir, threads=1, memory_limit=self.memory_limit)
+        parent_end, child_end = self._context.Pipe()
+        process = self._context.Process(target=_worker_main, args=(child_end, worker_settings, self.niceness),
+                                        name="shoplake-query-worker", daemon=True)
+        process.start()
+        child_end.close()
+        worker = _Worker(process, parent_end, temp_dir)
+        with self._lock:
+            self._all[process.pid] = worker
+        return worker
+
+    def _discard(self, worker: _Worker) -> None:
+        # Both a renewal and `close` may discard the same worker: the first one does it.
+        with self._lock:
+            if self._all.pop(worker.process.pid, None) is None:
+                return
+        worker.process.kill()
+        worker.process.join(timeout=5)
+        worker.connection.close()
+        shutil.rmtree(worker.temp_dir, ignore_errors=True)
+
+    def _replace(self, worker: _Worker) -> None:
+        def renew() -> None:
+            self._discard(worker)
+            if not self._closed.is_set():
+                self._idle.put(self._spawn())
+
+        threading.Thread(target=renew, name="shoplake-worker-renew", daemon=True).start()
+
+    def run(self, job: QueryJob, deadline: float) -> QueryAnswer:
+        """Run `job` on a free worker before `deadline` (a `time.monotonic()` value).
+
+        Raises:
+            DeadlineExceeded: no worker became free in time, or the query passed the deadline (its worker is
+                killed and replaced).
+            PoolClosed: the server is shutting down.
+        """
+        worker = self._free_worker(deadline)
+        try:
+            worker.connection.send(job)
+            if worker.connection.poll(max(0.0, deadline - time.monotonic())):
+                answer = worker.connection.recv()
+                self._idle.put(worker)
+                return answer
+        except (EOFError, OSError) as exc:
+            self._replace(worker)
+            if self._closed.is_set():
+                raise PoolClosed from exc
+            return QueryAnswer("error", "the query worker stopped (out of memory?); try a smaller query")
+        self._replace(worker)
+        raise DeadlineExceeded("the query passed its deadline")
+
+    def _free_worker(self, deadline: float) -> _Worker:
+        # One blocking wait: the queue wakes waiters first come, first served. `close` puts a None that each
+        # waiter passes on, so every query waiting for a worker learns at once that the server is stopping.
+        try:
+            worker = self._idle.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty as exc:
+            raise DeadlineExceeded("no query worker became free in time") from exc
+        if worker is None:
+            self._idle.put(None)
+            raise PoolClosed
+        return worker
+
+    def alive(self) -> int:
+        with self._lock:
+            return sum(1 for worker in self._all.values() if worker.process.is_alive())
+
+    def close(self) -> None:
+        """Kill every worker, busy or not (their queries end as PoolClosed)."""
+        self._closed.set()
+        self._idle.put(None)
+        with self._lock:
+            workers = list(self._all.values())
+        for worker in workers:
+            self._discard(worker)
