@@ -32,10 +32,12 @@ def _fill(sql: str, lake: Path, escape: Path) -> str:
 
 
 def _listing(lake: Path) -> dict[str, tuple[int, int]]:
-    """Every file of the lake with size and mtime, except the query log (which records the refusals)."""
+    """Every file of the lake with size and mtime, except the query log (which records the refusals) and
+    its writer lock (taken for each append)."""
     log_dir = lake / "ops" / "query_log"
+    log_lock = {lake / "_locks" / "ops.query_log.lock", lake / "_locks" / "ops.query_log.holder"}
     return {str(p.relative_to(lake)): (p.stat().st_size, p.stat().st_mtime_ns) for p in lake.rglob("*")
-            if p.is_file() and log_dir not in p.parents}
+            if p.is_file() and log_dir not in p.parents and p not in log_lock}
 
 
 def _secrets_in(text: bytes, served) -> list[str]:
