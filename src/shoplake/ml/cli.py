@@ -71,6 +71,8 @@ def _show_training(console, kind: Kind, run_id: str, result) -> None:
         for name, size in result.details["segments"].items():
             segments.add_row(name, f"{size:,}")
         console.print(segments)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning: {warning}[/]")
     console.print(f"MLflow run {result.mlflow_run_id}; see `shoplake ml models` and `shoplake ml ui`")
 
 

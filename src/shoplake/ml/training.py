@@ -43,6 +43,8 @@ class TrainResult:
         metrics: the run's headline metrics (the key validation metric included).
         is_champion: whether this version took the `champion` alias.
         mlflow_run_id: the MLflow run holding parameters, metrics, plots and the model.
+        warnings: what the run reports without refusing (e.g. a feature that alone nearly separates
+            the labels); the CLI prints them in yellow.
     """
 
     model_name: str
@@ -56,6 +58,7 @@ class TrainResult:
     decision: str = ""
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 _INPUTS = {"segments": (features.USER_SEGMENT_INPUT,), "rfm": (features.RFM_INPUT,),
@@ -238,18 +241,21 @@ def collect_examples(engine, params: PropensityParams) -> tuple[features.CutoffP
 
 def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker: Tracker) -> TrainResult:
     model_name = MODEL_NAMES["propensity"]
-    features.require_tables(lake, (features.PROPENSITY_INPUT,), hint=_BUILD_HINT)
+    # Audit 0, before anything is read: the feature queries may read only inputs bound as of the cutoff.
+    features.check_feature_queries()
+    inputs = tuple(source.table for source in leakage.bound_inputs())
+    features.require_tables(lake, inputs, hint=_BUILD_HINT)
     with lake.engine() as engine:
-        versions = features.bind(lake, engine, features.PROPENSITY_INPUT)
+        versions = features.bind(lake, engine, *inputs)
         plan, train_frame, validation, stats = collect_examples(engine, params)
-        # Audit 1 (cutoff invariance) on the validation cutoff, before anything is fitted or logged.
-        leakage.audit_cutoff_invariance(lake, engine, plan.validation, plan.lookback,
-                                        events_version=versions[features.PROPENSITY_INPUT])
+        # Audit 1 (cutoff invariance over every bound input) on the validation cutoff, before anything is
+        # fitted or logged.
+        leakage.audit_cutoff_invariance(lake, engine, plan.validation, plan.lookback, versions=versions)
     plan.check()  # audit 3: windows do not overlap
-    # Audit 2: no single feature may be (nearly) the label.
+    # Audit 2, a warning: a feature that alone nearly separates the validation labels is reported.
     aucs = leakage.single_feature_aucs(validation, features.PAIR_FEATURES)
-    reviewed_over = leakage.audit_feature_aucs(aucs, threshold=params.max_single_feature_auc,
-                                               reviewed=params.reviewed_strong_features)
+    audit_warnings = leakage.strong_feature_warnings(aucs, threshold=params.max_single_feature_auc,
+                                                     reviewed=params.reviewed_strong_features)
 
     candidates = propensity.train_candidates(train_frame, validation, params)
     chosen = propensity.best(candidates)
@@ -279,9 +285,13 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
         for candidate in candidates:
             run.metrics({f"{candidate.name}.{k}": v for k, v in candidate.metrics.items()})
         run.metrics({f"feature_auc.{k}": v for k, v in aucs.items()})
-        run.dict({"examples": stats, "single_feature_auc": aucs, "reviewed_strong_features":
-                  {k: {"auc": v, "reason": params.reviewed_strong_features[k]} for k, v in reviewed_over.items()},
-                  "cutoff_invariance": "passed on the validation cutoff"}, "leakage_audit.json")
+        run.dict({"examples": stats, "single_feature_auc": aucs,
+                  "single_feature_auc_threshold": params.max_single_feature_auc, "warnings": audit_warnings,
+                  "reviewed_strong_features": dict(params.reviewed_strong_features),
+                  "feature_queries": "parse-checked: read only inputs bound as of the cutoff",
+                  "cutoff_invariance": f"passed on the validation cutoff over {', '.join(inputs)}"},
+                 "leakage_audit.json")
+        run.tags({"shoplake.warnings": len(audit_warnings)})
         scores = {c.name: c.probabilities for c in candidates}
         run.figure(plots.roc_pr(y, scores), "plots/roc_pr.png")
         run.figure(plots.calibration(y, scores), "plots/calibration.png")
@@ -304,7 +314,8 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
         return TrainResult(model_name, ref.version, metrics, is_champion, run.run_id, key_metric="val_roc_auc",
                            champion_value=champion_value, decision=decision,
                            details={"models": {c.name: c.metrics for c in candidates}, "chosen": chosen.name,
-                                    "feature_auc": aucs, "plan": _window_metadata(plan, params.window)})
+                                    "feature_auc": aucs, "plan": _window_metadata(plan, params.window)},
+                           warnings=audit_warnings)
 
 
 def _champion_auc(tracker: Tracker, model_name: str, champion: ModelRef | None, validation: pd.DataFrame,
