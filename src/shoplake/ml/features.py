@@ -377,6 +377,8 @@ def labelled_examples(engine, cutoff: datetime, plan: CutoffPlan, *, negative_ra
     try:
         positives = int(engine.rows("SELECT count(*) FROM pair_candidates JOIN pair_labels "
                                     "USING (user_id, product_id)")[0][0])
+        # every pair bought in the label window, candidate or not: what candidate coverage is measured on
+        conversions = int(engine.rows("SELECT count(*) FROM pair_labels")[0][0])
         negatives = n - positives
         rate = negative_rate if negative_rate is not None else min(1.0, max_negatives / max(negatives, 1))
         threshold = int(rate * 1_000_000)
@@ -391,7 +393,8 @@ def labelled_examples(engine, cutoff: datetime, plan: CutoffPlan, *, negative_ra
         engine.drop("pair_candidates")
         engine.drop("pair_labels")
     frame.insert(0, "cutoff_at", cutoff)
-    return frame, {"candidates": n, "positives": positives, "sampled_negatives": int((frame.label == 0).sum())}
+    return frame, {"candidates": n, "positives": positives, "conversions": conversions,
+                   "sampled_negatives": int((frame.label == 0).sum())}
 
 
 def as_matrix(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:

@@ -86,7 +86,9 @@ class PropensityParams:
             warnings say "reviewed", and the reasons go to the run's leakage_audit.json.
         threads: OpenMP threads for model fitting; 1 by default because two threads on a busy
             2-core machine can be ten times slower than one.
-        random_state: seed of negative sampling and models.
+        bootstrap_resamples: resamples of the stratified bootstrap behind every metric's 95 % interval.
+        eval_ks: the k of precision@k and recall@k.
+        random_state: seed of negative sampling, models and the bootstrap.
     """
 
     window: WindowSettings = field(default_factory=WindowSettings)
@@ -103,6 +105,8 @@ class PropensityParams:
     max_single_feature_auc: float = 0.95
     reviewed_strong_features: dict[str, str] = field(default_factory=lambda: dict(REVIEWED_STRONG_FEATURES))
     threads: int = 1
+    bootstrap_resamples: int = 200
+    eval_ks: tuple[int, ...] = (10, 100, 1000)
     random_state: int = DEFAULT_SEED
 
 

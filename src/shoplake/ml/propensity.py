@@ -154,6 +154,41 @@ def best(candidates: list[Candidate]) -> Candidate:
     return max(candidates, key=lambda c: (c.metrics["val_roc_auc"], -candidates.index(c)))
 
 
+# Baselines: fixed scoring rules, not fitted models, that any model must beat to be worth deploying. Each is
+# turned into probabilities by Platt scaling on the calibration cutoffs (like the candidates), so that
+# calibration metrics compare too. Never registered.
+BASELINES: dict[str, str] = {
+    "popularity": "product purchases in the lookback",
+    "user_activity": "the user's purchases in the lookback, ties broken by their carts",
+    "activity_x_popularity": "user_purchases x log(2 + product_purchases)",
+}
+BASELINE_COLUMNS = ("user_purchases", "user_carts", "product_purchases")
+
+
+def baseline_score(name: str, frame: pd.DataFrame) -> np.ndarray:
+    """The raw ranking score of a baseline rule (higher = more likely)."""
+    x = features.as_matrix(frame, BASELINE_COLUMNS)
+    user, carts, product = x["user_purchases"].to_numpy(), x["user_carts"].to_numpy(), x["product_purchases"].to_numpy()
+    if name == "popularity":
+        return product
+    if name == "user_activity":
+        return user + carts / (carts + 1.0)  # the carts term stays below 1: it only breaks ties
+    if name == "activity_x_popularity":
+        return user * np.log(2.0 + product)
+    raise ConfigError(f"unknown baseline {name!r}: expected one of {', '.join(BASELINES)}")
+
+
+def baseline_probabilities(cal: pd.DataFrame, validation: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Every baseline's probabilities on `validation`, Platt-scaled on `cal` (weighted like the candidates)."""
+    out = {}
+    for name in BASELINES:
+        platt = LogisticRegression()
+        platt.fit(np.log1p(baseline_score(name, cal)).reshape(-1, 1), cal["label"].to_numpy(),
+                  sample_weight=cal["weight"].to_numpy())
+        out[name] = platt.predict_proba(np.log1p(baseline_score(name, validation)).reshape(-1, 1))[:, 1]
+    return out
+
+
 def importance(candidate: Candidate, validation: pd.DataFrame, *, seed: int, max_negatives: int = 5_000,
                threads: int = 1) -> pd.Series:
     """Permutation importance (drop in ROC-AUC) on all validation positives and a sample of negatives."""

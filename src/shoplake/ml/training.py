@@ -22,7 +22,7 @@ import pandas as pd
 
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
-from shoplake.ml import drift, features, leakage, plots, propensity, rfm, segmentation
+from shoplake.ml import assessment, drift, features, leakage, plots, propensity, rfm, segmentation
 from shoplake.ml.errors import ModelNotFoundError
 from shoplake.ml.kinds import KEY_METRICS, KINDS, MODEL_NAMES
 from shoplake.ml.params import Params, PropensityParams, RFMParams, SegmentParams, default_params, flat_params
@@ -221,10 +221,11 @@ def _window_metadata(plan: features.CutoffPlan, window: features.WindowSettings)
             "scoring_cutoff": plan.scoring.isoformat()}
 
 
-def collect_examples(engine, params: PropensityParams) -> tuple[features.CutoffPlan, pd.DataFrame, pd.DataFrame,
-                                                               dict[str, Any]]:
-    """Cutoff plan, training examples (sampled negatives, weighted) and all validation candidates."""
-    plan = features.plan_cutoffs(*features.event_span(engine), params.window)
+def collect_examples(engine, params: PropensityParams, *, plan: features.CutoffPlan | None = None
+                     ) -> tuple[features.CutoffPlan, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Cutoff plan (default: planned from the event span), training examples (sampled negatives,
+    weighted) and all validation candidates."""
+    plan = plan or features.plan_cutoffs(*features.event_span(engine), params.window)
     per_cutoff = max(1, params.max_train_negatives // len(plan.train))
     parts, stats = [], {"train": {}, "validation": {}}
     for cutoff in plan.train:
@@ -259,6 +260,10 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
 
     candidates = propensity.train_candidates(train_frame, validation, params)
     chosen = propensity.best(candidates)
+    # Honest evaluation: every candidate and baseline rule, every metric with its bootstrap interval.
+    _, cal = propensity.split_fit_calibration(train_frame, params)
+    report = assessment.assess(cal, validation, candidates, stats["validation"], params, cutoff=plan.validation,
+                               chosen=chosen.name)
     baseline = next((c for c in candidates if c.name == "popularity"), None)
     y = validation["label"].to_numpy()
     metrics = dict(chosen.metrics)
@@ -270,6 +275,13 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
     })
     if baseline is not None:
         metrics["baseline_val_roc_auc"] = baseline.metrics["val_roc_auc"]
+    chosen_eval = report.estimates[chosen.name]
+    best_baseline = report.best_baseline("pr_auc")
+    metrics.update({"val_coverage": report.coverage.value, "val_conversions": float(report.conversions),
+                    "val_brier_skill": chosen_eval["brier_skill"].value, "val_ece": chosen_eval["ece"].value,
+                    "val_pr_auc_low": chosen_eval["pr_auc"].low, "val_pr_auc_high": chosen_eval["pr_auc"].high,
+                    "val_roc_auc_low": chosen_eval["roc_auc"].low, "val_roc_auc_high": chosen_eval["roc_auc"].high,
+                    "best_baseline_val_pr_auc": report.estimates[best_baseline]["pr_auc"].value})
     champion = tracker.champion(model_name)
     champion_value = _champion_auc(tracker, model_name, champion, validation, plan, params)
     with tracker.start_run(model_name, run_name=f"train-propensity-{run_id}",
@@ -285,6 +297,8 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
         for candidate in candidates:
             run.metrics({f"{candidate.name}.{k}": v for k, v in candidate.metrics.items()})
         run.metrics({f"feature_auc.{k}": v for k, v in aucs.items()})
+        run.metrics(report.flat_metrics())
+        run.dict(report.as_dict(), "evaluation.json")
         run.dict({"examples": stats, "single_feature_auc": aucs,
                   "single_feature_auc_threshold": params.max_single_feature_auc, "warnings": audit_warnings,
                   "reviewed_strong_features": dict(params.reviewed_strong_features),
@@ -314,7 +328,8 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
         return TrainResult(model_name, ref.version, metrics, is_champion, run.run_id, key_metric="val_roc_auc",
                            champion_value=champion_value, decision=decision,
                            details={"models": {c.name: c.metrics for c in candidates}, "chosen": chosen.name,
-                                    "feature_auc": aucs, "plan": _window_metadata(plan, params.window)},
+                                    "feature_auc": aucs, "plan": _window_metadata(plan, params.window),
+                                    "assessment": report},
                            warnings=audit_warnings)
 
 
