@@ -2,7 +2,8 @@
 
 Each scoring run overwrites these tables with the predictions of the current `champion` model version
 (earlier scorings stay readable through Delta time travel, `shoplake history <table>`). Every row
-names the registered model and version that produced it.
+names the registered model and version that produced it. `ops.model_decisions` is appended by
+`shoplake ml train`: one row per registered version with its champion decision.
 """
 
 from __future__ import annotations
@@ -134,5 +135,33 @@ CONVERSION_PREDICTIONS = TableSpec(
     ),
 )
 
+MODEL_DECISIONS = TableSpec(
+    name="ops.model_decisions",
+    description=("One row per registered model version: the champion decision of the training run that "
+                 "registered it, with the numbers it was taken on. Appended by `shoplake ml train`."),
+    grain=("model_name", "model_version"),
+    columns=(
+        col("model_name", "VARCHAR", "registered MLflow model"),
+        col("model_version", "BIGINT", "the version the decision is about"),
+        col("kind", "VARCHAR", "segments, rfm or propensity"),
+        col("run_id", "VARCHAR", "shoplake run id of the training run"),
+        col("decided_at", "TIMESTAMPTZ"),
+        col("key_metric", "VARCHAR", "silhouette, or val_roc_auc for propensity"),
+        col("value", "DOUBLE", "the new version's key metric"),
+        col("champion_version", "BIGINT", "the champion it was compared with (NULL for a first version)"),
+        col("champion_value", "DOUBLE", "the champion's key metric, as compared"),
+        col("difference", "DOUBLE", "value - champion_value"),
+        col("difference_low", "DOUBLE", "95 % paired-bootstrap interval of the difference (propensity)"),
+        col("difference_high", "DOUBLE"),
+        col("required_gain", "DOUBLE", "the gain a promotion needed: max(interval half-width, minimum effect)"),
+        col("pr_auc_difference", "DOUBLE", "new - champion validation PR-AUC (propensity)"),
+        col("brier_skill_difference", "DOUBLE", "new - champion Brier skill score (propensity)"),
+        col("compared_on", "VARCHAR", "what the champion was measured on"),
+        col("promoted", "BOOLEAN", "whether the version took the champion alias"),
+        col("decision", "VARCHAR", "the decision in words, as tagged on the MLflow version"),
+    ),
+    build="external",
+)
+
 TABLES = (USER_SEGMENTS, USER_SEGMENT_PROFILES, CUSTOMER_SEGMENTS, CUSTOMER_SEGMENT_PROFILES,
-          CONVERSION_PREDICTIONS)
+          CONVERSION_PREDICTIONS, MODEL_DECISIONS)

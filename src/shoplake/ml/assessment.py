@@ -178,3 +178,79 @@ def log_backtest(lake, folds: list[Fold], *, params: PropensityParams, run_id: s
             run.metrics(fold.assessment.flat_metrics(prefix=f"fold{i}."))
         run.dict({"folds": [fold.assessment.as_dict() for fold in folds]}, "backtest.json")
         return run.run_id
+
+
+# -- the champion rule -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ChampionDecision:
+    """Whether a new version takes the `champion` alias, and the numbers behind it.
+
+    `difference` is new minus champion on the key metric, with the 95 % interval of the paired bootstrap
+    (both models on the same resamples of the same candidates) when the champion could be evaluated on
+    this run's data; otherwise the champion's recorded value, with the new model's own interval.
+    """
+
+    promote: bool
+    decision: str
+    value: float
+    champion_value: float | None = None
+    difference: Estimate | None = None
+    required_gain: float | None = None
+    pr_auc_difference: float | None = None
+    brier_skill_difference: float | None = None
+    compared_on: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in ("promote", "decision", "value", "champion_value", "required_gain",
+                                             "pr_auc_difference", "brier_skill_difference", "compared_on")}
+        out["difference"] = _est_dict(self.difference) if self.difference is not None else None
+        return out
+
+
+def decide_champion(y: np.ndarray, new: np.ndarray, champion: np.ndarray | None, *, champion_version: int | None,
+                    recorded_value: float | None, params: PropensityParams, metric: str = "roc_auc"
+                    ) -> ChampionDecision:
+    """The propensity champion rule.
+
+    Promote only when the new version beats the champion on `metric` by more than the half-width of the
+    difference's 95 % interval (and by more than `params.champion_min_effect`), and is not worse on
+    PR-AUC or Brier skill by more than their tolerances. Noise cannot promote a model, nor block one that
+    is clearly better; a tie keeps the champion.
+    """
+    names = {"new": new} if champion is None else {"new": new, "champion": champion}
+    draws = evaluation.paired_draws(y, names, ks=params.eval_ks, resamples=params.bootstrap_resamples,
+                                    seed=params.random_state)
+    point, samples = draws["new"]
+    value = point[metric]
+    if champion_version is None:
+        return ChampionDecision(True, "first version: champion", value, compared_on="no champion")
+    if champion is not None:
+        diff = evaluation.difference(*draws["new"], *draws["champion"], metric)
+        pr_diff = point["pr_auc"] - draws["champion"][0]["pr_auc"]
+        skill_diff = point["brier_skill"] - draws["champion"][0]["brier_skill"]
+        champion_value, compared_on = draws["champion"][0][metric], "both on this run's validation cutoff"
+    else:
+        if recorded_value is None:
+            return ChampionDecision(True, f"champion v{champion_version} has no recorded {metric}: promoted",
+                                    value, compared_on="nothing to compare")
+        own = evaluation.estimate_from(value, samples[metric])
+        diff = Estimate(value - recorded_value, own.low - recorded_value, own.high - recorded_value)
+        pr_diff = skill_diff = None
+        champion_value, compared_on = recorded_value, "the champion's recorded value (another validation window)"
+    required = max(diff.half_width, params.champion_min_effect)
+    reasons = []
+    if not diff.value > required:
+        reasons.append(f"gain {diff.value:+.4f} not above {required:.4f} (interval half-width "
+                       f"{diff.half_width:.4f}, minimum effect {params.champion_min_effect:g})")
+    if pr_diff is not None and pr_diff < -params.champion_pr_auc_tolerance:
+        reasons.append(f"PR-AUC {pr_diff:+.4f} worse than the tolerance {params.champion_pr_auc_tolerance:g}")
+    if skill_diff is not None and skill_diff < -params.champion_brier_skill_tolerance:
+        reasons.append(f"Brier skill {skill_diff:+.4f} worse than the tolerance "
+                       f"{params.champion_brier_skill_tolerance:g}")
+    promote = not reasons
+    summary = (f"{metric} {value:.4f} vs champion v{champion_version} {champion_value:.4f}: difference "
+               f"{diff.value:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]")
+    decision = f"{summary}: promoted" if promote else f"{summary}: not promoted ({'; '.join(reasons)})"
+    return ChampionDecision(promote, decision, value, champion_value, diff, required, pr_diff, skill_diff,
+                            compared_on)

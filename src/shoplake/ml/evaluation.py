@@ -119,7 +119,7 @@ def evaluate_scores(y: np.ndarray, scores: Mapping[str, np.ndarray], *, ks: Sequ
     Returns model -> metric -> Estimate. Raises ValueError without both a positive and a negative.
     """
     paired = paired_draws(y, scores, ks=ks, resamples=resamples, seed=seed)
-    return {name: {metric: _estimate(point[metric], draws[metric]) for metric in point}
+    return {name: {metric: estimate_from(point[metric], draws[metric]) for metric in point}
             for name, (point, draws) in paired.items()}
 
 
@@ -140,7 +140,8 @@ def paired_draws(y: np.ndarray, scores: Mapping[str, np.ndarray], *, ks: Sequenc
             for name in ranked}
 
 
-def _estimate(value: float, draws: np.ndarray) -> Estimate:
+def estimate_from(value: float, draws: np.ndarray) -> Estimate:
+    """`value` with the 2.5 and 97.5 percentiles of its bootstrap `draws`."""
     low, high = np.percentile(draws, [2.5, 97.5])
     return Estimate(float(value), float(low), float(high))
 
@@ -148,7 +149,7 @@ def _estimate(value: float, draws: np.ndarray) -> Estimate:
 def difference(point: Mapping[str, float], draws: Mapping[str, np.ndarray], other_point: Mapping[str, float],
                other_draws: Mapping[str, np.ndarray], metric: str) -> Estimate:
     """`metric` of one model minus another's, with the interval of the paired bootstrap difference."""
-    return _estimate(point[metric] - other_point[metric], draws[metric] - other_draws[metric])
+    return estimate_from(point[metric] - other_point[metric], draws[metric] - other_draws[metric])
 
 
 def coverage(candidate_conversions: int, all_conversions: int, *, resamples: int = DEFAULT_RESAMPLES,
@@ -158,4 +159,4 @@ def coverage(candidate_conversions: int, all_conversions: int, *, resamples: int
         return Estimate(float("nan"), float("nan"), float("nan"))
     share = candidate_conversions / all_conversions
     draws = np.random.default_rng(seed).binomial(all_conversions, share, size=resamples) / all_conversions
-    return _estimate(share, draws)
+    return estimate_from(share, draws)

@@ -88,6 +88,10 @@ class PropensityParams:
             2-core machine can be ten times slower than one.
         bootstrap_resamples: resamples of the stratified bootstrap behind every metric's 95 % interval.
         eval_ks: the k of precision@k and recall@k.
+        champion_min_effect: the smallest validation ROC-AUC gain over the champion worth a promotion
+            (the gain must also exceed the half-width of its paired-bootstrap 95 % interval).
+        champion_pr_auc_tolerance, champion_brier_skill_tolerance: how much worse than the champion on
+            PR-AUC and Brier skill a promoted version may be.
         random_state: seed of negative sampling, models and the bootstrap.
     """
 
@@ -106,6 +110,9 @@ class PropensityParams:
     reviewed_strong_features: dict[str, str] = field(default_factory=lambda: dict(REVIEWED_STRONG_FEATURES))
     threads: int = 1
     bootstrap_resamples: int = 200
+    champion_min_effect: float = 0.0
+    champion_pr_auc_tolerance: float = 0.01
+    champion_brier_skill_tolerance: float = 0.01
     eval_ks: tuple[int, ...] = (10, 100, 1000)
     random_state: int = DEFAULT_SEED
 

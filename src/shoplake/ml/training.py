@@ -15,13 +15,16 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
+from shoplake.layers.ml import MODEL_DECISIONS
 from shoplake.ml import assessment, drift, features, leakage, plots, propensity, rfm, segmentation
 from shoplake.ml.errors import ModelNotFoundError
 from shoplake.ml.kinds import KEY_METRICS, KINDS, MODEL_NAMES
@@ -101,34 +104,71 @@ def train(lake: Lake, kind: str, *, run_id: str, params: Params | None = None,
 
 # -- champion rule ------------------------------------------------------------------------------------
 
-def _crown(tracker: Tracker, kind: str, new: ModelRef, value: float, champion: ModelRef | None,
-           champion_value: float | None, run) -> tuple[bool, str]:
-    """Apply the champion rule to a new version, record the decision and return it."""
+def _crown(lake: Lake, tracker: Tracker, kind: str, new: ModelRef, value: float, champion: ModelRef | None,
+           champion_value: float | None, run, *, run_id: str,
+           decided: assessment.ChampionDecision | None = None) -> tuple[bool, str]:
+    """Apply the champion rule to a new version, record the decision (MLflow, `ops.model_decisions`), return it.
+
+    `decided`: a decision already taken (propensity: `assessment.decide_champion`); otherwise the
+    segments rule (at least as good as the champion) is applied here.
+    """
     metric = KEY_METRICS[kind]
-    if champion is None:
-        promote, decision = True, "first version: champion"
-    else:
-        if champion_value is None:
-            recorded = champion.tags.get("shoplake.key_metric_value")
-            champion_value = float(recorded) if recorded not in (None, "") else float("-inf")
-        promote = value >= champion_value
-        decision = (f"{metric} {value:.4f} {'>=' if promote else '<'} champion v{champion.version} "
-                    f"{champion_value:.4f}: {'promoted' if promote else 'not promoted'}")
+    if decided is None:
+        if champion is None:
+            decided = assessment.ChampionDecision(True, "first version: champion", value, compared_on="no champion")
+        else:
+            compared_on = "both on this run's sampled rows"
+            if champion_value is None:
+                recorded = champion.tags.get("shoplake.key_metric_value")
+                champion_value = float(recorded) if recorded not in (None, "") else float("-inf")
+                compared_on = "the champion's recorded value"
+            promote = value >= champion_value
+            decided = assessment.ChampionDecision(
+                promote, f"{metric} {value:.4f} {'>=' if promote else '<'} champion v{champion.version} "
+                         f"{champion_value:.4f}: {'promoted' if promote else 'not promoted'}",
+                value, champion_value, compared_on=compared_on)
+    promote, decision = decided.promote, decided.decision
     tags = {"shoplake.key_metric": metric, "shoplake.key_metric_value": f"{value:.6f}",
             "shoplake.decision": decision, "shoplake.kind": kind}
-    if champion is not None and champion_value is not None:
-        tags["shoplake.champion_value_compared"] = f"{champion_value:.6f}"
+    if decided.champion_value is not None:
+        tags["shoplake.champion_value_compared"] = f"{decided.champion_value:.6f}"
     tracker.tag_version(new.name, new.version, tags)
     if promote:
         tracker.promote(new.name, new.version)
     run.tags({"shoplake.decision": decision, "shoplake.is_champion": promote})
+    run.dict(decided.as_dict(), "champion_decision.json")
+    if decided.difference is not None:
+        run.metrics({"champion.difference": decided.difference.value, "champion.difference_low":
+                     decided.difference.low, "champion.difference_high": decided.difference.high,
+                     "champion.required_gain": decided.required_gain})
+    _record_decision(lake, kind, new, decided, champion=champion, run_id=run_id, metric=metric)
     log.info("%s v%d: %s", new.name, new.version, decision)
     return promote, decision
 
 
+def _record_decision(lake: Lake, kind: str, new: ModelRef, decided: assessment.ChampionDecision, *,
+                     champion: ModelRef | None, run_id: str, metric: str) -> None:
+    """Append the decision to `ops.model_decisions` (one commit; a retried run writes it once)."""
+    diff = decided.difference
+    difference = diff.value if diff is not None else (
+        decided.value - decided.champion_value if decided.champion_value is not None else None)
+    row = {"model_name": new.name, "model_version": new.version, "kind": kind, "run_id": run_id,
+           "decided_at": datetime.now(UTC), "key_metric": metric, "value": decided.value,
+           "champion_version": champion.version if champion is not None else None,
+           "champion_value": decided.champion_value, "difference": difference,
+           "difference_low": diff.low if diff is not None else None,
+           "difference_high": diff.high if diff is not None else None, "required_gain": decided.required_gain,
+           "pr_auc_difference": decided.pr_auc_difference, "brier_skill_difference": decided.brier_skill_difference,
+           "compared_on": decided.compared_on, "promoted": decided.promote, "decision": decided.decision}
+    spec = lake.catalog.get(MODEL_DECISIONS.name)
+    table = pa.Table.from_pylist([row], schema=spec.arrow_schema)
+    lake.store.write(spec.name, table, mode="append", description=spec.description,
+                     meta={"write_key": f"ml-decision:{new.name}:{new.version}", "run_id": run_id})
+
+
 # -- segments (users and RFM) -------------------------------------------------------------------------
 
-def _segment_run(tracker: Tracker, *, kind: str, run_id: str, params: SegmentParams | RFMParams,
+def _segment_run(lake: Lake, tracker: Tracker, *, kind: str, run_id: str, params: SegmentParams | RFMParams,
                  frame: pd.DataFrame, feature_columns: tuple[str, ...], profile_columns: tuple[str, ...],
                  value, namer, actions: dict[str, str], input_versions: dict[str, Any],
                  entity: str) -> TrainResult:
@@ -167,7 +207,8 @@ def _segment_run(tracker: Tracker, *, kind: str, run_id: str, params: SegmentPar
                     "key_metric": "silhouette", "key_metric_value": silhouette, "run_id": run_id}
         ref = run.model(model, registered_name=model_name, input_example=X.head(5), predict_fn="predict",
                         metadata=metadata)
-        is_champion, decision = _crown(tracker, kind, ref, silhouette, champion, champion_value, run)
+        is_champion, decision = _crown(lake, tracker, kind, ref, silhouette, champion, champion_value, run,
+                                       run_id=run_id)
         return TrainResult(model_name, ref.version, metrics, is_champion, run.run_id, key_metric="silhouette",
                            champion_value=champion_value, decision=decision,
                            details={"segments": {names[i]: int(profile.loc[i, "size"]) for i in profile.index},
@@ -194,7 +235,7 @@ def _train_user_segments(lake: Lake, params: SegmentParams, run_id: str, tracker
     with lake.engine() as engine:
         versions = features.bind(lake, engine, features.USER_SEGMENT_INPUT)
         frame = features.user_segment_frame(engine)
-    return _segment_run(tracker, kind="segments", run_id=run_id, params=params, frame=frame,
+    return _segment_run(lake, tracker, kind="segments", run_id=run_id, params=params, frame=frame,
                         feature_columns=features.USER_SEGMENT_FEATURES,
                         profile_columns=features.USER_PROFILE_COLUMNS, value=segmentation.user_value,
                         namer=segmentation.name_user_segments, actions=segmentation.USER_ACTIONS,
@@ -206,7 +247,7 @@ def _train_rfm(lake: Lake, params: RFMParams, run_id: str, tracker: Tracker) -> 
     with lake.engine() as engine:
         versions = features.bind(lake, engine, features.RFM_INPUT)
         frame = features.rfm_frame(engine)
-    return _segment_run(tracker, kind="rfm", run_id=run_id, params=params, frame=frame,
+    return _segment_run(lake, tracker, kind="rfm", run_id=run_id, params=params, frame=frame,
                         feature_columns=features.RFM_FEATURES, profile_columns=features.RFM_PROFILE_COLUMNS,
                         value=rfm.rfm_value, namer=rfm.name_rfm_segments, actions=rfm.RFM_ACTIONS,
                         input_versions=versions, entity="customer_id")
@@ -283,7 +324,13 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
                     "val_roc_auc_low": chosen_eval["roc_auc"].low, "val_roc_auc_high": chosen_eval["roc_auc"].high,
                     "best_baseline_val_pr_auc": report.estimates[best_baseline]["pr_auc"].value})
     champion = tracker.champion(model_name)
-    champion_value = _champion_auc(tracker, model_name, champion, validation, plan, params)
+    champion_p = _champion_probabilities(tracker, model_name, champion, validation, params)
+    recorded = champion.tags.get("shoplake.key_metric_value") if champion is not None else None
+    decided = assessment.decide_champion(y, chosen.probabilities, champion_p,
+                                         champion_version=champion.version if champion is not None else None,
+                                         recorded_value=float(recorded) if recorded not in (None, "") else None,
+                                         params=params)
+    champion_value = decided.champion_value
     with tracker.start_run(model_name, run_name=f"train-propensity-{run_id}",
                            tags={"shoplake.run_id": run_id, "shoplake.kind": "propensity",
                                  "shoplake.run_type": "train", "shoplake.chosen_model": chosen.name}) as run:
@@ -323,8 +370,8 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
                     "threads": params.threads, "run_id": run_id}
         ref = run.model(chosen.model, registered_name=model_name, input_example=example,
                         predict_fn="predict_proba", metadata=metadata)
-        is_champion, decision = _crown(tracker, "propensity", ref, chosen.metrics["val_roc_auc"], champion,
-                                       champion_value, run)
+        is_champion, decision = _crown(lake, tracker, "propensity", ref, chosen.metrics["val_roc_auc"], champion,
+                                       champion_value, run, run_id=run_id, decided=decided)
         return TrainResult(model_name, ref.version, metrics, is_champion, run.run_id, key_metric="val_roc_auc",
                            champion_value=champion_value, decision=decision,
                            details={"models": {c.name: c.metrics for c in candidates}, "chosen": chosen.name,
@@ -333,9 +380,9 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
                            warnings=audit_warnings)
 
 
-def _champion_auc(tracker: Tracker, model_name: str, champion: ModelRef | None, validation: pd.DataFrame,
-                  plan: features.CutoffPlan, params: PropensityParams) -> float | None:
-    """The champion's ROC-AUC on this run's validation cutoff, if it uses the same windows and features."""
+def _champion_probabilities(tracker: Tracker, model_name: str, champion: ModelRef | None, validation: pd.DataFrame,
+                            params: PropensityParams) -> np.ndarray | None:
+    """The champion's probabilities on this run's validation candidates, if it uses the same windows and features."""
     if champion is None:
         return None
     try:
@@ -350,5 +397,4 @@ def _champion_auc(tracker: Tracker, model_name: str, champion: ModelRef | None, 
             and columns and set(columns) <= set(validation.columns))
     if not same:
         return None
-    p = propensity.predict(loaded.model, validation, columns, threads=params.threads)
-    return propensity.evaluate(validation["label"].to_numpy(), p)["val_roc_auc"]
+    return propensity.predict(loaded.model, validation, columns, threads=params.threads)
