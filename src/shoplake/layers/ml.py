@@ -163,5 +163,66 @@ MODEL_DECISIONS = TableSpec(
     build="external",
 )
 
+PREDICTION_OUTCOMES = TableSpec(
+    name="gold.prediction_outcomes",
+    description=("One row per scoring of gold.conversion_predictions whose label window has passed and rank bin "
+                 "(1-10, 11-100, 101-1000, 1001-10000, the rest): predicted against realised purchases, and the "
+                 "scoring's realised precision@k / recall@k and coverage (the same on each of its rows). "
+                 "Rewritten by every propensity scoring from the table's Delta history."),
+    grain=("cutoff_at", "model_version", "rank_from"),
+    columns=(
+        col("cutoff_at", "TIMESTAMPTZ", "the scoring's cutoff; its label window is [cutoff_at, + horizon_days)"),
+        col("horizon_days", "INTEGER"),
+        col("model_name", "VARCHAR"),
+        col("model_version", "BIGINT", "the champion version that scored"),
+        col("predictions_version", "BIGINT", "the Delta version of gold.conversion_predictions read"),
+        col("evaluated_at", "TIMESTAMPTZ"),
+        col("candidates", "BIGINT", "pairs scored"),
+        col("conversions", "BIGINT", "pairs bought in the label window, candidates or not"),
+        col("candidate_conversions", "BIGINT", "scored pairs that were bought"),
+        col("coverage", "DOUBLE", "candidate_conversions / conversions"),
+        col("precision_at_10", "DOUBLE", "share bought among the 10 most likely pairs (ties by user_id, product_id)"),
+        col("precision_at_100", "DOUBLE"),
+        col("precision_at_1000", "DOUBLE"),
+        col("recall_at_10", "DOUBLE", "share of candidate_conversions among the 10 most likely pairs"),
+        col("recall_at_100", "DOUBLE"),
+        col("recall_at_1000", "DOUBLE"),
+        col("rank_from", "BIGINT", "first rank of the bin (1 = most likely pair)"),
+        col("rank_to", "BIGINT"),
+        col("bin_candidates", "BIGINT"),
+        col("predicted_purchases", "DOUBLE", "sum of the bin's probabilities"),
+        col("predicted_purchases_sd", "DOUBLE", "standard deviation of that count if the probabilities are right"),
+        col("realised_purchases", "BIGINT", "pairs of the bin bought in the label window"),
+    ),
+    inputs=("gold.conversion_predictions", "silver.events"),
+    build="external",
+    checks=(unique("cutoff_at", "model_version", "rank_from"),),
+)
+
+MODEL_MONITORING = TableSpec(
+    name="ops.model_monitoring",
+    description=("One row per scoring run, model and input (`_prediction` for the predicted probabilities): "
+                 "population stability index against the training distribution and a summary of the scored "
+                 "values. Appended by every scoring run."),
+    grain=("run_id", "model_name", "input_name"),
+    columns=(
+        col("run_id", "VARCHAR"),
+        col("scored_at", "TIMESTAMPTZ"),
+        col("kind", "VARCHAR", "segments, rfm or propensity"),
+        col("model_name", "VARCHAR"),
+        col("model_version", "BIGINT"),
+        col("input_name", "VARCHAR", "a model input, or _prediction (propensity's probabilities)"),
+        col("rows", "BIGINT", "rows scored"),
+        col("psi", "DOUBLE", "population stability index against training (NULL: no reference stored)"),
+        col("psi_threshold", "DOUBLE", "drift is flagged above this (0.2)"),
+        col("is_drifted", "BOOLEAN", "psi > psi_threshold"),
+        col("mean", "DOUBLE", "of the scored values"),
+        col("p50", "DOUBLE"),
+        col("p90", "DOUBLE"),
+        col("p99", "DOUBLE"),
+    ),
+    build="external",
+)
+
 TABLES = (USER_SEGMENTS, USER_SEGMENT_PROFILES, CUSTOMER_SEGMENTS, CUSTOMER_SEGMENT_PROFILES,
-          CONVERSION_PREDICTIONS, MODEL_DECISIONS)
+          CONVERSION_PREDICTIONS, PREDICTION_OUTCOMES, MODEL_DECISIONS, MODEL_MONITORING)

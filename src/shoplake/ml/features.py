@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from shoplake.errors import ShoplakeError, TableNotFoundError
+from shoplake.errors import DeterministicError, TableNotFoundError
 from shoplake.ml import as_of
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def plan_cutoffs(first_event_at: datetime, last_event_at: datetime, window: Wind
     if not train:
         span = (last_event_at - first_event_at).days + 1
         need = window.lookback_days + 2 * window.horizon_days
-        raise ShoplakeError(f"silver.events spans {span} day(s), but a propensity model needs at least "
+        raise DeterministicError(f"silver.events spans {span} day(s), but a propensity model needs at least "
                             f"{need} (lookback {window.lookback_days} + training and validation horizons "
                             f"of {window.horizon_days}); ingest more clickstream data or shorten the windows")
     plan = CutoffPlan(tuple(sorted(train)), validation, scoring, lookback, horizon)

@@ -366,6 +366,8 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
                     "window": _window_metadata(plan, params.window),
                     "drift_reference": drift.references(features.as_matrix(train_frame, chosen.columns),
                                                         chosen.columns),
+                    # validation candidates are unsampled, like the scored ones: the reference of predictions
+                    "prediction_reference": drift.reference(chosen.probabilities).to_dict(),
                     "key_metric": "val_roc_auc", "key_metric_value": chosen.metrics["val_roc_auc"],
                     "threads": params.threads, "run_id": run_id}
         ref = run.model(chosen.model, registered_name=model_name, input_example=example,
