@@ -125,6 +125,18 @@ def backtest(
                        f"MLflow run {mlflow_run}")
 
 
+def card(
+    model: Annotated[str, typer.Argument(help="KIND or MODEL_NAME, optionally @alias or @version (default "
+                                              "@champion): propensity, rfm@3, shoplake-user-segments@champion")],
+) -> None:
+    """Print a registered model's card (data window, features, metrics with intervals, baselines, calibration,
+    backtest, known limits, reviewed-feature exemptions) and store it in its MLflow run as model_card.md."""
+    from shoplake.ml.card import model_card
+
+    core = _core()
+    core.console.print(model_card(core._lake().embedded(), model), markup=False, highlight=False, soft_wrap=True)
+
+
 def score(
     kind: Annotated[list[Kind] | None, typer.Option("--kind", "-k", help="only these kinds (repeatable); "
                                                                        "default all")] = None,
@@ -194,5 +206,6 @@ def register(app: typer.Typer) -> None:
     group.command("score")(score)
     group.command("models")(models)
     group.command("backtest")(backtest)
+    group.command("card")(card)
     group.command("ui")(ui)
     app.add_typer(group, name="ml")
