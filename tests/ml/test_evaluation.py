@@ -38,6 +38,8 @@ def test_precision_and_recall_at_k_share_tied_places_fairly():
     assert m["recall_at_3"].value == pytest.approx(1.5 / 2)
     assert m["precision_at_10"].value == pytest.approx(2 / 6)  # k beyond the candidates: all of them
     assert m["recall_at_10"].value == 1.0
+    assert m["predicted_precision_at_1"].value == pytest.approx(0.9)
+    assert m["predicted_precision_at_3"].value == pytest.approx((0.9 + 2 * 0.5) / 3)
 
 
 def test_expected_calibration_error_by_hand():

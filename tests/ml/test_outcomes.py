@@ -11,6 +11,8 @@ from __future__ import annotations
 import gzip
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from shoplake.build import build_tables
@@ -119,3 +121,29 @@ def test_monitoring_rows_for_every_input_and_the_predictions(held_out):
     # the tables hold exactly their declared columns
     for name in ("gold.prediction_outcomes", "ops.model_monitoring"):
         assert lake.store.open(name).schema().to_arrow().names == lake.catalog.get(name).column_names
+
+
+def test_data_health_page_flags_drift_above_the_threshold(held_out):
+    """Last in this file: it appends a monitoring row of its own (a real PSI on a shifted input)."""
+    from shoplake.ml import drift, monitoring
+    from shoplake.serve.pages import DateRange, build_page
+
+    lake = held_out[0]
+    section = next(s for s in build_page(lake, "health", DateRange()).sections if s.id == "health-model-drift")
+    latest = rows(lake, "SELECT * FROM ops.model_monitoring WHERE run_id = 'score-second'")
+    assert len(section.grid.rows) == len(latest)  # the latest scoring of the one model scored here
+    drifted = [r for r in latest if r["is_drifted"]]
+    assert section.note.startswith(f"DRIFT: {len(drifted)} input(s)") if drifted else \
+        section.note == "no input above the PSI threshold in the latest scoring of each model"
+
+    rng = np.random.default_rng(1)
+    training = pd.DataFrame({"basket_value": rng.normal(50, 10, 5000)})
+    shifted = training + 30  # three standard deviations: far outside the training bins
+    psi = drift.psi_by_feature(drift.references(training, ["basket_value"]), shifted)
+    assert psi["basket_value"] > drift.PSI_WARNING
+    monitoring.record_monitoring(lake, run_id="shifted", kind="propensity", model_name="shoplake-drift-probe",
+                                 model_version=1, scored_at=datetime.now(UTC), inputs=shifted, psi=psi)
+    section = next(s for s in build_page(lake, "health", DateRange()).sections if s.id == "health-model-drift")
+    assert section.note.startswith("DRIFT: ")
+    assert f"shoplake-drift-probe: basket_value (PSI {psi['basket_value']:.2f})" in section.note
+    assert section.grid.rows[0][section.grid.columns.index("input_name")] == "basket_value"  # drifted rows first

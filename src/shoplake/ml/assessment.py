@@ -150,14 +150,16 @@ def _bound_inputs():
 
 
 def table_rows(assessment: Assessment, k: int = HEADLINE_K) -> list[list[str]]:
-    """Rows for a printed table: model, ROC-AUC, PR-AUC, precision@k, recall@k, Brier skill, ECE."""
+    """Rows for a printed table: model, ROC-AUC, PR-AUC, precision@k (realised / predicted), recall@k, Brier
+    skill, ECE."""
     rows = []
     best_pr = max(m["pr_auc"].value for m in assessment.estimates.values())
     for name, m in assessment.estimates.items():
         label = name + (" (chosen)" if name == assessment.chosen else "")
         pr = m["pr_auc"].as_text()
         rows.append([label, m["roc_auc"].as_text(), f"*{pr}" if m["pr_auc"].value == best_pr else pr,
-                     m[f"precision_at_{k}"].as_text(), m[f"recall_at_{k}"].as_text(),
+                     f"{m[f'precision_at_{k}'].as_text()} / {m[f'predicted_precision_at_{k}'].value:.3f}",
+                     m[f"recall_at_{k}"].as_text(),
                      m["brier_skill"].as_text(), m["ece"].as_text(5)])
     return rows
 

@@ -78,7 +78,8 @@ def _assessment_table(report, *, title: str) -> Table:
     k = HEADLINE_K
     caption = (f"{title}: {report.positives} positives in {report.candidates:,} candidates; candidates cover "
                f"{report.coverage.as_text()} of {report.conversions:,} conversions (95 % bootstrap intervals)")
-    out = Table(Column("model / baseline", no_wrap=True), "ROC-AUC", "PR-AUC (* best)", f"precision@{k}",
+    out = Table(Column("model / baseline", no_wrap=True), "ROC-AUC", "PR-AUC (* best)",
+                f"precision@{k} / predicted",
                 f"recall@{k}", "Brier skill", "ECE", title=caption)
     for row in table_rows(report, k):
         out.add_row(*row)
@@ -93,6 +94,7 @@ def backtest(
                                                                       "popularity, logistic_regression, "
                                                                       "gradient_boosting; default all")] = None,
     resamples: Annotated[int, typer.Option(help="bootstrap resamples behind each 95 % interval")] = 200,
+    calibration: Annotated[str, typer.Option(help="sigmoid (Platt, the default) or isotonic")] = "sigmoid",
     seed: Annotated[int | None, typer.Option(help="random seed (default 42)")] = None,
 ) -> None:
     """Rolling-origin backtest: train and evaluate at several earlier cutoffs, against the baselines."""
@@ -112,7 +114,8 @@ def backtest(
     if unknown or resamples < 10:
         raise ConfigError(f"unknown model(s) {', '.join(unknown)}: expected {', '.join(PROPENSITY_MODELS)}" if unknown
                           else f"--resamples must be at least 10 (got {resamples})")
-    params = replace(params, models=tuple(model) if model else params.models, bootstrap_resamples=resamples)
+    params = replace(params, models=tuple(model) if model else params.models, bootstrap_resamples=resamples,
+                     calibration=calibration)
     with core.console.status(f"backtesting {kind.value} over {folds} cutoffs ..."):
         folds_done = run_backtest(lake.embedded(), params=params, folds=folds, step_days=step_days)
         mlflow_run = log_backtest(lake, folds_done, params=params, run_id=run_id, step_days=step_days)

@@ -8,7 +8,8 @@ them).
 
 Metrics (all tie-aware: tied scores share their rank, as scikit-learn treats them):
 ROC-AUC; PR-AUC (average precision); precision@k and recall@k for several k (tied candidates at the k-th
-place count fractionally, the expectation under a random tie-break); Brier score and its skill against
+place count fractionally, the expectation under a random tie-break) and the precision the probabilities
+predict for the same k places (mean probability there: top-k calibration); Brier score and its skill against
 the best constant forecast (the observed rate of the resample); expected calibration error over
 equal-mass bins of the predicted probability. Candidate coverage (the share of all conversions that were
 candidates at all) does not depend on the model; `coverage` gives it with its interval.
@@ -40,11 +41,6 @@ class Estimate:
 
     def as_text(self, digits: int = 3) -> str:
         return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
-
-
-def metric_names(ks: Sequence[int] = DEFAULT_KS) -> tuple[str, ...]:
-    return ("roc_auc", "pr_auc", *(f"precision_at_{k}" for k in ks), *(f"recall_at_{k}" for k in ks),
-            "brier", "brier_skill", "ece")
 
 
 class _Ranked:
@@ -81,6 +77,7 @@ class _Ranked:
         precision = np.divide(cum_pos, cum_all, out=np.zeros_like(cum_pos), where=cum_all > 0)
         out["pr_auc"] = float(np.sum(pos_g * precision) / total_pos)
         before_all = cum_all - all_g
+        predicted_g = np.bincount(self.group, w * p, self.n_groups)
         for k in ks:
             # the group holding the k-th place contributes the fraction of it that fits
             take = np.clip(k - before_all, 0, all_g)
@@ -88,6 +85,8 @@ class _Ranked:
             hits = float(np.sum(pos_g * share))
             out[f"precision_at_{k}"] = hits / min(k, total)
             out[f"recall_at_{k}"] = hits / total_pos
+            # what the probabilities promise for the same places: calibration where the list is acted on
+            out[f"predicted_precision_at_{k}"] = float(np.sum(predicted_g * share)) / min(k, total)
         rate = total_pos / total
         brier = float(np.sum(w * (p - y) ** 2) / total)
         out["brier"] = brier

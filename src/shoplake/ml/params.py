@@ -78,6 +78,8 @@ class PropensityParams:
             sampled negatives are re-weighted, so probabilities refer to all candidates.
         calibration_share: the latest share of training cutoffs used to calibrate (sigmoid) instead of
             fitting; at least one cutoff.
+        calibration: `sigmoid` (Platt) or `isotonic`, fitted on the calibration cutoffs (later than the
+            fit); compare them with `shoplake ml backtest propensity --calibration ...`.
         lr_c: inverse regularisation strength of the logistic regression.
         gb_*: histogram gradient boosting settings (fixed iterations: no random early-stopping split).
         max_single_feature_auc: a feature that alone reaches this validation ROC-AUC (orientation-free)
@@ -99,6 +101,7 @@ class PropensityParams:
     models: tuple[str, ...] = PROPENSITY_MODELS
     max_train_negatives: int = 120_000
     calibration_share: float = 0.34
+    calibration: str = "sigmoid"
     lr_c: float = 0.1
     gb_learning_rate: float = 0.1
     gb_max_iter: int = 100

@@ -89,14 +89,19 @@ def split_fit_calibration(train: pd.DataFrame, params: PropensityParams) -> tupl
     return fit, cal
 
 
+CALIBRATIONS = ("sigmoid", "isotonic")
+
+
 def fit_candidate(name: str, fit: pd.DataFrame, cal: pd.DataFrame, params: PropensityParams) -> tuple:
-    """Fit on `fit`, then calibrate the frozen model on `cal` (sigmoid). Returns (model, columns)."""
+    """Fit on `fit`, then calibrate the frozen model on `cal` (`params.calibration`). Returns (model, columns)."""
     columns = model_columns(name)
     base, weight_param = _base_model(name, params)
     with threadpool_limits(params.threads, user_api="openmp"):
         base.fit(features.as_matrix(fit, columns), fit["label"].to_numpy(),
                  **{weight_param: fit["weight"].to_numpy()})
-        calibrated = CalibratedClassifierCV(FrozenEstimator(base), method="sigmoid")
+        if params.calibration not in CALIBRATIONS:
+            raise ConfigError(f"unknown calibration {params.calibration!r}: expected one of {', '.join(CALIBRATIONS)}")
+        calibrated = CalibratedClassifierCV(FrozenEstimator(base), method=params.calibration)
         with warnings.catch_warnings():
             # The base model is frozen on purpose: the weights are meant for the calibrator only.
             warnings.filterwarnings("ignore", message=".*does not appear to accept sample_weight.*")
