@@ -187,11 +187,15 @@ def _segment_run(lake: Lake, tracker: Tracker, *, kind: str, run_id: str, params
                            tags={"shoplake.run_id": run_id, "shoplake.kind": kind,
                                  "shoplake.run_type": "train"}) as run:
         run.params({**flat_params(params), "features": ",".join(feature_columns), "chosen_k": selection.chosen_k,
-                    "k_criterion": "max silhouette on a seeded sample (smaller k within k_tolerance)",
+                    "k_criterion": ("max mean bootstrap ARI (ties within 0.01: better silhouette)"
+                                    if params.k_criterion == "stability"
+                                    else "max silhouette on a seeded sample (smaller k within k_tolerance)"),
                     **{f"input.{k}": v for k, v in input_versions.items()}})
         run.metrics(metrics)
-        for k, inertia, sil in zip(selection.ks, selection.inertias, selection.silhouettes, strict=True):
-            run.metrics({"elbow_inertia": inertia, "elbow_silhouette": sil}, step=k)
+        for i, (k, inertia, sil) in enumerate(zip(selection.ks, selection.inertias, selection.silhouettes,
+                                                  strict=True)):
+            stability = {"stability_ari": selection.stabilities[i]} if selection.stabilities else {}
+            run.metrics({"elbow_inertia": inertia, "elbow_silhouette": sil, **stability}, step=k)
         run.metrics({f"segment_size.{names[i]}": float(profile.loc[i, "size"]) for i in profile.index})
         run.figure(plots.k_selection(selection.ks, selection.inertias, selection.silhouettes, selection.chosen_k,
                                      f"{model_name}: choosing k"), "plots/elbow_silhouette.png")
@@ -212,7 +216,9 @@ def _segment_run(lake: Lake, tracker: Tracker, *, kind: str, run_id: str, params
         return TrainResult(model_name, ref.version, metrics, is_champion, run.run_id, key_metric="silhouette",
                            champion_value=champion_value, decision=decision,
                            details={"segments": {names[i]: int(profile.loc[i, "size"]) for i in profile.index},
-                                    "k_silhouettes": dict(zip(selection.ks, selection.silhouettes, strict=True))})
+                                    "k_silhouettes": dict(zip(selection.ks, selection.silhouettes, strict=True)),
+                                    "k_stabilities": dict(zip(selection.ks, selection.stabilities or [],
+                                                              strict=False))})
 
 
 def _champion_silhouette(tracker: Tracker, model_name: str, champion: ModelRef | None, X: pd.DataFrame,
