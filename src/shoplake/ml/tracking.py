@@ -178,7 +178,14 @@ class Tracker:
             for name in _QUIET:
                 logging.getLogger(name).setLevel(logging.WARNING)
             if self.uri.startswith("sqlite:///"):
-                Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+                database = Path(self.uri[len("sqlite:///"):])
+                database.parent.mkdir(parents=True, exist_ok=True)
+                if not database.exists():
+                    # Create the store ourselves: MLflow would give its `Default` experiment an artifact
+                    # location under the working directory (./mlruns), outside the lake.
+                    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+                    SqlAlchemyStore(self.uri, self.artifact_root)
             self._mlflow = mlflow
         # Global in mlflow: set on every use, so two lakes in one process never mix.
         mlflow.set_tracking_uri(self.uri)
