@@ -187,7 +187,7 @@ def test_a_deterministic_failure_is_not_retried(workspace, monkeypatch):
     assert state.status == "failed" and not state.retryable and state.attempt == 1
     assert calls.count("propensity") == 1
     assert state.error.startswith("a feature query reads gold.product_performance")
-    assert result.tasks["train_rfm"].status == "succeeded" and {s.name for s in result.skipped()} == {"score"}
+    assert result.tasks["train_rfm"].status == "succeeded" and "score" in {s.name for s in result.skipped()}
     assert [a.status for a in workspace.attempts(result.run_id) if a.task == "train_propensity"] == ["failed"]
 
 
