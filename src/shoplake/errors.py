@@ -9,6 +9,13 @@ class ShoplakeError(Exception):
     """Base class for errors a user can act on."""
 
 
+class DeterministicError(ShoplakeError):
+    """A failure that the same inputs reproduce (a refused feature, a failed audit): retrying cannot help.
+
+    The job runner classifies failures by exception type and never retries this one.
+    """
+
+
 class ConfigError(ShoplakeError):
     """A setting, flag or selection is invalid."""
 

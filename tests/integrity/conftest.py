@@ -25,9 +25,10 @@ from shoplake.synth import generate
 
 # Columns that legitimately differ between two runs of the same work: times and run ids.
 VOLATILE = {"run_id", "recorded_at", "checked_at", "_ingested_at", "_quarantined_at", "decided_at", "scored_at",
-            "started_at", "ended_at", "trained_at", "model_version", "mlflow_run_id"}
+            "started_at", "ended_at", "trained_at", "model_version", "mlflow_run_id", "evaluated_at"}
 # Tables whose content is the history of runs (one row per attempt or query), not data.
-HISTORY_TABLES = {"ops.job_runs", "ops.query_log", "ops.data_quality"}
+# (A training killed after its promotion is re-run and decides again: its decision log differs, rightly.)
+HISTORY_TABLES = {"ops.job_runs", "ops.query_log", "ops.data_quality", "ops.model_decisions", "ops.model_monitoring"}
 
 
 @dataclass(frozen=True)

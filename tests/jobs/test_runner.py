@@ -166,6 +166,31 @@ def test_missing_ml_fails_the_ml_tasks_only(workspace, monkeypatch):
     assert result.tasks["train_rfm"].attempt == 1  # not retried: the same import would fail again
 
 
+def test_a_deterministic_failure_is_not_retried(workspace, monkeypatch):
+    """A leakage refusal is a DeterministicError: the same inputs give the same refusal, so no retry."""
+    from shoplake.ml.errors import LeakageError
+
+    calls = []
+    fake = types.ModuleType("shoplake.ml")
+
+    def train_model(lake, kind, *, run_id, **options):
+        calls.append(kind)
+        if kind == "propensity":
+            raise LeakageError("a feature query reads gold.product_performance: Gold tables aggregate all time")
+        return _Trained(10, 1)
+
+    fake.train_model, fake.score_models = train_model, lambda lake, **options: []
+    monkeypatch.setitem(sys.modules, "shoplake.ml", fake)
+    workspace.land("products")
+    result = _run(workspace, "daily", isolation="inline")  # the shipped daily allows 2 retries per task
+    state = result.tasks["train_propensity"]
+    assert state.status == "failed" and not state.retryable and state.attempt == 1
+    assert calls.count("propensity") == 1
+    assert state.error.startswith("a feature query reads gold.product_performance")
+    assert result.tasks["train_rfm"].status == "succeeded" and "score" in {s.name for s in result.skipped()}
+    assert [a.status for a in workspace.attempts(result.run_id) if a.task == "train_propensity"] == ["failed"]
+
+
 def test_run_refuses_bad_options_without_writing(workspace):
     result = workspace.cli("run", "daily", "--max-parallel", "0")
     assert result.returncode == 1

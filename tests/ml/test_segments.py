@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from shoplake.ml.rfm import name_rfm_segments
-from shoplake.ml.segmentation import name_user_segments
+from shoplake.ml.rfm import RFM_ACTIONS, name_rfm_segments
+from shoplake.ml.segmentation import name_user_segments, recommended_action
 
 from .lakes import rows
 
@@ -98,7 +98,20 @@ def test_rfm_naming_rules_for_three_and_four_segments():
     assert name_rfm_segments(three) == {0: "Hibernating", 1: "Regular", 2: "Champions"}
     four = pd.DataFrame([(190, 1.3, 1.4, 2.0, 1.7), (20, 2.0, 4.2, 2.8, 2.4), (70, 4.0, 2.9, 3.9, 3.8),
                          (12, 13.0, 4.7, 4.9, 4.8)], columns=columns)
-    assert name_rfm_segments(four) == {0: "Hibernating", 1: "Regular", 2: "At-Risk", 3: "Champions"}
+    # The audit's case: recent customers with two invoices are new, not "Regular"
+    assert name_rfm_segments(four) == {0: "Hibernating", 1: "New Customers", 2: "At-Risk", 3: "Champions"}
+    # relative to the median segment: recent (recency <= median), frequent (frequency >= median)
+    five = pd.DataFrame([(190, 1.3, 1.4, 2.0, 1.7), (20, 1.4, 4.2, 2.0, 2.4), (60, 4.0, 2.9, 3.9, 3.8),
+                         (30, 3.0, 3.8, 3.5, 3.0), (12, 13.0, 4.7, 4.9, 4.8)], columns=columns)
+    assert name_rfm_segments(five) == {0: "Hibernating", 1: "New Customers", 2: "At-Risk", 3: "Regular",
+                                       4: "Champions"}
+    # medians: recency 23.5 days, frequency 2.75 invoices; a name taken twice gets a number
+    six = pd.DataFrame([(190, 1.3, 1.4, 2.0, 1.7), (20, 1.4, 4.2, 2.0, 2.4), (22, 1.5, 4.1, 2.1, 2.2),
+                        (60, 4.0, 2.9, 3.9, 3.8), (25, 5.0, 3.8, 4.0, 3.0), (12, 13.0, 4.7, 4.9, 4.8)],
+                       columns=columns)
+    assert name_rfm_segments(six) == {0: "Hibernating", 1: "New Customers", 2: "New Customers 2", 3: "At-Risk",
+                                      4: "At-Risk 2", 5: "Champions"}
+    assert recommended_action("New Customers 2", RFM_ACTIONS) == RFM_ACTIONS["New Customers"]
 
 
 # -- RFM ------------------------------------------------------------------------------------------------

@@ -42,6 +42,12 @@ def test_tracking_store_is_a_sqlite_file_inside_the_lake(trained):
     assert db.is_file()
     assert tracking_uri(trained.lake.settings) == f"sqlite:///{db.resolve()}"
     assert any((trained.lake.settings.lake / "_mlflow" / "artifacts").rglob("MLmodel"))
+    # every experiment, MLflow's own `Default` included, keeps its artifacts inside the lake
+    artifacts = (trained.lake.settings.lake / "_mlflow" / "artifacts").resolve().as_uri()
+    experiments = _client(trained.lake).search_experiments()
+    assert "Default" in {e.name for e in experiments}
+    assert all(e.artifact_location.startswith(artifacts + "/") for e in experiments), \
+        [(e.name, e.artifact_location) for e in experiments]
 
 
 def test_search_runs_lists_the_training_runs_with_metrics_params_and_plots(trained):

@@ -87,18 +87,34 @@ def test_customer_rfm_measures(rfm):
 
 def test_customer_rfm_quintile_scores_five_is_best(rfm):
     got = {c: (r["r_score"], r["f_score"], r["m_score"]) for c, r in rfm.items()}
+    # m_score ranks net_monetary: 13001 returned its only purchase (net 0) and scores 1, not 5. The two
+    # customers with net 100 share places 6 and 7: average rank 6.5, ceil(5 * 6.5 / 10) = 4.
     assert got == {
-        13001: (5, 1, 5),
+        13001: (5, 1, 1),
         13002: (5, 2, 1),
         13003: (4, 3, 4),
-        13004: (4, 4, 3),
-        13005: (3, 1, 1),
+        13004: (4, 4, 4),
+        13005: (3, 1, 2),
         13006: (3, 4, 2),
-        13007: (2, 2, 4),
-        13008: (2, 3, 2),
+        13007: (2, 2, 5),
+        13008: (2, 3, 3),
         13009: (1, 5, 5),
-        13010: (1, 5, 3),
+        13010: (1, 5, 4),
     }
+
+
+def test_customer_rfm_a_tie_at_the_bottom_scores_one(shop):
+    """Ties take the average of their places: one-invoice customers score 1 (with cume_dist, 2)."""
+    lines = []
+    for i, invoices in enumerate((1, 1, 1, 2, 2, 3, 4, 5, 6, 7)):
+        lines += [f"{i}{n},S,ITEM,1,2011-01-{10 + n:02d} 10:00:00,10.0,{15001 + i},United Kingdom"
+                  for n in range(invoices)]
+    shop.ingest("retail", RETAIL_HEADER, *lines)
+    shop.build("+gold.customer_rfm")
+    scores = {r["customer_id"]: r["f_score"] for r in shop.query("SELECT * FROM gold.customer_rfm")}
+    # frequency 1: places 1-3, average 2, ceil(5 * 2 / 10) = 1 (cume_dist: ceil(5 * 3 / 10) = 2);
+    # 2: places 4-5, average 4.5 -> 3; 3: place 6 -> 3; 4: 7 -> 4; 5: 8 -> 4; 6: 9 -> 5; 7: 10 -> 5
+    assert [scores[15001 + i] for i in range(10)] == [1, 1, 1, 3, 3, 3, 4, 4, 5, 5]
 
 
 def test_customer_rfm_ledger_counts_guest_sales_as_diverted(rfm_shop):

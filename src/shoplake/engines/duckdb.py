@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -163,8 +163,11 @@ class DuckDBEngine:
         else:
             self.con.execute(f"CREATE OR REPLACE VIEW {_quote_ident(name)} AS SELECT * FROM {_quote_ident(key)}")
 
-    def materialize(self, name: str, sql: str, params: Sequence[Any] | None = None) -> None:
-        """Run `sql` once into a temporary table `name`, for several reads of the same result."""
+    def materialize(self, name: str, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> None:
+        """Run `sql` once into a temporary table `name`, for several reads of the same result.
+
+        `params` are positional (`?`) or, as a mapping, named (`$name`).
+        """
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_quote_ident(name)} AS {sql}", params or [])
 
     def define_view(self, name: str, sql: str) -> None:

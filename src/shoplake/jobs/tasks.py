@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shoplake.errors import ConfigError, QualityCheckError, ShoplakeError, TableNotFoundError
+from shoplake.errors import ConfigError, DeterministicError, QualityCheckError, ShoplakeError, TableNotFoundError
 from shoplake.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class TaskFailed(ShoplakeError):
 
 
 # Failures that the same inputs reproduce: retrying them only delays the run's report.
-NOT_RETRYABLE = (ConfigError, QualityCheckError, TableNotFoundError)
+NOT_RETRYABLE = (ConfigError, DeterministicError, QualityCheckError, TableNotFoundError)
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,9 @@ def _train(lake: Lake, call: TaskCall, run_id: str) -> TaskOutcome:
         detail = f"{call.model} unchanged (champion v{version} kept)"
     else:
         detail = f"trained {call.model}" + (f" (model version {version})" if version is not None else "")
+    warnings = getattr(result, "warnings", None) or []
+    if warnings:
+        detail += "; warning: " + "; ".join(warnings)
     return TaskOutcome("succeeded", _rows_of(result), detail)
 
 

@@ -2,7 +2,8 @@
 
 Each scoring run overwrites these tables with the predictions of the current `champion` model version
 (earlier scorings stay readable through Delta time travel, `shoplake history <table>`). Every row
-names the registered model and version that produced it.
+names the registered model and version that produced it. `ops.model_decisions` is appended by
+`shoplake ml train`: one row per registered version with its champion decision.
 """
 
 from __future__ import annotations
@@ -134,5 +135,94 @@ CONVERSION_PREDICTIONS = TableSpec(
     ),
 )
 
+MODEL_DECISIONS = TableSpec(
+    name="ops.model_decisions",
+    description=("One row per registered model version: the champion decision of the training run that "
+                 "registered it, with the numbers it was taken on. Appended by `shoplake ml train`."),
+    grain=("model_name", "model_version"),
+    columns=(
+        col("model_name", "VARCHAR", "registered MLflow model"),
+        col("model_version", "BIGINT", "the version the decision is about"),
+        col("kind", "VARCHAR", "segments, rfm or propensity"),
+        col("run_id", "VARCHAR", "shoplake run id of the training run"),
+        col("decided_at", "TIMESTAMPTZ"),
+        col("key_metric", "VARCHAR", "silhouette, or val_roc_auc for propensity"),
+        col("value", "DOUBLE", "the new version's key metric"),
+        col("champion_version", "BIGINT", "the champion it was compared with (NULL for a first version)"),
+        col("champion_value", "DOUBLE", "the champion's key metric, as compared"),
+        col("difference", "DOUBLE", "value - champion_value"),
+        col("difference_low", "DOUBLE", "95 % paired-bootstrap interval of the difference (propensity)"),
+        col("difference_high", "DOUBLE"),
+        col("required_gain", "DOUBLE", "the gain a promotion needed: max(interval half-width, minimum effect)"),
+        col("pr_auc_difference", "DOUBLE", "new - champion validation PR-AUC (propensity)"),
+        col("brier_skill_difference", "DOUBLE", "new - champion Brier skill score (propensity)"),
+        col("compared_on", "VARCHAR", "what the champion was measured on"),
+        col("promoted", "BOOLEAN", "whether the version took the champion alias"),
+        col("decision", "VARCHAR", "the decision in words, as tagged on the MLflow version"),
+    ),
+    build="external",
+)
+
+PREDICTION_OUTCOMES = TableSpec(
+    name="gold.prediction_outcomes",
+    description=("One row per scoring of gold.conversion_predictions whose label window has passed and rank bin "
+                 "(1-10, 11-100, 101-1000, 1001-10000, the rest): predicted against realised purchases, and the "
+                 "scoring's realised precision@k / recall@k and coverage (the same on each of its rows). "
+                 "Rewritten by every propensity scoring from the table's Delta history."),
+    grain=("cutoff_at", "model_version", "rank_from"),
+    columns=(
+        col("cutoff_at", "TIMESTAMPTZ", "the scoring's cutoff; its label window is [cutoff_at, + horizon_days)"),
+        col("horizon_days", "INTEGER"),
+        col("model_name", "VARCHAR"),
+        col("model_version", "BIGINT", "the champion version that scored"),
+        col("predictions_version", "BIGINT", "the Delta version of gold.conversion_predictions read"),
+        col("evaluated_at", "TIMESTAMPTZ"),
+        col("candidates", "BIGINT", "pairs scored"),
+        col("conversions", "BIGINT", "pairs bought in the label window, candidates or not"),
+        col("candidate_conversions", "BIGINT", "scored pairs that were bought"),
+        col("coverage", "DOUBLE", "candidate_conversions / conversions"),
+        col("precision_at_10", "DOUBLE", "share bought among the 10 most likely pairs (ties by user_id, product_id)"),
+        col("precision_at_100", "DOUBLE"),
+        col("precision_at_1000", "DOUBLE"),
+        col("recall_at_10", "DOUBLE", "share of candidate_conversions among the 10 most likely pairs"),
+        col("recall_at_100", "DOUBLE"),
+        col("recall_at_1000", "DOUBLE"),
+        col("rank_from", "BIGINT", "first rank of the bin (1 = most likely pair)"),
+        col("rank_to", "BIGINT"),
+        col("bin_candidates", "BIGINT"),
+        col("predicted_purchases", "DOUBLE", "sum of the bin's probabilities"),
+        col("predicted_purchases_sd", "DOUBLE", "standard deviation of that count if the probabilities are right"),
+        col("realised_purchases", "BIGINT", "pairs of the bin bought in the label window"),
+    ),
+    inputs=("gold.conversion_predictions", "silver.events"),
+    build="external",
+    checks=(unique("cutoff_at", "model_version", "rank_from"),),
+)
+
+MODEL_MONITORING = TableSpec(
+    name="ops.model_monitoring",
+    description=("One row per scoring run, model and input (`_prediction` for the predicted probabilities): "
+                 "population stability index against the training distribution and a summary of the scored "
+                 "values. Appended by every scoring run."),
+    grain=("run_id", "model_name", "input_name"),
+    columns=(
+        col("run_id", "VARCHAR"),
+        col("scored_at", "TIMESTAMPTZ"),
+        col("kind", "VARCHAR", "segments, rfm or propensity"),
+        col("model_name", "VARCHAR"),
+        col("model_version", "BIGINT"),
+        col("input_name", "VARCHAR", "a model input, or _prediction (propensity's probabilities)"),
+        col("rows", "BIGINT", "rows scored"),
+        col("psi", "DOUBLE", "population stability index against training (NULL: no reference stored)"),
+        col("psi_threshold", "DOUBLE", "drift is flagged above this (0.2)"),
+        col("is_drifted", "BOOLEAN", "psi > psi_threshold"),
+        col("mean", "DOUBLE", "of the scored values"),
+        col("p50", "DOUBLE"),
+        col("p90", "DOUBLE"),
+        col("p99", "DOUBLE"),
+    ),
+    build="external",
+)
+
 TABLES = (USER_SEGMENTS, USER_SEGMENT_PROFILES, CUSTOMER_SEGMENTS, CUSTOMER_SEGMENT_PROFILES,
-          CONVERSION_PREDICTIONS)
+          CONVERSION_PREDICTIONS, PREDICTION_OUTCOMES, MODEL_DECISIONS, MODEL_MONITORING)

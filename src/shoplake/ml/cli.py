@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import replace
 from enum import StrEnum
 from typing import Annotated
 
@@ -57,21 +58,86 @@ def _show_training(console, kind: Kind, run_id: str, result) -> None:
                     _fmt(result.metrics.get(result.key_metric)), result.decision, f"{result.seconds:.1f}")
     console.print(summary)
     if kind is Kind.propensity:
-        models = Table("candidate", "ROC-AUC", "PR-AUC", "log loss", "Brier", "top-decile lift",
-                       title=f"validation cutoff {result.details['plan']['validation_cutoff']} "
-                             f"({int(result.metrics['val_positives'])} positives in "
-                             f"{int(result.metrics['val_candidates']):,} candidates)")
-        for name, m in result.details["models"].items():
-            chosen = " (registered)" if name == result.details["chosen"] else ""
-            models.add_row(name + chosen, _fmt(m["val_roc_auc"]), _fmt(m["val_pr_auc"]), _fmt(m["val_log_loss"], 6),
-                           _fmt(m["val_brier"], 6), _fmt(m["val_top_decile_lift"], 2))
-        console.print(models)
+        console.print(_assessment_table(result.details["assessment"],
+                                        title=f"validation cutoff {result.details['plan']['validation_cutoff']}"))
     else:
         segments = Table("segment", "members", title=f"k = {int(result.metrics['k'])}")
         for name, size in result.details["segments"].items():
             segments.add_row(name, f"{size:,}")
         console.print(segments)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning: {warning}[/]")
     console.print(f"MLflow run {result.mlflow_run_id}; see `shoplake ml models` and `shoplake ml ui`")
+
+
+def _assessment_table(report, *, title: str) -> Table:
+    from rich.table import Column
+
+    from shoplake.ml.assessment import HEADLINE_K, table_rows
+
+    k = HEADLINE_K
+    caption = (f"{title}: {report.positives} positives in {report.candidates:,} candidates; candidates cover "
+               f"{report.coverage.as_text()} of {report.conversions:,} conversions (95 % bootstrap intervals)")
+    out = Table(Column("model / baseline", no_wrap=True), "ROC-AUC", "PR-AUC (* best)",
+                f"precision@{k} / predicted",
+                f"recall@{k}", "Brier skill", "ECE", title=caption)
+    for row in table_rows(report, k):
+        out.add_row(*row)
+    return out
+
+
+def backtest(
+    kind: Annotated[Kind, typer.Argument(help="the model kind to backtest (propensity)")],
+    folds: Annotated[int, typer.Option(help="evaluation cutoffs (rolling origins)")] = 3,
+    step_days: Annotated[int, typer.Option(help="days between successive evaluation cutoffs")] = 3,
+    model: Annotated[list[str] | None, typer.Option("--model", help="only these candidate models (repeatable): "
+                                                                      "popularity, logistic_regression, "
+                                                                      "gradient_boosting; default all")] = None,
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples behind each 95 % interval")] = 200,
+    calibration: Annotated[str, typer.Option(help="sigmoid (Platt, the default) or isotonic")] = "sigmoid",
+    seed: Annotated[int | None, typer.Option(help="random seed (default 42)")] = None,
+) -> None:
+    """Rolling-origin backtest: train and evaluate at several earlier cutoffs, against the baselines."""
+    from shoplake.errors import ConfigError
+    from shoplake.lake import new_run_id
+    from shoplake.ml.assessment import backtest as run_backtest
+    from shoplake.ml.assessment import log_backtest
+    from shoplake.ml.params import PROPENSITY_MODELS, default_params, with_seed
+
+    if kind is not Kind.propensity:
+        raise ConfigError(f"only propensity can be backtested (got {kind.value}): segments have no later outcome")
+    core = _core()
+    lake = core._lake()
+    run_id = new_run_id()
+    params = with_seed(default_params(kind.value), seed)
+    unknown = sorted(set(model or ()) - set(PROPENSITY_MODELS))
+    if unknown or resamples < 10:
+        raise ConfigError(f"unknown model(s) {', '.join(unknown)}: expected {', '.join(PROPENSITY_MODELS)}" if unknown
+                          else f"--resamples must be at least 10 (got {resamples})")
+    params = replace(params, models=tuple(model) if model else params.models, bootstrap_resamples=resamples,
+                     calibration=calibration)
+    with core.console.status(f"backtesting {kind.value} over {folds} cutoffs ..."):
+        folds_done = run_backtest(lake.embedded(), params=params, folds=folds, step_days=step_days)
+        mlflow_run = log_backtest(lake, folds_done, params=params, run_id=run_id, step_days=step_days)
+    for i, fold in enumerate(folds_done, 1):
+        core.console.print(_assessment_table(fold.assessment, title=f"fold {i}/{len(folds_done)}, evaluation cutoff "
+                                                                      f"{fold.plan.validation.date()}"))
+    wins = sum(fold.assessment.estimates[fold.assessment.chosen]["pr_auc"].value
+               > fold.assessment.estimates[fold.assessment.best_baseline()]["pr_auc"].value for fold in folds_done)
+    core.console.print(f"the chosen model beats the best baseline on PR-AUC in {wins} of {len(folds_done)} folds; "
+                       f"MLflow run {mlflow_run}")
+
+
+def card(
+    model: Annotated[str, typer.Argument(help="KIND or MODEL_NAME, optionally @alias or @version (default "
+                                              "@champion): propensity, rfm@3, shoplake-user-segments@champion")],
+) -> None:
+    """Print a registered model's card (data window, features, metrics with intervals, baselines, calibration,
+    backtest, known limits, reviewed-feature exemptions) and store it in its MLflow run as model_card.md."""
+    from shoplake.ml.card import model_card
+
+    core = _core()
+    core.console.print(model_card(core._lake().embedded(), model), markup=False, highlight=False, soft_wrap=True)
 
 
 def score(
@@ -142,5 +208,7 @@ def register(app: typer.Typer) -> None:
     group.command("train")(train)
     group.command("score")(score)
     group.command("models")(models)
+    group.command("backtest")(backtest)
+    group.command("card")(card)
     group.command("ui")(ui)
     app.add_typer(group, name="ml")

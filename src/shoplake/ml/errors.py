@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from shoplake.errors import ShoplakeError
+from shoplake.errors import DeterministicError, ShoplakeError
 
 
 class ModelNotFoundError(ShoplakeError):
     """A registered model, or its `champion` version, does not exist yet."""
 
 
-class LeakageError(ShoplakeError):
-    """A propensity feature could see the label window (or the future of its cutoff)."""
+class LeakageError(DeterministicError):
+    """A propensity feature could see the label window (or the future of its cutoff); never retried."""

@@ -9,8 +9,9 @@ Three feature sets:
 - conversion propensity (one row per user x product candidate at a cutoff time T, from
   `silver.events`): every feature is computed from the events of the lookback window
   `[T - lookback, T)` and nothing else. The window is cut in exactly one place,
-  `feature_window_sql()`; the label reads only `[T, T + horizon)`, in `label_sql()`. The leakage
-  audit (`shoplake.ml.leakage` and `tests/ml/test_leakage.py`) proves both properties.
+  `feature_window_sql()`; the label reads only `[T, T + horizon)`, in `label_sql()`. Both feature
+  queries are parse-checked against an allow-list before they run (`shoplake.ml.as_of`), and the
+  leakage audit (`shoplake.ml.leakage` and `tests/ml/test_leakage.py`) proves the invariance on data.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from shoplake.errors import ShoplakeError, TableNotFoundError
+from shoplake.errors import DeterministicError, TableNotFoundError
+from shoplake.ml import as_of
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +205,7 @@ def plan_cutoffs(first_event_at: datetime, last_event_at: datetime, window: Wind
     if not train:
         span = (last_event_at - first_event_at).days + 1
         need = window.lookback_days + 2 * window.horizon_days
-        raise ShoplakeError(f"silver.events spans {span} day(s), but a propensity model needs at least "
+        raise DeterministicError(f"silver.events spans {span} day(s), but a propensity model needs at least "
                             f"{need} (lookback {window.lookback_days} + training and validation horizons "
                             f"of {window.horizon_days}); ingest more clickstream data or shorten the windows")
     plan = CutoffPlan(tuple(sorted(train)), validation, scoring, lookback, horizon)
@@ -222,14 +224,15 @@ def event_span(engine) -> tuple[datetime, datetime]:
 def feature_window_sql() -> str:
     """The ONLY read of events for features: the lookback window, strictly before the cutoff.
 
-    Parameters: window start, cutoff.
+    Named parameters: `$window_start`, `$cutoff`. `as_of.check_window_sql` refuses any version of this
+    query that could read a row at or after `$cutoff`.
     """
     return """
         SELECT user_id, product_id, event_type, event_at, price,
                CASE WHEN session_id IS NOT NULL THEN hash(session_id) END AS session_key,
                coalesce(category_l1, 'unknown') AS category_l1
         FROM silver.events
-        WHERE event_at >= ? AND event_at < ?
+        WHERE event_at >= $window_start AND event_at < $cutoff
     """
 
 
@@ -319,22 +322,32 @@ LEFT JOIN cat_price AS cp ON cp.category_l1 = p.category_l1
 """
 
 
-def _pair_features_sql() -> str:
+def pair_features_sql() -> str:
+    """The feature query: reads only `feature_events` (the window) and `feature_cutoff` (as_of checks it)."""
     w = INTERACTION_WEIGHTS
     return _PAIR_FEATURES_SQL.format(w_view=w["view"], w_cart=w["cart"], w_remove=w["remove_from_cart"],
                                      w_purchase=w["purchase"], half_life=DECAY_HALF_LIFE_HOURS)
 
 
+def check_feature_queries() -> None:
+    """Parse-check the window and feature queries: raise `LeakageError` if either could read past the cutoff."""
+    as_of.check_window_sql(feature_window_sql())
+    as_of.check_feature_sql(pair_features_sql())
+
+
 def materialize_pair_features(engine, cutoff: datetime, lookback: timedelta, *, into: str) -> int:
     """Compute the candidate pairs of `cutoff` and their features into temp table `into`.
 
-    Candidates are the (user, product) pairs with at least one event in the lookback window.
+    Candidates are the (user, product) pairs with at least one event in the lookback window. The
+    queries are parse-checked first (`check_feature_queries`), on every path that computes features.
     Returns the number of candidates.
     """
+    check_feature_queries()
     engine.materialize("feature_cutoff", "SELECT CAST(? AS TIMESTAMPTZ) AS cutoff_at", [cutoff])
-    engine.materialize("feature_events", feature_window_sql(), [cutoff - lookback, cutoff])
+    engine.materialize("feature_events", feature_window_sql(), {"window_start": cutoff - lookback,
+                                                                 as_of.CUTOFF_PARAMETER: cutoff})
     try:
-        engine.materialize(into, _pair_features_sql())
+        engine.materialize(into, pair_features_sql())
     finally:
         engine.drop("feature_events")
         engine.drop("feature_cutoff")
@@ -364,6 +377,8 @@ def labelled_examples(engine, cutoff: datetime, plan: CutoffPlan, *, negative_ra
     try:
         positives = int(engine.rows("SELECT count(*) FROM pair_candidates JOIN pair_labels "
                                     "USING (user_id, product_id)")[0][0])
+        # every pair bought in the label window, candidate or not: what candidate coverage is measured on
+        conversions = int(engine.rows("SELECT count(*) FROM pair_labels")[0][0])
         negatives = n - positives
         rate = negative_rate if negative_rate is not None else min(1.0, max_negatives / max(negatives, 1))
         threshold = int(rate * 1_000_000)
@@ -378,7 +393,8 @@ def labelled_examples(engine, cutoff: datetime, plan: CutoffPlan, *, negative_ra
         engine.drop("pair_candidates")
         engine.drop("pair_labels")
     frame.insert(0, "cutoff_at", cutoff)
-    return frame, {"candidates": n, "positives": positives, "sampled_negatives": int((frame.label == 0).sum())}
+    return frame, {"candidates": n, "positives": positives, "conversions": conversions,
+                   "sampled_negatives": int((frame.label == 0).sum())}
 
 
 def as_matrix(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:

@@ -32,7 +32,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from shoplake.errors import ConfigError, ShoplakeError
+from shoplake.errors import ConfigError, DeterministicError
 from shoplake.ml import features
 from shoplake.ml.params import PROPENSITY_MODELS, PropensityParams
 
@@ -77,26 +77,31 @@ def split_fit_calibration(train: pd.DataFrame, params: PropensityParams) -> tupl
     """The earlier training cutoffs fit, the latest `calibration_share` (at least one) calibrate."""
     cutoffs = sorted(train["cutoff_at"].unique())
     if len(cutoffs) < 2:
-        raise ShoplakeError("propensity training needs at least 2 training cutoffs (one to fit, one to "
+        raise DeterministicError("propensity training needs at least 2 training cutoffs (one to fit, one to "
                             "calibrate): ingest more days of clickstream data or lower window.step_days")
     n_cal = min(len(cutoffs) - 1, max(1, round(len(cutoffs) * params.calibration_share)))
     first_cal = cutoffs[-n_cal]
     fit, cal = train[train["cutoff_at"] < first_cal], train[train["cutoff_at"] >= first_cal]
     for part, what in ((fit, "fitting"), (cal, "calibration")):
         if part["label"].sum() == 0:
-            raise ShoplakeError(f"no positive example in the {what} cutoffs (no pair bought after a prior "
+            raise DeterministicError(f"no positive example in the {what} cutoffs (no pair bought after a prior "
                                 f"interaction): ingest more clickstream data")
     return fit, cal
 
 
+CALIBRATIONS = ("sigmoid", "isotonic")
+
+
 def fit_candidate(name: str, fit: pd.DataFrame, cal: pd.DataFrame, params: PropensityParams) -> tuple:
-    """Fit on `fit`, then calibrate the frozen model on `cal` (sigmoid). Returns (model, columns)."""
+    """Fit on `fit`, then calibrate the frozen model on `cal` (`params.calibration`). Returns (model, columns)."""
     columns = model_columns(name)
     base, weight_param = _base_model(name, params)
     with threadpool_limits(params.threads, user_api="openmp"):
         base.fit(features.as_matrix(fit, columns), fit["label"].to_numpy(),
                  **{weight_param: fit["weight"].to_numpy()})
-        calibrated = CalibratedClassifierCV(FrozenEstimator(base), method="sigmoid")
+        if params.calibration not in CALIBRATIONS:
+            raise ConfigError(f"unknown calibration {params.calibration!r}: expected one of {', '.join(CALIBRATIONS)}")
+        calibrated = CalibratedClassifierCV(FrozenEstimator(base), method=params.calibration)
         with warnings.catch_warnings():
             # The base model is frozen on purpose: the weights are meant for the calibrator only.
             warnings.filterwarnings("ignore", message=".*does not appear to accept sample_weight.*")
@@ -122,7 +127,7 @@ def top_decile_lift(y: np.ndarray, p: np.ndarray) -> float:
 def evaluate(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """Validation metrics on all candidates of the validation cutoff."""
     if y.min() == y.max():
-        raise ShoplakeError("the validation cutoff has no positive (or no negative) example: ingest more "
+        raise DeterministicError("the validation cutoff has no positive (or no negative) example: ingest more "
                             "clickstream data")
     clipped = np.clip(p, 1e-9, 1 - 1e-9)
     return {
@@ -152,6 +157,41 @@ def train_candidates(train: pd.DataFrame, validation: pd.DataFrame, params: Prop
 def best(candidates: list[Candidate]) -> Candidate:
     """Highest validation ROC-AUC; a tie goes to the candidate listed first (the simpler model)."""
     return max(candidates, key=lambda c: (c.metrics["val_roc_auc"], -candidates.index(c)))
+
+
+# Baselines: fixed scoring rules, not fitted models, that any model must beat to be worth deploying. Each is
+# turned into probabilities by Platt scaling on the calibration cutoffs (like the candidates), so that
+# calibration metrics compare too. Never registered.
+BASELINES: dict[str, str] = {
+    "popularity": "product purchases in the lookback",
+    "user_activity": "the user's purchases in the lookback, ties broken by their carts",
+    "activity_x_popularity": "user_purchases x log(2 + product_purchases)",
+}
+BASELINE_COLUMNS = ("user_purchases", "user_carts", "product_purchases")
+
+
+def baseline_score(name: str, frame: pd.DataFrame) -> np.ndarray:
+    """The raw ranking score of a baseline rule (higher = more likely)."""
+    x = features.as_matrix(frame, BASELINE_COLUMNS)
+    user, carts, product = x["user_purchases"].to_numpy(), x["user_carts"].to_numpy(), x["product_purchases"].to_numpy()
+    if name == "popularity":
+        return product
+    if name == "user_activity":
+        return user + carts / (carts + 1.0)  # the carts term stays below 1: it only breaks ties
+    if name == "activity_x_popularity":
+        return user * np.log(2.0 + product)
+    raise ConfigError(f"unknown baseline {name!r}: expected one of {', '.join(BASELINES)}")
+
+
+def baseline_probabilities(cal: pd.DataFrame, validation: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Every baseline's probabilities on `validation`, Platt-scaled on `cal` (weighted like the candidates)."""
+    out = {}
+    for name in BASELINES:
+        platt = LogisticRegression()
+        platt.fit(np.log1p(baseline_score(name, cal)).reshape(-1, 1), cal["label"].to_numpy(),
+                  sample_weight=cal["weight"].to_numpy())
+        out[name] = platt.predict_proba(np.log1p(baseline_score(name, validation)).reshape(-1, 1))[:, 1]
+    return out
 
 
 def importance(candidate: Candidate, validation: pd.DataFrame, *, seed: int, max_negatives: int = 5_000,

@@ -31,7 +31,7 @@ from shoplake.catalog.spec import TableSpec
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
 from shoplake.layers import ml as tables
-from shoplake.ml import drift, features, propensity, rfm, segmentation
+from shoplake.ml import drift, features, monitoring, propensity, rfm, segmentation
 from shoplake.ml.errors import LeakageError
 from shoplake.ml.kinds import KINDS, MODEL_NAMES
 from shoplake.ml.tracking import LoadedModel, Tracker
@@ -149,6 +149,16 @@ def _drift(loaded: LoadedModel, frame: pd.DataFrame, name: str) -> tuple[dict[st
     return values, warnings
 
 
+def _monitor(lake: Lake, kind: str, run_id: str, loaded: LoadedModel, scored_at: datetime, frame: pd.DataFrame,
+             psi: dict[str, float], *, predictions: np.ndarray | None = None) -> None:
+    """Per-input PSI and value summaries (and the predictions' distribution) to `ops.model_monitoring`."""
+    columns = [c for c in loaded.metadata.get("features", []) if c in frame.columns]
+    monitoring.record_monitoring(lake, run_id=run_id, kind=kind, model_name=loaded.ref.name,
+                                 model_version=loaded.ref.version, scored_at=scored_at,
+                                 inputs=frame.loc[:, columns].astype(float), psi=psi, predictions=predictions,
+                                 prediction_reference=loaded.metadata.get("prediction_reference"))
+
+
 def _log_scoring(tracker: Tracker, kind: str, run_id: str, loaded: LoadedModel, psi: dict[str, float],
                  extra_params: dict[str, Any], rows: int) -> str:
     with tracker.start_run(loaded.ref.name, run_name=f"score-{kind}-{run_id}",
@@ -208,6 +218,7 @@ def _score_user_segments(lake: Lake, tracker: Tracker, run_id: str, predict: Pre
     profile = profile.assign(**_model_columns(loaded, scored_at))
     psi, warnings = _drift(loaded, frame, loaded.ref.name)
     mlflow_run = _log_scoring(tracker, "segments", run_id, loaded, psi, {}, len(rows))
+    _monitor(lake, "segments", run_id, loaded, scored_at, frame, psi)
     out = []
     for spec, table_frame, rows_out in ((tables.USER_SEGMENTS, rows, len(rows)),
                                         (tables.USER_SEGMENT_PROFILES, profile, int(profile["count_users"].sum()))):
@@ -255,6 +266,7 @@ def _score_rfm(lake: Lake, tracker: Tracker, run_id: str, predict: Predict) -> l
     profile = profile.assign(**_model_columns(loaded, scored_at))
     psi, warnings = _drift(loaded, frame, loaded.ref.name)
     mlflow_run = _log_scoring(tracker, "rfm", run_id, loaded, psi, {}, len(rows))
+    _monitor(lake, "rfm", run_id, loaded, scored_at, frame, psi)
     out = []
     for spec, table_frame, rows_out in ((tables.CUSTOMER_SEGMENTS, rows, len(rows)),
                                         (tables.CUSTOMER_SEGMENT_PROFILES, profile,
@@ -301,8 +313,12 @@ def _score_propensity(lake: Lake, tracker: Tracker, run_id: str, predict: Predic
     mlflow_run = _log_scoring(tracker, "propensity", run_id, loaded, psi,
                               {"cutoff_at": cutoff.isoformat(), "lookback_days": window["lookback_days"],
                                "horizon_days": window["horizon_days"]}, len(rows))
+    _monitor(lake, "propensity", run_id, loaded, scored_at, features.as_matrix(frame, columns), psi,
+             predictions=probability)
     spec = tables.CONVERSION_PREDICTIONS
     version, written, skipped = _write(lake, spec, rows, run_id=run_id, loaded=loaded, rows_in=len(frame),
                                        rows_out=len(rows), inputs=inputs)
+    # Earlier scorings whose label window has now passed: what their predictions turned into.
+    monitoring.record_outcomes(lake, run_id=run_id)
     return [ScoreResult(spec.name, written, loaded.ref.name, loaded.ref.version, version, psi, warnings,
                         mlflow_run, skipped)]

@@ -1,4 +1,4 @@
-"""K-means segmentation with k chosen by silhouette, clusters named by deterministic rules.
+"""K-means segmentation with k chosen by silhouette or bootstrap stability, clusters named by rules.
 
 Used by the behavioural user segments (this module) and the RFM segments (`shoplake.ml.rfm`). The
 model is a scikit-learn pipeline `log1p -> standardise -> K-means` over raw, business-readable inputs,
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from shoplake.errors import ShoplakeError
+from shoplake.errors import ConfigError, ShoplakeError
 from shoplake.ml.params import RFMParams, SegmentParams
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class KSelection:
     inertias: list[float]
     silhouettes: list[float]
     chosen_k: int
+    stabilities: list[float] | None = None  # mean bootstrap ARI per k (k_criterion "stability")
 
     @property
     def silhouette(self) -> float:
@@ -92,9 +93,30 @@ def select_k(X: pd.DataFrame, params: SegmentParams | RFMParams) -> tuple[KSelec
             fitted[k] = Pipeline([("log1p", prep.named_steps["log1p"]), ("scale", prep.named_steps["scale"]),
                                   ("kmeans", km)])
             log.debug("k=%d inertia=%.1f silhouette=%.4f", k, km.inertia_, sil)
+    if params.k_criterion == "stability":
+        stabilities = [_stability(Z[rows], fitted[k].named_steps["kmeans"].labels_[rows], k, params) for k in ks]
+        best = max(stabilities)
+        # a reproducible segmentation first; among equally reproducible ones, the better separated
+        chosen = max((k for k, a in zip(ks, stabilities, strict=True) if a >= best - 0.01),
+                     key=lambda k: silhouettes[ks.index(k)])
+        return KSelection(ks, inertias, silhouettes, chosen, stabilities), fitted, rows
+    if params.k_criterion != "silhouette":
+        raise ConfigError(f"unknown k_criterion {params.k_criterion!r}: expected silhouette or stability")
     best = max(silhouettes)
     chosen = min(k for k, s in zip(ks, silhouettes, strict=True) if s >= best - params.k_tolerance)
     return KSelection(ks, inertias, silhouettes, chosen), fitted, rows
+
+
+def _stability(Z: np.ndarray, labels: np.ndarray, k: int, params: SegmentParams | RFMParams) -> float:
+    """Mean adjusted Rand index between `labels` and K-means refitted on bootstrap resamples of the rows."""
+    rng = np.random.default_rng(params.random_state)
+    scores = []
+    with threadpool_limits(1, user_api="openmp"):
+        for b in range(params.stability_resamples):
+            resample = rng.integers(0, len(Z), len(Z))
+            km = KMeans(n_clusters=k, n_init=min(params.n_init, 4), random_state=params.random_state + b + 1)
+            scores.append(adjusted_rand_score(labels, km.fit(Z[resample]).predict(Z)))
+    return float(np.mean(scores))
 
 
 def renumber(model: Pipeline, values: np.ndarray) -> np.ndarray:
@@ -207,4 +229,7 @@ def name_user_segments(profile: pd.DataFrame) -> dict[int, str]:
 
 
 def recommended_action(name: str, actions: dict[str, str]) -> str:
+    base, _, number = name.rpartition(" ")
+    if number.isdigit() and base in actions:  # "New Customers 2": a second segment of the same kind
+        name = base
     return actions.get(name, "review the segment profile and define a campaign")

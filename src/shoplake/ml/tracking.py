@@ -13,6 +13,7 @@ own store only, for the duration of the load (`load`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -178,7 +179,14 @@ class Tracker:
             for name in _QUIET:
                 logging.getLogger(name).setLevel(logging.WARNING)
             if self.uri.startswith("sqlite:///"):
-                Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+                database = Path(self.uri[len("sqlite:///"):])
+                database.parent.mkdir(parents=True, exist_ok=True)
+                if not database.exists():
+                    # Create the store ourselves: MLflow would give its `Default` experiment an artifact
+                    # location under the working directory (./mlruns), outside the lake.
+                    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+                    SqlAlchemyStore(self.uri, self.artifact_root)
             self._mlflow = mlflow
         # Global in mlflow: set on every use, so two lakes in one process never mix.
         mlflow.set_tracking_uri(self.uri)
@@ -256,6 +264,35 @@ class Tracker:
     def run_metrics(self, run_id: str) -> dict[str, float]:
         """The metrics a run logged (the latest value of each)."""
         return dict(self.client().get_run(run_id).data.metrics)
+
+    def by_alias(self, name: str, alias: str) -> ModelRef | None:
+        """The version holding `alias`, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._ref(self.client().get_model_version_by_alias(name, alias))
+        except MlflowException:
+            return None
+
+    def run_record(self, run_id: str) -> tuple[dict[str, str], dict[str, float], dict[str, str]]:
+        """(params, metrics, tags) of a run."""
+        data = self.client().get_run(run_id).data
+        return dict(data.params), dict(data.metrics), dict(data.tags)
+
+    def run_json(self, run_id: str, path: str) -> Any:
+        """A JSON artifact of a run, parsed; None when the run has no such artifact."""
+        from mlflow.exceptions import MlflowException
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self.client().download_artifacts(run_id, path, tmp)
+            except (MlflowException, OSError):
+                return None
+            return json.loads(Path(local).read_text())
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        """Store a text artifact in an existing run (e.g. a model card written after training)."""
+        self.client().log_text(run_id, text, path)
 
     def promote(self, name: str, version: int) -> None:
         self.client().set_registered_model_alias(name, CHAMPION, str(version))

@@ -15,14 +15,18 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from shoplake import locks
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
-from shoplake.ml import drift, features, leakage, plots, propensity, rfm, segmentation
+from shoplake.layers.ml import MODEL_DECISIONS
+from shoplake.ml import assessment, drift, features, leakage, plots, propensity, rfm, segmentation
 from shoplake.ml.errors import ModelNotFoundError
 from shoplake.ml.kinds import KEY_METRICS, KINDS, MODEL_NAMES
 from shoplake.ml.params import Params, PropensityParams, RFMParams, SegmentParams, default_params, flat_params
@@ -43,6 +47,8 @@ class TrainResult:
         metrics: the run's headline metrics (the key validation metric included).
         is_champion: whether this version took the `champion` alias.
         mlflow_run_id: the MLflow run holding parameters, metrics, plots and the model.
+        warnings: what the run reports without refusing (e.g. a feature that alone nearly separates
+            the labels); the CLI prints them in yellow.
     """
 
     model_name: str
@@ -56,6 +62,7 @@ class TrainResult:
     decision: str = ""
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 _INPUTS = {"segments": (features.USER_SEGMENT_INPUT,), "rfm": (features.RFM_INPUT,),
@@ -98,34 +105,72 @@ def train(lake: Lake, kind: str, *, run_id: str, params: Params | None = None,
 
 # -- champion rule ------------------------------------------------------------------------------------
 
-def _crown(tracker: Tracker, kind: str, new: ModelRef, value: float, champion: ModelRef | None,
-           champion_value: float | None, run) -> tuple[bool, str]:
-    """Apply the champion rule to a new version, record the decision and return it."""
+def _crown(lake: Lake, tracker: Tracker, kind: str, new: ModelRef, value: float, champion: ModelRef | None,
+           champion_value: float | None, run, *, run_id: str,
+           decided: assessment.ChampionDecision | None = None) -> tuple[bool, str]:
+    """Apply the champion rule to a new version, record the decision (MLflow, `ops.model_decisions`), return it.
+
+    `decided`: a decision already taken (propensity: `assessment.decide_champion`); otherwise the
+    segments rule (at least as good as the champion) is applied here.
+    """
     metric = KEY_METRICS[kind]
-    if champion is None:
-        promote, decision = True, "first version: champion"
-    else:
-        if champion_value is None:
-            recorded = champion.tags.get("shoplake.key_metric_value")
-            champion_value = float(recorded) if recorded not in (None, "") else float("-inf")
-        promote = value >= champion_value
-        decision = (f"{metric} {value:.4f} {'>=' if promote else '<'} champion v{champion.version} "
-                    f"{champion_value:.4f}: {'promoted' if promote else 'not promoted'}")
+    if decided is None:
+        if champion is None:
+            decided = assessment.ChampionDecision(True, "first version: champion", value, compared_on="no champion")
+        else:
+            compared_on = "both on this run's sampled rows"
+            if champion_value is None:
+                recorded = champion.tags.get("shoplake.key_metric_value")
+                champion_value = float(recorded) if recorded not in (None, "") else float("-inf")
+                compared_on = "the champion's recorded value"
+            promote = value >= champion_value
+            decided = assessment.ChampionDecision(
+                promote, f"{metric} {value:.4f} {'>=' if promote else '<'} champion v{champion.version} "
+                         f"{champion_value:.4f}: {'promoted' if promote else 'not promoted'}",
+                value, champion_value, compared_on=compared_on)
+    promote, decision = decided.promote, decided.decision
     tags = {"shoplake.key_metric": metric, "shoplake.key_metric_value": f"{value:.6f}",
             "shoplake.decision": decision, "shoplake.kind": kind}
-    if champion is not None and champion_value is not None:
-        tags["shoplake.champion_value_compared"] = f"{champion_value:.6f}"
+    if decided.champion_value is not None:
+        tags["shoplake.champion_value_compared"] = f"{decided.champion_value:.6f}"
     tracker.tag_version(new.name, new.version, tags)
     if promote:
         tracker.promote(new.name, new.version)
     run.tags({"shoplake.decision": decision, "shoplake.is_champion": promote})
+    run.dict(decided.as_dict(), "champion_decision.json")
+    if decided.difference is not None:
+        run.metrics({"champion.difference": decided.difference.value, "champion.difference_low":
+                     decided.difference.low, "champion.difference_high": decided.difference.high,
+                     "champion.required_gain": decided.required_gain})
+    _record_decision(lake, kind, new, decided, champion=champion, run_id=run_id, metric=metric)
     log.info("%s v%d: %s", new.name, new.version, decision)
     return promote, decision
 
 
+def _record_decision(lake: Lake, kind: str, new: ModelRef, decided: assessment.ChampionDecision, *,
+                     champion: ModelRef | None, run_id: str, metric: str) -> None:
+    """Append the decision to `ops.model_decisions` (one commit; a retried run writes it once)."""
+    diff = decided.difference
+    difference = diff.value if diff is not None else (
+        decided.value - decided.champion_value if decided.champion_value is not None else None)
+    row = {"model_name": new.name, "model_version": new.version, "kind": kind, "run_id": run_id,
+           "decided_at": datetime.now(UTC), "key_metric": metric, "value": decided.value,
+           "champion_version": champion.version if champion is not None else None,
+           "champion_value": decided.champion_value, "difference": difference,
+           "difference_low": diff.low if diff is not None else None,
+           "difference_high": diff.high if diff is not None else None, "required_gain": decided.required_gain,
+           "pr_auc_difference": decided.pr_auc_difference, "brier_skill_difference": decided.brier_skill_difference,
+           "compared_on": decided.compared_on, "promoted": decided.promote, "decision": decided.decision}
+    spec = lake.catalog.get(MODEL_DECISIONS.name)
+    table = pa.Table.from_pylist([row], schema=spec.arrow_schema)
+    with locks.writing(lake.store.lake, [spec.name]):
+        lake.store.write(spec.name, table, mode="append", description=spec.description,
+                         meta={"write_key": f"ml-decision:{new.name}:{new.version}", "run_id": run_id})
+
+
 # -- segments (users and RFM) -------------------------------------------------------------------------
 
-def _segment_run(tracker: Tracker, *, kind: str, run_id: str, params: SegmentParams | RFMParams,
+def _segment_run(lake: Lake, tracker: Tracker, *, kind: str, run_id: str, params: SegmentParams | RFMParams,
                  frame: pd.DataFrame, feature_columns: tuple[str, ...], profile_columns: tuple[str, ...],
                  value, namer, actions: dict[str, str], input_versions: dict[str, Any],
                  entity: str) -> TrainResult:
@@ -144,11 +189,15 @@ def _segment_run(tracker: Tracker, *, kind: str, run_id: str, params: SegmentPar
                            tags={"shoplake.run_id": run_id, "shoplake.kind": kind,
                                  "shoplake.run_type": "train"}) as run:
         run.params({**flat_params(params), "features": ",".join(feature_columns), "chosen_k": selection.chosen_k,
-                    "k_criterion": "max silhouette on a seeded sample (smaller k within k_tolerance)",
+                    "k_criterion": ("max mean bootstrap ARI (ties within 0.01: better silhouette)"
+                                    if params.k_criterion == "stability"
+                                    else "max silhouette on a seeded sample (smaller k within k_tolerance)"),
                     **{f"input.{k}": v for k, v in input_versions.items()}})
         run.metrics(metrics)
-        for k, inertia, sil in zip(selection.ks, selection.inertias, selection.silhouettes, strict=True):
-            run.metrics({"elbow_inertia": inertia, "elbow_silhouette": sil}, step=k)
+        for i, (k, inertia, sil) in enumerate(zip(selection.ks, selection.inertias, selection.silhouettes,
+                                                  strict=True)):
+            stability = {"stability_ari": selection.stabilities[i]} if selection.stabilities else {}
+            run.metrics({"elbow_inertia": inertia, "elbow_silhouette": sil, **stability}, step=k)
         run.metrics({f"segment_size.{names[i]}": float(profile.loc[i, "size"]) for i in profile.index})
         run.figure(plots.k_selection(selection.ks, selection.inertias, selection.silhouettes, selection.chosen_k,
                                      f"{model_name}: choosing k"), "plots/elbow_silhouette.png")
@@ -164,11 +213,14 @@ def _segment_run(tracker: Tracker, *, kind: str, run_id: str, params: SegmentPar
                     "key_metric": "silhouette", "key_metric_value": silhouette, "run_id": run_id}
         ref = run.model(model, registered_name=model_name, input_example=X.head(5), predict_fn="predict",
                         metadata=metadata)
-        is_champion, decision = _crown(tracker, kind, ref, silhouette, champion, champion_value, run)
+        is_champion, decision = _crown(lake, tracker, kind, ref, silhouette, champion, champion_value, run,
+                                       run_id=run_id)
         return TrainResult(model_name, ref.version, metrics, is_champion, run.run_id, key_metric="silhouette",
                            champion_value=champion_value, decision=decision,
                            details={"segments": {names[i]: int(profile.loc[i, "size"]) for i in profile.index},
-                                    "k_silhouettes": dict(zip(selection.ks, selection.silhouettes, strict=True))})
+                                    "k_silhouettes": dict(zip(selection.ks, selection.silhouettes, strict=True)),
+                                    "k_stabilities": dict(zip(selection.ks, selection.stabilities or [],
+                                                              strict=False))})
 
 
 def _champion_silhouette(tracker: Tracker, model_name: str, champion: ModelRef | None, X: pd.DataFrame,
@@ -191,7 +243,7 @@ def _train_user_segments(lake: Lake, params: SegmentParams, run_id: str, tracker
     with lake.engine() as engine:
         versions = features.bind(lake, engine, features.USER_SEGMENT_INPUT)
         frame = features.user_segment_frame(engine)
-    return _segment_run(tracker, kind="segments", run_id=run_id, params=params, frame=frame,
+    return _segment_run(lake, tracker, kind="segments", run_id=run_id, params=params, frame=frame,
                         feature_columns=features.USER_SEGMENT_FEATURES,
                         profile_columns=features.USER_PROFILE_COLUMNS, value=segmentation.user_value,
                         namer=segmentation.name_user_segments, actions=segmentation.USER_ACTIONS,
@@ -203,7 +255,7 @@ def _train_rfm(lake: Lake, params: RFMParams, run_id: str, tracker: Tracker) -> 
     with lake.engine() as engine:
         versions = features.bind(lake, engine, features.RFM_INPUT)
         frame = features.rfm_frame(engine)
-    return _segment_run(tracker, kind="rfm", run_id=run_id, params=params, frame=frame,
+    return _segment_run(lake, tracker, kind="rfm", run_id=run_id, params=params, frame=frame,
                         feature_columns=features.RFM_FEATURES, profile_columns=features.RFM_PROFILE_COLUMNS,
                         value=rfm.rfm_value, namer=rfm.name_rfm_segments, actions=rfm.RFM_ACTIONS,
                         input_versions=versions, entity="customer_id")
@@ -218,10 +270,11 @@ def _window_metadata(plan: features.CutoffPlan, window: features.WindowSettings)
             "scoring_cutoff": plan.scoring.isoformat()}
 
 
-def collect_examples(engine, params: PropensityParams) -> tuple[features.CutoffPlan, pd.DataFrame, pd.DataFrame,
-                                                               dict[str, Any]]:
-    """Cutoff plan, training examples (sampled negatives, weighted) and all validation candidates."""
-    plan = features.plan_cutoffs(*features.event_span(engine), params.window)
+def collect_examples(engine, params: PropensityParams, *, plan: features.CutoffPlan | None = None
+                     ) -> tuple[features.CutoffPlan, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Cutoff plan (default: planned from the event span), training examples (sampled negatives,
+    weighted) and all validation candidates."""
+    plan = plan or features.plan_cutoffs(*features.event_span(engine), params.window)
     per_cutoff = max(1, params.max_train_negatives // len(plan.train))
     parts, stats = [], {"train": {}, "validation": {}}
     for cutoff in plan.train:
@@ -238,21 +291,28 @@ def collect_examples(engine, params: PropensityParams) -> tuple[features.CutoffP
 
 def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker: Tracker) -> TrainResult:
     model_name = MODEL_NAMES["propensity"]
-    features.require_tables(lake, (features.PROPENSITY_INPUT,), hint=_BUILD_HINT)
+    # Audit 0, before anything is read: the feature queries may read only inputs bound as of the cutoff.
+    features.check_feature_queries()
+    inputs = tuple(source.table for source in leakage.bound_inputs())
+    features.require_tables(lake, inputs, hint=_BUILD_HINT)
     with lake.engine() as engine:
-        versions = features.bind(lake, engine, features.PROPENSITY_INPUT)
+        versions = features.bind(lake, engine, *inputs)
         plan, train_frame, validation, stats = collect_examples(engine, params)
-        # Audit 1 (cutoff invariance) on the validation cutoff, before anything is fitted or logged.
-        leakage.audit_cutoff_invariance(lake, engine, plan.validation, plan.lookback,
-                                        events_version=versions[features.PROPENSITY_INPUT])
+        # Audit 1 (cutoff invariance over every bound input) on the validation cutoff, before anything is
+        # fitted or logged.
+        leakage.audit_cutoff_invariance(lake, engine, plan.validation, plan.lookback, versions=versions)
     plan.check()  # audit 3: windows do not overlap
-    # Audit 2: no single feature may be (nearly) the label.
+    # Audit 2, a warning: a feature that alone nearly separates the validation labels is reported.
     aucs = leakage.single_feature_aucs(validation, features.PAIR_FEATURES)
-    reviewed_over = leakage.audit_feature_aucs(aucs, threshold=params.max_single_feature_auc,
-                                               reviewed=params.reviewed_strong_features)
+    audit_warnings = leakage.strong_feature_warnings(aucs, threshold=params.max_single_feature_auc,
+                                                     reviewed=params.reviewed_strong_features)
 
     candidates = propensity.train_candidates(train_frame, validation, params)
     chosen = propensity.best(candidates)
+    # Honest evaluation: every candidate and baseline rule, every metric with its bootstrap interval.
+    _, cal = propensity.split_fit_calibration(train_frame, params)
+    report = assessment.assess(cal, validation, candidates, stats["validation"], params, cutoff=plan.validation,
+                               chosen=chosen.name)
     baseline = next((c for c in candidates if c.name == "popularity"), None)
     y = validation["label"].to_numpy()
     metrics = dict(chosen.metrics)
@@ -264,8 +324,21 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
     })
     if baseline is not None:
         metrics["baseline_val_roc_auc"] = baseline.metrics["val_roc_auc"]
+    chosen_eval = report.estimates[chosen.name]
+    best_baseline = report.best_baseline("pr_auc")
+    metrics.update({"val_coverage": report.coverage.value, "val_conversions": float(report.conversions),
+                    "val_brier_skill": chosen_eval["brier_skill"].value, "val_ece": chosen_eval["ece"].value,
+                    "val_pr_auc_low": chosen_eval["pr_auc"].low, "val_pr_auc_high": chosen_eval["pr_auc"].high,
+                    "val_roc_auc_low": chosen_eval["roc_auc"].low, "val_roc_auc_high": chosen_eval["roc_auc"].high,
+                    "best_baseline_val_pr_auc": report.estimates[best_baseline]["pr_auc"].value})
     champion = tracker.champion(model_name)
-    champion_value = _champion_auc(tracker, model_name, champion, validation, plan, params)
+    champion_p = _champion_probabilities(tracker, model_name, champion, validation, params)
+    recorded = champion.tags.get("shoplake.key_metric_value") if champion is not None else None
+    decided = assessment.decide_champion(y, chosen.probabilities, champion_p,
+                                         champion_version=champion.version if champion is not None else None,
+                                         recorded_value=float(recorded) if recorded not in (None, "") else None,
+                                         params=params)
+    champion_value = decided.champion_value
     with tracker.start_run(model_name, run_name=f"train-propensity-{run_id}",
                            tags={"shoplake.run_id": run_id, "shoplake.kind": "propensity",
                                  "shoplake.run_type": "train", "shoplake.chosen_model": chosen.name}) as run:
@@ -279,9 +352,15 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
         for candidate in candidates:
             run.metrics({f"{candidate.name}.{k}": v for k, v in candidate.metrics.items()})
         run.metrics({f"feature_auc.{k}": v for k, v in aucs.items()})
-        run.dict({"examples": stats, "single_feature_auc": aucs, "reviewed_strong_features":
-                  {k: {"auc": v, "reason": params.reviewed_strong_features[k]} for k, v in reviewed_over.items()},
-                  "cutoff_invariance": "passed on the validation cutoff"}, "leakage_audit.json")
+        run.metrics(report.flat_metrics())
+        run.dict(report.as_dict(), "evaluation.json")
+        run.dict({"examples": stats, "single_feature_auc": aucs,
+                  "single_feature_auc_threshold": params.max_single_feature_auc, "warnings": audit_warnings,
+                  "reviewed_strong_features": dict(params.reviewed_strong_features),
+                  "feature_queries": "parse-checked: read only inputs bound as of the cutoff",
+                  "cutoff_invariance": f"passed on the validation cutoff over {', '.join(inputs)}"},
+                 "leakage_audit.json")
+        run.tags({"shoplake.warnings": len(audit_warnings)})
         scores = {c.name: c.probabilities for c in candidates}
         run.figure(plots.roc_pr(y, scores), "plots/roc_pr.png")
         run.figure(plots.calibration(y, scores), "plots/calibration.png")
@@ -295,21 +374,25 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
                     "window": _window_metadata(plan, params.window),
                     "drift_reference": drift.references(features.as_matrix(train_frame, chosen.columns),
                                                         chosen.columns),
+                    # validation candidates are unsampled, like the scored ones: the reference of predictions
+                    "prediction_reference": drift.reference(chosen.probabilities).to_dict(),
                     "key_metric": "val_roc_auc", "key_metric_value": chosen.metrics["val_roc_auc"],
                     "threads": params.threads, "run_id": run_id}
         ref = run.model(chosen.model, registered_name=model_name, input_example=example,
                         predict_fn="predict_proba", metadata=metadata)
-        is_champion, decision = _crown(tracker, "propensity", ref, chosen.metrics["val_roc_auc"], champion,
-                                       champion_value, run)
+        is_champion, decision = _crown(lake, tracker, "propensity", ref, chosen.metrics["val_roc_auc"], champion,
+                                       champion_value, run, run_id=run_id, decided=decided)
         return TrainResult(model_name, ref.version, metrics, is_champion, run.run_id, key_metric="val_roc_auc",
                            champion_value=champion_value, decision=decision,
                            details={"models": {c.name: c.metrics for c in candidates}, "chosen": chosen.name,
-                                    "feature_auc": aucs, "plan": _window_metadata(plan, params.window)})
+                                    "feature_auc": aucs, "plan": _window_metadata(plan, params.window),
+                                    "assessment": report},
+                           warnings=audit_warnings)
 
 
-def _champion_auc(tracker: Tracker, model_name: str, champion: ModelRef | None, validation: pd.DataFrame,
-                  plan: features.CutoffPlan, params: PropensityParams) -> float | None:
-    """The champion's ROC-AUC on this run's validation cutoff, if it uses the same windows and features."""
+def _champion_probabilities(tracker: Tracker, model_name: str, champion: ModelRef | None, validation: pd.DataFrame,
+                            params: PropensityParams) -> np.ndarray | None:
+    """The champion's probabilities on this run's validation candidates, if it uses the same windows and features."""
     if champion is None:
         return None
     try:
@@ -324,5 +407,4 @@ def _champion_auc(tracker: Tracker, model_name: str, champion: ModelRef | None, 
             and columns and set(columns) <= set(validation.columns))
     if not same:
         return None
-    p = propensity.predict(loaded.model, validation, columns, threads=params.threads)
-    return propensity.evaluate(validation["label"].to_numpy(), p)["val_roc_auc"]
+    return propensity.predict(loaded.model, validation, columns, threads=params.threads)

@@ -450,6 +450,7 @@ def health(reader: Reader, dates: DateRange) -> PageView:
                          "operation": last.operation if last else "not written yet"})
     edges = [(source, spec.name) for spec in lake.catalog for source in spec.inputs]
     page.sections += [
+        _model_drift(reader),
         chart("health-lineage", "Table lineage (inputs → outputs)",
               charts.lineage(edges, {spec.name: spec.layer for spec in lake.catalog}, ""), wide=True),
         chart("health-job-status", "Job task attempts by status", charts.bars(statuses, "status", "attempts", "")),
@@ -461,6 +462,20 @@ def health(reader: Reader, dates: DateRange) -> PageView:
         table("health-versions", "Table versions", versions),
     ]
     return page
+
+
+def _model_drift(reader: Reader) -> Section:
+    """The latest scoring of each model from ops.model_monitoring; inputs above the PSI threshold first."""
+    rows = reader.rows("""
+        SELECT model_name, model_version, input_name, psi, psi_threshold, is_drifted, scored_at, run_id
+        FROM ops.model_monitoring
+        QUALIFY scored_at = max(scored_at) OVER (PARTITION BY model_name)
+        ORDER BY is_drifted DESC, psi DESC NULLS LAST, model_name, input_name""")
+    drifted = [f"{r['model_name']}: {r['input_name']} (PSI {r['psi']:.2f})" for r in rows if r["is_drifted"]]
+    note = (f"DRIFT: {len(drifted)} input(s) above the PSI threshold: {'; '.join(drifted)}" if drifted
+            else "no input above the PSI threshold in the latest scoring of each model")
+    return table("health-model-drift", "Model drift: latest scoring per model (PSI against training)", rows,
+                 note=note)
 
 
 PageBuilder = Callable[[Reader, DateRange], PageView]

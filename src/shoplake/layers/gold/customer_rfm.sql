@@ -1,8 +1,11 @@
--- gold.customer_rfm: one row per customer_id with at least one sale line. Scores are quintiles of the
--- cumulative distribution, ceil(5 * cume_dist): 5 = most recent / most frequent / highest spend, equal
--- measures always get equal scores (so a heavily tied value, such as frequency 1, can leave a score
--- unused), and the result needs no tie-breaker, so it is the same on every engine. It is computed from
--- integer counts, floor((5k + n - 1) / n), because 5 * 0.6 is 3.0000000000000004 in floating point.
+-- gold.customer_rfm: one row per customer_id with at least one sale line. Scores 1-5 are quintiles of
+-- the customers' average rank (ties share the mean of their places): ceil(5 * average_rank / n), 5 = most
+-- recent / most frequent / highest net spend. Equal measures get equal scores, and a heavy tie sits in the
+-- middle of its places, so every score is used (with plain cume_dist the ~35% of customers with one invoice
+-- all got f_score 2 and f_score 1 was never used). m_score ranks monetary value net of returns, the value
+-- the segments and their revenue shares use. No tie-breaker is needed, so every engine agrees. Computed
+-- from integer counts, floor((5 * (2 * below + equal + 1) + 2n - 1) / 2n), because floating point would
+-- put exact quintile boundaries on the wrong side (5 * 0.6 is 3.0000000000000004).
 WITH snapshot AS (SELECT max(invoice_date) + 1 AS snapshot_date FROM silver.sales),
 customers AS (
     SELECT customer_id,
@@ -33,18 +36,21 @@ measured AS (
 ),
 ranked AS (
     SELECT *,
-           count(*) OVER ()                              AS n,
-           -- rows at or below this one (peers included): the cumulative count behind cume_dist
-           count(*) OVER (ORDER BY recency_days DESC)   AS r_rank,
-           count(*) OVER (ORDER BY frequency)           AS f_rank,
-           count(*) OVER (ORDER BY monetary)            AS m_rank
+           count(*) OVER ()                                        AS n,
+           -- customers strictly below this one, and customers with the same measure (itself included)
+           rank() OVER (ORDER BY recency_days DESC) - 1           AS r_below,
+           count(*) OVER (PARTITION BY recency_days)              AS r_equal,
+           rank() OVER (ORDER BY frequency) - 1                   AS f_below,
+           count(*) OVER (PARTITION BY frequency)                 AS f_equal,
+           rank() OVER (ORDER BY net_monetary) - 1                AS m_below,
+           count(*) OVER (PARTITION BY net_monetary)              AS m_equal
     FROM measured
 )
 SELECT
     customer_id, snapshot_date, last_purchase_date, recency_days, frequency, monetary, returns_value,
     net_monetary,
-    CAST(floor((5 * r_rank + n - 1) / n) AS INTEGER) AS r_score,
-    CAST(floor((5 * f_rank + n - 1) / n) AS INTEGER) AS f_score,
-    CAST(floor((5 * m_rank + n - 1) / n) AS INTEGER) AS m_score,
+    CAST(floor((5 * (2 * r_below + r_equal + 1) + 2 * n - 1) / (2 * n)) AS INTEGER) AS r_score,
+    CAST(floor((5 * (2 * f_below + f_equal + 1) + 2 * n - 1) / (2 * n)) AS INTEGER) AS f_score,
+    CAST(floor((5 * (2 * m_below + m_equal + 1) + 2 * n - 1) / (2 * n)) AS INTEGER) AS m_score,
     count_sale_lines
 FROM ranked

@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Benchmark: `shoplake run daily` on generated lakes of several sizes and seeds, ML included.
+
+For each (events, seed): generate products, clickstream (31 days) and a year of retail (events / 5
+lines), land them, run the real console command in a fresh working directory, and report the wall
+time, the outcome of `train_propensity` (attempts, status, warnings), the validation positives and the
+candidates' coverage of conversions. Issue 15 asks that no run fails on leakage.
+
+    python bench/ml_daily.py --events 100000 500000 --seeds 1 2 3 4 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from shoplake.config import Settings
+from shoplake.jobs.history import read_attempts
+from shoplake.lake import Lake
+from shoplake.synth import generate
+
+
+def run_once(events: int, seed: int, root: Path) -> dict:
+    landing = root / "landing"
+    made = {"products": generate("products", root / "data", seed=seed),
+            "clickstream": generate("clickstream", root / "data", rows=events, seed=seed),
+            "retail": generate("retail", root / "data", rows=max(events // 5, 1000), seed=seed,
+                               start=dt.date(2010, 12, 1), days=365)}
+    for source, result in made.items():
+        (landing / source).mkdir(parents=True)
+        shutil.copy(result.files[0], landing / source)
+    shoplake = Path(sys.executable).with_name("shoplake")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPLAKE_")}
+    started = time.perf_counter()
+    done = subprocess.run([str(shoplake), "--lake", str(root / "lakehouse"), "run", "daily"], cwd=root, env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    lake = Lake(Settings(lake=root / "lakehouse"))
+    attempts = [a for a in read_attempts(lake.store) if a.task == "train_propensity"]
+    last = attempts[-1] if attempts else None
+    detail = (last.detail or "") if last else ""
+    out = {"events": events, "seed": seed, "exit": done.returncode, "seconds": seconds,
+           "attempts": len(attempts), "status": last.status if last else "-",
+           "error": (last.error or "")[:80] if last else "",
+           "warnings": detail.split("warning: ", 1)[1].count(" alone reaches ") if "warning: " in detail else 0}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    args = parser.parse_args()
+    print("| events | seed | exit | wall s | train_propensity attempts | status | warnings | error |")
+    print("|---|---|---|---|---|---|---|---|")
+    for events in args.events:
+        for seed in args.seeds:
+            with tempfile.TemporaryDirectory(prefix="ml-daily-") as tmp:
+                r = run_once(events, seed, Path(tmp))
+            print(f"| {r['events']:,} | {r['seed']} | {r['exit']} | {r['seconds']:.0f} | {r['attempts']} | "
+                  f"{r['status']} | {r['warnings']} | {r['error'] or '-'} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
