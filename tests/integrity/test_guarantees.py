@@ -25,6 +25,7 @@ from shoplake.lake import Lake
 from shoplake.quality.batches import list_batches
 from shoplake.quality.ledger import LedgerEntry
 from shoplake.quality.verify import verify_lake
+from shoplake.synth import generate
 
 from .conftest import assert_verified, cli
 
@@ -109,21 +110,28 @@ def _retail_row(invoice: str, quantity: int, price: float) -> dict:
             "Country": "United Kingdom"}
 
 
-def test_a_nan_cancellation_in_bronze_is_quarantined_and_the_job_finishes(lake_copy, tmp_path):
-    _append_bronze_batch(lake_copy, "retail-nan", [_retail_row("C990001", -1, float("nan")),
-                                                   _retail_row("990002", 2, 3.5)])
+def test_a_nan_cancellation_in_bronze_is_quarantined_and_the_daily_job_finishes(tmp_path):
+    # A month of clickstream (the propensity model needs three weeks) and a month of retail.
+    data, lake = tmp_path / "data", tmp_path / "lake"
+    generate("clickstream", data, rows=20_000, seed=42, days=31)
+    generate("retail", data, rows=5_000, seed=42, days=30)
+    cli(lake, "ingest", "clickstream", str(data / "clickstream.csv.gz"))
+    cli(lake, "ingest", "retail", str(data / "retail.csv.gz"))
+    _append_bronze_batch(lake, "retail-nan", [_retail_row("C990001", -1, float("nan")),
+                                              _retail_row("990002", 2, 3.5)])
     landing = tmp_path / "landing"
     for source in ("products", "clickstream", "retail"):
         (landing / source).mkdir(parents=True)
-    done = cli(lake_copy, "run", "refresh", check=False, SHOPLAKE_LANDING=str(landing))
+    done = cli(lake, "run", "daily", check=False, SHOPLAKE_LANDING=str(landing))
     assert done.returncode == 0, done.stdout + done.stderr
-    store = DeltaStore(lake_copy)
+    assert "verify: all" in done.stdout  # the job's last task reconciled the lake
+    store = DeltaStore(lake)
     quarantined = store.open("quarantine.retail").to_pyarrow_table().filter(
         pa.compute.equal(pa.compute.field("_batch_id"), "retail-nan")).to_pylist()
     assert [(q["InvoiceNo"], q["reason"], q["_stage"]) for q in quarantined] == [
         ("C990001", "returns_are_negative", "silver")]
     assert "990002" in store.open("silver.sales").to_pyarrow_table().column("invoice_id").to_pylist()
-    assert_verified(lake_copy)
+    assert_verified(lake)
 
 
 def test_an_excluded_batch_is_not_built_until_included(lake_copy, tmp_path):
