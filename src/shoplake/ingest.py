@@ -128,7 +128,10 @@ def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: 
         raise
     results = []
     for item in staged:
-        result = item.result("dry-run") if dry_run else _commit(lake, source, item, run_id=run_id)
+        if item.status == "skipped":
+            result = item.result("skipped")
+        else:
+            result = item.result("dry-run") if dry_run else _commit(lake, source, item, run_id=run_id)
         results.append(result)
         if on_file:
             on_file(result)
@@ -168,7 +171,7 @@ def _stage(lake: Lake, engine, source: Source, prepared: _Prepared, *, encoding:
     quarantine = lake.catalog.get(f"quarantine.{source.name}")
     digest = locations.content_digest(prepared.path)
     batch_id = f"{source.name}-{digest[:24]}"
-    if not dry_run and _done(lake, source, batch_id):
+    if _done(lake, source, batch_id):  # reads only: a dry run says so too
         log.info("%s: already ingested as batch %s; skipped", prepared.uri, batch_id)
         return _Staged(prepared, batch_id, digest, "skipped")
     bronze_done = not dry_run and lake.store.find_write(bronze.name, batch_id) is not None
@@ -212,8 +215,6 @@ def _commit(lake: Lake, source: Source, item: _Staged, *, run_id: str) -> Ingest
     """Commit one staged file: bronze, then quarantine with the ledger entry (the batch's last write)."""
     bronze = lake.catalog.get(f"bronze.{source.name}")
     quarantine = lake.catalog.get(f"quarantine.{source.name}")
-    if item.status == "skipped":
-        return item.result("skipped")
     started = time.perf_counter()
     with locks.writing(lake.store.lake, [bronze.name, quarantine.name]):
         if _done(lake, source, item.batch_id):  # another process got there while this one parsed

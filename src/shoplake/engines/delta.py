@@ -243,7 +243,7 @@ def _writable(path: Path):
     """Turn the storage layer's errors for an unwritable table into one line naming the folder."""
     try:
         yield
-    except (OSError, Exception) as exc:
+    except Exception as exc:  # delta-rs raises its own types (OSError among them) with the OS's words
         text = str(exc)
         why = next((reason for needle, reason in _NOT_WRITABLE.items() if needle in text), None)
         if why is None:
