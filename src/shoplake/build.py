@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from shoplake import locks
 from shoplake.catalog.spec import Check, TableSpec
 from shoplake.engines.delta import batch_commits, consumed_batches
-from shoplake.errors import QualityCheckError, ShoplakeError
+from shoplake.errors import QualityCheckError, ShoplakeError, is_transient
 from shoplake.lake import Lake
 from shoplake.quality.batches import excluded_batches
 from shoplake.quality.ledger import LedgerEntry, QualityResult, record_quality
@@ -41,6 +41,7 @@ class BuildResult:
     quality: list[QualityResult] = field(default_factory=list)
     message: str = ""
     seconds: float = 0.0
+    transient: bool = False  # failed for a reason that may pass on another attempt (`errors.is_transient`)
 
 
 def build_tables(lake: Lake, selection: str | None = None, *, run_id: str,
@@ -64,13 +65,24 @@ def build_tables(lake: Lake, selection: str | None = None, *, run_id: str,
                         result = builder(lake, engine, spec, run_id)
                 except ShoplakeError as exc:
                     broken.add(spec.name)
-                    result = BuildResult(spec.name, "failed", message=str(exc))
+                    result = BuildResult(spec.name, "failed", message=str(exc), transient=is_transient(exc))
             result.seconds = time.perf_counter() - started
             results.append(result)
             if on_table:
                 on_table(result)
     lake.sync_ledger([r.table for r in results] + [f"quarantine.{s.source}" for s in specs if s.source])
     return results
+
+
+def inputs_unchanged(lake: Lake, recorded: dict | None, current: dict[str, int | None]) -> bool:
+    """Whether the inputs hold the same rows as when `recorded` was bound (an optimize in between changes a
+    version, not the data)."""
+    if recorded is None or set(recorded) != set(current):
+        return False
+    store = lake.store
+    return all(recorded[n] == v or (recorded[n] is not None and v is not None and
+                                    store.data_version(n, int(recorded[n])) == store.data_version(n, v))
+               for n, v in current.items())
 
 
 def definition_hash(spec: TableSpec) -> str:
@@ -259,9 +271,9 @@ def _as_text(bronze: TableSpec, column: str) -> str:
 def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult:
     versions = _bind_inputs(lake, engine, spec)
     definition = definition_hash(spec)
-    last = next(iter(lake.store.history(spec.name, 1)), None) if lake.store.exists(spec.name) else None
-    if last and last.meta.get("inputs") == versions and last.meta.get("definition") == definition:
-        return BuildResult(spec.name, "unchanged", version=last.version, message="inputs unchanged")
+    last = lake.store.last_write(spec.name)
+    if last and last.meta.get("definition") == definition and inputs_unchanged(lake, last.meta.get("inputs"), versions):
+        return BuildResult(spec.name, "unchanged", version=lake.store.version(spec.name), message="inputs unchanged")
 
     engine.materialize("candidate", _typed_select(spec, f"({spec.sql()}) AS t"))
     try:

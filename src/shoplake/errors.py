@@ -16,6 +16,14 @@ class DeterministicError(ShoplakeError):
     """
 
 
+class InsufficientDataError(DeterministicError):
+    """A task's inputs do not exist or hold too little data (no landing folder, an empty table, too few days).
+
+    Nothing is wrong: there is nothing to do yet. A job ends such a task `skipped`, with this message as the
+    reason, and its downstream tasks still run.
+    """
+
+
 class ConfigError(ShoplakeError):
     """A setting, flag or selection is invalid."""
 
@@ -26,6 +34,14 @@ class SourceFormatError(ShoplakeError):
 
 class TableNotFoundError(ShoplakeError):
     """A table name is not in the catalog, or the table has not been built yet."""
+
+
+class InputNotBuiltError(InsufficientDataError, TableNotFoundError):
+    """A table has not been built because its sources hold no data yet (e.g. no retail file ingested)."""
+
+
+class ModelNotFoundError(ShoplakeError):
+    """A registered model, or its `champion` version, does not exist yet (re-exported by shoplake.ml.errors)."""
 
 
 class QualityCheckError(ShoplakeError):
@@ -58,3 +74,16 @@ class LakeLockTimeout(ShoplakeError):
 
 class VerificationError(ShoplakeError):
     """`shoplake verify` found figures that do not reconcile."""
+
+
+# Failures that may pass when tried again: I/O (a full disk freed, a network share back), a writer lock that
+# another process kept too long, a lost Spark executor or connection. Everything else (checks, leakage
+# refusals, configuration, bugs) fails the same way on the same inputs and is never retried.
+_TRANSIENT_SPARK = ("Py4JNetworkError", "SparkConnectGrpcException", "ExecutorLostFailure")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a job should try `exc`'s task again: classified by exception type, never by message text."""
+    if isinstance(exc, OSError | LakeLockTimeout):
+        return True
+    return any(cls.__name__ in _TRANSIENT_SPARK for cls in type(exc).__mro__)

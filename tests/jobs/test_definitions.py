@@ -27,9 +27,10 @@ def test_shipped_daily_covers_the_platform(workspace):
     assert daily.origin == "shipped"
     assert [t.name for t in daily.ordered()] == [
         "ingest_products", "ingest_clickstream", "ingest_retail", "build", "train_segments", "train_rfm",
-        "train_propensity", "score", "verify"]
-    assert {t.kind for t in daily.ordered()} == {"ingest", "build", "ml_train", "ml_score", "verify"}
-    assert daily.task("verify").depends_on == ("score",)  # last: reconciles what the run wrote
+        "train_propensity", "score", "maintain", "verify"]
+    assert {t.kind for t in daily.ordered()} == {"ingest", "build", "ml_train", "ml_score", "maintain", "verify"}
+    assert daily.task("maintain").depends_on == ("score",)
+    assert daily.task("verify").depends_on == ("maintain",)  # last: reconciles what the run (and maintenance) wrote
     assert daily.task("build").depends_on == ("ingest_products", "ingest_clickstream", "ingest_retail")
     assert daily.task("build").select is None  # every Silver and Gold table
     assert {daily.task(f"train_{m}").model for m in ("segments", "rfm", "propensity")} == {
@@ -138,7 +139,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(workspace):
     assert "plan of job daily" in result.stdout
     assert "1 new file(s), 0 already ingested" in result.stdout
     assert "shoplake jobs task ml-train propensity" in result.stdout
-    assert "9 task(s) to run, at most 3 at once" in result.stdout
+    assert "10 task(s) to run, at most 3 at once" in result.stdout
     assert not workspace.lake_path.exists()
 
 

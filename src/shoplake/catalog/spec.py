@@ -110,6 +110,26 @@ Build = Literal["ingest", "incremental", "full", "external"]
 
 
 @dataclass(frozen=True)
+class Maintenance:
+    """How `shoplake optimize` / `shoplake vacuum` (and the `maintain` job task) keep a table's files in shape.
+
+    Attributes:
+        target_file_mb: compaction rewrites small files into files of about this size.
+        min_small_files: compact only when at least this many files are below half the target (fewer small
+            files cost less to read than a rewrite costs to make).
+        retention_hours: vacuum keeps every file a version committed within this window needs, so time travel
+            and readers holding an older snapshot keep working inside it (default 7 days, Delta's default).
+        zorder_by: columns `shoplake optimize --zorder` clusters the table by (a full rewrite, so never run by
+            the daily job).
+    """
+
+    target_file_mb: int = 128
+    min_small_files: int = 8
+    retention_hours: int = 168
+    zorder_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TableSpec:
     """One table of the lake, declared once.
 
@@ -133,6 +153,7 @@ class TableSpec:
         accounting_sql: for full tables, a query returning one row with `rows_in` (input rows),
             `rows_out` (input rows folded into the output `candidate`, measured on the output) and one
             column per diversion reason; it feeds `ops.ledger`.
+        maintenance: file compaction and retention (see `Maintenance`).
     """
 
     name: str
@@ -147,7 +168,7 @@ class TableSpec:
     owns_rows: str | None = None
     dedupe: bool = True
     accounting_sql: str | None = None
-
+    maintenance: Maintenance = Maintenance()
 
     def __post_init__(self) -> None:
         layer, _, short = self.name.partition(".")
@@ -166,6 +187,9 @@ class TableSpec:
             raise ValueError(f"{self.name}: only incremental tables can quarantine rows")
         if self.build == "incremental" and not self.source:
             raise ValueError(f"{self.name}: incremental tables name the source they quarantine into")
+        unknown = [c for c in self.maintenance.zorder_by if c not in names]
+        if unknown:
+            raise ValueError(f"{self.name}: zorder_by columns {unknown} are not declared columns")
 
     @property
     def layer(self) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, WriterProperties, write_deltalake
 from deltalake import Field as DeltaField
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
@@ -36,6 +36,17 @@ log = logging.getLogger(__name__)
 META_PREFIX = "shoplake."
 # zstd keeps files small without costing much write time; every Delta/Parquet reader supports it.
 _WRITER_PROPERTIES = WriterProperties(compression="ZSTD", compression_level=1)
+
+# shoplake's exactly-once bookkeeping lives in the commit log: each write's key, the bronze batches a Silver
+# commit consumed, the ledger entry. Delta's default log cleanup deletes commit files older than 30 days at
+# each checkpoint, which would make consumed batches look new (double counting) and ingested files look
+# unseen. So every table is created with log cleanup off, and every commit asks for no cleanup, whatever
+# the table says. Checkpoints still happen (they keep opening a long log fast); `vacuum` removes data files.
+TABLE_PROPERTIES = {"delta.enableExpiredLogCleanup": "false"}
+POST_COMMIT = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+# Commits that rewrite files or set properties without changing a single row: a table's data at such a
+# version equals its data at the version before.
+MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES"})
 # Staged files roll over at this many rows (about 100-200 MB of Parquet for the sources' rows).
 _STAGED_FILE_ROWS = 4_000_000
 
@@ -96,8 +107,9 @@ class DeltaStore:
             return False
         with _writable(self.path(name)):
             write_deltalake(str(self.path(name)), schema.empty_table(), mode="error",
-                            name=name, description=description[:1000],
-                            commit_properties=CommitProperties(custom_metadata={META_PREFIX + "op": "create"}))
+                            name=name, description=description[:1000], configuration=TABLE_PROPERTIES,
+                            commit_properties=CommitProperties(custom_metadata={META_PREFIX + "op": "create"}),
+                            post_commithook_properties=POST_COMMIT)
         crash_point(name, "create")
         return True
 
@@ -111,10 +123,13 @@ class DeltaStore:
             existing = self.open(name).schema().to_arrow().names
             data = data.select([n for n in data.schema.names if n in existing])
         with _writable(self.path(name)):
+            exists = self.exists(name)
             write_deltalake(str(self.path(name)), data, mode=mode, name=name, description=description[:1000],
                             schema_mode="overwrite" if mode == "overwrite" else self._append_schema_mode(name, data),
+                            configuration=None if exists else TABLE_PROPERTIES,
                             writer_properties=_WRITER_PROPERTIES,
-                            commit_properties=CommitProperties(custom_metadata=custom))
+                            commit_properties=CommitProperties(custom_metadata=custom),
+                            post_commithook_properties=POST_COMMIT)
         crash_point(name)
         version = self.open(name).version()
         log.debug("wrote %s version %s (%s)", name, version, mode)
@@ -137,7 +152,8 @@ class DeltaStore:
         present = set(table.schema().to_arrow().names)
         new = [field for field in schema if field.name not in present]
         if new:
-            table.alter.add_columns([DeltaField.from_arrow(field) for field in new])
+            table.alter.add_columns([DeltaField.from_arrow(field) for field in new],
+                                    post_commithook_properties=POST_COMMIT)
 
     def commit_files(self, name: str, files: Sequence[Path], schema: pa.Schema, *, mode: str,
                      meta: dict[str, Any], description: str = "") -> int:
@@ -155,11 +171,13 @@ class DeltaStore:
             if not self.exists(name):
                 create_table_with_add_actions(str(root), DeltaSchema.from_arrow(schema), actions, mode="error",
                                               name=name, description=description[:1000],
-                                              commit_properties=properties)
+                                              configuration=TABLE_PROPERTIES, commit_properties=properties,
+                                              post_commithook_properties=POST_COMMIT)
             else:
                 table = self.open(name)
                 self._add_new_columns(table, schema)
-                table.create_write_transaction(actions, mode, schema, commit_properties=properties)
+                table.create_write_transaction(actions, mode, schema, commit_properties=properties,
+                                               post_commithook_properties=POST_COMMIT)
         crash_point(name)
         version = self.open(name).version()
         log.debug("committed %d files to %s version %s (%s)", len(actions), name, version, mode)
@@ -213,6 +231,34 @@ class DeltaStore:
         """All commits, oldest first; nothing when the table does not exist."""
         if self.exists(name):
             yield from reversed(self.history(name))
+
+    def last_write(self, name: str) -> Commit | None:
+        """The newest commit that changed the table's data (maintenance commits passed over)."""
+        for commit in self.history(name) if self.exists(name) else []:
+            if commit.operation not in MAINTENANCE_OPERATIONS:
+                return commit
+        return None
+
+    def data_version(self, name: str, version: int | None) -> int | None:
+        """The version of the last data change at or before `version`: two versions with the same data
+        version hold the same rows (only maintenance happened in between)."""
+        if version is None or not self.exists(name):
+            return version
+        for commit in self.history(name):  # newest first
+            if commit.version <= version and commit.operation not in MAINTENANCE_OPERATIONS:
+                return commit.version
+        return version
+
+    def readable_version(self, name: str, version: int) -> int:
+        """The newest version with the same rows as `version`. Reading it instead of `version` survives a
+        vacuum that removed the files an optimize replaced."""
+        newest = version
+        for commit in sorted(self.history(name), key=lambda c: c.version):
+            if commit.version > newest:
+                if commit.operation not in MAINTENANCE_OPERATIONS:
+                    break
+                newest = commit.version
+        return newest
 
     def find_write(self, name: str, write_key: str) -> Commit | None:
         """The commit that carries `write_key`, if that write already happened."""

@@ -477,7 +477,7 @@ def _run_task(ctx: typer.Context, call) -> None:
                                            outcome.detail))
     core.console.print(f"{name} (run {run_id}, attempt {attempt}): {outcome.status}"
                        + (f": {outcome.detail}" if outcome.detail else ""), highlight=False, soft_wrap=True)
-    if outcome.status != "succeeded":
+    if outcome.status == "failed":  # skipped (no inputs yet) is not a failure
         core.err_console.print(f"[red]error:[/red] {outcome.error}", highlight=False, soft_wrap=True)
         raise SystemExit(1)
 
@@ -549,6 +549,16 @@ def task_verify(ctx: typer.Context) -> None:
     _run_task(ctx, TaskCall("verify"))
 
 
+def task_maintain(
+    ctx: typer.Context,
+    selection: Annotated[str | None, typer.Argument(help="table or layer names; default every table")] = None,
+) -> None:
+    """Compact, vacuum and checkpoint tables (`shoplake maintain`)."""
+    from shoplake.jobs.tasks import TaskCall
+
+    _run_task(ctx, TaskCall("maintain", select=selection))
+
+
 def _task_app() -> typer.Typer:
     task_app = typer.Typer(no_args_is_help=True, help="Run one task attempt (the runner's workers and Databricks "
                                                       "tasks run this).")
@@ -557,6 +567,7 @@ def _task_app() -> typer.Typer:
     task_app.command("build")(task_build)
     task_app.command("ml-train")(task_ml_train)
     task_app.command("ml-score")(task_ml_score)
+    task_app.command("maintain")(task_maintain)
     task_app.command("verify")(task_verify)
     return task_app
 

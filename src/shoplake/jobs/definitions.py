@@ -41,7 +41,7 @@ from shoplake.errors import ConfigError, ShoplakeError
 from shoplake.sources.lines import check_encoding
 from shoplake.sources.schemas import SOURCES
 
-KINDS = ("ingest", "build", "ml_train", "ml_score", "verify")
+KINDS = ("ingest", "build", "ml_train", "ml_score", "maintain", "verify")
 ML_MODELS = ("segments", "rfm", "propensity")
 USER_JOBS_FILE = "shoplake-jobs.yaml"
 SHIPPED = "shipped"
@@ -57,6 +57,7 @@ _TASK_OPTIONS = {
     "build": {"select"},
     "ml_train": {"model"},
     "ml_score": {"models"},
+    "maintain": {"select"},
     "verify": set(),
 }
 _JOB_OPTIONS = {"description", "schedule", "timezone", "max_parallel", "defaults", "tasks"}
@@ -69,14 +70,16 @@ class TaskDef:
 
     Attributes:
         name: unique within the job (letters, digits, `_` and `-`).
-        kind: `ingest`, `build`, `ml_train`, `ml_score` or `verify` (reconcile the lake; reads only).
+        kind: `ingest`, `build`, `ml_train`, `ml_score`, `maintain` (compact, vacuum and checkpoint tables;
+            see `shoplake.maintenance`) or `verify` (reconcile the lake; reads only).
         depends_on: tasks that must succeed first.
         source: ingest: `clickstream`, `products` or `retail`.
         landing: ingest: a landing location, either a folder name under the landing root, an absolute
             folder or an `s3://` prefix; only files not ingested yet are picked up.
         paths: ingest: explicit files, folders, globs or URLs (instead of `landing`).
         encoding: ingest: the text encoding of the CSV files (`utf-8`, `latin-1`, `cp1252`).
-        select: build: a table selection (`shoplake build` syntax); None builds every table.
+        select: build: a table selection (`shoplake build` syntax); None builds every table. maintain:
+            table or layer names (`ops`, `silver.events`); None maintains every table.
         model: ml_train: `segments`, `rfm` or `propensity`.
         models: ml_score: the models to score (empty: all).
         retries: extra attempts after a failed one.
@@ -133,6 +136,8 @@ class TaskDef:
             return ["ml-train", str(self.model)]
         if self.kind == "verify":
             return ["verify"]
+        if self.kind == "maintain":
+            return ["maintain", *([self.select] if self.select else [])]
         args = ["ml-score"]
         for model in self.models:
             args += ["--model", model]
@@ -155,6 +160,10 @@ class TaskDef:
             return frozenset(written)
         if self.kind == "verify":
             return frozenset()  # reads only
+        if self.kind == "maintain":
+            # Every table it may rewrite: a build or an ingest of the same run waits for it (and across
+            # processes, each table's writer lock keeps them apart).
+            return frozenset(_maintained_tables(catalog, self.select))
         # The models' tables and the tracking store are shoplake.ml's business: one ML task at a time.
         return frozenset({"ml"})
 
@@ -218,6 +227,18 @@ class JobBook:
 
     def __iter__(self):
         return iter(self.jobs.values())
+
+
+def _maintained_tables(catalog: Catalog, select: str | None) -> set[str]:
+    """The catalog tables a `maintain` task with this selection may rewrite (table or layer names)."""
+    names = {spec.name for spec in catalog}
+    if not select or not select.strip():
+        return names
+    picked: set[str] = set()
+    for term in select.replace(",", " ").split():
+        layer = {n for n in names if n.startswith(term + ".")}
+        picked |= layer or {catalog.get(term).name}
+    return picked
 
 
 def _hint(name: str, known: Iterable[str]) -> str:
@@ -472,6 +493,16 @@ def _parse_task(name: str, raw: Any, defaults: dict[str, Any], where: str, catal
         try:
             if not catalog.select(select):
                 problems.append(f"{where}: select {select!r} picks no table to build")
+        except ShoplakeError as exc:
+            problems.append(f"{where}: select {select!r}: {exc}")
+        task.update(select=select)
+    elif kind == "maintain":
+        select = raw.get("select")
+        if select is not None and not isinstance(select, str):
+            problems.append(f"{where}: select must be table or layer names such as 'ops' or 'silver.events'")
+            select = None
+        try:
+            _maintained_tables(catalog, select)
         except ShoplakeError as exc:
             problems.append(f"{where}: select {select!r}: {exc}")
         task.update(select=select)

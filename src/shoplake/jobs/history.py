@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
+from shoplake import locks
 from shoplake.engines.delta import DeltaStore
 from shoplake.errors import ConfigError
 from shoplake.layers.ops import JOB_RUNS
@@ -40,7 +41,13 @@ class Attempt:
 
 
 def record_attempt(store: DeltaStore, attempt: Attempt) -> int:
-    """Append one attempt in its own commit. Returns the table version written."""
+    """Append one attempt in its own commit (under the table's writer lock, so a compaction of
+    `ops.job_runs` never races it). Returns the table version written."""
+    with locks.writing(store.lake, [JOB_RUNS.name]):
+        return _append_attempt(store, attempt)
+
+
+def _append_attempt(store: DeltaStore, attempt: Attempt) -> int:
     table = pa.Table.from_pylist([asdict(attempt)], schema=JOB_RUNS.arrow_schema)
     meta = {"write_key": f"job:{attempt.run_id}:{attempt.task}:{attempt.attempt}", "run_id": attempt.run_id}
     if store.exists(JOB_RUNS.name):
@@ -125,7 +132,9 @@ def summarize_runs(attempts: list[Attempt]) -> list[RunSummary]:
     runs = []
     for run_id, rows in by_run.items():
         tasks = task_histories(rows)
-        ok = all(t.status in FINAL_OK for t in tasks.values())
+        # A task skipped after an attempt lacked inputs (not a failure); one skipped with attempt 0 was
+        # blocked by a failed upstream task.
+        ok = all(t.status in FINAL_OK or (t.status == "skipped" and t.attempts > 0) for t in tasks.values())
         starts = [r.started_at for r in rows if r.started_at]
         ends = [r.ended_at for r in rows if r.ended_at]
         triggers = list(dict.fromkeys(r.trigger or "manual" for r in rows))

@@ -17,8 +17,12 @@ How it works:
   the same holds through one lock file per written table, taken all-or-none before an attempt starts;
   a task whose tables are held by another live run waits.
 - **Run history.** Every attempt appends one row to `ops.job_runs` when it ends (succeeded, failed, or
-  retrying when another attempt follows); a task skipped because an upstream task failed gets one row
-  with attempt 0. A failed task skips its downstream tasks only.
+  retrying when another attempt follows, or skipped when its inputs do not exist yet); a task skipped
+  because an upstream task failed gets one row with attempt 0. A failed task skips its downstream tasks
+  only; a task skipped for want of inputs does not (scoring still scores the models that have a champion).
+- **Retries only for transient failures**, classified by exception type (`shoplake.errors.is_transient`:
+  I/O, writer-lock timeouts, a lost Spark executor; a killed or timed-out worker). A failed check, a
+  leakage refusal or a configuration error fails the same way again and is attempted once.
 - **Resume.** `resume=RUN_ID` reruns the tasks of that run whose last attempt did not succeed, and the
   tasks with no attempt yet, under the same run id; attempt numbers continue; succeeded tasks are reused.
 - **One run of a job at a time**, by a crash-safe lock file (see `locks.py`).
@@ -41,7 +45,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shoplake.errors import ConfigError
+from shoplake.errors import ConfigError, is_transient
 from shoplake.jobs.definitions import JobDef, TaskDef
 from shoplake.jobs.history import Attempt, read_attempts, record_attempt, run_history
 from shoplake.jobs.locks import JobLock, LockedError, LockInfo, lock_dir
@@ -77,7 +81,8 @@ class TaskState:
     seconds: float = 0.0
     started_at: datetime | None = None
     ready_at: float = 0.0
-    retryable: bool = True
+    retryable: bool = False
+    blocked: bool = False  # skipped because an upstream task failed (not for want of inputs)
     # Process bookkeeping of the running attempt.
     proc: subprocess.Popen | None = field(default=None, repr=False)
     began: float = 0.0
@@ -122,10 +127,10 @@ class RunResult:
     def status(self) -> str:
         if self.interrupted:
             return "interrupted"
-        if any(s.status in ("failed", "skipped") for s in self.tasks.values()):
+        if any(s.status == "failed" or s.blocked for s in self.tasks.values()):
             return "failed"
-        if all(s.status in ("succeeded", "reused") for s in self.tasks.values()):
-            return "succeeded"
+        if all(s.status in ("succeeded", "reused", "skipped") for s in self.tasks.values()):
+            return "succeeded"  # a task skipped for want of inputs is not a failure
         return "running"
 
     @property
@@ -281,9 +286,12 @@ class _Runner:
         for state in self.result.tasks.values():
             if state.status != "pending":
                 continue
-            bad = [d for d in state.task.depends_on if self.result.tasks[d].status in ("failed", "skipped")]
+            # A task skipped for want of inputs does not block its downstream tasks (score what has a
+            # champion); a failed one does, and so does a task blocked by one.
+            bad = [d for d in state.task.depends_on
+                   if self.result.tasks[d].status == "failed" or self.result.tasks[d].blocked]
             if bad:
-                state.status = "skipped"
+                state.status, state.blocked = "skipped", True
                 upstream = self.result.tasks[bad[0]]
                 state.detail = (f"upstream task {bad[0]} failed" if upstream.status == "failed"
                                 else f"upstream task {bad[0]} was skipped")
@@ -305,7 +313,8 @@ class _Runner:
                 break
             if state.status not in ("pending", "waiting") or (state.status == "waiting" and now < state.ready_at):
                 continue
-            if not all(states[d].status in ("succeeded", "reused") for d in state.task.depends_on):
+            if not all(states[d].status in ("succeeded", "reused", "skipped") and not states[d].blocked
+                       for d in state.task.depends_on):
                 continue
             if self.writes[state.name] & busy:
                 continue
@@ -376,7 +385,7 @@ class _Runner:
                            hooks=Hooks(task.fail_times, task.pause_after, task.pause_seconds))
         except Exception as exc:  # an unexpected error in one task must not take the run down with it
             log.exception("%s: attempt %d crashed", state.name, state.attempt)
-            return TaskOutcome("failed", error=f"{type(exc).__name__}: {exc}")
+            return TaskOutcome("failed", error=f"{type(exc).__name__}: {exc}", retryable=is_transient(exc))
 
     def _poll(self, state: TaskState) -> bool:
         proc = state.proc
@@ -396,8 +405,11 @@ class _Runner:
         return True
 
     def _outcome(self, state: TaskState, code: int) -> TaskOutcome:
+        # A killed or vanished worker (timeout, OOM killer, a crash of the interpreter) is the machine's
+        # doing more than the inputs': such an attempt is tried again.
         if state.timed_out:
-            return TaskOutcome("failed", error=f"timed out after {state.task.timeout:g}s (the attempt was killed)")
+            return TaskOutcome("failed", error=f"timed out after {state.task.timeout:g}s (the attempt was killed)",
+                               retryable=True)
         try:
             data = json.loads(state.result_file.read_text())
             return TaskOutcome(**data)
@@ -405,7 +417,7 @@ class _Runner:
             pass
         tail = _last_line(state.log_file)
         how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        return TaskOutcome("failed", error=f"worker {how}" + (f": {tail}" if tail else ""))
+        return TaskOutcome("failed", error=f"worker {how}" + (f": {tail}" if tail else ""), retryable=True)
 
     def _finish(self, state: TaskState, outcome: TaskOutcome) -> None:
         state.proc = None
@@ -415,10 +427,10 @@ class _Runner:
         state.rows_written += outcome.rows_written
         state.detail = outcome.detail
         state.retryable = outcome.retryable
-        if outcome.status == "succeeded":
-            state.status = "succeeded"
-            self._record(state, "succeeded", rows=outcome.rows_written, detail=outcome.detail, ended=ended)
-            log.info("%s: attempt %d succeeded", state.name, state.attempt)
+        if outcome.status in ("succeeded", "skipped"):
+            state.status = outcome.status
+            self._record(state, outcome.status, rows=outcome.rows_written, detail=outcome.detail, ended=ended)
+            log.info("%s: attempt %d %s", state.name, state.attempt, outcome.status)
             return
         state.error = outcome.error or "failed"
         retry = outcome.retryable and state.attempts_run < state.attempts_allowed

@@ -6,35 +6,30 @@ Databricks `python_wheel_task`), or in the runner's own process when it runs tas
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shoplake.errors import ConfigError, DeterministicError, QualityCheckError, ShoplakeError, TableNotFoundError
+from shoplake.errors import ConfigError, InsufficientDataError, ModelNotFoundError, ShoplakeError, is_transient
 from shoplake.lake import Lake
 
 log = logging.getLogger(__name__)
 
 
 class InjectedFailure(ShoplakeError):
-    """A failure asked for by the task's `fail_times` option (a testing aid)."""
+    """A failure asked for by the task's `fail_times` option (a testing aid). Transient, so it is retried."""
 
 
 class TaskFailed(ShoplakeError):
     """A task ran but part of its work failed (a table not built, a file not ingested)."""
 
 
-# Failures that the same inputs reproduce: retrying them only delays the run's report.
-NOT_RETRYABLE = (ConfigError, DeterministicError, QualityCheckError, TableNotFoundError)
-
-
 @dataclass(frozen=True)
 class TaskCall:
     """A task's arguments, as given on the `shoplake jobs task` command line."""
 
-    kind: str  # ingest | build | ml_train | ml_score | verify
+    kind: str  # ingest | build | ml_train | ml_score | maintain | verify
     source: str | None = None
     landing: str | None = None
     paths: tuple[str, ...] = ()
@@ -55,11 +50,13 @@ class Hooks:
 
 @dataclass
 class TaskOutcome:
-    status: str  # succeeded | failed
+    """What one attempt did. `skipped`: its inputs do not exist yet (the detail says which); not a failure."""
+
+    status: str  # succeeded | skipped | failed
     rows_written: int = 0
     detail: str = ""
     error: str | None = None
-    retryable: bool = True
+    retryable: bool = False  # only failures classified transient (`shoplake.errors.is_transient`) are retried
     tables: dict[str, str] = field(default_factory=dict)
 
 
@@ -84,11 +81,20 @@ def execute(lake: Lake, call: TaskCall, *, run_id: str, attempt: int = 1, hooks:
             return _train(lake, call, run_id)
         if call.kind == "ml_score":
             return _score(lake, call, run_id)
+        if call.kind == "maintain":
+            return _maintain(lake, call, run_id)
         if call.kind == "verify":
             return _verify(lake)
         raise ConfigError(f"unknown task kind {call.kind!r}")
+    except InsufficientDataError as exc:
+        return TaskOutcome("skipped", detail=str(exc))
+    except InjectedFailure as exc:
+        return TaskOutcome("failed", error=str(exc), retryable=True)
     except ShoplakeError as exc:
-        return TaskOutcome("failed", error=str(exc), retryable=not isinstance(exc, NOT_RETRYABLE))
+        return TaskOutcome("failed", error=str(exc), retryable=is_transient(exc))
+    except OSError as exc:  # I/O: a full disk, a vanished network share... may pass on the next attempt
+        log.exception("%s task: I/O error", call.kind)
+        return TaskOutcome("failed", error=f"{type(exc).__name__}: {exc}", retryable=True)
 
 
 def _ingest(lake: Lake, call: TaskCall, run_id: str, pause: Callable[[str], None]) -> TaskOutcome:
@@ -104,6 +110,8 @@ def _ingest(lake: Lake, call: TaskCall, run_id: str, pause: Callable[[str], None
         landed = ingest_landing(lake, str(call.source), call.landing, run_id=run_id, on_file=on_file,
                                 encoding=call.encoding)
         detail = landed.describe()
+        if not landed.scan.exists or not (landed.scan.new or landed.scan.known):
+            raise InsufficientDataError(detail)
         if landed.failures:
             raise TaskFailed(f"{len(landed.failures)} file(s) could not be ingested ({detail}): "
                              f"{'; '.join(landed.failures)}")
@@ -117,9 +125,18 @@ def _ingest(lake: Lake, call: TaskCall, run_id: str, pause: Callable[[str], None
     return TaskOutcome("succeeded", rows, detail)
 
 
+def _require_source_data(lake: Lake, what: str) -> None:
+    """Raise `InsufficientDataError` while no source file has been ingested (an empty lake)."""
+    bronze = [spec.name for spec in lake.catalog if spec.layer == "bronze"]
+    if not any(lake.store.exists(name) and lake.store.row_count(name) for name in bronze):
+        raise InsufficientDataError(f"{what}: no source data ingested yet (put files in the landing folders, "
+                                    f"or run `shoplake ingest SOURCE PATH`)")
+
+
 def _build(lake: Lake, call: TaskCall, run_id: str, pause: Callable[[str], None]) -> TaskOutcome:
     from shoplake.build import build_tables
 
+    _require_source_data(lake, "nothing to build")
     def on_table(result) -> None:
         if result.status == "built":
             pause(result.table)
@@ -135,36 +152,22 @@ def _build(lake: Lake, call: TaskCall, run_id: str, pause: Callable[[str], None]
     tables = {r.table: r.status for r in results}
     rows = sum(r.rows_written for r in built)
     if failed:
-        # A failed quality check is reproducible: the retry would fail the same way.
-        quality = all("check failed" in r.message for r in failed)
-        return TaskOutcome("failed", rows, detail, "; ".join(r.message for r in failed), retryable=not quality,
-                           tables=tables)
+        # Retried only when every failure was transient (a lock timeout, I/O); a failed check fails again.
+        return TaskOutcome("failed", rows, detail, "; ".join(r.message for r in failed),
+                           retryable=all(r.transient for r in failed), tables=tables)
     return TaskOutcome("succeeded", rows, detail, tables=tables)
 
 
 def _verify(lake: Lake) -> TaskOutcome:
     from shoplake.quality.verify import verify_lake
 
+    _require_source_data(lake, "nothing to reconcile")
     result = verify_lake(lake)
     if result.ok:
         return TaskOutcome("succeeded", 0, result.verdict())
     detail = "; ".join(f"{f.subject}: {f.what}: expected {f.expected}, found {f.found}" for f in result.failures[:5])
     # The lake does not change between attempts: a disagreement is reported, not retried.
     return TaskOutcome("failed", 0, result.verdict(), f"{result.verdict()}: {detail}", retryable=False)
-
-
-def _ml(function: str):
-    """`shoplake.ml.<function>`, imported only when an ML task runs."""
-    try:
-        ml = importlib.import_module("shoplake.ml")
-    except ImportError as exc:
-        raise ConfigError(f"ML tasks need shoplake.ml, which cannot be imported here ({exc}); remove the "
-                          f"ml_train/ml_score tasks from the job or run the `refresh` job") from exc
-    found = getattr(ml, function, None)
-    if found is None:
-        raise ConfigError(f"ML tasks need shoplake.ml.{function}, which this version of shoplake.ml does not "
-                          f"provide; remove the ml_train/ml_score tasks from the job or run the `refresh` job")
-    return found
 
 
 def _rows_of(result) -> int:
@@ -178,7 +181,9 @@ def _rows_of(result) -> int:
 def _train(lake: Lake, call: TaskCall, run_id: str) -> TaskOutcome:
     # A scheduled run keeps the champion when its inputs and parameters did not change, so running a
     # job again with no new data writes nothing.
-    result = _ml("train_model")(lake, call.model, run_id=run_id, skip_unchanged=True)
+    from shoplake.ml import train_model
+
+    result = train_model(lake, call.model, run_id=run_id, skip_unchanged=True)
     version = getattr(result, "model_version", None) or getattr(result, "version", None)
     if (getattr(result, "details", None) or {}).get("skipped"):
         detail = f"{call.model} unchanged (champion v{version} kept)"
@@ -191,6 +196,31 @@ def _train(lake: Lake, call: TaskCall, run_id: str) -> TaskOutcome:
 
 
 def _score(lake: Lake, call: TaskCall, run_id: str) -> TaskOutcome:
-    results = _ml("score_models")(lake, run_id=run_id, kinds=list(call.models) or None)
-    rows = sum(_rows_of(r) for r in results)
-    return TaskOutcome("succeeded", rows, f"{len(results)} model(s) scored, {rows:,} rows")
+    """Score each kind that has a champion; a kind without one (its training was skipped) is reported."""
+    from shoplake.ml import KINDS, score_models
+
+    scored, missing, rows = [], [], 0
+    for kind in call.models or KINDS:
+        try:
+            results = score_models(lake, run_id=run_id, kinds=[kind])
+        except (ModelNotFoundError, InsufficientDataError) as exc:
+            if call.models:  # a job that names its models expects each of them
+                raise
+            missing.append(f"{kind} ({exc})")
+            continue
+        scored.append(kind)
+        rows += sum(_rows_of(r) for r in results)
+    if not scored:
+        raise InsufficientDataError("no model to score: " + "; ".join(missing))
+    detail = f"{len(scored)} model(s) scored ({', '.join(scored)}), {rows:,} rows"
+    if missing:
+        detail += "; not scored: " + "; ".join(missing)
+    return TaskOutcome("succeeded", rows, detail)
+
+
+def _maintain(lake: Lake, call: TaskCall, run_id: str) -> TaskOutcome:
+    from shoplake.maintenance import maintain
+
+    _require_source_data(lake, "nothing to maintain")
+    report = maintain(lake, call.select, run_id=run_id)
+    return TaskOutcome("succeeded", 0, report.describe())

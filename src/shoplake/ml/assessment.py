@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shoplake.errors import DeterministicError, ShoplakeError
+from shoplake.errors import InsufficientDataError, ShoplakeError
 from shoplake.ml import evaluation, features, propensity
 from shoplake.ml.evaluation import Estimate
 from shoplake.ml.params import PropensityParams
@@ -82,7 +82,7 @@ def assess(cal: pd.DataFrame, evaluated: pd.DataFrame, candidates: list[propensi
         estimates = evaluation.evaluate_scores(y, scores, ks=params.eval_ks, resamples=params.bootstrap_resamples,
                                                seed=params.random_state)
     except ValueError as exc:
-        raise DeterministicError(f"cannot evaluate the cutoff {cutoff.date()}: {exc}; ingest more clickstream "
+        raise InsufficientDataError(f"cannot evaluate the cutoff {cutoff.date()}: {exc}; ingest more clickstream "
                                  f"data") from exc
     cover = evaluation.coverage(counts["positives"], counts["conversions"], resamples=params.bootstrap_resamples,
                                 seed=params.random_state)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from shoplake.errors import DeterministicError, ShoplakeError
+from shoplake.errors import DeterministicError, ModelNotFoundError
 
-
-class ModelNotFoundError(ShoplakeError):
-    """A registered model, or its `champion` version, does not exist yet."""
+__all__ = ["LeakageError", "ModelNotFoundError"]
 
 
 class LeakageError(DeterministicError):

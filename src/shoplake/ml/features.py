@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from shoplake.errors import DeterministicError, TableNotFoundError
+from shoplake.errors import InputNotBuiltError, InsufficientDataError, TableNotFoundError
 from shoplake.ml import as_of
 
 log = logging.getLogger(__name__)
@@ -32,18 +32,23 @@ log = logging.getLogger(__name__)
 
 
 def require_tables(lake, names: tuple[str, ...], *, hint: str) -> None:
-    """Raise `TableNotFoundError` unless every table exists and holds rows."""
+    """Raise `TableNotFoundError` unless every table exists, `InsufficientDataError` unless it holds rows."""
     for name in names:
         lake.catalog.get(name)
         if not lake.store.exists(name):
+            sources = sorted(a for a in lake.catalog.ancestors(name) | {name} if a.startswith("bronze."))
+            if sources and not any(lake.store.exists(s) and lake.store.row_count(s) for s in sources):
+                raise InputNotBuiltError(f"{name} has not been built yet: {hint}; no data has been ingested "
+                                         f"into {', '.join(sources)}")
             raise TableNotFoundError(f"{name} has not been built yet: {hint}")
         if lake.store.row_count(name) == 0:
-            raise TableNotFoundError(f"{name} is empty: {hint}")
+            raise InsufficientDataError(f"{name} is empty: {hint}")
 
 
 def bind(lake, engine, *names: str) -> dict[str, int | None]:
-    """Bind catalog tables in `engine`; returns their versions (recorded with each model)."""
-    return {name: engine.bind(lake.catalog.get(name)) for name in names}
+    """Bind catalog tables in `engine`; returns their data versions (recorded with each model: an optimize
+    of an input changes its version, not its rows, so it neither retrains nor rescores a model)."""
+    return {name: lake.store.data_version(name, engine.bind(lake.catalog.get(name))) for name in names}
 
 
 # -- behavioural segments -------------------------------------------------------------------------------
@@ -205,7 +210,7 @@ def plan_cutoffs(first_event_at: datetime, last_event_at: datetime, window: Wind
     if not train:
         span = (last_event_at - first_event_at).days + 1
         need = window.lookback_days + 2 * window.horizon_days
-        raise DeterministicError(f"silver.events spans {span} day(s), but a propensity model needs at least "
+        raise InsufficientDataError(f"silver.events spans {span} day(s), but a propensity model needs at least "
                             f"{need} (lookback {window.lookback_days} + training and validation horizons "
                             f"of {window.horizon_days}); ingest more clickstream data or shorten the windows")
     plan = CutoffPlan(tuple(sorted(train)), validation, scoring, lookback, horizon)
@@ -217,7 +222,7 @@ def event_span(engine) -> tuple[datetime, datetime]:
     """First and last event_at in silver.events (bound in `engine`)."""
     first, last = engine.rows("SELECT min(event_at), max(event_at) FROM silver.events")[0]
     if first is None:
-        raise TableNotFoundError("silver.events is empty: ingest clickstream data and run `shoplake build`")
+        raise InsufficientDataError("silver.events is empty: ingest clickstream data and run `shoplake build`")
     return first, last
 
 

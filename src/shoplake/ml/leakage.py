@@ -98,6 +98,9 @@ def audit_cutoff_invariance(lake, engine, cutoff: datetime, lookback: timedelta,
     latest); each is bound there again, in full, afterwards.
     """
     inputs = bound_inputs()
+    # The recorded versions are data versions; read the newest version with those rows (its files are
+    # the ones a vacuum keeps).
+    versions = {name: v if v is None else lake.store.readable_version(name, v) for name, v in versions.items()}
     features.materialize_pair_features(engine, cutoff, lookback, into="audit_all_events")
     try:
         try:

@@ -32,7 +32,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from shoplake.errors import ConfigError, DeterministicError
+from shoplake.errors import ConfigError, InsufficientDataError
 from shoplake.ml import features
 from shoplake.ml.params import PROPENSITY_MODELS, PropensityParams
 
@@ -77,14 +77,14 @@ def split_fit_calibration(train: pd.DataFrame, params: PropensityParams) -> tupl
     """The earlier training cutoffs fit, the latest `calibration_share` (at least one) calibrate."""
     cutoffs = sorted(train["cutoff_at"].unique())
     if len(cutoffs) < 2:
-        raise DeterministicError("propensity training needs at least 2 training cutoffs (one to fit, one to "
+        raise InsufficientDataError("propensity training needs at least 2 training cutoffs (one to fit, one to "
                             "calibrate): ingest more days of clickstream data or lower window.step_days")
     n_cal = min(len(cutoffs) - 1, max(1, round(len(cutoffs) * params.calibration_share)))
     first_cal = cutoffs[-n_cal]
     fit, cal = train[train["cutoff_at"] < first_cal], train[train["cutoff_at"] >= first_cal]
     for part, what in ((fit, "fitting"), (cal, "calibration")):
         if part["label"].sum() == 0:
-            raise DeterministicError(f"no positive example in the {what} cutoffs (no pair bought after a prior "
+            raise InsufficientDataError(f"no positive example in the {what} cutoffs (no pair bought after a prior "
                                 f"interaction): ingest more clickstream data")
     return fit, cal
 
@@ -127,7 +127,7 @@ def top_decile_lift(y: np.ndarray, p: np.ndarray) -> float:
 def evaluate(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """Validation metrics on all candidates of the validation cutoff."""
     if y.min() == y.max():
-        raise DeterministicError("the validation cutoff has no positive (or no negative) example: ingest more "
+        raise InsufficientDataError("the validation cutoff has no positive (or no negative) example: ingest more "
                             "clickstream data")
     clipped = np.clip(p, 1e-9, 1 - 1e-9)
     return {

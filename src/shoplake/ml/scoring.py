@@ -117,8 +117,8 @@ def _write(lake: Lake, spec: TableSpec, frame: pd.DataFrame, *, run_id: str, loa
         done = lake.store.find_write(spec.name, key)
         if done is None and lake.store.exists(spec.name):
             # The same champion on the same input versions gives the same predictions: write nothing.
-            last = lake.store.history(spec.name, 1)[0]
-            if (last.meta.get("model_name") == loaded.ref.name
+            last = lake.store.last_write(spec.name)
+            if (last is not None and last.meta.get("model_name") == loaded.ref.name
                     and str(last.meta.get("model_version")) == str(loaded.ref.version)
                     and last.meta.get("inputs") == json.loads(json.dumps(inputs, sort_keys=True))):
                 done = last

@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from shoplake.errors import ConfigError, ShoplakeError
+from shoplake.errors import ConfigError, InsufficientDataError
 from shoplake.ml.params import RFMParams, SegmentParams
 
 log = logging.getLogger(__name__)
@@ -74,10 +74,10 @@ def select_k(X: pd.DataFrame, params: SegmentParams | RFMParams) -> tuple[KSelec
     """
     n = len(X)
     if n < max(params.k_max, 3) * 2:
-        raise ShoplakeError(f"only {n} rows to segment; need at least {max(params.k_max, 3) * 2} "
+        raise InsufficientDataError(f"only {n} rows to segment; need at least {max(params.k_max, 3) * 2} "
                             f"(ingest more data and run `shoplake build`)")
     if not 2 <= params.k_min <= params.k_max:
-        raise ShoplakeError(f"k range [{params.k_min}, {params.k_max}] is invalid: need 2 <= k_min <= k_max")
+        raise ConfigError(f"k range [{params.k_min}, {params.k_max}] is invalid: need 2 <= k_min <= k_max")
     prep = transform_pipeline().fit(X)
     Z = prep.transform(X)
     rows = sample_index(n, params.silhouette_sample, params.random_state)

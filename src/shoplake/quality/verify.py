@@ -218,12 +218,13 @@ def _check_gold(lake: Lake, engine) -> list[Finding]:
     for table, what, gold_sql, silver_sql in GOLD_RECONCILIATIONS:
         if not lake.store.exists(table):
             continue
-        last = lake.store.history(table, 1)[0]
-        inputs = last.meta.get("inputs") or {}
-        # Compare with the Silver snapshots the table was built from (Silver may have moved on since).
+        last = lake.store.last_write(table)
+        inputs = (last.meta.get("inputs") if last else None) or {}
+        # Compare with the Silver snapshots the table was built from (Silver may have moved on since; an
+        # optimize + vacuum may have replaced that snapshot's files by the same rows in fewer files).
         for name, version in inputs.items():
             if version is not None:
-                engine.bind(lake.catalog.get(name), version=int(version))
+                engine.bind(lake.catalog.get(name), version=lake.store.readable_version(name, int(version)))
             else:
                 engine.bind_arrow(name, lake.catalog.get(name).arrow_schema.empty_table())
         gold_value = engine.rows(gold_sql)[0][0]
