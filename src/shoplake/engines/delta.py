@@ -232,22 +232,26 @@ class DeltaStore:
         if self.exists(name):
             yield from reversed(self.history(name))
 
+    def _newest_first(self, name: str) -> Iterator[Commit]:
+        """Commits newest first, reading the log's tail first: the callers below usually stop within it."""
+        recent = self.history(name, 16)
+        yield from recent
+        if len(recent) == 16:
+            yield from (c for c in self.history(name) if c.version < recent[-1].version)
+
     def last_write(self, name: str) -> Commit | None:
         """The newest commit that changed the table's data (maintenance commits passed over)."""
-        for commit in self.history(name) if self.exists(name) else []:
-            if commit.operation not in MAINTENANCE_OPERATIONS:
-                return commit
-        return None
+        if not self.exists(name):
+            return None
+        return next((c for c in self._newest_first(name) if c.operation not in MAINTENANCE_OPERATIONS), None)
 
     def data_version(self, name: str, version: int | None) -> int | None:
         """The version of the last data change at or before `version`: two versions with the same data
         version hold the same rows (only maintenance happened in between)."""
         if version is None or not self.exists(name):
             return version
-        for commit in self.history(name):  # newest first
-            if commit.version <= version and commit.operation not in MAINTENANCE_OPERATIONS:
-                return commit.version
-        return version
+        return next((c.version for c in self._newest_first(name)
+                     if c.version <= version and c.operation not in MAINTENANCE_OPERATIONS), version)
 
     def readable_version(self, name: str, version: int) -> int:
         """The newest version with the same rows as `version`. Reading it instead of `version` survives a
