@@ -2,7 +2,7 @@
 
 How it works:
 
-- **One process per task attempt.** Each attempt runs `python -m shoplake.jobs jobs task ...` (the same
+- **One process per task attempt.** Each attempt runs `python -m shoplake ... jobs task ...` (the same
   command a Databricks task runs), in its own process group. The runner's main thread starts and polls
   these processes; nothing else runs in threads. A timeout is therefore enforceable: the attempt's process
   group gets SIGTERM, then SIGKILL after a grace period. The core is crash-safe (atomic Delta commits
@@ -478,8 +478,8 @@ def task_call(task: TaskDef, landing: str) -> TaskCall:
 
 def worker_command(lake: Lake, job: JobDef, task: TaskDef, *, run_id: str, attempt: int, landing: str,
                    result_file: Path | None = None) -> list[str]:
-    """The command line of one attempt: `python -m shoplake.jobs ... jobs task ... <task args>`."""
-    command = [sys.executable, "-m", "shoplake.jobs", "--lake", str(Path(lake.settings.lake).resolve()),
+    """The command line of one attempt: `python -m shoplake ... jobs task ... <task args>`."""
+    command = [sys.executable, "-m", "shoplake", "--lake", str(Path(lake.settings.lake).resolve()),
                "--engine", lake.settings.engine, "jobs", "task", "--job", job.name, "--task", task.name,
                "--run-id", run_id, "--attempt", str(attempt), "--parent-pid", str(os.getpid())]
     if result_file is not None:

@@ -15,17 +15,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from shoplake.cli import app as cli
+
 
 class Kind(StrEnum):
     segments = "segments"
     rfm = "rfm"
     propensity = "propensity"
 
-
-def _core():
-    from shoplake import cli
-
-    return cli
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -42,13 +39,12 @@ def train(
     from shoplake.ml import train_model
     from shoplake.ml.params import default_params, with_seed
 
-    core = _core()
-    lake = core._lake()
+    lake = cli.lake()
     run_id = new_run_id()
     for kind in dict.fromkeys(kinds):  # several kinds share one process: MLflow starts once
-        with core.console.status(f"training {kind.value} ..."):
+        with cli.console.status(f"training {kind.value} ..."):
             result = train_model(lake, kind.value, run_id=run_id, params=with_seed(default_params(kind.value), seed))
-        _show_training(core.console, kind, run_id, result)
+        _show_training(cli.console, kind, run_id, result)
 
 
 def _show_training(console, kind: Kind, run_id: str, result) -> None:
@@ -106,8 +102,7 @@ def backtest(
 
     if kind is not Kind.propensity:
         raise ConfigError(f"only propensity can be backtested (got {kind.value}): segments have no later outcome")
-    core = _core()
-    lake = core._lake()
+    lake = cli.lake()
     run_id = new_run_id()
     params = with_seed(default_params(kind.value), seed)
     unknown = sorted(set(model or ()) - set(PROPENSITY_MODELS))
@@ -116,15 +111,15 @@ def backtest(
                           else f"--resamples must be at least 10 (got {resamples})")
     params = replace(params, models=tuple(model) if model else params.models, bootstrap_resamples=resamples,
                      calibration=calibration)
-    with core.console.status(f"backtesting {kind.value} over {folds} cutoffs ..."):
+    with cli.console.status(f"backtesting {kind.value} over {folds} cutoffs ..."):
         folds_done = run_backtest(lake.embedded(), params=params, folds=folds, step_days=step_days)
         mlflow_run = log_backtest(lake, folds_done, params=params, run_id=run_id, step_days=step_days)
     for i, fold in enumerate(folds_done, 1):
-        core.console.print(_assessment_table(fold.assessment, title=f"fold {i}/{len(folds_done)}, evaluation cutoff "
+        cli.console.print(_assessment_table(fold.assessment, title=f"fold {i}/{len(folds_done)}, evaluation cutoff "
                                                                       f"{fold.plan.validation.date()}"))
     wins = sum(fold.assessment.estimates[fold.assessment.chosen]["pr_auc"].value
                > fold.assessment.estimates[fold.assessment.best_baseline()]["pr_auc"].value for fold in folds_done)
-    core.console.print(f"the chosen model beats the best baseline on PR-AUC in {wins} of {len(folds_done)} folds; "
+    cli.console.print(f"the chosen model beats the best baseline on PR-AUC in {wins} of {len(folds_done)} folds; "
                        f"MLflow run {mlflow_run}")
 
 
@@ -136,8 +131,7 @@ def card(
     backtest, known limits, reviewed-feature exemptions) and store it in its MLflow run as model_card.md."""
     from shoplake.ml.card import model_card
 
-    core = _core()
-    core.console.print(model_card(core._lake().embedded(), model), markup=False, highlight=False, soft_wrap=True)
+    cli.console.print(model_card(cli.lake().embedded(), model), markup=False, highlight=False, soft_wrap=True)
 
 
 def score(
@@ -148,10 +142,9 @@ def score(
     from shoplake.lake import new_run_id
     from shoplake.ml import score_models
 
-    core = _core()
-    lake = core._lake()
+    lake = cli.lake()
     run_id = new_run_id()
-    with core.console.status("scoring ..."):
+    with cli.console.status("scoring ..."):
         results = score_models(lake, run_id=run_id, kinds=[k.value for k in kind] if kind else None)
     out = Table("table", "rows written", "model", "version", "max PSI", "drift (PSI > 0.2)", title=f"ml score {run_id}")
     for r in results:
@@ -159,7 +152,7 @@ def score(
         out.add_row(r.table, f"{r.rows_written:,}" + (" (already written)" if r.skipped else ""), r.model_name,
                     str(r.model_version), _fmt(max(r.drift.values(), default=0.0), 3),
                     f"[yellow]{warn}[/]" if r.drift_warnings else warn)
-    core.console.print(out)
+    cli.console.print(out)
 
 
 def models() -> None:
@@ -167,8 +160,7 @@ def models() -> None:
     from shoplake.ml.kinds import KEY_METRICS, KIND_OF_MODEL, MODEL_NAMES
     from shoplake.ml.tracking import Tracker
 
-    core = _core()
-    tracker = Tracker(core._settings())
+    tracker = Tracker(cli.settings())
     out = Table("model", "versions", "champion", "key metric", "champion value", "latest", "latest value",
                 "latest decision", title=f"MLflow registry: {tracker.uri}")
     for summary in tracker.summaries(list(MODEL_NAMES.values())):
@@ -180,7 +172,7 @@ def models() -> None:
                     f"v{latest.version}" if latest else "-",
                     latest.tags.get("shoplake.key_metric_value", "-") if latest else "-",
                     latest.tags.get("shoplake.decision", "-") if latest else "not trained yet")
-    core.console.print(out)
+    cli.console.print(out)
 
 
 def ui(
@@ -189,10 +181,9 @@ def ui(
     """Start the MLflow UI on 127.0.0.1 against the project's tracking store (Ctrl-C stops it)."""
     from shoplake.ml.tracking import UI_ENVIRONMENT, Tracker
 
-    core = _core()
-    tracker = Tracker(core._settings())
+    tracker = Tracker(cli.settings())
     command = tracker.ui_command(host="127.0.0.1", port=port)
-    core.console.print(f"MLflow UI for {tracker.uri} on http://127.0.0.1:{port} (Ctrl-C stops it)")
+    cli.console.print(f"MLflow UI for {tracker.uri} on http://127.0.0.1:{port} (Ctrl-C stops it)")
     try:
         code = subprocess.run(command, check=False, env={**os.environ, **UI_ENVIRONMENT}).returncode
     except KeyboardInterrupt:
@@ -201,14 +192,13 @@ def ui(
         raise typer.Exit(code)
 
 
-def register(app: typer.Typer) -> None:
-    """Add the `ml` command group to the shoplake CLI."""
-    group = typer.Typer(no_args_is_help=True, help="Machine learning: segments, RFM, conversion propensity "
-                                                   "(tracked in MLflow).")
-    group.command("train")(train)
-    group.command("score")(score)
-    group.command("models")(models)
-    group.command("backtest")(backtest)
-    group.command("card")(card)
-    group.command("ui")(ui)
-    app.add_typer(group, name="ml")
+# The `ml` group of the shoplake command line.
+group = typer.Typer(no_args_is_help=True, help="Machine learning: segments, RFM, conversion propensity "
+                                               "(tracked in MLflow).")
+group.command("train")(train)
+group.command("score")(score)
+group.command("models")(models)
+group.command("backtest")(backtest)
+group.command("card")(card)
+group.command("ui")(ui)
+cli.app.add_typer(group, name="ml")

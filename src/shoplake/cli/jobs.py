@@ -1,7 +1,8 @@
 """The jobs commands: `shoplake run`, `shoplake schedule` and the `shoplake jobs` group.
 
-A thin layer over `shoplake.jobs`: it loads settings and job definitions, shows progress and turns
-results into exit codes. `register(app)` adds the commands to the main app.
+A thin layer over `shoplake.jobs`: it loads job definitions, shows progress and turns results into exit
+codes. `shoplake jobs task ...` runs one task attempt: the runner starts it as `python -m shoplake ...
+jobs task ...` for each attempt, and a Databricks `python_wheel_task` calls it too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -23,44 +24,11 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from shoplake.cli import app as cli
 from shoplake.errors import ConfigError
 
 _STYLE = {"succeeded": "green", "failed": "red", "skipped": "yellow", "waiting": "magenta", "retrying": "magenta",
           "running": "cyan", "reused": "dim", "pending": "dim"}
-
-
-class _Worker:
-    """Set when this module runs as the lightweight worker command line (`python -m shoplake.jobs`)."""
-
-    overrides: dict | None = None
-    console = None
-    err_console = None
-
-
-def _core():
-    """The main command line's settings and consoles (or the worker's, when running as a worker)."""
-    if _Worker.overrides is not None:
-        return _Worker
-    from shoplake import cli as core
-
-    return core
-
-
-def _settings():
-    if _Worker.overrides is not None:
-        from shoplake.config import load_settings
-
-        return load_settings(**_Worker.overrides)
-    return _core()._settings()
-
-
-def _lake(landing: str | None = None):
-    from shoplake.lake import Lake
-
-    settings = _settings()
-    if landing is not None:
-        settings = replace(settings, landing=landing)
-    return Lake(settings)
 
 
 def _book(lake):
@@ -96,14 +64,13 @@ def _render(result) -> Table:
 
 
 def _report(result) -> None:
-    core = _core()
-    core.console.print(_render(result))
+    cli.console.print(_render(result))
     if result.took_over_lock:
-        core.console.print(f"took over the stale lock of a dead run ({result.took_over_lock.describe()})")
+        cli.console.print(f"took over the stale lock of a dead run ({result.took_over_lock.describe()})")
     for line in result.summary_lines():
-        core.err_console.print(f"[red]{line}[/red]" if line.startswith("failed") else f"[yellow]{line}[/yellow]",
+        cli.err_console.print(f"[red]{line}[/red]" if line.startswith("failed") else f"[yellow]{line}[/yellow]",
                                highlight=False, soft_wrap=True)
-    core.console.print(f"run {result.run_id}: {result.status} in {result.seconds:.1f}s"
+    cli.console.print(f"run {result.run_id}: {result.status} in {result.seconds:.1f}s"
                        + ("" if result.ok else f"; resume with `shoplake run --resume {result.run_id}`"),
                        highlight=False)
 
@@ -133,7 +100,7 @@ def run(
     from shoplake.jobs.history import run_history
     from shoplake.jobs.runner import plan, run_job, watch_job
 
-    lake = _lake(landing)
+    lake = cli.lake(landing=landing)
     book = _book(lake)
     if resume and job is None:
         job, _ = run_history(lake.store, resume)
@@ -150,21 +117,20 @@ def run(
     if watch:
         _watch(lake, definition, watch_job, poll_interval, max_polls, max_parallel, isolation)
         return
-    core = _core()
     seen = []
 
     def show(result) -> None:
         seen[:] = [result]
         live.update(_render(result))
 
-    with Live(console=core.console, refresh_per_second=4, transient=True) as live:
+    with Live(console=cli.console, refresh_per_second=4, transient=True) as live:
         try:
             result = run_job(lake, definition, resume=resume, max_parallel=max_parallel, isolation=isolation,
                              on_update=show)
         except KeyboardInterrupt:
             live.stop()
             run_id = seen[0].run_id if seen else "RUN_ID"
-            core.err_console.print(f"interrupted: running tasks were stopped and recorded as failed; resume with "
+            cli.err_console.print(f"interrupted: running tasks were stopped and recorded as failed; resume with "
                                    f"`shoplake run --resume {run_id}`", highlight=False)
             raise SystemExit(130) from None
     _report(result)
@@ -176,7 +142,6 @@ def _print_plan(lake, definition, planned, resume) -> None:
     from shoplake.jobs.landing import scan
     from shoplake.jobs.runner import landing_root
 
-    core = _core()
     title = f"plan of job {definition.name}" + (f" (resuming run {resume})" if resume else "")
     table = Table("step", "task", "kind", "after", "action", "attempt", "retries", "timeout", "input",
                   title=title)
@@ -195,18 +160,17 @@ def _print_plan(lake, definition, planned, resume) -> None:
                       _styled("reused" if p.action == "reuse" else p.action),
                       str(p.first_attempt) if p.action == "run" else "", str(task.retries), f"{task.timeout:g}s",
                       what)
-    core.console.print(table)
+    cli.console.print(table)
     for p in planned:
         if p.action == "run":
-            core.console.print(f"  {p.task.name}: shoplake jobs task {' '.join(p.args)}", highlight=False,
+            cli.console.print(f"  {p.task.name}: shoplake jobs task {' '.join(p.args)}", highlight=False,
                                soft_wrap=True)
-    core.console.print(f"{sum(p.action == 'run' for p in planned)} task(s) to run, at most "
+    cli.console.print(f"{sum(p.action == 'run' for p in planned)} task(s) to run, at most "
                        f"{definition.max_parallel} at once; job defined in {definition.origin}; nothing ran "
                        f"(--dry-run)", highlight=False)
 
 
 def _watch(lake, definition, watch_job, poll_interval, max_polls, max_parallel, isolation) -> None:
-    core = _core()
     failed = []
 
     def on_poll(poll) -> None:
@@ -216,17 +180,17 @@ def _watch(lake, definition, watch_job, poll_interval, max_polls, max_parallel, 
             if not poll.ran.ok:
                 failed.append(poll.ran.run_id)
         note = f"; {poll.note}" if poll.note else ""
-        core.console.print(f"{stamp} poll {poll.number}: {poll.new_files} new file(s)"
+        cli.console.print(f"{stamp} poll {poll.number}: {poll.new_files} new file(s)"
                            + (f", run {poll.ran.run_id} {poll.ran.status}" if poll.ran else "") + note,
                            highlight=False)
 
-    core.console.print(f"watching the landing folders of job {definition.name} every {poll_interval:g}s"
+    cli.console.print(f"watching the landing folders of job {definition.name} every {poll_interval:g}s"
                        + (f" ({max_polls} polls)" if max_polls else " (Ctrl-C to stop)"))
     try:
         watch_job(lake, definition, poll_seconds=poll_interval, max_polls=max_polls, on_poll=on_poll,
                   max_parallel=max_parallel, isolation=isolation)
     except KeyboardInterrupt:
-        core.err_console.print("stopped watching")
+        cli.err_console.print("stopped watching")
         raise SystemExit(130) from None
     if failed:
         raise SystemExit(1)
@@ -264,8 +228,7 @@ def schedule(
     """Run jobs on their cron schedules (never two runs of one job at once), logging each run."""
     from shoplake.jobs.schedule import run_schedule
 
-    core = _core()
-    lake = _lake(landing)
+    lake = cli.lake(landing=landing)
     book = _book(lake)
     stop = _parse_until(until)
     log_path = log_file or lake.store.lake / "_jobs" / "schedule.log"
@@ -275,7 +238,7 @@ def schedule(
         line = f"{event.at.strftime('%Y-%m-%dT%H:%M:%SZ')} {event.job} {event.kind}: {event.message}"
         style = {"finished": "green" if event.result is None or event.result.ok else "red", "skipped": "yellow",
                  "missed": "yellow", "error": "red"}.get(event.kind)
-        core.console.print(f"[{style}]{line}[/]" if style else line, highlight=False, soft_wrap=True)
+        cli.console.print(f"[{style}]{line}[/]" if style else line, highlight=False, soft_wrap=True)
         with open(log_path, "a") as handle:
             handle.write(line + "\n")
 
@@ -284,7 +247,7 @@ def schedule(
         runs = run_schedule(lake, book, jobs=jobs or None, max_runs=max_runs, until=stop, on_event=on_event,
                             max_parallel=max_parallel)
     except KeyboardInterrupt:
-        core.err_console.print("scheduler stopped")
+        cli.err_console.print("scheduler stopped")
         raise SystemExit(130) from None
     if any(not r.ok for r in runs):
         raise SystemExit(1)
@@ -294,17 +257,16 @@ def list_jobs() -> None:
     """Show the job definitions: tasks, schedule, next run and where each job is defined."""
     from shoplake.jobs.schedule import next_fire
 
-    core = _core()
-    lake = _lake()
+    lake = cli.lake()
     book = _book(lake)
     table = Table("job", "tasks (in steps)", "schedule", "next run (UTC)", "defined in")
     for job in book:
         nxt = _when(next_fire(job, datetime.now(UTC))) if job.schedule else ""
         schedule_text = f"{job.schedule} ({job.timezone})" if job.schedule else "-"
         table.add_row(job.name, " → ".join(_task_line(job)), schedule_text, nxt, job.origin)
-    core.console.print(table)
+    cli.console.print(table)
     for job in book:
-        core.console.print(f"[bold]{job.name}[/bold]: {job.description or '(no description)'}", soft_wrap=True)
+        cli.console.print(f"[bold]{job.name}[/bold]: {job.description or '(no description)'}", soft_wrap=True)
 
 
 def _task_line(job) -> list[str]:
@@ -322,8 +284,7 @@ def runs(
     """Show run history from ops.job_runs: per run, or every attempt of one run."""
     from shoplake.jobs.history import read_attempts, summarize_runs
 
-    core = _core()
-    lake = _lake()
+    lake = cli.lake()
     if run_id:
         attempts = read_attempts(lake.store, run_id=run_id)
         if not attempts:
@@ -333,7 +294,7 @@ def runs(
         for a in attempts:
             table.add_row(a.task, str(a.attempt), _styled(a.status), a.trigger or "", _when(a.started_at),
                           _when(a.ended_at), f"{a.rows_written or 0:,}", a.error or a.detail or "")
-        core.console.print(table)
+        cli.console.print(table)
         return
     summaries = summarize_runs(read_attempts(lake.store, job=job))[:limit]
     table = Table("run", "job", "status", "trigger", "started", "seconds", "tasks ok", "rows", "failed / skipped",
@@ -344,9 +305,9 @@ def runs(
         problems = ", ".join([f"{t} (failed)" for t in s.failed] + [f"{t} (skipped)" for t in s.skipped])
         table.add_row(s.run_id, s.job, _styled(s.status), s.trigger, _when(s.started_at), f"{seconds:.1f}",
                       f"{ok}/{len(s.tasks)}", f"{sum(t.rows_written for t in s.tasks.values()):,}", problems)
-    core.console.print(table)
+    cli.console.print(table)
     if not summaries:
-        core.console.print("no runs recorded yet" + (f" for job {job}" if job else ""))
+        cli.console.print("no runs recorded yet" + (f" for job {job}" if job else ""))
 
 
 class ExportFormat(StrEnum):
@@ -368,7 +329,7 @@ def export(
     """Export a job as Databricks Jobs API 2.1 JSON (each task a python_wheel_task calling shoplake)."""
     from shoplake.jobs import export as exporter
 
-    lake = _lake()
+    lake = cli.lake()
     definition = _book(lake).get(job)
     body = exporter.databricks_job(definition, lake_path=lake_path or exporter.DEFAULT_LAKE,
                                    landing_root=landing_root or exporter.DEFAULT_LANDING, wheel=wheel,
@@ -378,7 +339,7 @@ def export(
         sys.stdout.write(text)
     else:
         out.write_text(text)
-        _core().console.print(f"wrote {out} ({len(body['tasks'])} tasks); create it with the Databricks CLI: "
+        cli.console.print(f"wrote {out} ({len(body['tasks'])} tasks); create it with the Databricks CLI: "
                               f"databricks jobs create --json @{out}")
 
 
@@ -447,14 +408,13 @@ def _run_task(ctx: typer.Context, call) -> None:
     from shoplake.jobs.tasks import Hooks, execute
     from shoplake.lake import new_run_id
 
-    core = _core()
     opts: _TaskOptions = ctx.obj
     if opts.parent_pid:
         _die_with_parent(opts.parent_pid)
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (a timeout) unwinds the stack, so spooled downloads and temp files are cleaned up.
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
-    lake = _lake()
+    lake = cli.lake()
     run_id = opts.run_id or new_run_id()
     name = opts.task or call.kind
     attempt = opts.attempt
@@ -475,10 +435,10 @@ def _run_task(ctx: typer.Context, call) -> None:
         record_attempt(lake.store, Attempt(run_id, opts.job, name, attempt, outcome.status, started,
                                            datetime.now(UTC), outcome.rows_written, outcome.error, "external",
                                            outcome.detail))
-    core.console.print(f"{name} (run {run_id}, attempt {attempt}): {outcome.status}"
+    cli.console.print(f"{name} (run {run_id}, attempt {attempt}): {outcome.status}"
                        + (f": {outcome.detail}" if outcome.detail else ""), highlight=False, soft_wrap=True)
     if outcome.status == "failed":  # skipped (no inputs yet) is not a failure
-        core.err_console.print(f"[red]error:[/red] {outcome.error}", highlight=False, soft_wrap=True)
+        cli.err_console.print(f"[red]error:[/red] {outcome.error}", highlight=False, soft_wrap=True)
         raise SystemExit(1)
 
 
@@ -572,52 +532,11 @@ def _task_app() -> typer.Typer:
     return task_app
 
 
-def worker_main(argv: list[str] | None = None) -> None:
-    """`python -m shoplake.jobs`: the runner's task workers.
-
-    Takes the same arguments as `shoplake` (`--lake`, `--engine`, then `jobs task ...`) but loads only the
-    jobs commands, so an attempt does not pay for importing every subsystem's command line (the ML one
-    imports scikit-learn and MLflow). Errors a user can act on are one red line and exit code 1.
-    """
-    import logging
-
-    from rich.console import Console
-
-    from shoplake.errors import ShoplakeError
-
-    _Worker.console, _Worker.err_console = Console(), Console(stderr=True)
-    app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                      help="shoplake task worker")
-
-    @app.callback()
-    def _options(
-        lake: Annotated[Path | None, typer.Option(help="lake folder")] = None,
-        engine: Annotated[str | None, typer.Option(help="engine")] = None,
-        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log progress details")] = False,
-    ) -> None:
-        _Worker.overrides = {"lake": lake, "engine": engine}
-        logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    jobs_app = typer.Typer(no_args_is_help=True)
-    jobs_app.add_typer(_task_app(), name="task")
-    app.add_typer(jobs_app, name="jobs")
-    try:
-        code = app(args=argv, standalone_mode=False)
-    except ShoplakeError as exc:
-        _Worker.err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
-
-
-def register(app: typer.Typer) -> None:
-    """Add `run`, `schedule` and the `jobs` group to the shoplake command line."""
-    app.command("run")(run)
-    app.command("schedule")(schedule)
-    jobs_app = typer.Typer(no_args_is_help=True, help="Job definitions, run history and export.")
-    jobs_app.command("list")(list_jobs)
-    jobs_app.command("runs")(runs)
-    jobs_app.command("export")(export)
-    jobs_app.add_typer(_task_app(), name="task")
-    app.add_typer(jobs_app, name="jobs")
-
+cli.app.command("run")(run)
+cli.app.command("schedule")(schedule)
+jobs_app = typer.Typer(no_args_is_help=True, help="Job definitions, run history and export.")
+jobs_app.command("list")(list_jobs)
+jobs_app.command("runs")(runs)
+jobs_app.command("export")(export)
+jobs_app.add_typer(_task_app(), name="task")
+cli.app.add_typer(jobs_app, name="jobs")

@@ -12,16 +12,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from shoplake.cli import app as cli
+
 
 class Role(StrEnum):
     analyst = "analyst"
     engineer = "engineer"
 
-
-def _core():
-    from shoplake import cli
-
-    return cli
 
 
 def serve(
@@ -40,7 +37,6 @@ def serve(
     from shoplake.serve.security import load_tokens, tokens_file
     from shoplake.serve.web import LOOPBACK_HOSTS
 
-    core = _core()
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -49,15 +45,15 @@ def serve(
         raise ConfigError(f"--host {host} would expose the dashboard and the SQL API beyond this machine; "
                           f"add --allow-remote (and put a TLS proxy in front) or use --host 127.0.0.1")
     if not loopback:
-        core.console.print(f"[yellow]warning: listening on {host}: other machines can reach the dashboard and the "
+        cli.console.print(f"[yellow]warning: listening on {host}: other machines can reach the dashboard and the "
                            f"SQL API; tokens travel in clear text unless a TLS proxy is in front[/yellow]")
     hosts = tuple(allowed_host or ()) or ((host,) if not loopback and host not in ("0.0.0.0", "::") else ())
-    settings = core._settings()
+    settings = cli.settings()
     app = create_app(settings, allowed_hosts=LOOPBACK_HOSTS + hosts)
     path = tokens_file(settings)
     count = len(load_tokens(path))
-    core.console.print(f"dashboard: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
-    core.console.print(f"SQL API tokens: {count} in {path}" if count else
+    cli.console.print(f"dashboard: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
+    cli.console.print(f"SQL API tokens: {count} in {path}" if count else
                        "SQL API: no tokens yet; create one with `shoplake serve-token add NAME --role analyst`")
     run_server(app, host=host, port=port)
 
@@ -70,9 +66,8 @@ def export(
     """Write every dashboard page into one self-contained HTML file (works offline)."""
     from shoplake.serve.app import export_dashboard, parse_dates
 
-    core = _core()
-    titles = export_dashboard(core._lake(), file, parse_dates(start, end))
-    core.console.print(f"wrote {file} ({file.stat().st_size / 1e6:.1f} MB): {', '.join(titles)}")
+    titles = export_dashboard(cli.lake(), file, parse_dates(start, end))
+    cli.console.print(f"wrote {file} ({file.stat().st_size / 1e6:.1f} MB): {', '.join(titles)}")
 
 
 def add_token(
@@ -83,11 +78,10 @@ def add_token(
     from shoplake.serve.security import add_token as add
     from shoplake.serve.security import tokens_file
 
-    core = _core()
-    path = tokens_file(core._settings())
+    path = tokens_file(cli.settings())
     secret = add(path, name, role.value)
-    core.console.print(f"token {name!r} ({role.value}) saved in {path} (only its SHA-256 is stored).")
-    core.console.print("Secret, shown once; send it as `Authorization: Bearer <secret>`:")
+    cli.console.print(f"token {name!r} ({role.value}) saved in {path} (only its SHA-256 is stored).")
+    cli.console.print("Secret, shown once; send it as `Authorization: Bearer <secret>`:")
     print(secret)
 
 
@@ -95,31 +89,28 @@ def list_tokens() -> None:
     """List the configured tokens (names and roles; secrets are never stored)."""
     from shoplake.serve.security import load_tokens, tokens_file
 
-    core = _core()
-    path = tokens_file(core._settings())
+    path = tokens_file(cli.settings())
     out = Table("token", "role", "sha256 (prefix)", title=str(path))
     for token in load_tokens(path).values():
         out.add_row(token.name, token.role, token.sha256[:12])
-    core.console.print(out)
+    cli.console.print(out)
 
 
 def remove(name: Annotated[str, typer.Argument(help="token name")]) -> None:
     """Delete a token: its secret stops working at once."""
     from shoplake.serve.security import remove_token, tokens_file
 
-    core = _core()
-    remove_token(tokens_file(core._settings()), name)
-    core.console.print(f"token {name!r} removed")
+    remove_token(tokens_file(cli.settings()), name)
+    cli.console.print(f"token {name!r} removed")
 
 
-def register(app: typer.Typer) -> None:
-    """Add `serve`, `dashboard export` and `serve-token` to the shoplake CLI."""
-    app.command("serve")(serve)
-    dashboard = typer.Typer(no_args_is_help=True, help="The dashboard as a file.")
-    dashboard.command("export")(export)
-    app.add_typer(dashboard, name="dashboard")
-    tokens = typer.Typer(no_args_is_help=True, help="Bearer tokens of the SQL API (operator).")
-    tokens.command("add")(add_token)
-    tokens.command("list")(list_tokens)
-    tokens.command("remove")(remove)
-    app.add_typer(tokens, name="serve-token")
+# `serve`, `dashboard export` and `serve-token` on the shoplake command line.
+cli.app.command("serve")(serve)
+dashboard = typer.Typer(no_args_is_help=True, help="The dashboard as a file.")
+dashboard.command("export")(export)
+cli.app.add_typer(dashboard, name="dashboard")
+tokens = typer.Typer(no_args_is_help=True, help="Bearer tokens of the SQL API (operator).")
+tokens.command("add")(add_token)
+tokens.command("list")(list_tokens)
+tokens.command("remove")(remove)
+cli.app.add_typer(tokens, name="serve-token")
