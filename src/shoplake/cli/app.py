@@ -23,6 +23,7 @@ from rich.console import Console
 
 from shoplake.config import Settings, load_settings
 from shoplake.errors import ShoplakeError
+from shoplake.sources.schemas import SOURCES
 
 if TYPE_CHECKING:
     from shoplake.lake import Lake
@@ -80,10 +81,8 @@ def _main(
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-class Source(StrEnum):
-    clickstream = "clickstream"
-    products = "products"
-    retail = "retail"
+# The sources as a choice on the command line (the registry in `shoplake.sources.schemas`).
+Source = StrEnum("Source", {name: name for name in SOURCES})
 
 
 def main() -> None:

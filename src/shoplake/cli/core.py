@@ -15,11 +15,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from shoplake.cli import app as cli
+from shoplake.sources.schemas import sources_text
 
 
 @cli.app.command()
 def ingest(
-    source: Annotated[cli.Source, typer.Argument(help="clickstream, products or retail")],
+    source: Annotated[cli.Source, typer.Argument(help=sources_text())],
     paths: Annotated[list[str], typer.Argument(help="files, folders, globs, s3:// or http(s):// URLs")],
     encoding: Annotated[str, typer.Option(help="text encoding of CSV files: utf-8, latin-1 or cp1252 "
                                                "(windows-1252)")] = "utf-8",

@@ -10,11 +10,12 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shoplake.cli import app as cli
+from shoplake.sources.schemas import sources_text
 
 
 @cli.app.command()
 def generate(
-    source: Annotated[cli.Source, typer.Argument(help="clickstream, products or retail")],
+    source: Annotated[cli.Source, typer.Argument(help=sources_text())],
     out: Annotated[Path, typer.Option("--out", help="output folder")],
     rows: Annotated[int | None, typer.Option(help="data rows (default: a month of a small shop)")] = None,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same bytes)")] = 42,

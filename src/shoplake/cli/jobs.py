@@ -24,8 +24,10 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from shoplake.catalog.models import KINDS, kinds_text
 from shoplake.cli import app as cli
 from shoplake.errors import ConfigError
+from shoplake.sources.schemas import SOURCES, sources_text
 
 _STYLE = {"succeeded": "green", "failed": "red", "skipped": "yellow", "waiting": "magenta", "retrying": "magenta",
           "running": "cyan", "reused": "dim", "pending": "dim"}
@@ -444,7 +446,7 @@ def _run_task(ctx: typer.Context, call) -> None:
 
 def task_ingest(
     ctx: typer.Context,
-    source: Annotated[str, typer.Argument(help="clickstream, products or retail")],
+    source: Annotated[str, typer.Argument(help=sources_text())],
     landing: Annotated[str | None, typer.Option(help="a landing folder or s3:// prefix: ingest its new files")
                        ] = None,
     path: Annotated[list[str] | None, typer.Option(help="a file, folder, glob or URL (repeatable)")] = None,
@@ -453,7 +455,6 @@ def task_ingest(
 ) -> None:
     """Ingest the new files of a landing location, or the given paths."""
     from shoplake.jobs.tasks import TaskCall
-    from shoplake.sources.schemas import SOURCES
 
     if source not in SOURCES:
         raise ConfigError(f"source must be one of {', '.join(SOURCES)}")
@@ -475,14 +476,13 @@ def task_build(
 
 def task_ml_train(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="segments, rfm or propensity")],
+    model: Annotated[str, typer.Argument(help=kinds_text())],
 ) -> None:
     """Train one model."""
-    from shoplake.jobs.definitions import ML_MODELS
     from shoplake.jobs.tasks import TaskCall
 
-    if model not in ML_MODELS:
-        raise ConfigError(f"model must be one of {', '.join(ML_MODELS)}, got {model!r}")
+    if model not in KINDS:
+        raise ConfigError(f"model must be one of {', '.join(KINDS)}, got {model!r}")
 
     _run_task(ctx, TaskCall("ml_train", model=model))
 
@@ -492,12 +492,11 @@ def task_ml_score(
     model: Annotated[list[str] | None, typer.Option(help="a model to score (repeatable; default all)")] = None,
 ) -> None:
     """Score the trained models."""
-    from shoplake.jobs.definitions import ML_MODELS
     from shoplake.jobs.tasks import TaskCall
 
-    unknown = [m for m in model or () if m not in ML_MODELS]
+    unknown = [m for m in model or () if m not in KINDS]
     if unknown:
-        raise ConfigError(f"unknown model(s) {', '.join(unknown)}; expected some of {', '.join(ML_MODELS)}")
+        raise ConfigError(f"unknown model(s) {', '.join(unknown)}; expected some of {', '.join(KINDS)}")
 
     _run_task(ctx, TaskCall("ml_score", models=tuple(model or ())))
 

@@ -15,14 +15,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from shoplake.catalog.models import KINDS, MODEL_SPECS
 from shoplake.cli import app as cli
 
-
-class Kind(StrEnum):
-    segments = "segments"
-    rfm = "rfm"
-    propensity = "propensity"
-
+# The model kinds as a choice on the command line (the registry in `shoplake.catalog.models`).
+Kind = StrEnum("Kind", {kind: kind for kind in KINDS})
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -30,8 +27,8 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def train(
-    kinds: Annotated[list[Kind], typer.Argument(help="one or more of: segments (clickstream users), rfm (retail "
-                                                     "customers), propensity (user x product conversion)")],
+    kinds: Annotated[list[Kind], typer.Argument(help="one or more of: " + ", ".join(
+                                                     f"{s.kind} ({s.summary})" for s in MODEL_SPECS.values()))],
     seed: Annotated[int | None, typer.Option(help="random seed (default 42)")] = None,
 ) -> None:
     """Train models, log them to MLflow and register them; each becomes champion if at least as good."""
@@ -53,7 +50,7 @@ def _show_training(console, kind: Kind, run_id: str, result) -> None:
     summary.add_row(result.model_name, str(result.version), "[green]yes[/]" if result.is_champion else "no",
                     _fmt(result.metrics.get(result.key_metric)), result.decision, f"{result.seconds:.1f}")
     console.print(summary)
-    if kind is Kind.propensity:
+    if kind == "propensity":
         console.print(_assessment_table(result.details["assessment"],
                                         title=f"validation cutoff {result.details['plan']['validation_cutoff']}"))
     else:
@@ -100,7 +97,7 @@ def backtest(
     from shoplake.ml.assessment import log_backtest
     from shoplake.ml.params import PROPENSITY_MODELS, default_params, with_seed
 
-    if kind is not Kind.propensity:
+    if kind != "propensity":
         raise ConfigError(f"only propensity can be backtested (got {kind.value}): segments have no later outcome")
     lake = cli.lake()
     run_id = new_run_id()
@@ -157,7 +154,7 @@ def score(
 
 def models() -> None:
     """Registered models: versions, the champion and its key validation metric."""
-    from shoplake.ml.kinds import KEY_METRICS, KIND_OF_MODEL, MODEL_NAMES
+    from shoplake.catalog.models import KEY_METRICS, KIND_OF_MODEL, MODEL_NAMES
     from shoplake.ml.tracking import Tracker
 
     tracker = Tracker(cli.settings())

@@ -36,13 +36,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from shoplake.catalog import Catalog
+from shoplake.catalog.models import KINDS as MODEL_KINDS
 from shoplake.config import Settings
 from shoplake.errors import ConfigError, ShoplakeError
 from shoplake.sources.lines import check_encoding
 from shoplake.sources.schemas import SOURCES
 
 KINDS = ("ingest", "build", "ml_train", "ml_score", "maintain", "verify")
-ML_MODELS = ("segments", "rfm", "propensity")
 USER_JOBS_FILE = "shoplake-jobs.yaml"
 SHIPPED = "shipped"
 
@@ -508,14 +508,14 @@ def _parse_task(name: str, raw: Any, defaults: dict[str, Any], where: str, catal
         task.update(select=select)
     elif kind == "ml_train":
         model = raw.get("model")
-        if model not in ML_MODELS:
-            problems.append(f"{where}: model must be one of {', '.join(ML_MODELS)}, got {model!r}")
+        if model not in MODEL_KINDS:
+            problems.append(f"{where}: model must be one of {', '.join(MODEL_KINDS)}, got {model!r}")
         task.update(model=model)
     elif kind == "ml_score":
         models = _names(raw.get("models"), "models", where, problems)
         for model in models:
-            if model not in ML_MODELS:
-                problems.append(f"{where}: unknown model {model!r}; expected some of {', '.join(ML_MODELS)}")
+            if model not in MODEL_KINDS:
+                problems.append(f"{where}: unknown model {model!r}; expected some of {', '.join(MODEL_KINDS)}")
         task.update(models=models)
     if pause_after not in (None, "start"):
         if pause_after not in catalog:

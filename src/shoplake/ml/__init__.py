@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from shoplake.catalog.models import KEY_METRICS, KINDS, MODEL_NAMES
 from shoplake.lake import Lake
-from shoplake.ml.kinds import KEY_METRICS, KINDS, MODEL_NAMES
 from shoplake.ml.params import Params, PropensityParams, RFMParams, SegmentParams
 
 if TYPE_CHECKING:

@@ -166,7 +166,7 @@ def table_rows(assessment: Assessment, k: int = HEADLINE_K) -> list[list[str]]:
 
 def log_backtest(lake, folds: list[Fold], *, params: PropensityParams, run_id: str, step_days: int) -> str:
     """One MLflow run (`shoplake.run_type = backtest`) in the propensity experiment; returns its run id."""
-    from shoplake.ml.kinds import MODEL_NAMES
+    from shoplake.catalog.models import MODEL_NAMES
     from shoplake.ml.params import flat_params
     from shoplake.ml.tracking import Tracker
 

@@ -12,25 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from shoplake.catalog.models import KIND_OF_MODEL, MODEL_NAMES, model_spec
 from shoplake.errors import ConfigError
 from shoplake.ml.errors import ModelNotFoundError
-from shoplake.ml.kinds import KIND_OF_MODEL, MODEL_NAMES
 from shoplake.ml.tracking import ModelRef, Tracker
-
-_LIMITS = {
-    "propensity": [
-        "Candidates are the (user, product) pairs with an event in the lookback window: a purchase of a pair "
-        "never touched in that week cannot be predicted (see the coverage).",
-        "Positives are few (tens per validation week at 1-2M events): every metric is given with its "
-        "bootstrap interval; differences inside it are noise.",
-        "Trained and measured on generated data (shoplake generate); on real data the reviewed strong features "
-        "and the baselines must be looked at again.",
-    ],
-    "segments": ["K-means on per-session rates of one month of clickstream; k by silhouette on a sample.",
-                 "Segment names come from fixed rules over the profiles; they describe, they do not predict."],
-    "rfm": ["K-means on log recency, frequency and net monetary value; k by silhouette.",
-            "Segment names come from fixed rules over the profiles; they describe, they do not predict."],
-}
 
 
 def resolve(tracker: Tracker, spec: str) -> ModelRef:
@@ -177,7 +162,7 @@ def model_card(lake, spec: str, *, store: bool = True) -> str:
                   f"sampled rows of {int(metrics.get('rows', 0)):,}", f"- inputs: {params.get('features', '-')}", "",
                   "## Segments", "", "| segment | size |", "|---|---|"]
         lines += [f"| {s['segment_name']} | {int(s.get('size', 0)):,} |" for s in profiles]
-    lines += ["", "## Known limits", ""] + [f"- {text}" for text in _LIMITS[kind]]
+    lines += ["", "## Known limits", ""] + [f"- {text}" for text in model_spec(kind).limits]
     card = "\n".join(lines) + "\n"
     if store:
         tracker.log_text(ref.run_id, card, "model_card.md")

@@ -133,8 +133,13 @@ class PropensityParams:
 Params = SegmentParams | RFMParams | PropensityParams
 
 
+# The parameter class of each model kind (`shoplake.catalog.models`).
+PARAMS_OF_KIND: dict[str, type[SegmentParams] | type[RFMParams] | type[PropensityParams]] = {
+    "segments": SegmentParams, "rfm": RFMParams, "propensity": PropensityParams}
+
+
 def default_params(kind: str) -> Params:
-    return {"segments": SegmentParams, "rfm": RFMParams, "propensity": PropensityParams}[kind]()
+    return PARAMS_OF_KIND[kind]()
 
 
 def with_seed(params: Params, seed: int | None) -> Params:

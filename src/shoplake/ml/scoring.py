@@ -27,13 +27,13 @@ import pyarrow as pa
 
 from shoplake import locks
 from shoplake.build import check_table
+from shoplake.catalog.models import KINDS, MODEL_NAMES
 from shoplake.catalog.spec import TableSpec
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
 from shoplake.layers import ml as tables
 from shoplake.ml import drift, features, monitoring, propensity, rfm, segmentation
 from shoplake.ml.errors import LeakageError
-from shoplake.ml.kinds import KINDS, MODEL_NAMES
 from shoplake.ml.tracking import LoadedModel, Tracker
 from shoplake.quality.ledger import LedgerEntry
 
@@ -78,8 +78,7 @@ def score(lake: Lake, *, run_id: str, kinds: Sequence[str] | None = None) -> lis
     lake.ensure_operational_tables()
     results: list[ScoreResult] = []
     for kind in kinds:
-        scorer = {"segments": _score_user_segments, "rfm": _score_rfm, "propensity": _score_propensity}[kind]
-        results.extend(scorer(lake, tracker, run_id, predict))
+        results.extend(_SCORERS[kind](lake, tracker, run_id, predict))
     return results
 
 
@@ -322,3 +321,7 @@ def _score_propensity(lake: Lake, tracker: Tracker, run_id: str, predict: Predic
     monitoring.record_outcomes(lake, run_id=run_id)
     return [ScoreResult(spec.name, written, loaded.ref.name, loaded.ref.version, version, psi, warnings,
                         mlflow_run, skipped)]
+
+
+# How each model kind of `shoplake.catalog.models` scores (a test checks that every kind has one).
+_SCORERS = {"segments": _score_user_segments, "rfm": _score_rfm, "propensity": _score_propensity}

@@ -391,6 +391,6 @@ def _model_loading_allowed() -> Iterator[None]:
 
 
 def _kind_of(model_name: str) -> str:
-    from shoplake.ml.kinds import KIND_OF_MODEL
+    from shoplake.catalog.models import KIND_OF_MODEL
 
     return KIND_OF_MODEL.get(model_name, "<kind>")

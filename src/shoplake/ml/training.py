@@ -1,7 +1,7 @@
 """Training runs: read the inputs through the catalog, fit, log to MLflow, register, crown a champion.
 
 The champion rule (all three models): a newly registered version takes the `champion` alias only if
-its validation metric (`kinds.KEY_METRICS`: silhouette for segments, validation ROC-AUC for
+its validation metric (`catalog.models.ModelSpec.key_metric`: silhouette for segments, validation ROC-AUC for
 propensity) is at least as good as the current champion's. Both are measured on this run's data
 whenever the champion can be evaluated on it (same inputs and windows): its segments' silhouette on
 the same sampled rows and geometry, or its ROC-AUC on the same validation cutoff. Otherwise the
@@ -23,13 +23,21 @@ import pandas as pd
 import pyarrow as pa
 
 from shoplake import locks
+from shoplake.catalog.models import KEY_METRICS, KINDS, MODEL_NAMES, model_spec
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
 from shoplake.layers.ml import MODEL_DECISIONS
 from shoplake.ml import assessment, drift, features, leakage, plots, propensity, rfm, segmentation
 from shoplake.ml.errors import ModelNotFoundError
-from shoplake.ml.kinds import KEY_METRICS, KINDS, MODEL_NAMES
-from shoplake.ml.params import Params, PropensityParams, RFMParams, SegmentParams, default_params, flat_params
+from shoplake.ml.params import (
+    PARAMS_OF_KIND,
+    Params,
+    PropensityParams,
+    RFMParams,
+    SegmentParams,
+    default_params,
+    flat_params,
+)
 from shoplake.ml.tracking import ModelRef, Tracker
 
 log = logging.getLogger(__name__)
@@ -65,13 +73,9 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)
 
 
-_INPUTS = {"segments": (features.USER_SEGMENT_INPUT,), "rfm": (features.RFM_INPUT,),
-           "propensity": (features.PROPENSITY_INPUT,)}
-
-
 def _fingerprint(lake: Lake, kind: str, params: Params) -> str:
     """Input table versions and parameters: what a training run depends on."""
-    versions = {name: lake.store.version(name) for name in _INPUTS[kind]}
+    versions = {name: lake.store.version(name) for name in model_spec(kind).inputs}
     return json.dumps({"inputs": versions, "params": flat_params(params)}, sort_keys=True, default=str)
 
 
@@ -81,7 +85,7 @@ def train(lake: Lake, kind: str, *, run_id: str, params: Params | None = None,
     if kind not in KINDS:
         raise ConfigError(f"unknown model kind {kind!r}: expected one of {', '.join(KINDS)}")
     params = params or default_params(kind)
-    expected = {"segments": SegmentParams, "rfm": RFMParams, "propensity": PropensityParams}[kind]
+    expected = PARAMS_OF_KIND[kind]
     if not isinstance(params, expected):
         raise ConfigError(f"{kind} takes {expected.__name__}, got {type(params).__name__}")
     started = time.perf_counter()
@@ -95,8 +99,7 @@ def train(lake: Lake, kind: str, *, run_id: str, params: Params | None = None,
                                mlflow_run_id=champion.run_id, kind=kind, key_metric=KEY_METRICS[kind],
                                decision=f"inputs and parameters unchanged: champion v{champion.version} kept",
                                seconds=time.perf_counter() - started, details={"skipped": True})
-    trainer = {"segments": _train_user_segments, "rfm": _train_rfm, "propensity": _train_propensity}[kind]
-    result = trainer(lake, params, run_id, tracker)
+    result = _TRAINERS[kind](lake, params, run_id, tracker)
     tracker.tag_version(result.model_name, result.version, {"shoplake.inputs_fingerprint": fingerprint})
     result.kind = kind
     result.seconds = time.perf_counter() - started
@@ -408,3 +411,7 @@ def _champion_probabilities(tracker: Tracker, model_name: str, champion: ModelRe
     if not same:
         return None
     return propensity.predict(loaded.model, validation, columns, threads=params.threads)
+
+
+# How each model kind of `shoplake.catalog.models` trains (a test checks that every kind has one).
+_TRAINERS = {"segments": _train_user_segments, "rfm": _train_rfm, "propensity": _train_propensity}

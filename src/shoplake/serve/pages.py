@@ -403,7 +403,7 @@ def _model_rows(reader: Reader) -> list[dict]:
         HAVING count(*) > 0""")
     if not scored:
         return []
-    from shoplake.ml.kinds import KEY_METRICS, KIND_OF_MODEL
+    from shoplake.catalog.models import KEY_METRICS, KIND_OF_MODEL
     from shoplake.ml.tracking import Tracker
 
     tracker = Tracker(reader.lake.settings)

@@ -155,7 +155,14 @@ RETAIL = Source(
     description="UCI Online Retail invoice lines",
 )
 
+# The source registry: every other list of source names derives from it.
 SOURCES: dict[str, Source] = {s.name: s for s in (CLICKSTREAM, PRODUCTS, RETAIL)}
+
+
+def sources_text(conjunction: str = "or") -> str:
+    """`clickstream, products or retail`: the source names for help texts."""
+    names = list(SOURCES)
+    return f"{', '.join(names[:-1])} {conjunction} {names[-1]}"
 
 
 def get_source(name: str) -> Source:

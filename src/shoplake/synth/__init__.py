@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shoplake.sources import schemas
 from shoplake.synth._common import DIRTY_KINDS, GenerationResult, ProgressCallback
 from shoplake.synth.clickstream import generate_clickstream
 from shoplake.synth.products import UNIVERSE_SIZE, generate_products
@@ -26,7 +27,7 @@ from shoplake.synth.retail import generate_retail
 
 __all__ = ["DEFAULT_ROWS", "DIRTY_KINDS", "SOURCES", "GenerationResult", "generate"]
 
-SOURCES = ("clickstream", "products", "retail")
+SOURCES = tuple(schemas.SOURCES)
 DEFAULT_ROWS = {"clickstream": 2_000_000, "products": UNIVERSE_SIZE, "retail": 540_000}
 
 
