@@ -197,9 +197,7 @@ def _build_increment(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildR
                            message="no new bronze batches")
     write_key = f"{spec.name}:" + hashlib.sha256("\n".join(new).encode()).hexdigest()[:24]
 
-    batch_list = ", ".join("'" + b.replace("'", "''") + "'" for b in new)
-    where = f"_batch_id IN ({batch_list})" + (f" AND {spec.owns_rows}" if spec.owns_rows else "")
-    engine.bind(bronze, where=where)
+    engine.bind(bronze, batches=new, where=spec.owns_rows or None)
     versions = _bind_inputs(lake, engine, spec, skip=bronze.name)
     # A view, not a stored table: each read below needs only some columns, and the engine prunes the
     # rest (the counting scan reads just the checked columns), so recomputing beats materialising.

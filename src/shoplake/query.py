@@ -11,7 +11,6 @@ role check and sandboxed session on top (`shoplake.serve.service`); `run_query` 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,10 +21,6 @@ from sqlglot.optimizer.scope import traverse_scope
 
 from shoplake.errors import QueryError
 from shoplake.lake import Lake
-
-_TIME_TRAVEL = re.compile(
-    r"\b(?P<table>[A-Za-z_]+\.[A-Za-z_]+)\s+(?P<kind>VERSION|TIMESTAMP)\s+AS\s+OF\s+"
-    r"(?P<value>\d+|'[^']*')", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -45,32 +40,51 @@ class TableRef:
     at: int | datetime | None = None
 
 
-def _rewrite_time_travel(sql: str) -> tuple[str, dict[str, tuple[str, int | datetime]]]:
-    """Replace `t VERSION AS OF n` by a reference to a view bound at that version."""
+def _travel_target(version: exp.Version) -> tuple[int | datetime, str]:
+    """The version or moment of a parsed `VERSION AS OF n` / `TIMESTAMP AS OF '...'`, and a view suffix."""
+    kind, value = str(version.name).upper(), version.expression
+    if str(version.args.get("kind", "")).upper() != "AS OF" or kind not in ("VERSION", "TIMESTAMP"):
+        raise QueryError(f"unsupported time travel {version.sql(dialect='duckdb')!r}: use VERSION AS OF n or "
+                         f"TIMESTAMP AS OF '2026-11-22 10:00:00'")
+    text = value.sql(dialect="duckdb") if value is not None else ""
+    if kind == "VERSION":
+        if not (isinstance(value, exp.Literal) and not value.is_string and value.name.isdigit()):
+            raise QueryError(f"VERSION AS OF needs a version number, got {text}")
+        at: int | datetime = int(value.name)
+        return at, f"v{at}"
+    try:
+        if not (isinstance(value, exp.Literal) and value.is_string):
+            raise ValueError(text)
+        at = datetime.fromisoformat(value.name)
+    except ValueError as exc:
+        raise QueryError(f"TIMESTAMP AS OF needs an ISO timestamp such as '2026-11-22 10:00:00', "
+                         f"got {text}") from exc
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at, "t" + at.strftime("%Y%m%d%H%M%S")
+
+
+def _rewrite_time_travel(statement: exp.Expression) -> dict[str, tuple[str, int | datetime]]:
+    """Replace each `t VERSION AS OF n` (sqlglot's `exp.Version` on a table) by a reference to a view bound
+    at that version, in place. Only table references travel: the same words inside a string literal or a
+    comment are text."""
     travels: dict[str, tuple[str, int | datetime]] = {}
-
-    def replace(match: re.Match) -> str:
-        table, kind, value = match["table"].lower(), match["kind"].upper(), match["value"]
-        if kind == "VERSION":
-            if not value.isdigit():
-                raise QueryError(f"VERSION AS OF needs a version number, got {value}")
-            at: int | datetime = int(value)
-            suffix = f"v{at}"
-        else:
-            try:
-                at = datetime.fromisoformat(value.strip("'"))
-            except ValueError as exc:
-                raise QueryError(f"TIMESTAMP AS OF needs an ISO timestamp such as '2026-11-22 10:00:00', "
-                                 f"got {value}") from exc
-            if at.tzinfo is None:
-                at = at.replace(tzinfo=UTC)
-            suffix = "t" + at.strftime("%Y%m%d%H%M%S")
-        layer, short = table.split(".", 1)
+    for table in list(statement.find_all(exp.Table)):
+        version = table.args.get("version")
+        if version is None:
+            continue
+        if not table.db or table.catalog or not isinstance(table.this, exp.Identifier):
+            raise QueryError(f"time travel reads catalog tables such as gold.daily_funnel VERSION AS OF 3, not "
+                             f"{table.name!r}")
+        at, suffix = _travel_target(version)
+        name = f"{table.db}.{table.name}".lower()
+        layer, short = name.split(".", 1)
         view = f"{layer}.{short}__{suffix}"
-        travels[view] = (table, at)
-        return view
-
-    return _TIME_TRAVEL.sub(replace, sql), travels
+        travels[view] = (name, at)
+        table.set("version", None)
+        table.set("db", exp.to_identifier(layer))
+        table.set("this", exp.to_identifier(f"{short}__{suffix}"))
+    return travels
 
 
 def _statement_class(statement: exp.Expression, sql: str) -> str:
@@ -88,9 +102,9 @@ def parse_query(sql: str) -> ParsedQuery:
     Raises:
         QueryError: a parse error, several statements, or a statement that is not a query.
     """
-    rewritten, travels = _rewrite_time_travel(sql.strip().rstrip(";"))
+    text = sql.strip().rstrip(";")
     try:
-        statements = sqlglot.parse(rewritten, dialect="duckdb")
+        statements = sqlglot.parse(text, dialect="duckdb")
     except sqlglot.errors.SqlglotError as exc:
         raise QueryError(f"cannot parse the query: {str(exc).splitlines()[0]}") from exc
     if len(statements) != 1 or statements[0] is None:
@@ -98,8 +112,8 @@ def parse_query(sql: str) -> ParsedQuery:
     statement = statements[0]
     if not isinstance(statement, exp.Query):
         raise QueryError(f"only read queries (SELECT, WITH, UNION, ...) are allowed, "
-                         f"not {_statement_class(statement, rewritten)}")
-    return ParsedQuery(statement, travels)
+                         f"not {_statement_class(statement, text)}")
+    return ParsedQuery(statement, _rewrite_time_travel(statement))
 
 
 def resolve_tables(parsed: ParsedQuery) -> list[TableRef]:

@@ -105,13 +105,15 @@ class DuckDBEngine:
             self._schemas.add(schema)
 
     def bind(self, spec: TableSpec, *, version: int | datetime | None = None, where: str | None = None,
-             view: str | None = None) -> int | None:
+             view: str | None = None, batches: Sequence[str] | None = None) -> int | None:
         """Make `spec.name` (or `view`, a `schema.name`) queryable as one Delta snapshot.
 
         Args:
             version: a table version or timestamp to read (time travel); default the latest.
-            where: a SQL filter applied to the view (e.g. the batches an incremental build reads).
+            where: a declared SQL filter applied to the view (a spec's `owns_rows`).
             view: bind under another name (used for time-travelled references).
+            batches: only the rows of these `_batch_id`s (the batches an incremental build reads); the
+                ids are data, bound as a relation, never spliced into SQL.
 
         Returns the bound version, or None when the table does not exist yet (bound empty).
         """
@@ -145,6 +147,12 @@ class DuckDBEngine:
             self._arrow[empty_name] = spec.arrow_schema.empty_table()
             self.con.register(empty_name, self._arrow[empty_name])
             select_sql = f"SELECT * FROM {_quote_ident(empty_name)}"
+        if batches is not None:
+            batches_name = f"__batches__{schema}__{short}"
+            self._arrow[batches_name] = pa.table({"_batch_id": pa.array(list(batches), pa.string())})
+            self.con.register(batches_name, self._arrow[batches_name])
+            select_sql = (f"SELECT * FROM ({select_sql}) AS t WHERE _batch_id IN "
+                          f"(SELECT _batch_id FROM {_quote_ident(batches_name)})")
         if where:
             select_sql = f"SELECT * FROM ({select_sql}) AS t WHERE {where}"
         self.con.execute(f"CREATE OR REPLACE VIEW {_quote_ident(schema)}.{_quote_ident(short)} AS {select_sql}")

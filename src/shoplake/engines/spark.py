@@ -112,9 +112,13 @@ class SparkEngine:
         return self.spark.createDataFrame([], _ddl(columns)), None
 
     def bind(self, spec: TableSpec, *, version: int | datetime | None = None, where: str | None = None,
-             view: str | None = None) -> int | None:
+             view: str | None = None, batches: Sequence[str] | None = None) -> int | None:
         """Make `spec.name` (or `view`) queryable as one Delta snapshot; see `DuckDBEngine.bind`."""
+        from pyspark.sql import functions
+
         frame, bound_version = self._read_snapshot(spec, version)
+        if batches is not None:
+            frame = frame.where(functions.col("_batch_id").isin(list(batches)))
         if where:
             frame = frame.where(to_spark(where))
         self._register(view_name(view or spec.name), frame)

@@ -23,6 +23,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from shoplake.engines.delta import batch_commits, consumed_batches
 from shoplake.lake import Lake
 from shoplake.quality.ledger import ledgered_commits
@@ -190,7 +192,9 @@ def _check_silver(lake: Lake, engine, ledger: list[dict]) -> list[Finding]:
         if not consumed:
             continue
         owns = f" AND ({spec.owns_rows})" if spec.owns_rows else ""
-        listed = ", ".join("'" + b.replace("'", "''") + "'" for b in consumed)
+        # The batch ids are data: bound as a relation, not spliced into the SQL.
+        engine.bind_arrow("verify_consumed_batches", pa.table({"_batch_id": pa.array(consumed, pa.string())}))
+        listed = "SELECT _batch_id FROM verify_consumed_batches"
         bronze_in = engine.rows(f"SELECT count(*) FROM {bronze} WHERE _batch_id IN ({listed}){owns}")[0][0]
         # Silver-stage quarantine rows of this table: those of its batches whose bronze row it owns.
         quarantined = engine.rows(
