@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
+from importlib import import_module
 
 from shoplake import locks
 from shoplake.catalog import Catalog, default_catalog
 from shoplake.config import Settings
+from shoplake.engines.base import EMBEDDED, ENGINES, Capability, Engine
 from shoplake.engines.delta import DeltaStore
 from shoplake.errors import EngineUnavailableError, LakeNotWritableError
+
+
+def _engine_class(name: str) -> type[Engine]:
+    if name not in ENGINES:
+        raise EngineUnavailableError(f"engine {name!r} is not available; use --engine duckdb or --engine spark")
+    module, _, attribute = ENGINES[name].partition(":")
+    return getattr(import_module(module), attribute)
 
 
 def new_run_id() -> str:
@@ -27,29 +35,24 @@ class Lake:
         self.catalog = catalog or default_catalog()
         self.store = DeltaStore(settings.lake)
 
-    def engine(self):
-        """A fresh engine session for the configured engine."""
-        if self.settings.engine == "duckdb":
-            from shoplake.engines.duckdb import DuckDBEngine
+    def engine(self, *needs: Capability) -> Engine:
+        """A fresh engine session: the configured engine, or the embedded one when the configured engine
+        lacks a capability the caller `needs`.
 
-            return DuckDBEngine(self.settings, self.store)
-        if self.settings.engine == "spark":
-            from shoplake.engines.spark import SparkEngine
-
-            return SparkEngine(self.settings, self.store)
-        raise EngineUnavailableError(f"engine {self.settings.engine!r} is not available; "
-                                     f"use --engine duckdb or --engine spark")
-
-    def embedded(self) -> Lake:
-        """The same lake on the embedded engine, whatever `engine` is configured.
-
-        Interactive SQL, the dashboard, the SQL API (whose sandbox, time travel and timeouts are DuckDB
-        features) and the model inputs (DuckDB SQL audited for leakage) always run embedded; only
-        ingestion, Silver/Gold builds and the scoring inference move to Spark with `engine = "spark"`.
+        Ingestion and Silver/Gold builds run on the configured engine; interactive SQL, the dashboard and
+        the model inputs need `Capability.EMBEDDED_SQL` and so run embedded whatever is configured.
         """
-        if self.settings.engine == "duckdb":
-            return self
-        return Lake(replace(self.settings, engine="duckdb"), self.catalog)
+        engine_class = self.engine_class()
+        if not set(needs) <= engine_class.capabilities:
+            engine_class = _engine_class(EMBEDDED)
+        missing = set(needs) - engine_class.capabilities
+        if missing:
+            raise EngineUnavailableError(f"no engine offers {', '.join(sorted(missing))}")
+        return engine_class(self.settings, self.store)
+
+    def engine_class(self) -> type[Engine]:
+        """The configured engine's class (its `capabilities`), without starting a session."""
+        return _engine_class(self.settings.engine)
 
     def ensure_operational_tables(self) -> None:
         """Create the (empty) quarantine and ops tables, so they are queryable from the first run."""

@@ -19,6 +19,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.scope import traverse_scope
 
+from shoplake.engines.base import Capability
 from shoplake.errors import QueryError
 from shoplake.lake import Lake
 
@@ -171,7 +172,7 @@ def run_query(lake: Lake, sql: str, *, limit: int | None = None) -> pa.Table:
     """
     parsed = parse_query(sql)
     refs = resolve_tables(parsed)
-    with lake.embedded().engine() as engine:
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
         for ref in refs:
             engine.bind(lake.catalog.get(ref.table), version=ref.at, view=ref.view)
         return engine.table(limited(parsed.statement, limit))

@@ -159,16 +159,36 @@ def test_spark_without_pyspark_is_one_line_error(tmp_path, monkeypatch):
 def test_interactive_sql_runs_embedded_with_the_spark_engine_configured(tmp_path):
     """`shoplake --engine spark sql ...` (and the dashboard/API) read on DuckDB: its sandbox, time travel
     and timeouts exist only there, and an ad-hoc query should not start a JVM."""
+    from shoplake.engines.base import Capability
     from shoplake.engines.duckdb import DuckDBEngine
+    from shoplake.engines.spark import SparkEngine
     from shoplake.query import run_query
 
     lake = Lake(Settings(lake=tmp_path, engine="spark"))
     lake.store.write("gold.daily_funnel", pa.table({"n": [1, 2]}), mode="append", meta={"write_key": "a"})
     lake.store.write("gold.daily_funnel", pa.table({"n": [3]}), mode="append", meta={"write_key": "b"})
-    embedded = lake.embedded()
-    assert embedded.settings.engine == "duckdb" and embedded.settings.lake == lake.settings.lake
-    with embedded.engine() as engine:
+    # Spark is configured, but lacks what interactive SQL needs: the session asked for is embedded.
+    assert lake.engine_class() is SparkEngine
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
         assert isinstance(engine, DuckDBEngine)
     now = run_query(lake, "SELECT sum(n) AS s FROM gold.daily_funnel").to_pylist()
     before = run_query(lake, "SELECT sum(n) AS s FROM gold.daily_funnel VERSION AS OF 0").to_pylist()
     assert (now, before) == ([{"s": 6}], [{"s": 3}])
+
+
+def test_engines_implement_the_protocol_and_declare_capabilities(tmp_path):
+    from shoplake.engines.base import ENGINES, Capability, Engine
+    from shoplake.engines.duckdb import DuckDBEngine
+    from shoplake.engines.spark import SparkEngine
+
+    assert {name: Lake(Settings(lake=tmp_path, engine=name)).engine_class() for name in ENGINES} == {
+        "duckdb": DuckDBEngine, "spark": SparkEngine}
+    # Every method of the protocol exists on both classes, with the same keyword options for `bind`.
+    members = [m for m in vars(Engine) if not m.startswith("_") and callable(getattr(Engine, m))]
+    for engine_class in (DuckDBEngine, SparkEngine):
+        assert all(callable(getattr(engine_class, m, None)) for m in members), engine_class
+        assert all(isinstance(c, Capability) for c in engine_class.capabilities)
+    assert DuckDBEngine.capabilities == {Capability.EMBEDDED_SQL}
+    assert SparkEngine.capabilities == {Capability.DISTRIBUTED_INFERENCE}
+    with Lake(Settings(lake=tmp_path)).engine() as engine:
+        assert isinstance(engine, Engine)

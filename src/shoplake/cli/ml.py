@@ -109,7 +109,7 @@ def backtest(
     params = replace(params, models=tuple(model) if model else params.models, bootstrap_resamples=resamples,
                      calibration=calibration)
     with cli.console.status(f"backtesting {kind.value} over {folds} cutoffs ..."):
-        folds_done = run_backtest(lake.embedded(), params=params, folds=folds, step_days=step_days)
+        folds_done = run_backtest(lake, params=params, folds=folds, step_days=step_days)
         mlflow_run = log_backtest(lake, folds_done, params=params, run_id=run_id, step_days=step_days)
     for i, fold in enumerate(folds_done, 1):
         cli.console.print(_assessment_table(fold.assessment, title=f"fold {i}/{len(folds_done)}, evaluation cutoff "
@@ -128,7 +128,7 @@ def card(
     backtest, known limits, reviewed-feature exemptions) and store it in its MLflow run as model_card.md."""
     from shoplake.ml.card import model_card
 
-    cli.console.print(model_card(cli.lake().embedded(), model), markup=False, highlight=False, soft_wrap=True)
+    cli.console.print(model_card(cli.lake(), model), markup=False, highlight=False, soft_wrap=True)
 
 
 def score(

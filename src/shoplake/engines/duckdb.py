@@ -22,6 +22,7 @@ from sqlglot import exp
 
 from shoplake.catalog.spec import TableSpec
 from shoplake.config import Settings
+from shoplake.engines.base import Capability
 from shoplake.engines.delta import DeltaStore
 from shoplake.errors import QueryError, SourceFormatError
 from shoplake.sources.lines import MAX_LINE_BYTES, LineAccount, scan_csv, write_parse_input
@@ -47,6 +48,7 @@ class DuckDBEngine:
     """Runs declared SQL on DuckDB; reads Delta snapshots; streams results as Arrow."""
 
     name = "duckdb"
+    capabilities = frozenset({Capability.EMBEDDED_SQL})
 
     def __init__(self, settings: Settings, store: DeltaStore):
         self.settings = settings

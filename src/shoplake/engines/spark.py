@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from shoplake.catalog.spec import TableSpec, arrow_type
 from shoplake.config import Settings
+from shoplake.engines.base import Capability
 from shoplake.engines.delta import DeltaStore, user_metadata
 from shoplake.engines.spark_session import spark_session
 from shoplake.engines.spark_sql import spark_type, to_spark, view_name
@@ -67,6 +68,7 @@ class SparkEngine:
     """Runs declared SQL on Spark; reads Delta snapshots; writes tables as one Delta commit each."""
 
     name = "spark"
+    capabilities = frozenset({Capability.DISTRIBUTED_INFERENCE})
 
     def __init__(self, settings: Settings, store: DeltaStore):
         self.settings = settings

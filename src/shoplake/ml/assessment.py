@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shoplake.engines.base import Capability
 from shoplake.errors import InsufficientDataError, ShoplakeError
 from shoplake.ml import evaluation, features, propensity
 from shoplake.ml.evaluation import Estimate
@@ -125,7 +126,7 @@ def backtest(lake, *, params: PropensityParams, folds: int = 3, step_days: int =
     inputs = tuple(source.table for source in _bound_inputs())
     features.require_tables(lake, inputs, hint="run `shoplake build` (after `shoplake ingest ...`)")
     out = []
-    with lake.engine() as engine:
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
         features.bind(lake, engine, *inputs)
         plans = fold_plans(*features.event_span(engine), params, folds=folds, step_days=step_days)
         for i, plan in enumerate(plans, 1):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from shoplake.catalog.models import KIND_OF_MODEL, MODEL_NAMES, model_spec
+from shoplake.engines.base import Capability
 from shoplake.errors import ConfigError
 from shoplake.ml.errors import ModelNotFoundError
 from shoplake.ml.tracking import ModelRef, Tracker
@@ -97,7 +98,7 @@ def _backtest_lines(tracker: Tracker, model_name: str) -> list[str]:
 def _outcome_lines(lake, ref: ModelRef) -> list[str]:
     if not lake.store.exists("gold.prediction_outcomes"):
         return ["No scoring of this version has reached the end of its horizon yet."]
-    with lake.engine() as engine:
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
         engine.bind(lake.catalog.get("gold.prediction_outcomes"))
         found = engine.table("SELECT * FROM gold.prediction_outcomes WHERE model_name = ? AND model_version = ? "
                              "ORDER BY cutoff_at, rank_from", [ref.name, ref.version]).to_pylist()

@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from shoplake import locks
+from shoplake.engines.base import Capability
 from shoplake.layers import ml as tables
 from shoplake.ml import drift, features
 
@@ -132,7 +133,7 @@ def record_outcomes(lake, *, run_id: str) -> int:
         return 0  # a retried run: its outcomes were written
     evaluated_at = datetime.now(UTC)
     out: list[dict[str, Any]] = []
-    with lake.engine() as engine:
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
         events_version = features.bind(lake, engine, features.PROPENSITY_INPUT)[features.PROPENSITY_INPUT]
         _, last = features.event_span(engine)
         data_end = features.scoring_cutoff(last)

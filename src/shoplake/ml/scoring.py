@@ -29,6 +29,7 @@ from shoplake import locks
 from shoplake.build import check_table
 from shoplake.catalog.models import KINDS, MODEL_NAMES
 from shoplake.catalog.spec import TableSpec
+from shoplake.engines.base import Capability
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
 from shoplake.layers import ml as tables
@@ -74,7 +75,6 @@ def score(lake: Lake, *, run_id: str, kinds: Sequence[str] | None = None) -> lis
         raise ConfigError(f"unknown model kind(s) {', '.join(map(repr, unknown))}: expected {', '.join(KINDS)}")
     tracker = Tracker(lake.settings)
     predict = _predictor(lake, tracker)
-    lake = lake.embedded()
     lake.ensure_operational_tables()
     results: list[ScoreResult] = []
     for kind in kinds:
@@ -83,8 +83,9 @@ def score(lake: Lake, *, run_id: str, kinds: Sequence[str] | None = None) -> lis
 
 
 def _predictor(lake: Lake, tracker: Tracker) -> Predict:
-    """How predictions are computed: in this process, or on Spark for `engine = "spark"`."""
-    if lake.settings.engine == "spark":
+    """How predictions are computed: on the engine's workers when it offers distributed inference
+    (Spark), else in this process."""
+    if Capability.DISTRIBUTED_INFERENCE in lake.engine_class().capabilities:
         from shoplake.ml import spark_scoring
 
         def on_spark(loaded: LoadedModel, inputs: pd.DataFrame, probability: bool) -> np.ndarray:
@@ -112,7 +113,7 @@ def _write(lake: Lake, spec: TableSpec, frame: pd.DataFrame, *, run_id: str, loa
     """Check, write (overwrite) and account one table. Returns (table version, rows, skipped)."""
     key = f"ml:{spec.name}:{run_id}"
     table = _arrow(spec, frame)
-    with locks.writing(lake.store.lake, [spec.name]), lake.engine() as engine:
+    with locks.writing(lake.store.lake, [spec.name]), lake.engine(Capability.EMBEDDED_SQL) as engine:
         done = lake.store.find_write(spec.name, key)
         if done is None and lake.store.exists(spec.name):
             # The same champion on the same input versions gives the same predictions: write nothing.
@@ -191,7 +192,7 @@ def _model_columns(loaded: LoadedModel, scored_at: datetime) -> dict[str, Any]:
 def _score_user_segments(lake: Lake, tracker: Tracker, run_id: str, predict: Predict) -> list[ScoreResult]:
     features.require_tables(lake, (features.USER_SEGMENT_INPUT,), hint=_BUILD_HINT)
     loaded = tracker.load_champion(MODEL_NAMES["segments"])
-    with lake.engine() as engine:
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
         inputs = features.bind(lake, engine, features.USER_SEGMENT_INPUT)
         frame = features.user_segment_frame(engine)
     ids, names = _segments(loaded, frame, predict)
@@ -231,7 +232,7 @@ def _score_user_segments(lake: Lake, tracker: Tracker, run_id: str, predict: Pre
 def _score_rfm(lake: Lake, tracker: Tracker, run_id: str, predict: Predict) -> list[ScoreResult]:
     features.require_tables(lake, (features.RFM_INPUT,), hint=_BUILD_HINT)
     loaded = tracker.load_champion(MODEL_NAMES["rfm"])
-    with lake.engine() as engine:
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
         inputs = features.bind(lake, engine, features.RFM_INPUT)
         frame = features.rfm_frame(engine)
     ids, names = _segments(loaded, frame, predict)
@@ -285,7 +286,7 @@ def _score_propensity(lake: Lake, tracker: Tracker, run_id: str, predict: Predic
     window = loaded.metadata["window"]
     columns = tuple(loaded.metadata["features"])
     lookback, horizon = timedelta(days=window["lookback_days"]), timedelta(days=window["horizon_days"])
-    with lake.engine() as engine:
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
         inputs = features.bind(lake, engine, features.PROPENSITY_INPUT)
         _, last = features.event_span(engine)
         cutoff = features.scoring_cutoff(last)

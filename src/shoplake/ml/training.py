@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from shoplake import locks
 from shoplake.catalog.models import KEY_METRICS, KINDS, MODEL_NAMES, model_spec
+from shoplake.engines.base import Capability
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
 from shoplake.layers.ml import MODEL_DECISIONS
@@ -89,7 +90,8 @@ def train(lake: Lake, kind: str, *, run_id: str, params: Params | None = None,
     if not isinstance(params, expected):
         raise ConfigError(f"{kind} takes {expected.__name__}, got {type(params).__name__}")
     started = time.perf_counter()
-    lake = lake.embedded()  # model inputs are DuckDB SQL, also with `--engine spark`
+    # The model inputs are DuckDB SQL audited for leakage: they run embedded also with `--engine spark`
+    # (each session below asks for Capability.EMBEDDED_SQL).
     tracker = Tracker(lake.settings)
     fingerprint = _fingerprint(lake, kind, params)
     if skip_unchanged:
@@ -243,7 +245,7 @@ def _champion_silhouette(tracker: Tracker, model_name: str, champion: ModelRef |
 
 def _train_user_segments(lake: Lake, params: SegmentParams, run_id: str, tracker: Tracker) -> TrainResult:
     features.require_tables(lake, (features.USER_SEGMENT_INPUT,), hint=_BUILD_HINT)
-    with lake.engine() as engine:
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
         versions = features.bind(lake, engine, features.USER_SEGMENT_INPUT)
         frame = features.user_segment_frame(engine)
     return _segment_run(lake, tracker, kind="segments", run_id=run_id, params=params, frame=frame,
@@ -255,7 +257,7 @@ def _train_user_segments(lake: Lake, params: SegmentParams, run_id: str, tracker
 
 def _train_rfm(lake: Lake, params: RFMParams, run_id: str, tracker: Tracker) -> TrainResult:
     features.require_tables(lake, (features.RFM_INPUT,), hint=_BUILD_HINT)
-    with lake.engine() as engine:
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
         versions = features.bind(lake, engine, features.RFM_INPUT)
         frame = features.rfm_frame(engine)
     return _segment_run(lake, tracker, kind="rfm", run_id=run_id, params=params, frame=frame,
@@ -298,7 +300,7 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
     features.check_feature_queries()
     inputs = tuple(source.table for source in leakage.bound_inputs())
     features.require_tables(lake, inputs, hint=_BUILD_HINT)
-    with lake.engine() as engine:
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
         versions = features.bind(lake, engine, *inputs)
         plan, train_frame, validation, stats = collect_examples(engine, params)
         # Audit 1 (cutoff invariance over every bound input) on the validation cutoff, before anything is

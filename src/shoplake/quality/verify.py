@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from shoplake.engines.base import Capability
 from shoplake.engines.delta import batch_commits, consumed_batches
 from shoplake.lake import Lake
 from shoplake.quality.ledger import ledgered_commits
@@ -97,9 +98,8 @@ class Verification:
 
 def verify_lake(lake: Lake) -> Verification:
     """Run every reconciliation on the current snapshot of the lake (reads only)."""
-    lake = lake.embedded()
     findings: list[Finding] = []
-    with lake.engine() as engine:
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
         for spec in lake.catalog.ordered():
             if lake.store.exists(spec.name):
                 engine.bind(spec)

@@ -16,6 +16,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
+from shoplake.engines.base import Capability
 from shoplake.lake import Lake
 from shoplake.serve import charts
 
@@ -30,7 +31,7 @@ class Reader:
 
     def __init__(self, lake: Lake):
         self.lake = lake
-        self.engine = lake.embedded().engine()
+        self.engine = lake.engine(Capability.EMBEDDED_SQL)
         self._bound: set[str] = set()
 
     def close(self) -> None:

@@ -1,0 +1,82 @@
+"""The one interface every engine implements, and the capabilities by which callers choose one.
+
+Every engine binds catalog names to Delta snapshots, runs SQL written once in DuckDB's dialect
+(translated with sqlglot where it must be), reads source files and writes tables through `DeltaStore`.
+Beyond that, engines differ in what they can do, and say so in `capabilities`; a caller names what it
+needs (`lake.engine(Capability.EMBEDDED_SQL)`) instead of asking which engine is configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from shoplake.catalog.spec import TableSpec
+    from shoplake.engines.delta import DeltaStore
+    from shoplake.sources.lines import LineAccount
+    from shoplake.sources.schemas import SourceColumn
+
+
+class Capability(StrEnum):
+    """What an engine can do beyond the common interface."""
+
+    # Runs DuckDB-dialect SQL exactly as written, in this process, without starting a cluster session:
+    # ad-hoc queries (time-travel views), the dashboard, the reconciliation queries of `verify`, and the
+    # model inputs, whose SQL the leakage audit proved as written (a translation would be unaudited).
+    EMBEDDED_SQL = "embedded_sql"
+    # Computes a registered model's predictions on the engine's workers (MLflow's Spark UDF).
+    DISTRIBUTED_INFERENCE = "distributed_inference"
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """One engine session (a context manager); `DuckDBEngine` and `SparkEngine` implement it."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
+
+    def __enter__(self) -> Engine: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def close(self) -> None: ...
+
+    def bind(self, spec: TableSpec, *, version: int | datetime | None = None, where: str | None = None,
+             view: str | None = None, batches: Sequence[str] | None = None) -> int | None:
+        """Make a catalog table queryable by its name as one snapshot; returns the version bound."""
+        ...
+
+    def bind_arrow(self, name: str, data: pa.Table) -> None: ...
+
+    def materialize(self, name: str, sql: str, params: Sequence[Any] | None = None) -> None: ...
+
+    def define_view(self, name: str, sql: str) -> None: ...
+
+    def drop(self, name: str) -> None: ...
+
+    def drop_view(self, name: str) -> None: ...
+
+    def stream(self, sql: str, params: Sequence[Any] | None = None) -> pa.RecordBatchReader: ...
+
+    def table(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table: ...
+
+    def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]: ...
+
+    def write_table(self, store: DeltaStore, spec: TableSpec, sql: str, *, mode: str, meta: dict[str, Any],
+                    params: Sequence[Any] | None = None) -> int: ...
+
+    def read_source(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
+                    columns: Sequence[SourceColumn], *, display: str,
+                    encoding: str = "utf-8") -> tuple[pa.RecordBatchReader, LineAccount]: ...
+
+
+# The engines by setting name (`engine = "spark"`), as "module:class", imported when first used.
+ENGINES = {"duckdb": "shoplake.engines.duckdb:DuckDBEngine", "spark": "shoplake.engines.spark:SparkEngine"}
+# The engine that runs in this process and can do everything `EMBEDDED_SQL` promises.
+EMBEDDED = "duckdb"
