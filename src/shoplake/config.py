@@ -3,23 +3,44 @@
 Precedence (later wins): defaults, `shoplake.toml` in the working directory (or the file named by
 `SHOPLAKE_CONFIG`), `SHOPLAKE_*` environment variables, explicit overrides (CLI flags).
 This is the only module that reads the environment.
+
+`Settings` is a frozen pydantic dataclass: it validates and converts its values however it is made
+(`Settings(...)`, `dataclasses.replace(settings, ...)`, `load_settings()`). `load_settings` gathers the
+layers with pydantic-settings (its init, environment and TOML sources, merged in precedence order) and
+turns every validation problem into one `ConfigError`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 import tomllib
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
+
+from pydantic import ConfigDict, ValidationError, create_model, field_validator
+from pydantic.dataclasses import dataclass
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from shoplake.errors import ConfigError
 
 ENGINES = ("duckdb", "spark")
+_PATH_FIELDS = ("lake", "spool_dir", "spill_dir", "jobs_file", "serve_tokens_file")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
-@dataclass(frozen=True)
+# Numbers in a TOML file are taken for text settings (`memory_limit = 4` means "4"), as before.
+@dataclass(frozen=True, config=ConfigDict(coerce_numbers_to_str=True))
 class Settings:
     """Everything a run needs to know about where things are and how to run them.
 
@@ -92,6 +113,21 @@ class Settings:
     serve_token_rate: int = 20
     serve_max_pending: int = 64
 
+    @field_validator("lake", mode="before")
+    @classmethod
+    def _local_lake(cls, value: Any) -> Any:
+        if value is not None and _URL.match(str(value)):
+            # Path() quietly folds "s3://b/lake" into "s3:/b/lake" (the CLI hands us a Path already).
+            raise ConfigError(f"lake '{value}': the lake must be a local or mounted folder; object-storage lakes "
+                              f"are not supported yet (s3:// works for inputs and landing folders); see "
+                              f"docs/CLUSTER.md")
+        return value
+
+    @field_validator(*_PATH_FIELDS)
+    @classmethod
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConfigError(f"unknown engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
@@ -104,70 +140,97 @@ class Settings:
             raise ConfigError(f"serve_worker_niceness must be 0 to 19, got {self.serve_worker_niceness}")
 
 
-_PATH_FIELDS = {"lake", "spool_dir", "jobs_file", "serve_tokens_file"}
-_INT_FIELDS = {"threads", "serve_row_cap", "serve_query_timeout", "serve_byte_cap", "serve_body_limit", "serve_workers",
-               "serve_token_concurrency", "serve_token_rate", "serve_max_pending", "serve_worker_niceness"}
-_BOOL_FIELDS = {"spark_delta_jars"}
+
+# The environment that `load_settings` reads (a test passes its own mapping instead of `os.environ`).
+_ENVIRONMENT: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("shoplake_environment")
 
 
-def _coerce(name: str, value: Any) -> Any:
-    if value is None or value == "":
-        return None
-    if name == "lake" and re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(value)):
-        # Path() quietly folds "s3://b/lake" into "s3:/b/lake" (the CLI hands us a Path already).
-        raise ConfigError(f"lake '{value}': the lake must be a local or mounted folder; object-storage lakes "
-                          f"are not supported yet (s3:// works for inputs and landing folders); see docs/CLUSTER.md")
-    if name in _PATH_FIELDS:
-        return Path(value).expanduser()
-    if name in _BOOL_FIELDS:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text not in {"1", "0", "true", "false", "yes", "no"}:
-            raise ConfigError(f"setting {name}={value!r} is not a boolean (true or false)")
-        return text in {"1", "true", "yes"}
-    if name in _INT_FIELDS:
+class _Environment(EnvSettingsSource):
+    """`SHOPLAKE_*` variables of the mapping `load_settings` was given (empty values are ignored)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(_ENVIRONMENT.get(), self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class _ConfigFile(TomlConfigSettingsSource):
+    """`shoplake.toml` in the working directory, or the file `SHOPLAKE_CONFIG` names (which must exist);
+    its settings under `[shoplake]`, or at the top level when the file has no such table."""
+
+    def __init__(self, settings_cls: type[BaseSettings]):
+        environment = _ENVIRONMENT.get()
+        self.path = Path(environment.get("SHOPLAKE_CONFIG", "shoplake.toml"))
+        if "SHOPLAKE_CONFIG" in environment and not self.path.is_file():
+            raise ConfigError(f"SHOPLAKE_CONFIG points at {self.path}, which does not exist")
+        super().__init__(settings_cls, toml_file=self.path)
+
+    def _read_file(self, file_path: Path) -> dict[str, Any]:
         try:
-            return int(value)
-        except ValueError as exc:
-            raise ConfigError(f"setting {name}={value!r} is not an integer") from exc
-    return str(value)
+            data = super()._read_file(file_path)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file_path}: invalid TOML: {exc}") from exc
+        section = data.get("shoplake", data)
+        return section if isinstance(section, dict) else {}
 
 
-def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+class _AwsEndpoint(PydanticBaseSettingsSource):
+    """The standard `AWS_ENDPOINT_URL`, below every shoplake layer, so existing shop setups work unchanged."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        endpoint = _ENVIRONMENT.get().get("AWS_ENDPOINT_URL")
+        return {"s3_endpoint": endpoint} if endpoint else {}
+
+
+class _Layers(BaseSettings):
+    """Collects the raw values of every layer; `Settings` validates them (fields added below)."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPLAKE_", env_ignore_empty=True, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: flags, then the environment, then the config file, then AWS's endpoint variable.
+        return init_settings, _Environment(settings_cls), _ConfigFile(settings_cls), _AwsEndpoint(settings_cls)
+
+
+# One raw (untyped) field per setting: types, conversion and checks are `Settings`' own.
+_SettingsLayers = create_model("_SettingsLayers", __base__=_Layers,
+                               **{f.name: (Any, None) for f in fields(Settings)})  # type: ignore[call-overload]
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    name = ".".join(str(part) for part in error["loc"]) or "settings"
+    value = error.get("input")
+    if error["type"] in ("int_parsing", "int_type", "int_from_float"):
+        return f"setting {name}={value!r} is not an integer"
+    if error["type"] in ("bool_parsing", "bool_type"):
+        return f"setting {name}={value!r} is not a boolean (true or false)"
+    return f"setting {name}={value!r}: {error['msg']}"
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build the settings from defaults, config file, environment and overrides.
 
     Args:
         env: environment mapping (defaults to `os.environ`); tests pass their own.
         **overrides: values from CLI flags; None means "not given".
     """
-    env = dict(os.environ if env is None else env)
     known = {f.name for f in fields(Settings)}
-    values: dict[str, Any] = {}
-
-    config_file = Path(env.get("SHOPLAKE_CONFIG", "shoplake.toml"))
-    if config_file.is_file():
-        try:
-            data = tomllib.loads(config_file.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{config_file}: invalid TOML: {exc}") from exc
-        for key, value in data.get("shoplake", data).items():
-            if key in known:
-                values[key] = _coerce(key, value)
-    elif "SHOPLAKE_CONFIG" in env:
-        raise ConfigError(f"SHOPLAKE_CONFIG points at {config_file}, which does not exist")
-
-    for key in known:
-        env_value = env.get(f"SHOPLAKE_{key.upper()}")
-        if env_value:
-            values[key] = _coerce(key, env_value)
-    # The standard AWS variable is honoured too, so existing shop setups work unchanged.
-    if "s3_endpoint" not in values and env.get("AWS_ENDPOINT_URL"):
-        values["s3_endpoint"] = env["AWS_ENDPOINT_URL"]
-
-    for key, value in overrides.items():
-        if key not in known:
-            raise ConfigError(f"unknown setting {key!r}")
-        if value is not None:
-            values[key] = _coerce(key, value)
-    return replace(Settings(), **values)
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}")
+    token = _ENVIRONMENT.set(dict(os.environ if env is None else env))
+    try:
+        layers = _SettingsLayers(**{key: value for key, value in overrides.items() if value is not None})
+    finally:
+        _ENVIRONMENT.reset(token)
+    values = {name: getattr(layers, name) for name in layers.model_fields_set if getattr(layers, name) != ""}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_problem(error) for error in exc.errors())) from None
