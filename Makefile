@@ -49,6 +49,7 @@ test: install $(CHROMIUM)
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) bench/pipeline.py --events 10000000

@@ -226,6 +226,7 @@ def _build_increment(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildR
                                      "inputs": versions, "definition": definition_hash(spec),
                                      "ledger": template.as_meta(rows_out_from_commit=True)})
             done = lake.store.find_write(spec.name, write_key)
+            assert done is not None, f"{spec.name}: the commit of {write_key} was just written"
     finally:
         engine.drop_view("flagged")
     entry = LedgerEntry.from_commit(spec.name, done)

@@ -18,6 +18,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import fields
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,7 @@ class _ConfigFile(TomlConfigSettingsSource):
             raise ConfigError(f"SHOPLAKE_CONFIG points at {self.path}, which does not exist")
         super().__init__(settings_cls, toml_file=self.path)
 
-    def _read_file(self, file_path: Path) -> dict[str, Any]:
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
         try:
             data = super()._read_file(file_path)
         except tomllib.TOMLDecodeError as exc:

@@ -65,7 +65,7 @@ def _travel_target(version: exp.Version) -> tuple[int | datetime, str]:
     return at, "t" + at.strftime("%Y%m%d%H%M%S")
 
 
-def _rewrite_time_travel(statement: exp.Expression) -> dict[str, tuple[str, int | datetime]]:
+def _rewrite_time_travel(statement: exp.Expr) -> dict[str, tuple[str, int | datetime]]:
     """Replace each `t VERSION AS OF n` (sqlglot's `exp.Version` on a table) by a reference to a view bound
     at that version, in place. Only table references travel: the same words inside a string literal or a
     comment are text."""
@@ -88,7 +88,7 @@ def _rewrite_time_travel(statement: exp.Expression) -> dict[str, tuple[str, int 
     return travels
 
 
-def _statement_class(statement: exp.Expression, sql: str) -> str:
+def _statement_class(statement: exp.Expr, sql: str) -> str:
     """The kind of statement, as a user would name it (INSERT, COPY, LOAD, CHECKPOINT, ...)."""
     if isinstance(statement, exp.Command):
         return statement.name.upper()  # statements sqlglot only knows by their keyword (LOAD, CALL, ...)

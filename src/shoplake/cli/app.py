@@ -82,7 +82,7 @@ def _main(
 
 
 # The sources as a choice on the command line (the registry in `shoplake.sources.schemas`).
-Source = StrEnum("Source", {name: name for name in SOURCES})
+Source = StrEnum("Source", {name: name for name in SOURCES})  # type: ignore[misc]  # members from the registry
 
 
 def main() -> None:
@@ -103,9 +103,10 @@ def main() -> None:
     except Exception as exc:
         # Usage errors arrive here in standalone_mode=False. Typer 0.29 raises its bundled copy of
         # click's exceptions (not `click.ClickException`), so recognise them by what they can do.
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
-            sys.exit(exc.exit_code)
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
         raise
     sys.exit(code or 0)
 

@@ -119,7 +119,7 @@ def run(
     if watch:
         _watch(lake, definition, watch_job, poll_interval, max_polls, max_parallel, isolation)
         return
-    seen = []
+    seen: list = []
 
     def show(result) -> None:
         seen[:] = [result]
@@ -349,7 +349,7 @@ def export(
 @dataclass
 class _TaskOptions:
     job: str
-    task: str
+    task: str | None
     run_id: str | None
     attempt: int | None
     result_file: Path | None

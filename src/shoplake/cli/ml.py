@@ -19,7 +19,7 @@ from shoplake.catalog.models import KINDS, MODEL_SPECS
 from shoplake.cli import app as cli
 
 # The model kinds as a choice on the command line (the registry in `shoplake.catalog.models`).
-Kind = StrEnum("Kind", {kind: kind for kind in KINDS})
+Kind = StrEnum("Kind", {kind: kind for kind in KINDS})  # type: ignore[misc]  # members from the registry
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -95,13 +95,14 @@ def backtest(
     from shoplake.lake import new_run_id
     from shoplake.ml.assessment import backtest as run_backtest
     from shoplake.ml.assessment import log_backtest
-    from shoplake.ml.params import PROPENSITY_MODELS, default_params, with_seed
+    from shoplake.ml.params import PROPENSITY_MODELS, PropensityParams, default_params, with_seed
 
     if kind != "propensity":
         raise ConfigError(f"only propensity can be backtested (got {kind.value}): segments have no later outcome")
     lake = cli.lake()
     run_id = new_run_id()
     params = with_seed(default_params(kind.value), seed)
+    assert isinstance(params, PropensityParams)
     unknown = sorted(set(model or ()) - set(PROPENSITY_MODELS))
     if unknown or resamples < 10:
         raise ConfigError(f"unknown model(s) {', '.join(unknown)}: expected {', '.join(PROPENSITY_MODELS)}" if unknown

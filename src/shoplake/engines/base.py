@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from shoplake.catalog.spec import TableSpec
+    from shoplake.config import Settings
     from shoplake.engines.delta import DeltaStore
     from shoplake.sources.lines import LineAccount
     from shoplake.sources.schemas import SourceColumn
@@ -40,6 +41,8 @@ class Engine(Protocol):
 
     name: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]]
+
+    def __init__(self, settings: Settings, store: DeltaStore) -> None: ...
 
     def __enter__(self) -> Engine: ...
 

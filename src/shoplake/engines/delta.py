@@ -26,7 +26,7 @@ from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Wr
 from deltalake import Field as DeltaField
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
-from deltalake.transaction import AddAction, create_table_with_add_actions
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from shoplake.errors import LakeNotWritableError, TableNotFoundError
 from shoplake.faults import crash_point
@@ -124,7 +124,9 @@ class DeltaStore:
             data = data.select([n for n in data.schema.names if n in existing])
         with _writable(self.path(name)):
             exists = self.exists(name)
-            write_deltalake(str(self.path(name)), data, mode=mode, name=name, description=description[:1000],
+            # `mode` is "append" or "overwrite"; deltalake declares the two in separate overloads.
+            write_deltalake(str(self.path(name)), data, mode=mode,  # type: ignore[call-overload]
+                            name=name, description=description[:1000],
                             schema_mode="overwrite" if mode == "overwrite" else self._append_schema_mode(name, data),
                             configuration=None if exists else TABLE_PROPERTIES,
                             writer_properties=_WRITER_PROPERTIES,
@@ -176,7 +178,9 @@ class DeltaStore:
             else:
                 table = self.open(name)
                 self._add_new_columns(table, schema)
-                table.create_write_transaction(actions, mode, schema, commit_properties=properties,
+                # deltalake's list type is invariant in its union: an AddAction-only list is valid input
+                changes: list[AddAction | RemoveAction] = list(actions)
+                table.create_write_transaction(changes, mode, schema, commit_properties=properties,
                                                post_commithook_properties=POST_COMMIT)
         crash_point(name)
         version = self.open(name).version()

@@ -41,7 +41,7 @@ def to_spark(sql: str) -> str:
     return tree.sql(dialect="spark")
 
 
-def _override(node: exp.Expression) -> exp.Expression:
+def _override(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.Table) and node.args.get("db") and not node.args.get("catalog"):
         return _catalog_view(node)
     if isinstance(node, exp.DayOfWeekIso):
@@ -53,7 +53,7 @@ def _override(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def _catalog_view(table: exp.Table) -> exp.Expression:
+def _catalog_view(table: exp.Table) -> exp.Expr:
     """`silver.events [AS e]` -> `silver__events [AS e]` (unaliased: aliased as `events`, so qualified
     column references such as `events.user_id` keep resolving)."""
     alias = table.alias or table.name
@@ -61,17 +61,17 @@ def _catalog_view(table: exp.Table) -> exp.Expression:
     return exp.alias_(renamed, alias, table=True)
 
 
-def _iso_day_of_week(node: exp.DayOfWeekIso) -> exp.Expression:
+def _iso_day_of_week(node: exp.DayOfWeekIso) -> exp.Expr:
     # sqlglot writes ((DAYOFWEEK(x) % 7) + 1), which makes Sunday 2; Spark's WEEKDAY is 0 = Monday.
     return exp.Paren(this=exp.Add(this=exp.Anonymous(this="WEEKDAY", expressions=[node.this]),
                                   expression=exp.Literal.number(1)))
 
 
-def _micros(value: exp.Expression) -> exp.Expression:
+def _micros(value: exp.Expr) -> exp.Expr:
     return exp.Anonymous(this="UNIX_MICROS", expressions=[value])
 
 
-def _epoch_seconds(node: exp.TimeToUnix) -> exp.Expression:
+def _epoch_seconds(node: exp.TimeToUnix) -> exp.Expr:
     """DuckDB `epoch(ts)` and `epoch(ts1 - ts2)` (an interval) -> seconds as DOUBLE.
 
     sqlglot writes UNIX_TIMESTAMP(...), which Spark refuses for an interval and truncates to whole
@@ -79,7 +79,7 @@ def _epoch_seconds(node: exp.TimeToUnix) -> exp.Expression:
     """
     value = node.this
     if isinstance(value, exp.Sub):
-        micros: exp.Expression = exp.Sub(this=_micros(value.this), expression=_micros(value.expression))
+        micros: exp.Expr = exp.Sub(this=_micros(value.this), expression=_micros(value.expression))
     else:
         micros = _micros(value)
     # DOUBLE, as DuckDB returns: Spark would make `micros / 1000000.0` a DECIMAL.
@@ -110,7 +110,7 @@ def java_datetime_pattern(strftime: str) -> str:
     return "".join(out)
 
 
-def _strptime_formats(node: exp.Anonymous) -> exp.Expression:
+def _strptime_formats(node: exp.Anonymous) -> exp.Expr:
     """`[TRY_]STRPTIME(x, fmt | [fmt, ...])` -> COALESCE(TRY_TO_TIMESTAMP(x, java_fmt), ...).
 
     sqlglot passes a list of formats through unchanged, which Spark cannot take; DuckDB returns the

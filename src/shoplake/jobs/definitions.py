@@ -398,7 +398,7 @@ def _parse_job(name: str, raw: Any, defaults: dict[str, Any], origin: str, where
     order: tuple[str, ...] = ()
     try:
         # Feed the tasks in file order, so ties keep the order the author wrote.
-        sorter = TopologicalSorter()
+        sorter: TopologicalSorter[str] = TopologicalSorter()
         for task in tasks.values():
             sorter.add(task.name, *[d for d in task.depends_on if d in tasks and d != task.name])
         order = tuple(sorter.static_order())

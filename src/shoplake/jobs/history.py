@@ -10,6 +10,7 @@ import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -74,7 +75,8 @@ def read_attempts(store: DeltaStore, *, job: str | None = None, run_id: str | No
     for row in table.to_pylist():
         if (job is not None and row["job"] != job) or (run_id is not None and row["run_id"] != run_id):
             continue
-        rows.append(Attempt(**{k: row.get(k) if k in names else None for k in Attempt.__dataclass_fields__}))
+        values: dict[str, Any] = {k: row.get(k) if k in names else None for k in Attempt.__dataclass_fields__}
+        rows.append(Attempt(**values))
     epoch = datetime.min.replace(tzinfo=UTC)
     rows.sort(key=lambda a: (a.ended_at or a.started_at or epoch, a.attempt))
     return rows

@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,7 +157,7 @@ class RunResult:
 def plan(lake: Lake, job: JobDef, *, resume: str | None = None, landing: str | None = None) -> list[PlannedTask]:
     """The tasks a run would execute, in order, with their step (DAG depth) and first attempt number."""
     landing = landing or landing_root(lake)
-    histories = {}
+    histories: dict = {}
     if resume:
         recorded_job, histories = run_history(lake.store, resume)
         if recorded_job != job.name:
@@ -307,7 +307,7 @@ class _Runner:
         running = [s for s in states.values() if s.status == "running"]
         busy = set().union(*(self.writes[s.name] for s in running)) if running else set()
         now = time.monotonic()
-        picked = []
+        picked: list[TaskState] = []
         for state in states.values():
             if len(running) + len(picked) >= self.max_parallel:
                 break
@@ -333,7 +333,7 @@ class _Runner:
         (another job's run, another scheduler), so two incremental builds never consume the same
         batches at once. A task whose tables are held waits; its locks go when its attempt ends.
         """
-        taken = []
+        taken: list = []
         for name in sorted(self.writes[state.name]):
             lock = JobLock(lock_dir(self.lake.store.lake), f"table-{name}", label=f"table {name}",
                            detail=f"job {self.job.name} run {self.run_id} task {state.name}")
@@ -369,6 +369,7 @@ class _Runner:
         if self.isolation == "inline":
             self._finish(state, self._run_inline(state))
             return
+        assert self.workdir is not None, "a run in worker processes has a work folder"
         state.result_file = self.workdir / f"{state.name}.{state.attempt}.json"
         state.log_file = self.workdir / f"{state.name}.{state.attempt}.log"
         command = worker_command(self.lake, self.job, state.task, run_id=self.run_id, attempt=state.attempt,
@@ -389,6 +390,7 @@ class _Runner:
 
     def _poll(self, state: TaskState) -> bool:
         proc = state.proc
+        assert proc is not None, "only a started attempt is polled"
         now = time.monotonic()
         code = proc.poll()
         if code is None:
@@ -411,6 +413,8 @@ class _Runner:
             return TaskOutcome("failed", error=f"timed out after {state.task.timeout:g}s (the attempt was killed)",
                                retryable=True)
         try:
+            if state.result_file is None:
+                raise OSError("no result file")
             data = json.loads(state.result_file.read_text())
             return TaskOutcome(**data)
         except (OSError, ValueError, TypeError):
@@ -456,16 +460,16 @@ class _Runner:
 
     def _stop_all(self, reason: str) -> None:
         """Stop every running attempt (interrupt): SIGTERM, a grace period, then SIGKILL; record them."""
-        running = [s for s in self.result.tasks.values() if s.status == "running" and s.proc is not None]
-        for state in running:
-            _signal_group(state.proc, signal.SIGTERM)
+        running = [(s, s.proc) for s in self.result.tasks.values() if s.status == "running" and s.proc is not None]
+        for _, proc in running:
+            _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + KILL_GRACE_SECONDS
-        for state in running:
+        for state, proc in running:
             try:
-                state.proc.wait(max(0.0, deadline - time.monotonic()))
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal_group(state.proc, signal.SIGKILL)
-                state.proc.wait()
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
             state.status, state.error = "failed", reason
             with contextlib.suppress(Exception):  # best effort while the user is interrupting
                 self._record(state, "failed", error=reason, ended=datetime.now(UTC))
@@ -523,7 +527,7 @@ def _last_line(path: Path | None) -> str:
 @dataclass
 class Poll:
     number: int
-    pending: dict[str, object]  # task name -> LandingScan
+    pending: Mapping[str, object]  # task name -> LandingScan
     new_files: int
     ran: RunResult | None = None
     note: str = ""
@@ -548,7 +552,7 @@ def watch_job(lake: Lake, job: JobDef, *, poll_seconds: float = 30.0, max_polls:
     number = 0
     while max_polls is None or number < max_polls:
         number += 1
-        pending = {t.name: scan(lake, str(t.source), t.landing_location(landing)) for t in watched}
+        pending = {t.name: scan(lake, str(t.source), str(t.landing_location(landing))) for t in watched}
         new = frozenset((name, f.uri, f.size, f.mtime_ns) for name, s in pending.items() for f in s.new)
         poll = Poll(number, pending, len(new))
         if new and new != last_failed:

@@ -183,7 +183,7 @@ def _train(lake: Lake, call: TaskCall, run_id: str) -> TaskOutcome:
     # job again with no new data writes nothing.
     from shoplake.ml import train_model
 
-    result = train_model(lake, call.model, run_id=run_id, skip_unchanged=True)
+    result = train_model(lake, str(call.model), run_id=run_id, skip_unchanged=True)
     version = getattr(result, "model_version", None) or getattr(result, "version", None)
     if (getattr(result, "details", None) or {}).get("skipped"):
         detail = f"{call.model} unchanged (champion v{version} kept)"

@@ -48,7 +48,7 @@ CUTOFF_PARAMETER = "cutoff"
 FEATURE_QUERY_INPUTS = ("feature_events", "feature_cutoff")
 
 
-def _parse(sql: str, what: str) -> exp.Expression:
+def _parse(sql: str, what: str) -> exp.Expr:
     try:
         statements = [s for s in sqlglot.parse(sql, dialect="duckdb") if s is not None]
     except ParseError as exc:
@@ -76,12 +76,12 @@ def _refuse_reference(what: str, table: exp.Table, allowed: Collection[str]) -> 
                         f"{allowed_text}")
 
 
-def _is_strictly_before_cutoff(term: exp.Expression, time_column: str) -> bool:
+def _is_strictly_before_cutoff(term: exp.Expr, time_column: str) -> bool:
     return (isinstance(term, exp.LT) and isinstance(term.this, exp.Column) and term.this.name == time_column
             and isinstance(term.expression, exp.Placeholder) and term.expression.name == CUTOFF_PARAMETER)
 
 
-def _conjuncts(condition: exp.Expression) -> list[exp.Expression]:
+def _conjuncts(condition: exp.Expr) -> list[exp.Expr]:
     """The terms of a top-level AND chain (parentheses removed); one term when there is no AND."""
     condition = condition.unnest()
     if isinstance(condition, exp.And):

@@ -231,8 +231,8 @@ def decide_champion(y: np.ndarray, new: np.ndarray, champion: np.ndarray | None,
         return ChampionDecision(True, "first version: champion", value, compared_on="no champion")
     if champion is not None:
         diff = evaluation.difference(*draws["new"], *draws["champion"], metric)
-        pr_diff = point["pr_auc"] - draws["champion"][0]["pr_auc"]
-        skill_diff = point["brier_skill"] - draws["champion"][0]["brier_skill"]
+        pr_diff: float | None = point["pr_auc"] - draws["champion"][0]["pr_auc"]
+        skill_diff: float | None = point["brier_skill"] - draws["champion"][0]["brier_skill"]
         champion_value, compared_on = draws["champion"][0][metric], "both on this run's validation cutoff"
     else:
         if recorded_value is None:

@@ -19,6 +19,13 @@ from shoplake.ml.errors import ModelNotFoundError
 from shoplake.ml.tracking import ModelRef, Tracker
 
 
+def _run_id(ref: ModelRef) -> str:
+    """The MLflow run that logged `ref` (every version shoplake registers has one)."""
+    if ref.run_id is None:
+        raise ModelNotFoundError(f"{ref.name} v{ref.version} has no MLflow run: it was not registered by shoplake")
+    return ref.run_id
+
+
 def resolve(tracker: Tracker, spec: str) -> ModelRef:
     """`KIND|MODEL_NAME[@ALIAS|@VERSION]` (default alias: champion) to a registered version."""
     name, _, selector = spec.partition("@")
@@ -120,10 +127,10 @@ def model_card(lake, spec: str, *, store: bool = True) -> str:
     tracker = Tracker(lake.settings)
     ref = resolve(tracker, spec)
     kind = KIND_OF_MODEL[ref.name]
-    params, metrics, tags = tracker.run_record(ref.run_id)
+    params, metrics, tags = tracker.run_record(_run_id(ref))
     aliases = f" ({', '.join(ref.aliases)})" if ref.aliases else ""
     lines = [f"# Model card: {ref.name} v{ref.version}{aliases}", "",
-             f"- kind: {kind}; MLflow training run {ref.run_id} (shoplake run {tags.get('shoplake.run_id', '-')})",
+             f"- kind: {kind}; MLflow training run {_run_id(ref)} (shoplake run {tags.get('shoplake.run_id', '-')})",
              f"- decision: {ref.tags.get('shoplake.decision', '-')}",
              "- inputs: " + ", ".join(f"{k[len('input.'):]} v{v}" for k, v in params.items()
                                        if k.startswith("input.")),
@@ -137,7 +144,7 @@ def model_card(lake, spec: str, *, store: bool = True) -> str:
                   "## Model and features", "",
                   f"- {params.get('chosen_model')}; inputs, most important first: "
                   f"{', '.join(_features(tracker, ref))}", ""]
-        evaluation = tracker.run_json(ref.run_id, "evaluation.json")
+        evaluation = tracker.run_json(_run_id(ref), "evaluation.json")
         lines += ["## Metrics with intervals and baselines", ""]
         lines += _evaluation_lines(evaluation) if evaluation else ["(trained before evaluations were recorded)"]
         lines += ["", "## Calibration", "",
@@ -147,7 +154,7 @@ def model_card(lake, spec: str, *, store: bool = True) -> str:
                   ""]
         lines += _outcome_lines(lake, ref)
         lines += ["", "## Backtest", ""] + _backtest_lines(tracker, ref.name)
-        audit = tracker.run_json(ref.run_id, "leakage_audit.json") or {}
+        audit = tracker.run_json(_run_id(ref), "leakage_audit.json") or {}
         lines += ["", "## Leakage checks and warnings", "",
                   f"- feature queries: {audit.get('feature_queries', '-')}",
                   f"- cutoff invariance: {audit.get('cutoff_invariance', '-')}"]
@@ -157,7 +164,7 @@ def model_card(lake, spec: str, *, store: bool = True) -> str:
             lines += ["", "Reviewed-feature exemptions (strong by design, not leaky):", ""]
             lines += [f"- `{name}`: {reason}" for name, reason in reviewed.items()]
     else:
-        profiles = (tracker.run_json(ref.run_id, "segment_profiles.json") or {}).get("segments", [])
+        profiles = (tracker.run_json(_run_id(ref), "segment_profiles.json") or {}).get("segments", [])
         lines += ["## Model", "", f"- K-means, k = {int(metrics.get('k', 0))} ({params.get('k_criterion', '-')}); "
                   f"silhouette {_fmt(metrics.get('silhouette'))} on {int(metrics.get('silhouette_sample_rows', 0)):,} "
                   f"sampled rows of {int(metrics.get('rows', 0)):,}", f"- inputs: {params.get('features', '-')}", "",
@@ -166,10 +173,10 @@ def model_card(lake, spec: str, *, store: bool = True) -> str:
     lines += ["", "## Known limits", ""] + [f"- {text}" for text in model_spec(kind).limits]
     card = "\n".join(lines) + "\n"
     if store:
-        tracker.log_text(ref.run_id, card, "model_card.md")
+        tracker.log_text(_run_id(ref), card, "model_card.md")
     return card
 
 
 def _features(tracker: Tracker, ref: ModelRef) -> list[str]:
-    importance = (tracker.run_json(ref.run_id, "feature_importance.json") or {}).get("permutation_importance_roc_auc")
+    importance = (tracker.run_json(_run_id(ref), "feature_importance.json") or {}).get("permutation_importance_roc_auc")
     return list(importance) if importance else []

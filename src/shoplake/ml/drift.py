@@ -40,7 +40,7 @@ class FeatureReference:
         return FeatureReference(tuple(float(x) for x in data["edges"]), tuple(float(x) for x in data["expected"]))
 
 
-def _shares(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+def _shares(values: np.ndarray, edges: Sequence[float] | np.ndarray) -> np.ndarray:
     # bin i holds edges[i-1] < x <= edges[i]: a value equal to an edge (a quantile) stays in the lower bin
     index = np.searchsorted(np.asarray(edges, dtype=float), values, side="left")
     counts = np.bincount(index, minlength=len(edges) + 1).astype(float)

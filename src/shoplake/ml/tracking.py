@@ -13,6 +13,7 @@ own store only, for the duration of the load (`load`).
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -142,7 +143,7 @@ class RunLog:
         self._mlflow.log_dict(_plain(data), path)
 
     def model(self, model: Any, *, registered_name: str, input_example: pd.DataFrame, predict_fn: str,
-              metadata: dict[str, Any]) -> ModelRef:
+              metadata: builtins.dict[str, Any]) -> ModelRef:
         """Log a scikit-learn model (skops format, signature, input example) and register a new version."""
         import skops.io
         from mlflow.models import infer_signature

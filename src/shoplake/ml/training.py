@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -98,7 +99,7 @@ def train(lake: Lake, kind: str, *, run_id: str, params: Params | None = None,
         champion = tracker.champion(MODEL_NAMES[kind])
         if champion is not None and champion.tags.get("shoplake.inputs_fingerprint") == fingerprint:
             return TrainResult(model_name=champion.name, version=champion.version, metrics={}, is_champion=True,
-                               mlflow_run_id=champion.run_id, kind=kind, key_metric=KEY_METRICS[kind],
+                               mlflow_run_id=str(champion.run_id), kind=kind, key_metric=KEY_METRICS[kind],
                                decision=f"inputs and parameters unchanged: champion v{champion.version} kept",
                                seconds=time.perf_counter() - started, details={"skipped": True})
     result = _TRAINERS[kind](lake, params, run_id, tracker)
@@ -281,7 +282,8 @@ def collect_examples(engine, params: PropensityParams, *, plan: features.CutoffP
     weighted) and all validation candidates."""
     plan = plan or features.plan_cutoffs(*features.event_span(engine), params.window)
     per_cutoff = max(1, params.max_train_negatives // len(plan.train))
-    parts, stats = [], {"train": {}, "validation": {}}
+    parts: list[pd.DataFrame] = []
+    stats: dict[str, dict[str, Any]] = {"train": {}, "validation": {}}
     for cutoff in plan.train:
         frame, counts = features.labelled_examples(engine, cutoff, plan, negative_rate=None,
                                                    max_negatives=per_cutoff, seed=params.random_state)
@@ -416,4 +418,5 @@ def _champion_probabilities(tracker: Tracker, model_name: str, champion: ModelRe
 
 
 # How each model kind of `shoplake.catalog.models` trains (a test checks that every kind has one).
-_TRAINERS = {"segments": _train_user_segments, "rfm": _train_rfm, "propensity": _train_propensity}
+_TRAINERS: dict[str, Callable[[Lake, Any, str, Tracker], TrainResult]] = {
+    "segments": _train_user_segments, "rfm": _train_rfm, "propensity": _train_propensity}

@@ -54,7 +54,7 @@ def list_batches(lake: Lake, source: str | None = None) -> list[BatchInfo]:
     """Every bronze batch (oldest first), what consumed it, and whether it is excluded."""
     excluded = excluded_batches(lake)
     found = []
-    sources = [source] if source else [s.source for s in lake.catalog.ordered() if s.build == "ingest"]
+    sources = [source] if source else [str(s.source) for s in lake.catalog.ordered() if s.build == "ingest"]
     for name in sources:
         consumers = _consumers(lake, name)
         consumed = {c: consumed_batches(lake.store.commits(c)) for c in consumers}
@@ -75,12 +75,13 @@ def _find(lake: Lake, batch_id: str) -> BatchInfo:
 
 
 def _record(lake: Lake, info: BatchInfo, action: str, reason: str) -> None:
+    decided_at = datetime.now(UTC)
     row = {"batch_id": info.batch_id, "source": info.source, "action": action, "reason": reason,
-           "decided_at": datetime.now(UTC), "decided_by": getpass.getuser()}
+           "decided_at": decided_at, "decided_by": getpass.getuser()}
     table = pa.Table.from_pylist([row], schema=BATCH_EXCLUSIONS.arrow_schema)
     with locks.writing(lake.store.lake, [BATCH_EXCLUSIONS.name]):
         lake.store.write(BATCH_EXCLUSIONS.name, table, mode="append", description=BATCH_EXCLUSIONS.description,
-                         meta={"write_key": f"batch:{action}:{info.batch_id}:{row['decided_at'].isoformat()}",
+                         meta={"write_key": f"batch:{action}:{info.batch_id}:{decided_at.isoformat()}",
                                "run_id": "batches"})
 
 

@@ -183,7 +183,8 @@ def _chunks(path: Path, fmt: str, *, display: str, copy_to: Path | None) -> Iter
         except SourceFormatError as exc:
             blocks.put(exc)
         except OSError as exc:
-            blocks.put(SourceFormatError(f"{display}: cannot write its uncompressed copy in {copy_to.parent} "
+            folder = copy_to.parent if copy_to else "the spool folder"
+            blocks.put(SourceFormatError(f"{display}: cannot write its uncompressed copy in {folder} "
                                          f"({_first_line(exc)}); set spool_dir to a folder with room"))
         blocks.put(done)
 
@@ -357,11 +358,11 @@ def _pair_quoted_lines(scan: LineScan, odd: np.ndarray, expected_fields: int | N
 
     Loops over odd lines only (rare), not over all lines.
     """
-    odd = [int(i) for i in odd if int(i) not in scan.set_aside]
+    pending = [int(i) for i in odd if int(i) not in scan.set_aside]
     i = 0
-    while i < len(odd):
-        first = odd[i]
-        last = odd[i + 1] if i + 1 < len(odd) else None
+    while i < len(pending):
+        first = pending[i]
+        last = pending[i + 1] if i + 1 < len(pending) else None
         if last is not None and _is_one_record(scan, first, last, expected_fields):
             scan.continuation[first + 1: last + 1] = True
             scan.multiline_records += 1
@@ -463,6 +464,7 @@ class LineAccount:
 
     def _spans(self, first_lines: np.ndarray) -> np.ndarray:
         if self.multiline:
+            assert self.scan is not None, "a multiline account has its scan"
             return self.scan.spans(first_lines)
         return np.ones(len(first_lines), dtype=np.int64)
 
@@ -498,6 +500,7 @@ class LineAccount:
         if self._readable is None:
             units = self.units()
             units = units[units > 0]
+            assert self.scan is not None
             units = units[~self.scan.blank[units]]
             self._readable = units[~np.isin(units, self._rejected_units())]
         return self._readable

@@ -7,6 +7,7 @@ either engine. A non-empty field whose parse returns NULL makes the row unparsea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,7 +24,7 @@ class SourceColumn:
     days_ahead: int | None = None
 
 
-def judge_sql(columns: tuple[SourceColumn, ...] | list[SourceColumn], *, now: datetime | None = None,
+def judge_sql(columns: Sequence[SourceColumn], *, now: datetime | None = None,
               ) -> tuple[list[str], list[str]]:
     """DuckDB SQL that types each raw field (`"r_<name>"`) and the `CASE` branches naming why a row is refused.
 

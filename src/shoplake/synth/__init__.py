@@ -32,7 +32,7 @@ DEFAULT_ROWS = {"clickstream": 2_000_000, "products": UNIVERSE_SIZE, "retail": 5
 
 
 def _is_positive_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+    return bool(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0)
 
 
 def generate(

@@ -557,9 +557,10 @@ def generate_clickstream(
             if len(ready) == 0:
                 continue
             lines = join_lines(formatter.fields(ready, product_fields=False))
-            lines = injector.apply(
-                lines, lambda pos, ready=ready: formatter.fields(ready.take(pos), product_fields=True)
-            )
+            def fields_of(pos: np.ndarray, ready: pa.Table = ready) -> list[pa.Array]:
+                return formatter.fields(ready.take(pos), product_fields=True)
+
+            lines = injector.apply(lines, fields_of)
             writer.write_lines(lines)
             written += len(lines)
             if progress is not None:

@@ -643,9 +643,10 @@ def generate_retail(
     with GzipLineWriter(path, RETAIL_HEADER) as writer:
         for first in range(0, len(lines), _CHUNK_LINES):
             columns = formatter.fields(lines.take(slice(first, first + _CHUNK_LINES)))
-            text = injector.apply(
-                join_lines(columns), lambda pos, columns=columns: [c.take(pa.array(pos)) for c in columns]
-            )
+            def fields_of(pos: np.ndarray, columns: list[pa.Array] = columns) -> list[pa.Array]:
+                return [c.take(pa.array(pos)) for c in columns]
+
+            text = injector.apply(join_lines(columns), fields_of)
             writer.write_lines(text)
             written += len(text)
             if progress is not None:

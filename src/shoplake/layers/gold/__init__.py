@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shoplake.catalog.spec import TableSpec, col, in_range, query_rule, unique
 
-_RATE_RANGE = {"low": 0.0, "high": 1.0}
+_RATE_RANGE: dict[str, float] = {"low": 0.0, "high": 1.0}
 
 DAILY_FUNNEL = TableSpec(
     name="gold.daily_funnel",
@@ -30,9 +30,9 @@ DAILY_FUNNEL = TableSpec(
     sql_file="gold/daily_funnel.sql",
     checks=(
         unique("event_date"),
-        in_range("view_to_cart_rate", **_RATE_RANGE),
-        in_range("view_to_purchase_rate", **_RATE_RANGE),
-        in_range("session_conversion_rate", **_RATE_RANGE, action="fail"),
+        in_range("view_to_cart_rate", low=_RATE_RANGE["low"], high=_RATE_RANGE["high"]),
+        in_range("view_to_purchase_rate", low=_RATE_RANGE["low"], high=_RATE_RANGE["high"]),
+        in_range("session_conversion_rate", low=_RATE_RANGE["low"], high=_RATE_RANGE["high"], action="fail"),
     ),
     accounting_sql="""
         SELECT (SELECT count(*) FROM silver.events) AS rows_in,
