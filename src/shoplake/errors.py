@@ -72,6 +72,10 @@ class LakeLockTimeout(ShoplakeError):
     """Another process kept a table's writer lock longer than this process was willing to wait."""
 
 
+class LockedError(ShoplakeError):
+    """Another live process holds a lock that is never waited for (a job's run, the scheduler)."""
+
+
 class VerificationError(ShoplakeError):
     """`shoplake verify` found figures that do not reconcile."""
 

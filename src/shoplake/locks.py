@@ -11,6 +11,10 @@ however it exits (`kill -9` included), so there is never a stale lock to break. 
 waits for. Locks are re-entrant within a process (a build holding `silver.events` may call code that
 takes it again) and serialise threads too. Several locks are always taken in sorted name order, so two
 writers can never each hold what the other waits for.
+
+The same locks, taken without waiting (`try_acquire`, `holding`), keep job runs apart: one run per job
+(`job-<name>`), one scheduler per lake (`scheduler`), and a run's claim on the tables its running task
+writes (`run-table-<table>`, held by the runner while its worker process takes the writer locks).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shoplake.errors import LakeLockTimeout, LakeNotWritableError
+from shoplake.errors import LakeLockTimeout, LakeNotWritableError, LockedError
 
 LOCK_FOLDER = "_locks"
 # How long a writer waits for another by default: long enough for a build of the demo lake to finish.
@@ -177,3 +181,59 @@ def writing(lake: Path, tables: Iterable[str], *, wait_seconds: float | None = N
 def held_by_me(lake: Path, name: str) -> bool:
     with _registry_guard:
         return lock_path(lake, name) in _held
+
+
+def try_acquire(lake: Path, name: str) -> bool:
+    """Take the lock `name` if no other process or thread holds it; never waits. Re-entrant like `writing`."""
+    path = lock_path(Path(lake), name)
+    thread_lock = _thread_lock(path)
+    if not thread_lock.acquire(blocking=False):
+        return False
+    with _registry_guard:
+        held = _held.get(path)
+        if held is not None:
+            held.count += 1
+            return True
+    fd = _open(Path(lake), path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        thread_lock.release()
+        return False
+    with _registry_guard:
+        _held[path] = _Held(fd, 1, thread_lock)
+    _write_holder(path)
+    return True
+
+
+def release(lake: Path, name: str) -> None:
+    """Release a lock taken with `try_acquire`."""
+    _release(Path(lake), name)
+
+
+@contextlib.contextmanager
+def holding(lake: Path, name: str, *, what: str) -> Iterator[None]:
+    """Hold the lock `name` for the block, or raise `LockedError` ("{what} is already running (holder)")
+    at once when another process holds it."""
+    if not try_acquire(lake, name):
+        raise LockedError(f"{what} is already running ({holder(Path(lake), name) or 'another process'})")
+    try:
+        yield
+    finally:
+        release(lake, name)
+
+
+def is_free(lake: Path, name: str) -> bool:
+    """Whether nobody holds the lock `name` (this process included): probes it on a fresh descriptor."""
+    path = lock_path(Path(lake), name)
+    if not path.exists():
+        return True
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the probe's own lock, if it got one
+    return True

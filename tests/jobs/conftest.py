@@ -8,11 +8,12 @@ test folders also have a `conftest` module.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,13 @@ import yaml
 from shoplake.catalog import default_catalog
 from shoplake.config import Settings
 from shoplake.engines.delta import DeltaStore
+from shoplake.faults import TASK_HOOKS_ENV
 from shoplake.jobs.history import Attempt, read_attempts
 from shoplake.lake import Lake
 from shoplake.synth import generate
 
 SOURCES = ("products", "clickstream", "retail")
+_HOOKS = ("fail_times", "pause_after", "pause_seconds")
 GOLD = sorted(s.name for s in default_catalog() if s.layer == "gold" and s.build in ("full", "incremental"))
 
 
@@ -62,6 +65,10 @@ class Workspace:
 
     root: Path
     files: dict[str, Path]
+    # Test hooks of the tasks written with `job`/`write_jobs` (fail_times, pause_after, pause_seconds): not
+    # options of the job schema, so they travel in SHOPLAKE_TASK_HOOKS (`shoplake.faults`) instead.
+    hooks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    monkeypatch: Any = None
 
     @property
     def lake_path(self) -> Path:
@@ -89,6 +96,18 @@ class Workspace:
             self.land(source)
 
     def write_jobs(self, jobs: dict[str, Any], **top: Any) -> Path:
+        """Write the job file; the tasks' test hooks go to SHOPLAKE_TASK_HOOKS (for the runs of this test)."""
+        self.hooks = {}
+        for job in jobs.values():
+            for name, task in job.get("tasks", {}).items():
+                hooks = {key: task.pop(key) for key in _HOOKS if key in task}
+                if hooks:
+                    self.hooks[name] = hooks
+        if self.monkeypatch is not None:  # in-process runs read the hooks from this process's environment
+            if self.hooks:
+                self.monkeypatch.setenv(TASK_HOOKS_ENV, json.dumps(self.hooks))
+            else:
+                self.monkeypatch.delenv(TASK_HOOKS_ENV, raising=False)
         self.jobs_file.write_text(yaml.safe_dump({"jobs": jobs, **top}, sort_keys=False))
         return self.jobs_file
 
@@ -111,6 +130,8 @@ class Workspace:
         env.update(COLUMNS="200", NO_COLOR="1", TERM="dumb", SHOPLAKE_LANDING=str(self.landing))
         if self.jobs_file.exists():
             env["SHOPLAKE_JOBS_FILE"] = str(self.jobs_file)
+        if self.hooks:
+            env[TASK_HOOKS_ENV] = json.dumps(self.hooks)
         return env
 
     def command(self, *args: str) -> list[str]:
@@ -151,7 +172,7 @@ def workspace(tmp_path, shop_files, monkeypatch) -> Workspace:
     monkeypatch.chdir(tmp_path)
     for name in [k for k in os.environ if k.startswith("SHOPLAKE_")]:
         monkeypatch.delenv(name)
-    return Workspace(tmp_path, shop_files)
+    return Workspace(tmp_path, shop_files, monkeypatch=monkeypatch)
 
 
 @pytest.fixture(scope="session")

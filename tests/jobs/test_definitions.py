@@ -144,8 +144,6 @@ def test_dry_run_prints_the_plan_and_writes_nothing(workspace):
 
 
 def test_ingest_task_declares_its_encoding_and_passes_it_on():
-    from shoplake.jobs.runner import task_call
-
     jobs, problems = _parse("jobs:\n  shop:\n    tasks:\n      eu: {kind: ingest, source: retail, "
                             "paths: [a.csv], encoding: Windows-1252}\n      plain: {kind: ingest, source: retail, "
                             "paths: [b.csv]}\n")
@@ -154,7 +152,7 @@ def test_ingest_task_declares_its_encoding_and_passes_it_on():
     assert (eu.encoding, plain.encoding) == ("cp1252", "utf-8")
     assert eu.args("/landing")[-2:] == ["--encoding", "cp1252"]
     assert "--encoding" not in plain.args("/landing")
-    assert task_call(eu, "/landing").encoding == "cp1252"
+    assert eu.resolved("/landing").encoding == "cp1252"  # what an attempt runs
 
 
 def test_ingest_task_with_an_unknown_encoding_is_refused():
@@ -162,3 +160,31 @@ def test_ingest_task_with_an_unknown_encoding_is_refused():
                             "paths: [a.csv], encoding: ebcdic}\n")
     assert jobs == {}
     assert len(problems) == 1 and "unsupported encoding 'ebcdic'" in problems[0], problems
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("jobs:\n  j:\n    tasks:\n      a: {kind: build, fail_times: 1}\n", "unknown option 'fail_times'"),
+    ("jobs:\n  j:\n    tasks:\n      a: {kind: build, retries: true}\n", "retries must be an integer >= 0, got True"),
+    ("jobs:\n  j:\n    tasks:\n      a: {kind: verify, select: gold}\n", "unknown option 'select'"),
+    ("jobs:\n  j:\n    tasks:\n      a: {kind: ingest, source: retail}\n", "either 'landing' .* or 'paths'"),
+    ("jobs:\n  j:\n    max_parallel: 0\n    tasks:\n      a: {kind: build}\n", "max_parallel must be an integer >= 1"),
+    ("jobs:\n  j:\n    tasks:\n      a: {kind: ml_score, models: [rfm, churn]}\n", "unknown model 'churn'"),
+    ("defaults: {retries: -1}\njobs:\n  j:\n    tasks:\n      a: {kind: build}\n",
+     "defaults: retries must be an integer >= 0"),
+])
+def test_the_task_models_refuse_what_a_kind_does_not_take(text, message):
+    """Each kind is its own model (`extra="forbid"`): test hooks and other kinds' options are refused."""
+    jobs, problems = _parse(text)
+    assert jobs == {} and len(problems) == 1, problems
+    assert re.search(message, problems[0]), problems[0]
+
+
+def test_a_task_from_the_command_line_is_validated_like_a_file_task():
+    from shoplake.jobs.definitions import IngestTask, task_from
+
+    task = task_from("ingest", name="eu", source="retail", paths=("a.csv",), encoding="Windows-1252")
+    assert isinstance(task, IngestTask) and task.encoding == "cp1252"
+    with pytest.raises(ConfigError, match="source must be one of clickstream, products, retail, got 'clicks'"):
+        task_from("ingest", source="clicks", paths=("a.csv",))
+    with pytest.raises(ConfigError, match="model must be one of segments, rfm, propensity"):
+        task_from("ml_train", model="forest")

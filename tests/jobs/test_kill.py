@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from shoplake import locks
 from shoplake.jobs.definitions import load_jobs
-from shoplake.jobs.locks import lock_dir
 from shoplake.jobs.runner import run_job
 
 DEADLINE = 60.0
@@ -22,6 +22,10 @@ def _write_job(ws, jobs_env, **hooks) -> None:
     upstream = list(jobs_env.ingest_tasks())
     ws.job("t", {**jobs_env.ingest_tasks(retries=0),
                  "build": jobs_env.task("build", depends_on=upstream, retries=0, **hooks)}, max_parallel=3)
+
+
+def _all_locks_free(lake) -> bool:
+    return all(locks.is_free(lake, path.stem) for path in (lake / locks.LOCK_FOLDER).glob("*.lock"))
 
 
 def _snapshot(ws) -> dict:
@@ -121,19 +125,17 @@ def test_sigkill_mid_build_then_rerun_equals_a_clean_run(make_workspace, jobs_en
     assert [a.task for a in attempts if a.task == "build"] == []
     _wait(lambda: not _workers(ws.lake_path), "the killed run's worker to exit", seconds=10)
     killed_run = attempts[0].run_id
-    lock = lock_dir(ws.lake_path) / "job-t.lock"
-    assert lock.exists()  # left behind by the killed runner: stale
+    assert locks.is_free(ws.lake_path, "job-t")  # the kernel released the killed runner's lock: nothing stale
 
     _write_job(ws, jobs_env)  # the pause was a testing aid; the job itself is unchanged
     resume = again.endswith("resume")
     if again.startswith("cli"):
         result = ws.cli(*(("run", "--resume", killed_run) if resume else ("run", "t")))
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "took over the stale lock" in result.stdout
     else:  # the same runner through the Python API, tasks in this process (faster)
         result = _run_inline(ws, resume=killed_run if resume else None)
-        assert result.ok and result.took_over_lock is not None
-    assert not lock.exists()
+        assert result.ok
+    assert _all_locks_free(ws.lake_path)
 
     after = _snapshot(ws)
     assert after["gold"] == clean["gold"]
@@ -160,4 +162,4 @@ def test_sigterm_stops_the_running_attempts_and_records_them(workspace, jobs_env
     assert not _workers(workspace.lake_path)
     (attempt,) = workspace.attempts()
     assert (attempt.task, attempt.attempt, attempt.status, attempt.error) == ("build", 1, "failed", "interrupted")
-    assert not list(lock_dir(workspace.lake_path).glob("*.lock"))
+    assert _all_locks_free(workspace.lake_path)

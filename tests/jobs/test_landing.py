@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import yaml
 
-from shoplake.jobs import landing
+from shoplake import landing
 from shoplake.jobs.definitions import load_jobs, shipped_text
 from shoplake.jobs.runner import run_job, watch_job
 from shoplake.lake import Lake

@@ -217,22 +217,19 @@ def test_a_bad_landing_file_fails_the_task_naming_it(workspace, jobs_env):
 
 def test_a_task_waits_for_tables_locked_by_another_run(workspace, jobs_env):
     """Another job's live run holds silver.products: the task waits for it, then runs."""
-    import json
-    import socket
     import subprocess
     import threading
 
-    from shoplake.jobs.locks import lock_dir, process_start
+    from shoplake import locks
 
     workspace.land("products")
     workspace.job("t", {"ingest": jobs_env.task("ingest", source="products", landing="products"),
                         "build": jobs_env.task("build", select="silver.products", depends_on=["ingest"])})
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    folder = lock_dir(workspace.lake_path)
-    folder.mkdir(parents=True)
-    (folder / "table-silver.products.lock").write_text(json.dumps({
-        "name": "table-silver.products", "host": socket.gethostname(), "pid": other.pid,
-        "started": process_start(other.pid), "token": "x", "since": "now", "detail": "job other"}))
+    code = ("import time; from pathlib import Path; from shoplake import locks\n"
+            f"assert locks.try_acquire(Path({str(workspace.lake_path)!r}), 'run-table-silver.products')\n"
+            "print('ready', flush=True); time.sleep(60)")
+    other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert other.stdout.readline().strip() == "ready"
     waiting = []
 
     def on_update(result) -> None:
@@ -250,4 +247,4 @@ def test_a_task_waits_for_tables_locked_by_another_run(workspace, jobs_env):
     assert waiting, "the build never waited"
     build = [a for a in workspace.attempts(result.run_id) if a.task == "build"][0]
     assert build.started_at.timestamp() >= waiting[0] + 0.9  # it started once the other run had ended
-    assert not list(folder.glob("table-*.lock"))  # released
+    assert locks.is_free(workspace.lake_path, "run-table-silver.products")  # released

@@ -1,85 +1,64 @@
-"""Schedules and locks: cron runs, never two runs of one job at once, and a lock that survives a crash
-(a stale lock from a dead process is taken over, a live one blocks)."""
+"""Schedules and locks: cron runs, never two runs of one job at once, and locks the kernel releases when
+their holder dies (a live holder blocks; a killed one leaves nothing behind to take over)."""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from shoplake.errors import ConfigError
+from shoplake import locks
+from shoplake.errors import ConfigError, LockedError
 from shoplake.jobs.definitions import load_jobs
-from shoplake.jobs.locks import JobLock, LockedError, lock_dir, process_start
 from shoplake.jobs.runner import run_job
 from shoplake.jobs.schedule import next_fire, run_schedule
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid  # exited and reaped: no process has this PID (until it is reused)
-
-
 @pytest.fixture
-def sleeper():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield proc
-    proc.kill()
-    proc.wait()
+def hold():
+    """`hold(lake, *names)`: another process that takes these locks and keeps them until it is killed."""
+    started = []
+
+    def start(lake: Path, *names: str) -> subprocess.Popen:
+        code = ("import time; from pathlib import Path; from shoplake import locks\n"
+                f"assert all(locks.try_acquire(Path({str(lake)!r}), n) for n in {list(names)!r})\n"
+                "print('ready', flush=True); time.sleep(60)")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        started.append(proc)
+        assert proc.stdout.readline().strip() == "ready"
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait()
 
 
-def _plant_lock(directory, name: str, pid: int, host: str | None = None, started: int | None = None) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{name}.lock").write_text(json.dumps({
-        "name": name, "host": host or socket.gethostname(), "pid": pid, "started": started, "token": "planted",
-        "since": "2026-01-01T00:00:00+00:00", "detail": "planted by a test"}))
+def test_a_live_holder_blocks_and_a_killed_one_leaves_the_lock_free(tmp_path, hold):
+    holder = hold(tmp_path, "job-daily")
+    with pytest.raises(LockedError, match=rf"job daily is already running \(pid {holder.pid} "):
+        with locks.holding(tmp_path, "job-daily", what="job daily"):
+            pass
+    assert not locks.is_free(tmp_path, "job-daily")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    # The kernel released it with its holder: nothing stale to detect or take over.
+    assert locks.is_free(tmp_path, "job-daily")
+    with locks.holding(tmp_path, "job-daily", what="job daily"):
+        assert not locks.is_free(tmp_path, "job-daily")
+    assert locks.is_free(tmp_path, "job-daily")
 
 
-def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
-    dead = _dead_pid()
-    _plant_lock(tmp_path, "job-daily", dead)
-    lock = JobLock(tmp_path, "job-daily")
-    info = lock.acquire()
-    assert info.pid == os.getpid()
-    assert lock.took_over is not None and lock.took_over.pid == dead
-    assert json.loads((tmp_path / "job-daily.lock").read_text())["pid"] == os.getpid()
-    lock.release()
-    assert not (tmp_path / "job-daily.lock").exists()
-
-
-def test_live_lock_blocks(tmp_path, sleeper):
-    _plant_lock(tmp_path, "job-daily", sleeper.pid, started=process_start(sleeper.pid))
-    with pytest.raises(LockedError, match=rf"job-daily is already running \(pid {sleeper.pid} on "):
-        JobLock(tmp_path, "job-daily").acquire()
-    assert json.loads((tmp_path / "job-daily.lock").read_text())["pid"] == sleeper.pid  # untouched
-
-
-def test_reused_pid_is_not_mistaken_for_the_owner(tmp_path, sleeper):
-    # The PID is alive, but belongs to a process started after the lock's owner: the owner is gone.
-    _plant_lock(tmp_path, "job-daily", sleeper.pid, started=(process_start(sleeper.pid) or 10) - 5)
-    lock = JobLock(tmp_path, "job-daily")
-    lock.acquire()
-    assert lock.took_over.pid == sleeper.pid
-    lock.release()
-
-
-def test_lock_of_another_host_is_never_broken(tmp_path):
-    _plant_lock(tmp_path, "job-daily", _dead_pid(), host="some-other-host")
-    with pytest.raises(LockedError, match="on some-other-host"):
-        JobLock(tmp_path, "job-daily").acquire()
-
-
-def test_a_second_run_of_a_running_job_is_refused(workspace, jobs_env, sleeper):
+def test_a_second_run_of_a_running_job_is_refused(workspace, jobs_env, hold):
     workspace.job("t", {"b": jobs_env.task("build", select="silver.products")})
-    _plant_lock(lock_dir(workspace.lake_path), "job-t", sleeper.pid, started=process_start(sleeper.pid))
+    holder = hold(workspace.lake_path, "job-t")
     result = workspace.cli("run", "t")
     assert result.returncode == 1
-    assert result.stderr.startswith(f"error: job t is already running (pid {sleeper.pid} on")
+    assert result.stderr.startswith(f"error: job t is already running (pid {holder.pid} "), result.stderr
     assert workspace.attempts() == []
 
 
@@ -107,13 +86,13 @@ def test_scheduler_runs_jobs_on_their_cron_and_logs_each_run(workspace, jobs_env
     runs = {a.run_id for a in workspace.attempts()}
     assert len(runs) == 2
     assert {a.trigger for a in workspace.attempts()} == {"schedule"}
-    assert not list(lock_dir(workspace.lake_path).glob("*.lock"))  # both locks released
+    assert locks.is_free(workspace.lake_path, "scheduler") and locks.is_free(workspace.lake_path, "job-tick")
 
 
-def test_scheduler_skips_a_job_that_is_already_running(workspace, jobs_env, sleeper):
+def test_scheduler_skips_a_job_that_is_already_running(workspace, jobs_env, hold):
     workspace.job("tick", {"ingest": jobs_env.task("ingest", source="products", landing="products")},
                   schedule="* * * * * */1")
-    _plant_lock(lock_dir(workspace.lake_path), "job-tick", sleeper.pid, started=process_start(sleeper.pid))
+    hold(workspace.lake_path, "job-tick")
     lake = workspace.lake()
     events = []
     runs = run_schedule(lake, load_jobs(lake.settings, lake.catalog), until=datetime.now(UTC) + timedelta(seconds=2.5),
@@ -126,18 +105,15 @@ def test_scheduler_skips_a_job_that_is_already_running(workspace, jobs_env, slee
     assert workspace.attempts() == []
 
 
-def test_scheduler_takes_over_a_crashed_schedulers_lock(workspace, jobs_env):
+def test_a_killed_scheduler_leaves_no_lock_behind(workspace, jobs_env, hold):
     workspace.job("tick", {"ingest": jobs_env.task("ingest", source="products", landing="products")},
                   schedule="* * * * * */1")
-    _plant_lock(lock_dir(workspace.lake_path), "scheduler", _dead_pid())
-    _plant_lock(lock_dir(workspace.lake_path), "job-tick", _dead_pid())
+    crashed = hold(workspace.lake_path, "scheduler", "job-tick")  # a scheduler in the middle of a run
+    crashed.send_signal(signal.SIGKILL)
+    crashed.wait()
     lake = workspace.lake()
-    events = []
-    runs = run_schedule(lake, load_jobs(lake.settings, lake.catalog), max_runs=1, on_event=events.append,
-                        isolation="inline")
+    runs = run_schedule(lake, load_jobs(lake.settings, lake.catalog), max_runs=1, isolation="inline")
     assert [r.status for r in runs] == ["succeeded"]
-    assert runs[0].took_over_lock is not None
-    assert "took over the lock of a dead scheduler" in events[0].message
 
 
 def test_scheduler_refuses_jobs_without_a_schedule(workspace):
@@ -151,4 +127,4 @@ def test_run_job_releases_its_lock_after_a_failure(workspace, jobs_env):
     lake = workspace.lake()
     result = run_job(lake, load_jobs(lake.settings, lake.catalog).get("t"), isolation="inline")
     assert result.status == "failed"
-    assert not (lock_dir(workspace.lake_path) / "job-t.lock").exists()
+    assert locks.is_free(workspace.lake_path, "job-t")

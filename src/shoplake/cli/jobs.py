@@ -24,10 +24,10 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from shoplake.catalog.models import KINDS, kinds_text
+from shoplake.catalog.models import kinds_text
 from shoplake.cli import app as cli
 from shoplake.errors import ConfigError
-from shoplake.sources.schemas import SOURCES, sources_text
+from shoplake.sources.schemas import sources_text
 
 _STYLE = {"succeeded": "green", "failed": "red", "skipped": "yellow", "waiting": "magenta", "retrying": "magenta",
           "running": "cyan", "reused": "dim", "pending": "dim"}
@@ -67,8 +67,6 @@ def _render(result) -> Table:
 
 def _report(result) -> None:
     cli.console.print(_render(result))
-    if result.took_over_lock:
-        cli.console.print(f"took over the stale lock of a dead run ({result.took_over_lock.describe()})")
     for line in result.summary_lines():
         cli.err_console.print(f"[red]{line}[/red]" if line.startswith("failed") else f"[yellow]{line}[/yellow]",
                                highlight=False, soft_wrap=True)
@@ -141,8 +139,9 @@ def run(
 
 
 def _print_plan(lake, definition, planned, resume) -> None:
-    from shoplake.jobs.landing import scan
+    from shoplake.jobs.definitions import BuildTask, IngestTask, MaintainTask, MlScoreTask, MlTrainTask
     from shoplake.jobs.runner import landing_root
+    from shoplake.landing import scan
 
     title = f"plan of job {definition.name}" + (f" (resuming run {resume})" if resume else "")
     table = Table("step", "task", "kind", "after", "action", "attempt", "retries", "timeout", "input",
@@ -150,14 +149,20 @@ def _print_plan(lake, definition, planned, resume) -> None:
     root = landing_root(lake)
     for p in planned:
         task = p.task
-        if task.kind == "ingest" and task.landing and p.action == "run":
-            what = scan(lake, str(task.source), task.landing_location(root)).describe()
-        elif task.kind == "ingest":
+        if isinstance(task, IngestTask) and task.landing and p.action == "run":
+            what = scan(lake, task.source, str(task.landing_location(root))).describe()
+        elif isinstance(task, IngestTask):
             what = ", ".join(task.paths) or str(task.landing)
-        elif task.kind == "build":
+        elif isinstance(task, BuildTask):
             what = f"{len(lake.catalog.select(task.select))} table(s): {task.select or 'all'}"
+        elif isinstance(task, MaintainTask):
+            what = task.select or "every table"
+        elif isinstance(task, MlTrainTask):
+            what = task.model
+        elif isinstance(task, MlScoreTask):
+            what = ", ".join(task.models) or "all models"
         else:
-            what = task.model or ", ".join(task.models) or "all models"
+            what = "the whole lake"
         table.add_row(str(p.step + 1), task.name, task.kind, ", ".join(task.depends_on),
                       _styled("reused" if p.action == "reuse" else p.action),
                       str(p.first_attempt) if p.action == "run" else "", str(task.retries), f"{task.timeout:g}s",
@@ -355,9 +360,6 @@ class _TaskOptions:
     result_file: Path | None
     record: bool
     parent_pid: int | None
-    fail_times: int
-    pause_after: str | None
-    pause_seconds: float
 
 
 def task_options(
@@ -371,14 +373,9 @@ def task_options(
     record: Annotated[bool, typer.Option(help="record the attempt in ops.job_runs (for runs outside "
                                               "`shoplake run`, e.g. on Databricks)")] = False,
     parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
-    fail_times: Annotated[int, typer.Option(help="testing aid: attempts 1..N fail on purpose")] = 0,
-    pause_after: Annotated[str | None, typer.Option(help="testing aid: pause at 'start' or after writing this "
-                                                         "table")] = None,
-    pause_seconds: Annotated[float, typer.Option(help="testing aid: length of that pause")] = 60.0,
 ) -> None:
     """Run one task attempt (what `shoplake run` starts for each task, and what a Databricks task runs)."""
-    ctx.obj = _TaskOptions(job, task, run_id, attempt, result_file, record, parent_pid, fail_times, pause_after,
-                           pause_seconds)
+    ctx.obj = _TaskOptions(job, task, run_id, attempt, result_file, record, parent_pid)
 
 
 def _die_with_parent(pid: int) -> None:
@@ -405,9 +402,11 @@ def _die_with_parent(pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _run_task(ctx: typer.Context, call) -> None:
+def _run_task(ctx: typer.Context, kind: str, **options) -> None:
+    """Build the task model from the command line (validated like a job file's task) and run one attempt."""
+    from shoplake.jobs.definitions import task_from
     from shoplake.jobs.history import Attempt, read_attempts, record_attempt
-    from shoplake.jobs.tasks import Hooks, execute
+    from shoplake.jobs.tasks import execute
     from shoplake.lake import new_run_id
 
     opts: _TaskOptions = ctx.obj
@@ -416,9 +415,10 @@ def _run_task(ctx: typer.Context, call) -> None:
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (a timeout) unwinds the stack, so spooled downloads and temp files are cleaned up.
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    name = opts.task or kind
+    call = task_from(kind, name=name, **options)
     lake = cli.lake()
     run_id = opts.run_id or new_run_id()
-    name = opts.task or call.kind
     attempt = opts.attempt
     if attempt is None:
         attempt = 1
@@ -426,8 +426,7 @@ def _run_task(ctx: typer.Context, call) -> None:
             previous = [a.attempt for a in read_attempts(lake.store, run_id=run_id) if a.task == name]
             attempt = max(previous, default=0) + 1
     started = datetime.now(UTC)
-    outcome = execute(lake, call, run_id=run_id, attempt=attempt,
-                      hooks=Hooks(opts.fail_times, opts.pause_after, opts.pause_seconds))
+    outcome = execute(lake, call, run_id=run_id, attempt=attempt)
     if opts.result_file:
         temp = opts.result_file.with_suffix(".tmp")
         temp.write_text(json.dumps(asdict(outcome)))
@@ -454,14 +453,7 @@ def task_ingest(
                         ] = "utf-8",
 ) -> None:
     """Ingest the new files of a landing location, or the given paths."""
-    from shoplake.jobs.tasks import TaskCall
-
-    if source not in SOURCES:
-        raise ConfigError(f"source must be one of {', '.join(SOURCES)}")
-    if (landing is None) == (not path):
-        raise ConfigError("give either --landing or --path")
-    _run_task(ctx, TaskCall("ingest", source=source, landing=landing, paths=tuple(path or ()),
-                            encoding=encoding))
+    _run_task(ctx, "ingest", source=source, landing=landing, paths=tuple(path or ()), encoding=encoding)
 
 
 def task_build(
@@ -469,9 +461,7 @@ def task_build(
     selection: Annotated[str | None, typer.Argument(help="tables to build (`shoplake build` syntax)")] = None,
 ) -> None:
     """Build the selected Silver and Gold tables."""
-    from shoplake.jobs.tasks import TaskCall
-
-    _run_task(ctx, TaskCall("build", select=selection))
+    _run_task(ctx, "build", select=selection)
 
 
 def task_ml_train(
@@ -479,12 +469,7 @@ def task_ml_train(
     model: Annotated[str, typer.Argument(help=kinds_text())],
 ) -> None:
     """Train one model."""
-    from shoplake.jobs.tasks import TaskCall
-
-    if model not in KINDS:
-        raise ConfigError(f"model must be one of {', '.join(KINDS)}, got {model!r}")
-
-    _run_task(ctx, TaskCall("ml_train", model=model))
+    _run_task(ctx, "ml_train", model=model)
 
 
 def task_ml_score(
@@ -492,20 +477,12 @@ def task_ml_score(
     model: Annotated[list[str] | None, typer.Option(help="a model to score (repeatable; default all)")] = None,
 ) -> None:
     """Score the trained models."""
-    from shoplake.jobs.tasks import TaskCall
-
-    unknown = [m for m in model or () if m not in KINDS]
-    if unknown:
-        raise ConfigError(f"unknown model(s) {', '.join(unknown)}; expected some of {', '.join(KINDS)}")
-
-    _run_task(ctx, TaskCall("ml_score", models=tuple(model or ())))
+    _run_task(ctx, "ml_score", models=tuple(model or ()))
 
 
 def task_verify(ctx: typer.Context) -> None:
     """Reconcile the lake across tables (`shoplake verify`)."""
-    from shoplake.jobs.tasks import TaskCall
-
-    _run_task(ctx, TaskCall("verify"))
+    _run_task(ctx, "verify")
 
 
 def task_maintain(
@@ -513,9 +490,7 @@ def task_maintain(
     selection: Annotated[str | None, typer.Argument(help="table or layer names; default every table")] = None,
 ) -> None:
     """Compact, vacuum and checkpoint tables (`shoplake maintain`)."""
-    from shoplake.jobs.tasks import TaskCall
-
-    _run_task(ctx, TaskCall("maintain", select=selection))
+    _run_task(ctx, "maintain", select=selection)
 
 
 def _task_app() -> typer.Typer:

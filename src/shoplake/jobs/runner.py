@@ -45,11 +45,11 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shoplake.errors import ConfigError, is_transient
-from shoplake.jobs.definitions import JobDef, TaskDef
+from shoplake import locks
+from shoplake.errors import ConfigError, LockedError, is_transient
+from shoplake.jobs.definitions import IngestTask, JobDef, TaskDef
 from shoplake.jobs.history import Attempt, read_attempts, record_attempt, run_history
-from shoplake.jobs.locks import JobLock, LockedError, LockInfo, lock_dir
-from shoplake.jobs.tasks import Hooks, TaskCall, TaskOutcome, execute
+from shoplake.jobs.tasks import TaskOutcome, execute
 from shoplake.lake import Lake, new_run_id
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,6 @@ class RunResult:
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0
     interrupted: bool = False
-    took_over_lock: LockInfo | None = None
 
     @property
     def status(self) -> str:
@@ -198,17 +197,11 @@ def run_job(lake: Lake, job: JobDef, *, resume: str | None = None, run_id: str |
     planned = plan(lake, job, resume=resume, landing=landing)
     run_id = resume or run_id or new_run_id()
     trigger = trigger or ("resume" if resume else "manual")
-    lock = JobLock(lock_dir(lake.store.lake), f"job-{job.name}", label=f"job {job.name}", detail=f"run {run_id}")
-    lock.acquire()
-    try:
-        if lock.took_over:
-            log.info("took over the stale lock of job %s (%s)", job.name, lock.took_over.describe())
+    # One run per job; the kernel releases the lock when this process ends, however it ends.
+    with locks.holding(lake.store.lake, f"job-{job.name}", what=f"job {job.name}"):
         runner = _Runner(lake, job, run_id, trigger, landing, max_parallel or job.max_parallel, isolation,
                          on_update, poll_seconds)
-        runner.result.took_over_lock = lock.took_over
         return runner.run(planned, resumed=bool(resume))
-    finally:
-        lock.release()
 
 
 class _Runner:
@@ -227,7 +220,7 @@ class _Runner:
         self.workdir: Path | None = None
         self.writes = {t.name: t.writes(lake.catalog) for t in job.ordered()}
         self.skip_recorded: set[str] = set()
-        self.table_locks: dict[str, list[JobLock]] = {}
+        self.table_locks: dict[str, list[str]] = {}
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, planned: list[PlannedTask], *, resumed: bool) -> RunResult:
@@ -327,31 +320,30 @@ class _Runner:
         return picked
 
     def _lock_tables(self, state: TaskState) -> bool:
-        """Take the lock files of every table the task writes, all or none.
+        """Claim every table the task writes (`run-table-<table>` locks), all or none.
 
         Within a run the write sets already keep tasks apart; these locks do the same across processes
         (another job's run, another scheduler), so two incremental builds never consume the same
         batches at once. A task whose tables are held waits; its locks go when its attempt ends.
         """
-        taken: list = []
+        lake = self.lake.store.lake
+        taken: list[str] = []
         for name in sorted(self.writes[state.name]):
-            lock = JobLock(lock_dir(self.lake.store.lake), f"table-{name}", label=f"table {name}",
-                           detail=f"job {self.job.name} run {self.run_id} task {state.name}")
-            try:
-                lock.acquire()
-            except LockedError as exc:
+            claim = f"run-table-{name}"
+            if not locks.try_acquire(lake, claim):
                 for held in taken:
-                    held.release()
+                    locks.release(lake, held)
                 if state.status == "pending" or state.error is None:
-                    state.detail = f"waiting: {exc}"
+                    who = locks.holder(lake, claim) or "another process"
+                    state.detail = f"waiting: table {name} is already running ({who})"
                 return False
-            taken.append(lock)
+            taken.append(claim)
         self.table_locks[state.name] = taken
         return True
 
     def _unlock_tables(self, state: TaskState) -> None:
-        for lock in self.table_locks.pop(state.name, []):
-            lock.release()
+        for claim in self.table_locks.pop(state.name, []):
+            locks.release(self.lake.store.lake, claim)
 
     # -- one attempt -------------------------------------------------------------------------------
     def _start(self, state: TaskState) -> None:
@@ -382,8 +374,7 @@ class _Runner:
     def _run_inline(self, state: TaskState) -> TaskOutcome:
         task = state.task
         try:
-            return execute(self.lake, task_call(task, self.landing), run_id=self.run_id, attempt=state.attempt,
-                           hooks=Hooks(task.fail_times, task.pause_after, task.pause_seconds))
+            return execute(self.lake, task.resolved(self.landing), run_id=self.run_id, attempt=state.attempt)
         except Exception as exc:  # an unexpected error in one task must not take the run down with it
             log.exception("%s: attempt %d crashed", state.name, state.attempt)
             return TaskOutcome("failed", error=f"{type(exc).__name__}: {exc}", retryable=is_transient(exc))
@@ -475,11 +466,6 @@ class _Runner:
                 self._record(state, "failed", error=reason, ended=datetime.now(UTC))
 
 
-def task_call(task: TaskDef, landing: str) -> TaskCall:
-    return TaskCall(kind=task.kind, source=task.source, landing=task.landing_location(landing), paths=task.paths,
-                    encoding=task.encoding, select=task.select, model=task.model, models=task.models)
-
-
 def worker_command(lake: Lake, job: JobDef, task: TaskDef, *, run_id: str, attempt: int, landing: str,
                    result_file: Path | None = None) -> list[str]:
     """The command line of one attempt: `python -m shoplake ... jobs task ... <task args>`."""
@@ -488,10 +474,6 @@ def worker_command(lake: Lake, job: JobDef, task: TaskDef, *, run_id: str, attem
                "--run-id", run_id, "--attempt", str(attempt), "--parent-pid", str(os.getpid())]
     if result_file is not None:
         command += ["--result-file", str(result_file)]
-    if task.fail_times:
-        command += ["--fail-times", str(task.fail_times)]
-    if task.pause_after:
-        command += ["--pause-after", task.pause_after, "--pause-seconds", f"{task.pause_seconds:g}"]
     return command + task.args(landing)
 
 
@@ -541,10 +523,10 @@ def watch_job(lake: Lake, job: JobDef, *, poll_seconds: float = 30.0, max_polls:
     A run starts when a poll finds files not ingested yet. After a failed run the same pending files do
     not trigger again (that would fail the same way); a change in them does. Stops after `max_polls`.
     """
-    from shoplake.jobs.landing import scan
+    from shoplake.landing import scan
 
     landing = landing or landing_root(lake)
-    watched = [t for t in job.ordered() if t.kind == "ingest" and t.landing]
+    watched = [t for t in job.ordered() if isinstance(t, IngestTask) and t.landing]
     if not watched:
         raise ConfigError(f"job {job.name!r} has no ingest task with a landing location: nothing to watch")
     runs: list[RunResult] = []

@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from shoplake.errors import ConfigError, ShoplakeError
+from shoplake import locks
+from shoplake.errors import ConfigError, LockedError, ShoplakeError
 from shoplake.jobs.definitions import JobBook, JobDef
-from shoplake.jobs.locks import JobLock, LockedError, lock_dir
 from shoplake.jobs.runner import RunResult, run_job
 from shoplake.lake import Lake
 
@@ -77,10 +77,7 @@ def run_schedule(lake: Lake, book: JobBook, *, jobs: list[str] | None = None, ma
             on_event(event)
 
     runs: list[RunResult] = []
-    with JobLock(lock_dir(lake.store.lake), "scheduler", label="a scheduler for this lake",
-                 detail="shoplake schedule") as lock:
-        if lock.took_over:
-            emit("scheduler", "started", f"took over the lock of a dead scheduler ({lock.took_over.describe()})")
+    with locks.holding(lake.store.lake, "scheduler", what="a scheduler for this lake"):
         pending = {j.name: next_fire(j, clock()) for j in selected}
         by_name = {j.name: j for j in selected}
         for name, fire in pending.items():

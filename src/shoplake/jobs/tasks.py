@@ -1,6 +1,7 @@
-"""What one task attempt does: ingest, build, train or score, on the Python API.
+"""What one task attempt does: ingest, build, train, score, maintain or verify, on the Python API.
 
-`execute` is called in a worker process (`shoplake jobs task ...`, started by the runner, or by a
+`execute` runs a task model of `shoplake.jobs.definitions` (as the job file declared it, its landing folder
+resolved). It is called in a worker process (`shoplake jobs task ...`, started by the runner, or by a
 Databricks `python_wheel_task`), or in the runner's own process when it runs tasks inline.
 """
 
@@ -11,41 +12,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shoplake.errors import ConfigError, InsufficientDataError, ModelNotFoundError, ShoplakeError, is_transient
+from shoplake import faults
+from shoplake.errors import InsufficientDataError, ModelNotFoundError, ShoplakeError, is_transient
+from shoplake.jobs.definitions import (
+    BuildTask,
+    IngestTask,
+    MaintainTask,
+    MlScoreTask,
+    MlTrainTask,
+    TaskDef,
+)
 from shoplake.lake import Lake
 
 log = logging.getLogger(__name__)
 
 
 class InjectedFailure(ShoplakeError):
-    """A failure asked for by the task's `fail_times` option (a testing aid). Transient, so it is retried."""
+    """A failure asked for by a test (`shoplake.faults.TaskHooks.fail_times`). Transient, so it is retried."""
 
 
 class TaskFailed(ShoplakeError):
     """A task ran but part of its work failed (a table not built, a file not ingested)."""
-
-
-@dataclass(frozen=True)
-class TaskCall:
-    """A task's arguments, as given on the `shoplake jobs task` command line."""
-
-    kind: str  # ingest | build | ml_train | ml_score | maintain | verify
-    source: str | None = None
-    landing: str | None = None
-    paths: tuple[str, ...] = ()
-    encoding: str = "utf-8"
-    select: str | None = None
-    model: str | None = None
-    models: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Hooks:
-    """Testing aids: fail the first attempts, or pause at a point where a test can kill the process."""
-
-    fail_times: int = 0
-    pause_after: str | None = None
-    pause_seconds: float = 60.0
 
 
 @dataclass
@@ -60,32 +47,32 @@ class TaskOutcome:
     tables: dict[str, str] = field(default_factory=dict)
 
 
-def execute(lake: Lake, call: TaskCall, *, run_id: str, attempt: int = 1, hooks: Hooks = Hooks(),
+def execute(lake: Lake, task: TaskDef, *, run_id: str, attempt: int = 1,
             sleep: Callable[[float], None] = time.sleep) -> TaskOutcome:
     """Run one task attempt. Errors a user can act on become a failed outcome, never an exception."""
+    hooks = faults.task_hooks(task.name)
+
     def pause(point: str) -> None:
         if hooks.pause_after == point:
-            log.warning("pausing %.0fs after %s (pause_after, a testing aid)", hooks.pause_seconds, point)
+            log.warning("pausing %.0fs after %s (a test's hook)", hooks.pause_seconds, point)
             sleep(hooks.pause_seconds)
 
     try:
         if attempt <= hooks.fail_times:
             raise InjectedFailure(f"injected failure: attempt {attempt} of a task with fail_times: "
-                                  f"{hooks.fail_times} (a testing aid)")
+                                  f"{hooks.fail_times} (a test's hook)")
         pause("start")
-        if call.kind == "ingest":
-            return _ingest(lake, call, run_id, pause)
-        if call.kind == "build":
-            return _build(lake, call, run_id, pause)
-        if call.kind == "ml_train":
-            return _train(lake, call, run_id)
-        if call.kind == "ml_score":
-            return _score(lake, call, run_id)
-        if call.kind == "maintain":
-            return _maintain(lake, call, run_id)
-        if call.kind == "verify":
-            return _verify(lake)
-        raise ConfigError(f"unknown task kind {call.kind!r}")
+        if isinstance(task, IngestTask):
+            return _ingest(lake, task, run_id, pause)
+        if isinstance(task, BuildTask):
+            return _build(lake, task, run_id, pause)
+        if isinstance(task, MlTrainTask):
+            return _train(lake, task, run_id)
+        if isinstance(task, MlScoreTask):
+            return _score(lake, task, run_id)
+        if isinstance(task, MaintainTask):
+            return _maintain(lake, task, run_id)
+        return _verify(lake)
     except InsufficientDataError as exc:
         return TaskOutcome("skipped", detail=str(exc))
     except InjectedFailure as exc:
@@ -93,13 +80,13 @@ def execute(lake: Lake, call: TaskCall, *, run_id: str, attempt: int = 1, hooks:
     except ShoplakeError as exc:
         return TaskOutcome("failed", error=str(exc), retryable=is_transient(exc))
     except OSError as exc:  # I/O: a full disk, a vanished network share... may pass on the next attempt
-        log.exception("%s task: I/O error", call.kind)
+        log.exception("%s task: I/O error", task.kind)
         return TaskOutcome("failed", error=f"{type(exc).__name__}: {exc}", retryable=True)
 
 
-def _ingest(lake: Lake, call: TaskCall, run_id: str, pause: Callable[[str], None]) -> TaskOutcome:
+def _ingest(lake: Lake, call: IngestTask, run_id: str, pause: Callable[[str], None]) -> TaskOutcome:
     from shoplake.ingest import ingest_files
-    from shoplake.jobs.landing import ingest_landing
+    from shoplake.landing import ingest_landing
 
     table = f"bronze.{call.source}"
 
@@ -133,7 +120,7 @@ def _require_source_data(lake: Lake, what: str) -> None:
                                     f"or run `shoplake ingest SOURCE PATH`)")
 
 
-def _build(lake: Lake, call: TaskCall, run_id: str, pause: Callable[[str], None]) -> TaskOutcome:
+def _build(lake: Lake, call: BuildTask, run_id: str, pause: Callable[[str], None]) -> TaskOutcome:
     from shoplake.build import build_tables
 
     _require_source_data(lake, "nothing to build")
@@ -178,12 +165,12 @@ def _rows_of(result) -> int:
     return 0
 
 
-def _train(lake: Lake, call: TaskCall, run_id: str) -> TaskOutcome:
+def _train(lake: Lake, call: MlTrainTask, run_id: str) -> TaskOutcome:
     # A scheduled run keeps the champion when its inputs and parameters did not change, so running a
     # job again with no new data writes nothing.
     from shoplake.ml import train_model
 
-    result = train_model(lake, str(call.model), run_id=run_id, skip_unchanged=True)
+    result = train_model(lake, call.model, run_id=run_id, skip_unchanged=True)
     version = getattr(result, "model_version", None) or getattr(result, "version", None)
     if (getattr(result, "details", None) or {}).get("skipped"):
         detail = f"{call.model} unchanged (champion v{version} kept)"
@@ -195,7 +182,7 @@ def _train(lake: Lake, call: TaskCall, run_id: str) -> TaskOutcome:
     return TaskOutcome("succeeded", _rows_of(result), detail)
 
 
-def _score(lake: Lake, call: TaskCall, run_id: str) -> TaskOutcome:
+def _score(lake: Lake, call: MlScoreTask, run_id: str) -> TaskOutcome:
     """Score each kind that has a champion; a kind without one (its training was skipped) is reported."""
     from shoplake.ml import KINDS, score_models
 
@@ -218,7 +205,7 @@ def _score(lake: Lake, call: TaskCall, run_id: str) -> TaskOutcome:
     return TaskOutcome("succeeded", rows, detail)
 
 
-def _maintain(lake: Lake, call: TaskCall, run_id: str) -> TaskOutcome:
+def _maintain(lake: Lake, call: MaintainTask, run_id: str) -> TaskOutcome:
     from shoplake.maintenance import maintain
 
     _require_source_data(lake, "nothing to maintain")

@@ -45,7 +45,7 @@ def _is_data_file(name: str) -> bool:
     return name.lower().endswith(DATA_SUFFIXES)
 
 
-def _s3_filesystem(settings: Settings):
+def s3_filesystem(settings: Settings):
     from pyarrow import fs
 
     kwargs: dict[str, object] = {"region": settings.s3_region}
@@ -105,7 +105,7 @@ def _expand_local(raw: str) -> list[str]:
 def _expand_s3(raw: str, settings: Settings) -> list[str]:
     from pyarrow import fs
 
-    s3 = _s3_filesystem(settings)
+    s3 = s3_filesystem(settings)
     location = raw[len("s3://"):]
     pattern = None
     if any(ch in location for ch in "*?["):
@@ -166,7 +166,7 @@ def _open_remote(uri: str, settings: Settings):
     if uri.startswith("s3://"):
         try:
             # compression=None: spool the bytes as stored (pyarrow would otherwise gunzip a .gz key).
-            with _s3_filesystem(settings).open_input_stream(uri[len("s3://"):], compression=None) as stream:
+            with s3_filesystem(settings).open_input_stream(uri[len("s3://"):], compression=None) as stream:
                 yield stream
         except FileNotFoundError as exc:
             raise SourceFormatError(f"{uri}: no such object") from exc

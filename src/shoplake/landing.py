@@ -114,7 +114,7 @@ def _list_s3(location: str, settings) -> list[LandingFile] | None:
     from pyarrow import fs
 
     prefix = location[len("s3://"):].rstrip("/")
-    s3 = locations._s3_filesystem(settings)  # the same client configuration as ingestion uses
+    s3 = locations.s3_filesystem(settings)  # the same client configuration as ingestion uses
     try:
         infos = s3.get_file_info(fs.FileSelector(prefix, recursive=True, allow_not_found=True))
     except OSError as exc:
