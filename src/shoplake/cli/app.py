@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from shoplake.config import Settings, load_settings
 from shoplake.errors import ShoplakeError
 from shoplake.sources.schemas import SOURCES
 
 if TYPE_CHECKING:
+    from shoplake.config import Settings
     from shoplake.lake import Lake
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -43,6 +43,8 @@ class _State:
 
 def settings() -> Settings:
     """The settings of this invocation, loaded once (defaults, file, environment, then the flags)."""
+    from shoplake.config import load_settings  # pydantic loads when a command needs settings, not for --help
+
     if _State.settings is None:
         _State.settings = load_settings(**_State.overrides)
     return _State.settings
