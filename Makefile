@@ -30,7 +30,7 @@ demo: install
 	cp $(DEMO_DATA)/retail.csv.gz $(LANDING)/retail/
 	$(SHOPLAKE) run daily
 	$(SHOPLAKE) summary
-	@echo "Lake: $(LAKE)/   Landing folders: $(LANDING)/   Planted truth: $(DEMO_DATA)/*truth*.csv"
+	@echo "Lake: $(LAKE)/   Landing folders: $(LANDING)/   Planted truth: $(DEMO_DATA)/_truth/"
 	@echo "Query it:   $(VENV)/bin/shoplake --lake $(LAKE) sql 'select * from gold.daily_funnel limit 5'"
 	@echo "Models:     $(VENV)/bin/shoplake --lake $(LAKE) ml models   (MLflow UI: ... ml ui)"
 	@echo "Job runs:   $(VENV)/bin/shoplake --lake $(LAKE) jobs runs daily"

@@ -88,10 +88,6 @@ class LandingResult:
         return ", ".join(parts)
 
 
-def _visible(name: str) -> bool:
-    return not any(part.startswith((".", "_")) for part in Path(name).parts)
-
-
 def list_location(location: str, settings) -> list[LandingFile] | None:
     """Data files at a landing location, sorted by path; None when the location does not exist."""
     if location.startswith("s3://"):
@@ -104,7 +100,7 @@ def list_location(location: str, settings) -> list[LandingFile] | None:
     found = []
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
-        if path.is_file() and path.name.lower().endswith(_DATA_SUFFIXES) and _visible(str(relative)):
+        if path.is_file() and path.name.lower().endswith(_DATA_SUFFIXES) and locations.visible(str(relative)):
             stat = path.stat()
             found.append(LandingFile(str(path.resolve()), stat.st_size, stat.st_mtime_ns))
     return found
@@ -122,7 +118,7 @@ def _list_s3(location: str, settings) -> list[LandingFile] | None:
     found = []
     for info in sorted(infos, key=lambda i: i.path):
         relative = info.path[len(prefix):].lstrip("/")
-        if info.type == fs.FileType.File and info.path.lower().endswith(_DATA_SUFFIXES) and _visible(relative):
+        if info.type == fs.FileType.File and info.path.lower().endswith(_DATA_SUFFIXES) and locations.visible(relative):
             found.append(LandingFile(f"s3://{info.path}", info.size or 0, info.mtime_ns or 0))
     return found or None
 

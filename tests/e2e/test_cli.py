@@ -310,3 +310,18 @@ def test_python_dash_m_honours_the_lake_in_command_groups(module, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (lake / "_mlflow").is_dir()
     assert not (tmp_path / "lakehouse").exists()
+
+
+def test_generated_data_ingests_with_the_command_generate_prints(e2e, tmp_path):
+    out, lake = tmp_path / "generated", tmp_path / "lake"
+    generated = e2e.cli_ok("generate", "clickstream", "--out", str(out), "--rows", "3000", lake=lake)
+    truth = out / "_truth" / "clickstream_truth_users.csv"
+    assert truth.is_file()  # the planted truth sits in a side folder, not next to the data
+    (next_line,) = [line for line in generated.stdout.splitlines() if line.startswith("next: ")]
+    assert next_line == f"next: shoplake --lake {lake} ingest clickstream {out}"
+
+    ingested = e2e.cli_ok("ingest", "clickstream", str(out), lake=lake)
+    assert "ingested, 3,000 rows to bronze.clickstream" in ingested.stdout
+    assert "truth" not in ingested.stdout  # the side folder was passed by, not refused
+    (counts,) = e2e.rows(e2e.open_lake(lake), "select count(*) as n from bronze.clickstream")
+    assert counts["n"] == 3000

@@ -70,6 +70,6 @@ class Trained:
 
     def truth(self, name: str) -> dict[int, str]:
         """A planted-truth side file of the generator: entity id -> type."""
-        with open(self.data / name, newline="") as handle:
+        with open(self.data / "_truth" / name, newline="") as handle:
             found = list(csv.reader(handle))
         return {int(r[0]): r[1] for r in found[1:]}

@@ -128,7 +128,7 @@ def test_generate_creates_out_dir_and_reports_progress(tmp_path: Path) -> None:
     out = tmp_path / "a" / "b"
     result = generate("clickstream", out, rows=1_234, seed=3, progress=calls.append)
     assert result.files == [out / "clickstream.csv.gz"]
-    assert result.truth_file == out / "clickstream_truth_users.csv"
+    assert result.truth_file == out / "_truth" / "clickstream_truth_users.csv"
     assert result.rows == sum(calls) == 1_234
     assert result.dirty_rows == 0 and result.dirty_by_kind == {}
 

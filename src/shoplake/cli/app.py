@@ -50,6 +50,11 @@ def settings() -> Settings:
     return _State.settings
 
 
+def given_lake() -> Path | None:
+    """The `--lake` folder given on this command line, if any (for printing commands to run next)."""
+    return _State.overrides.get("lake")
+
+
 def lake(**changes) -> Lake:
     """The lake of this invocation; `changes` replace settings (a command's own `--landing`, say)."""
     from dataclasses import replace

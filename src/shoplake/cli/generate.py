@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -42,4 +43,13 @@ def generate(
     files = ", ".join(str(f) for f in result.files)
     cli.console.print(f"{source.value}: {result.rows:,} rows ({result.dirty_rows:,} dirty) -> {files}")
     if result.truth_file:
-        cli.console.print(f"planted truth: {result.truth_file}")
+        cli.console.print(f"planted truth: {result.truth_file} (a side folder that ingest passes by)")
+    # One unwrapped line, so it can be copied and run as it is.
+    cli.console.print(f"next: {_ingest_command(source.value, out)}", soft_wrap=True, markup=False, highlight=False)
+
+
+def _ingest_command(source: str, out: Path) -> str:
+    """The command that ingests what was just generated, with this invocation's --lake if it had one."""
+    lake = cli.given_lake()
+    prefix = f"shoplake --lake {shlex.quote(str(lake))}" if lake else "shoplake"
+    return f"{prefix} ingest {source} {shlex.quote(str(out))}"

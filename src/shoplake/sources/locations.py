@@ -45,6 +45,15 @@ def _is_data_file(name: str) -> bool:
     return name.lower().endswith(DATA_SUFFIXES)
 
 
+def visible(relative: str) -> bool:
+    """Whether a file below a folder is data: no part of its path starts with `.` or `_`.
+
+    The Hadoop/Spark convention: `_truth/`, `_SUCCESS`, `.staging/` and editors' `.swp` files are
+    side files, so listing a folder (`shoplake ingest SOURCE DIR`, a landing folder) passes them by.
+    """
+    return not any(part.startswith((".", "_")) for part in Path(relative).parts)
+
+
 def s3_filesystem(settings: Settings):
     from pyarrow import fs
 
@@ -91,9 +100,11 @@ def _expand_local(raw: str) -> list[str]:
             raise SourceFormatError(f"{raw}: no .csv, .csv.gz or .parquet file matches this pattern")
         return [str(Path(m).resolve()) for m in matches]
     if path.is_dir():
-        matches = sorted(str(p.resolve()) for p in path.rglob("*") if p.is_file() and _is_data_file(p.name))
+        matches = sorted(str(p.resolve()) for p in path.rglob("*")
+                         if p.is_file() and _is_data_file(p.name) and visible(str(p.relative_to(path))))
         if not matches:
-            raise SourceFormatError(f"{raw}: folder holds no .csv, .csv.gz or .parquet file")
+            raise SourceFormatError(f"{raw}: folder holds no .csv, .csv.gz or .parquet file "
+                                    "(names starting with '.' or '_' are side files, not data)")
         return matches
     if path.is_symlink() and not _readable_file(path):
         raise SourceFormatError(f"{raw}: a symbolic link that leads to no file (dangling or in a loop)")
@@ -124,6 +135,8 @@ def _expand_s3(raw: str, settings: Settings) -> list[str]:
     keys = sorted(i.path for i in listed if i.type == fs.FileType.File and _is_data_file(i.path))
     if pattern is not None:
         keys = [k for k in keys if fnmatch.fnmatch(k, pattern)]
+    else:  # a prefix is listed like a folder: side files below it are not data
+        keys = [k for k in keys if visible(k[len(location):].lstrip("/"))]
     if not keys:
         raise SourceFormatError(f"{raw}: no .csv, .csv.gz or .parquet object found")
     return [f"s3://{k}" for k in keys]

@@ -54,7 +54,8 @@ def generate(
     Args:
         source: ``clickstream``, ``products`` or ``retail``.
         out_dir: Output folder, created if missing. Files: ``<source>.csv.gz``, plus
-            ``clickstream_truth_users.csv`` or ``retail_truth_customers.csv``.
+            ``_truth/clickstream_truth_users.csv`` or ``_truth/retail_truth_customers.csv`` (in a
+            ``_``-prefixed folder, so ingesting ``out_dir`` reads the data file only).
         rows: Data rows to write. Defaults: clickstream 2,000,000; retail 540,000; products the
             whole universe (50,000 distinct products; the ~1% listed twice come on top).
         seed: Seed of every random draw.

@@ -68,6 +68,20 @@ class GenerationResult:
     dirty_by_kind: dict[str, int] = field(default_factory=dict)
 
 
+TRUTH_FOLDER = "_truth"
+
+
+def truth_path(out_dir: Path, name: str) -> Path:
+    """Where a planted-truth side file goes: ``out_dir/_truth/name``.
+
+    Not next to the data: `shoplake ingest SOURCE out_dir` lists the folder, and a `_`-prefixed folder is
+    a side folder it passes by (see `shoplake.sources.locations.visible`).
+    """
+    folder = out_dir / TRUTH_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
 def make_rng(seed: int, stream: int) -> np.random.Generator:
     """Returns a PCG64 generator for one purpose, derived from the user seed only."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, stream])))

@@ -43,6 +43,7 @@ from shoplake.synth._common import (
     plain_array,
     random_uuid_bytes,
     replace_field,
+    truth_path,
 )
 from shoplake.synth.products import Catalog, build_catalog
 
@@ -566,7 +567,7 @@ def generate_clickstream(
             if progress is not None:
                 progress(len(lines))
 
-    truth = out_dir / "clickstream_truth_users.csv"
+    truth = truth_path(out_dir, "clickstream_truth_users.csv")
     _write_truth(truth, plan)
     return GenerationResult(
         source="clickstream",

@@ -39,6 +39,7 @@ from shoplake.synth._common import (
     plain_array,
     replace_field,
     stratified_flags,
+    truth_path,
 )
 
 RETAIL_HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
@@ -652,7 +653,7 @@ def generate_retail(
             if progress is not None:
                 progress(len(text))
 
-    truth = out_dir / "retail_truth_customers.csv"
+    truth = truth_path(out_dir, "retail_truth_customers.csv")
     _write_truth(truth, invoices, customers)
     return GenerationResult(
         source="retail",
