@@ -181,6 +181,9 @@ def _maintain_table(lake: Lake, spec: TableSpec, *, run_id: str | None, compact:
         # they are older than the retention, so a file being staged right now is never one of them.
         doomed = table.vacuum(retention_hours=int(retention_hours), dry_run=True, full=True,
                               enforce_retention_duration=False)
+        # delta-rs lists the files of every remove tombstone past the retention, also those an earlier
+        # vacuum already deleted: count (and act on) only the files still there.
+        doomed = [name for name in doomed if (lake.store.path(spec.name) / name).exists()]
         if doomed and not dry_run:
             doomed = table.vacuum(retention_hours=int(retention_hours), dry_run=False, full=True,
                                   enforce_retention_duration=False, commit_properties=commit,
