@@ -8,7 +8,7 @@ LAKE   ?= lakehouse
 LANDING ?= landing
 SHOPLAKE := $(VENV)/bin/shoplake --lake $(LAKE)
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,9 +43,16 @@ $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "chromium is missing and apt-get is not available: install chromium"; exit 1; }
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
-## make test: install everything (Python packages, chromium) and run the whole test suite.
+## make test: install everything (Python packages, chromium) and run the whole test suite, in two worker
+## processes (tests/conftest.py keeps the tests that share an expensive fixture in one of them).
+TEST_WORKERS ?= 2
 test: install $(CHROMIUM)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
+## make test-fast: the edit-run loop (a few minutes): everything but the tests marked `slow` (real processes
+## crashed or racing, trained models, Spark, the browser, the complete real files).
+test-fast: install
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

@@ -1,12 +1,48 @@
-"""Fixtures shared by several test folders."""
+"""Fixtures shared by several test folders, and how the suite is split between processes.
+
+`make test` runs the suite in two pytest-xdist workers (`--dist loadgroup`). Tests that share an expensive
+session fixture run in one worker, so it is made once: the trained model lakes (`ml`), the Spark session
+(`spark`) and the served lake (`serve`); every other test file is a unit of its own, so its module
+fixtures are made once too.
+"""
 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
 from shoplake.config import Settings
+
+_TESTS = Path(__file__).parent
+# Test files that start Spark (one JVM per worker that needs it: keep them together).
+_SPARK_FILES = {"parity/test_engine_parity.py", "parity/test_interop.py", "parity/test_sql_overrides.py",
+                "ml/test_spark_scoring.py", "e2e/test_hostile_inputs.py"}
+
+
+def _group(relative: str) -> str:
+    if relative in _SPARK_FILES:
+        return "spark"
+    if relative.startswith("ml/"):
+        return "ml"
+    if relative.startswith("serve/"):
+        return "serve"
+    return relative
+
+
+# Fixtures that make a test `slow` (left out of `make test-fast`): trained models, Spark, the browser.
+_SLOW_FIXTURES = {"shop_lake", "trained", "uci_trained", "held_out", "scored", "spark_available", "parity_lakes",
+                  "browser", "live_server"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        relative = Path(str(item.path)).relative_to(_TESTS).as_posix()
+        item.add_marker(pytest.mark.xdist_group(_group(relative)))
+        if _SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

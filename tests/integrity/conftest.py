@@ -31,6 +31,11 @@ VOLATILE = {"run_id", "recorded_at", "checked_at", "_ingested_at", "_quarantined
 HISTORY_TABLES = {"ops.job_runs", "ops.query_log", "ops.data_quality", "ops.model_decisions", "ops.model_monitoring"}
 
 
+# Rounds of each two-processes-at-once test. The writer locks make the outcome deterministic, so a few
+# rounds test it; raise it to hunt for a race (SHOPLAKE_TEST_ROUNDS=50 pytest tests/integrity).
+ROUNDS = int(os.environ.get("SHOPLAKE_TEST_ROUNDS", "6"))
+
+
 @dataclass(frozen=True)
 class Inputs:
     clickstream: Path
@@ -114,8 +119,10 @@ def _plain(value) -> str:
     return f"{value:.10g}" if isinstance(value, float) else repr(value)
 
 
-def assert_same_lake(lake: Path, reference: Path) -> None:
-    got, want = snapshot(lake), snapshot(reference)
+def assert_same_lake(lake: Path, reference: Path | dict[str, list[tuple]]) -> None:
+    """`lake` holds what `reference` holds: another lake, or its `snapshot` (taken once for many checks)."""
+    got = snapshot(lake)
+    want = reference if isinstance(reference, dict) else snapshot(reference)
     assert sorted(got) == sorted(want), f"tables differ: {sorted(set(got) ^ set(want))}"
     for name in want:
         assert len(got[name]) == len(want[name]), f"{name}: {len(got[name])} rows, a serial run has {len(want[name])}"

@@ -110,6 +110,7 @@ def _retail_row(invoice: str, quantity: int, price: float) -> dict:
             "Country": "United Kingdom"}
 
 
+@pytest.mark.slow  # the whole daily job, models included
 def test_a_nan_cancellation_in_bronze_is_quarantined_and_the_daily_job_finishes(tmp_path):
     # A month of clickstream (the propensity model needs three weeks) and a month of retail.
     data, lake = tmp_path / "data", tmp_path / "lake"

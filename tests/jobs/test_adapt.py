@@ -3,12 +3,14 @@ with the reason, the rest still run, and the run succeeds. Plus the retry policy
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from shoplake.config import load_settings
 from shoplake.errors import LakeLockTimeout, QualityCheckError, is_transient
@@ -28,6 +30,7 @@ def _last_status(root: Path) -> dict[str, tuple[str, str]]:
     return {a.task: (a.status, a.detail or "") for a in read_attempts(lake.store)}
 
 
+@pytest.mark.slow  # the daily job in worker processes
 def test_an_empty_lake_skips_every_task_with_its_reason(tmp_path):
     result = _daily(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -40,6 +43,7 @@ def test_an_empty_lake_skips_every_task_with_its_reason(tmp_path):
     assert statuses["score"][1].startswith("no model to score")
 
 
+@pytest.mark.slow
 def test_a_clickstream_only_lake_trains_what_it_can_and_scores_it(tmp_path):
     landing = tmp_path / "landing" / "clickstream"
     generated = generate("clickstream", tmp_path / "gen", rows=20000, seed=5)
@@ -53,6 +57,23 @@ def test_a_clickstream_only_lake_trains_what_it_can_and_scores_it(tmp_path):
     assert statuses["score"][0] == "succeeded" and "not scored: rfm" in statuses["score"][1]
     assert statuses["maintain"][0] == "succeeded" and statuses["verify"][0] == "succeeded"
     assert "succeeded" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_retail_only_lake_trains_rfm_and_skips_the_clickstream_models(tmp_path):
+    landing = tmp_path / "landing" / "retail"
+    generated = generate("retail", tmp_path / "gen", rows=20000, seed=5, start=dt.date(2010, 12, 1), days=365)
+    landing.mkdir(parents=True)
+    shutil.copy(generated.files[0], landing)
+    result = _daily(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    statuses = _last_status(tmp_path)
+    assert statuses["ingest_clickstream"][0] == "skipped" and statuses["ingest_retail"][0] == "succeeded"
+    for model in ("train_segments", "train_propensity"):
+        assert statuses[model][0] == "skipped" and "clickstream" in statuses[model][1], statuses[model]
+    assert statuses["train_rfm"][0] == "succeeded"
+    assert statuses["score"][0] == "succeeded" and "not scored: " in statuses["score"][1]
+    assert statuses["maintain"][0] == "succeeded" and statuses["verify"][0] == "succeeded"
 
 
 def test_only_transient_failures_are_retried():

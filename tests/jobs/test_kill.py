@@ -15,6 +15,8 @@ from shoplake import locks
 from shoplake.jobs.definitions import load_jobs
 from shoplake.jobs.runner import run_job
 
+pytestmark = pytest.mark.slow  # real worker processes killed mid-build
+
 DEADLINE = 60.0
 
 

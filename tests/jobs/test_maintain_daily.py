@@ -16,6 +16,8 @@ from shoplake.jobs.runner import run_job
 from shoplake.maintenance import CHECKPOINT_AFTER_COMMITS, maintain
 from shoplake.synth import generate
 
+pytestmark = pytest.mark.slow  # sixty job runs
+
 DAYS = 30
 MIN_SMALL_FILES = {spec.name: spec.maintenance.min_small_files for spec in default_catalog()}
 

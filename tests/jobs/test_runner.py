@@ -193,6 +193,37 @@ def test_a_deterministic_failure_is_not_retried(workspace, monkeypatch):
     assert [a.status for a in workspace.attempts(result.run_id) if a.task == "train_propensity"] == ["failed"]
 
 
+def test_a_failed_check_is_attempted_once_and_a_lock_timeout_is_retried(workspace, jobs_env, monkeypatch):
+    """The retry policy of a build task: a table whose check failed fails the same way again (no retry); a
+    table that timed out waiting for its writer lock may pass next time (retried)."""
+    import shoplake.build
+    from shoplake.build import BuildResult
+
+    failures = {"checked": BuildResult("silver.products", "failed", message="check not_null_product_id failed"),
+                "locked": BuildResult("silver.products", "failed", message="timed out waiting for the writer lock",
+                                      transient=True)}
+    calls: list[int] = []
+    case = ""
+
+    def build_tables(lake, selection=None, *, run_id, on_table=None):
+        calls.append(1)
+        return [failures[case]] if len(calls) == 1 else []  # the first attempt fails, a second would pass
+
+    monkeypatch.setattr(shoplake.build, "build_tables", build_tables)
+    monkeypatch.setattr("shoplake.jobs.tasks._require_source_data", lambda lake, what: None)
+    workspace.job("one_build", {"build": jobs_env.task("build", select="silver.products", retries=2,
+                                                       retry_backoff=0)})
+    for case in ("checked", "locked"):
+        calls.clear()
+        result = _run(workspace, "one_build", isolation="inline")
+        state = result.tasks["build"]
+        if case == "checked":
+            assert state.status == "failed" and state.attempt == 1 and len(calls) == 1
+            assert "check not_null_product_id failed" in state.error
+        else:
+            assert state.status == "succeeded" and state.attempt == 2 and len(calls) == 2
+
+
 def test_run_refuses_bad_options_without_writing(workspace):
     result = workspace.cli("run", "daily", "--max-parallel", "0")
     assert result.returncode == 1

@@ -22,6 +22,8 @@ from shoplake.synth import generate
 
 from .lakes import open_lake
 
+pytestmark = pytest.mark.slow  # the daily job with model training on generated lakes
+
 CLICK_EVENTS = 100_000
 RETAIL_ROWS = 20_000
 

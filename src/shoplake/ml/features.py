@@ -35,14 +35,17 @@ def require_tables(lake, names: tuple[str, ...], *, hint: str) -> None:
     """Raise `TableNotFoundError` unless every table exists, `InsufficientDataError` unless it holds rows."""
     for name in names:
         lake.catalog.get(name)
+        sources = sorted(a for a in lake.catalog.ancestors(name) | {name} if a.startswith("bronze."))
+        no_source_data = bool(sources) and not any(lake.store.exists(s) and lake.store.row_count(s) for s in sources)
+        # Say what is missing upstream: "no clickstream data" tells a shop without it what to do, while
+        # "run shoplake build" would send it in a circle.
+        missing = f"no data has been ingested into {', '.join(sources)}"
         if not lake.store.exists(name):
-            sources = sorted(a for a in lake.catalog.ancestors(name) | {name} if a.startswith("bronze."))
-            if sources and not any(lake.store.exists(s) and lake.store.row_count(s) for s in sources):
-                raise InputNotBuiltError(f"{name} has not been built yet: {hint}; no data has been ingested "
-                                         f"into {', '.join(sources)}")
+            if no_source_data:
+                raise InputNotBuiltError(f"{name} has not been built yet: {hint}; {missing}")
             raise TableNotFoundError(f"{name} has not been built yet: {hint}")
         if lake.store.row_count(name) == 0:
-            raise InsufficientDataError(f"{name} is empty: {hint}")
+            raise InsufficientDataError(f"{name} is empty: {missing}" if no_source_data else f"{name} is empty: {hint}")
 
 
 def bind(lake, engine, *names: str) -> dict[str, int | None]:
