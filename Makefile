@@ -47,12 +47,12 @@ $(CHROMIUM):
 ## processes (tests/conftest.py keeps the tests that share an expensive fixture in one of them).
 TEST_WORKERS ?= 2
 test: install $(CHROMIUM)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 ## make test-fast: the edit-run loop (a few minutes): everything but the tests marked `slow` (real processes
 ## crashed or racing, trained models, Spark, the browser, the complete real files).
 test-fast: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

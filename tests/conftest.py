@@ -1,9 +1,10 @@
 """Fixtures shared by several test folders, and how the suite is split between processes.
 
-`make test` runs the suite in two pytest-xdist workers (`--dist loadgroup`). Tests that share an expensive
-session fixture run in one worker, so it is made once: the trained model lakes (`ml`), the Spark session
-(`spark`) and the served lake (`serve`); every other test file is a unit of its own, so its module
-fixtures are made once too.
+`make test` runs the suite in two pytest-xdist workers. Tests that share an expensive session fixture run
+in one worker, so it is made once: the trained model lakes (`ml`), the Spark session (`spark`) and the
+served lake (`serve`); every other test file is a unit of its own, so its module fixtures are made once
+too. (The grouping is a scheduler of our own: xdist's `xdist_group` marks do not reach its scheduler under
+pytest 9, whose node ids no longer carry the group suffix xdist appends.)
 """
 
 from __future__ import annotations
@@ -36,13 +37,25 @@ _SLOW_FIXTURES = {"shop_lake", "trained", "uci_trained", "held_out", "scored", "
                   "browser", "live_server"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        relative = Path(str(item.path)).relative_to(_TESTS).as_posix()
-        item.add_marker(pytest.mark.xdist_group(_group(relative)))
         if _SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Whole groups (see `_group`) go to one worker: xdist's scope scheduling with our scopes."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return _group(path.removeprefix("tests/"))
+
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
