@@ -50,6 +50,13 @@ def _copy(lake: Lake, tmp_path) -> Lake:
     return open_lake(tmp_path / "copy")
 
 
+def test_only_the_ml_logs_among_the_ops_tables_carry_ledger_entries(tmp_path):
+    ledgered = set(open_lake(tmp_path / "lake").ledgered_tables())
+    assert {"ops.model_decisions", "ops.model_monitoring", "gold.prediction_outcomes",
+            "gold.conversion_predictions", "silver.events"} <= ledgered
+    assert not {"ops.ledger", "ops.data_quality", "ops.job_runs"} & ledgered
+
+
 def test_model_decisions_are_ledgered_and_verified(lake, tmp_path):
     [entry] = _ledger(lake, "ops.model_decisions")
     assert (entry["rows_in"], entry["rows_out"], entry["rows_written"], entry["diverted"]) == (1, 1, 1, {})

@@ -169,19 +169,13 @@ def fit_segments(X: pd.DataFrame, params: SegmentParams | RFMParams, values: np.
     return selection, model, segment_ids, rows
 
 
-def silhouette_on(X: pd.DataFrame, rows: np.ndarray, labels: np.ndarray) -> float:
-    """Silhouette of `labels` on the sampled rows, in a log1p-standardised space fitted on X.
+def silhouette_values_on(X: pd.DataFrame, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each sampled row's silhouette coefficient under `labels` (their mean is the silhouette), in a
+    log1p-standardised space fitted on X.
 
     The space does not depend on any model, so a challenger and the current champion are compared on
-    the same rows and the same geometry.
-    """
-    return float(np.mean(silhouette_values_on(X, rows, labels)))
-
-
-def silhouette_values_on(X: pd.DataFrame, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Each sampled row's silhouette coefficient (their mean is `silhouette_on`), same space and rows.
-
-    A single segment has no silhouette: every row then counts -1, the worst value.
+    the same rows and the same geometry, row by row (the champion rule's paired bootstrap). A single
+    segment has no silhouette: every row then counts -1, the worst value.
     """
     Z = transform_pipeline().fit_transform(X)[rows]
     labels = np.asarray(labels)[rows]
