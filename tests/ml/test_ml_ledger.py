@@ -57,6 +57,7 @@ def test_only_the_ml_logs_among_the_ops_tables_carry_ledger_entries(tmp_path):
     assert not {"ops.ledger", "ops.data_quality", "ops.job_runs"} & ledgered
 
 
+@pytest.mark.slow  # trains and scores a model on a generated lake
 def test_model_decisions_are_ledgered_and_verified(lake, tmp_path):
     [entry] = _ledger(lake, "ops.model_decisions")
     assert (entry["rows_in"], entry["rows_out"], entry["rows_written"], entry["diverted"]) == (1, 1, 1, {})
@@ -71,6 +72,7 @@ def test_model_decisions_are_ledgered_and_verified(lake, tmp_path):
     assert _ml_findings(copy)["decision rows of the ledgered versions per ledger"] == (1, 0, False)
 
 
+@pytest.mark.slow  # trains and scores a model on a generated lake
 def test_model_monitoring_is_ledgered_and_reconciled_with_the_scoring(lake, tmp_path):
     [entry] = _ledger(lake, "ops.model_monitoring")
     [scored] = [r for r in _ledger(lake, "gold.user_segments") if r["run_id"] == "score-seg"]
@@ -104,6 +106,7 @@ def _predictions(lake: Lake, cutoff: dt.datetime, n: int) -> pa.Table:
          "model_version": 1, "scored_at": scored_at} for p in pairs], schema=tables.CONVERSION_PREDICTIONS.arrow_schema)
 
 
+@pytest.mark.slow  # trains and scores a model on a generated lake
 def test_prediction_outcomes_are_ledgered_with_the_open_windows_diverted(lake, tmp_path):
     lake = _copy(lake, tmp_path)  # this test writes predictions by hand: keep them out of the others
     spec = tables.CONVERSION_PREDICTIONS

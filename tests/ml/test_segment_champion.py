@@ -99,6 +99,7 @@ def _decision(lake, result) -> dict:
     return found[0]
 
 
+@pytest.mark.slow  # trains models on a generated lake
 def test_segments_rule_on_a_lake_same_data_clear_gain_and_new_data(small_lake, tmp_path):
     lake, _ = small_lake
     client = Tracker(lake.settings).client()
@@ -144,6 +145,7 @@ def test_segments_rule_on_a_lake_same_data_clear_gain_and_new_data(small_lake, t
     assert fresh.is_champion, row["decision"]
 
 
+@pytest.mark.slow  # trains models on a generated lake
 def test_rfm_retrained_on_the_same_data_is_not_promoted(small_lake):
     lake, _ = small_lake
     params = RFMParams(stability_resamples=5)
