@@ -62,8 +62,9 @@ class Lake:
                     self.store.create_empty(spec.name, spec.arrow_schema, description=spec.description)
 
     def ledgered_tables(self) -> list[str]:
-        """Tables whose commits carry ledger entries (every table but the ops tables)."""
-        return [spec.name for spec in self.catalog.ordered() if spec.layer != "ops"]
+        """Tables whose commits carry ledger entries (`TableSpec.is_ledgered`: every table but the ops tables,
+        except the ML logs derived from other rows)."""
+        return [spec.name for spec in self.catalog.ordered() if spec.is_ledgered]
 
     def sync_ledger(self, names: list[str] | None = None):
         """Copy into `ops.ledger` the entries that commits of `names` (default all) carry and it lacks."""

@@ -127,9 +127,11 @@ def test_a_worse_model_does_not_take_the_champion_alias(trained):
     assert client.get_model_version_by_alias("shoplake-user-segments", "champion").version == champion
     assert client.get_model_version("shoplake-user-segments", str(worse.version)).tags["shoplake.decision"] \
         == worse.decision
-    # The same model retrained on the same data is as good: a tie goes to the new version.
+    # The same model retrained on the same data is as good: a tie keeps the champion.
     same = train_model(lake, "segments", run_id="same-again")
-    assert same.is_champion and same.metrics["silhouette"] == pytest.approx(same.champion_value)
+    assert not same.is_champion and same.metrics["silhouette"] == pytest.approx(same.champion_value)
+    assert "same input data" in same.decision and "not promoted (gain +0.0000" in same.decision
+    assert client.get_model_version_by_alias("shoplake-user-segments", "champion").version == champion
 
     prop_champion = client.get_model_version_by_alias("shoplake-propensity", "champion").version
     baseline_only = PropensityParams(models=("popularity",),

@@ -61,7 +61,8 @@ MODELS: tuple[ModelSpec, ...] = (
         inputs=("gold.customer_rfm",),
         outputs=("gold.customer_segments", "gold.customer_segment_profiles"),
         summary="retail customers",
-        limits=("K-means on log recency, frequency and net monetary value; k by silhouette.", _SEGMENT_NAMES),
+        limits=("K-means on log recency, frequency and net monetary value; k by bootstrap stability (ARI).",
+                _SEGMENT_NAMES),
     ),
     ModelSpec(
         kind="propensity",

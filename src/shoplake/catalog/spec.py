@@ -154,6 +154,9 @@ class TableSpec:
             `rows_out` (input rows folded into the output `candidate`, measured on the output) and one
             column per diversion reason; it feeds `ops.ledger`.
         maintenance: file compaction and retention (see `Maintenance`).
+        ledgered: whether its writes carry `ops.ledger` entries. Default (None): every table but the ops
+            tables, which are the bookkeeping itself; an ops table derived from other rows (the ML
+            decision and monitoring logs) sets True.
     """
 
     name: str
@@ -169,6 +172,7 @@ class TableSpec:
     dedupe: bool = True
     accounting_sql: str | None = None
     maintenance: Maintenance = Maintenance()
+    ledgered: bool | None = None
 
     def __post_init__(self) -> None:
         layer, _, short = self.name.partition(".")
@@ -194,6 +198,10 @@ class TableSpec:
     @property
     def layer(self) -> str:
         return self.name.split(".", 1)[0]
+
+    @property
+    def is_ledgered(self) -> bool:
+        return self.layer != "ops" if self.ledgered is None else self.ledgered
 
     @property
     def short_name(self) -> str:

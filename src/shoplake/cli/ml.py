@@ -31,7 +31,7 @@ def train(
                                                      f"{s.kind} ({s.summary})" for s in MODEL_SPECS.values()))],
     seed: Annotated[int | None, typer.Option(help="random seed (default 42)")] = None,
 ) -> None:
-    """Train models, log them to MLflow and register them; each becomes champion if at least as good."""
+    """Train models, log them to MLflow and register them; each becomes champion only by the champion rule."""
     from shoplake.lake import new_run_id
     from shoplake.ml import train_model
     from shoplake.ml.params import default_params, with_seed

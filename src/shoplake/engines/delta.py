@@ -278,11 +278,12 @@ class DeltaStore:
     def file_uris(self, name: str, version: int | datetime | None = None) -> list[str]:
         return self.open(name, version).file_uris()
 
-    def row_count(self, name: str) -> int:
-        """Rows in the current snapshot, from the log's per-file statistics (no data read)."""
+    def row_count(self, name: str, version: int | None = None) -> int:
+        """Rows in the current snapshot (or `version`), from the log's per-file statistics (no data read, so
+        a version whose files a vacuum removed still counts)."""
         if not self.exists(name):
             return 0
-        actions = pa.table(self.open(name).get_add_actions(flatten=True))
+        actions = pa.table(self.open(name, version).get_add_actions(flatten=True))
         return int(pa.compute.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
 
 

@@ -151,16 +151,21 @@ MODEL_DECISIONS = TableSpec(
         col("champion_version", "BIGINT", "the champion it was compared with (NULL for a first version)"),
         col("champion_value", "DOUBLE", "the champion's key metric, as compared"),
         col("difference", "DOUBLE", "value - champion_value"),
-        col("difference_low", "DOUBLE", "95 % paired-bootstrap interval of the difference (propensity)"),
+        col("difference_low", "DOUBLE", "95 % paired-bootstrap interval of the difference"),
         col("difference_high", "DOUBLE"),
-        col("required_gain", "DOUBLE", "the gain a promotion needed: max(interval half-width, minimum effect)"),
+        col("required_gain", "DOUBLE", "the gain a promotion needed: max(interval half-width, minimum effect); "
+                                       "on new data (segments, rfm), the loss that blocks one"),
         col("pr_auc_difference", "DOUBLE", "new - champion validation PR-AUC (propensity)"),
         col("brier_skill_difference", "DOUBLE", "new - champion Brier skill score (propensity)"),
         col("compared_on", "VARCHAR", "what the champion was measured on"),
         col("promoted", "BOOLEAN", "whether the version took the champion alias"),
         col("decision", "VARCHAR", "the decision in words, as tagged on the MLflow version"),
+        col("data_changed", "BOOLEAN", "the champion was fit on other input data versions (segments, rfm; "
+                                       "NULL: unknown or no champion)"),
+        col("input_versions", "VARCHAR", "JSON: input table -> data version the new version was fit on"),
     ),
     build="external",
+    ledgered=True,
 )
 
 PREDICTION_OUTCOMES = TableSpec(
@@ -222,6 +227,7 @@ MODEL_MONITORING = TableSpec(
         col("p99", "DOUBLE"),
     ),
     build="external",
+    ledgered=True,
 )
 
 TABLES = (USER_SEGMENTS, USER_SEGMENT_PROFILES, CUSTOMER_SEGMENTS, CUSTOMER_SEGMENT_PROFILES,

@@ -48,7 +48,9 @@ def __getattr__(name: str):
 
 def train_model(lake: Lake, kind: str, *, run_id: str, params: Params | None = None,
                 skip_unchanged: bool = False) -> TrainResult:
-    """Train, log and register one model; it becomes `champion` if it is at least as good as the current one.
+    """Train, log and register one model; it becomes `champion` only by the champion rule (docs/ML.md): better
+    than the current one by more than the interval of the difference (segments and RFM: or fit on new input
+    data and not clearly worse); a tie on the same data keeps the champion.
 
     Args:
         lake: the lake to read the inputs from (and whose MLflow store records the run).

@@ -21,7 +21,7 @@ from shoplake.engines.base import Capability
 from shoplake.errors import InsufficientDataError, ShoplakeError
 from shoplake.ml import evaluation, features, propensity
 from shoplake.ml.evaluation import Estimate
-from shoplake.ml.params import PropensityParams
+from shoplake.ml.params import PropensityParams, RFMParams, SegmentParams
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +191,10 @@ class ChampionDecision:
     """Whether a new version takes the `champion` alias, and the numbers behind it.
 
     `difference` is new minus champion on the key metric, with the 95 % interval of the paired bootstrap
-    (both models on the same resamples of the same candidates) when the champion could be evaluated on
-    this run's data; otherwise the champion's recorded value, with the new model's own interval.
+    (both models on the same resamples of the same candidates or rows) when the champion could be evaluated
+    on this run's data; otherwise the champion's recorded value, with the new model's own interval.
+    `data_changed` (segments and RFM): whether the champion was fit on other data versions of the inputs
+    (None: unknown, or not part of the rule).
     """
 
     promote: bool
@@ -204,10 +206,12 @@ class ChampionDecision:
     pr_auc_difference: float | None = None
     brier_skill_difference: float | None = None
     compared_on: str = ""
+    data_changed: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("promote", "decision", "value", "champion_value", "required_gain",
-                                             "pr_auc_difference", "brier_skill_difference", "compared_on")}
+                                             "pr_auc_difference", "brier_skill_difference", "compared_on",
+                                             "data_changed")}
         out["difference"] = _est_dict(self.difference) if self.difference is not None else None
         return out
 
@@ -258,3 +262,63 @@ def decide_champion(y: np.ndarray, new: np.ndarray, champion: np.ndarray | None,
     decision = f"{summary}: promoted" if promote else f"{summary}: not promoted ({'; '.join(reasons)})"
     return ChampionDecision(promote, decision, value, champion_value, diff, required, pr_diff, skill_diff,
                             compared_on)
+
+
+def decide_segments_champion(new: np.ndarray, champion: np.ndarray | None, *, champion_version: int | None,
+                             recorded_value: float | None, data_changed: bool | None,
+                             params: SegmentParams | RFMParams, data_note: str = "",
+                             metric: str = "silhouette") -> ChampionDecision:
+    """The segments champion rule (clickstream segments and RFM).
+
+    `new` and `champion` are each sampled row's silhouette coefficient under the new version and under the
+    champion, on this run's rows in the same space (`segmentation.silhouette_values_on`); their means are
+    the silhouettes. The 95 % interval of the difference comes from resampling those rows (the same
+    resamples for both: paired). The distances are held fixed, so this is the sampling uncertainty of the
+    mean over rows, not of a refit (cheap: no silhouette is recomputed).
+
+    - Same input data (`data_changed` False, or None when the champion's data versions are unknown):
+      promote only when the gain exceeds max(the interval's half-width, `params.champion_min_effect`). A
+      tie, such as the same model retrained on the same data, keeps the champion.
+    - New input data (the champion was fit on other data versions): the new version replaces the champion
+      unless it is worse by more than that same margin. Segments describe the population they were fit on
+      (names and actions come from the profiles relative to each other, drift references from the training
+      values), so a segmentation of the new data replaces one of the old when they separate it equally well.
+    """
+    new = np.asarray(new, dtype=float)
+    value = float(new.mean())
+    if champion_version is None:
+        return ChampionDecision(True, "first version: champion", value, compared_on="no champion")
+    rng = np.random.default_rng(params.random_state)
+    rows = rng.integers(0, len(new), size=(params.bootstrap_resamples, len(new)))
+    if champion is not None:
+        champion = np.asarray(champion, dtype=float)
+        if champion.shape != new.shape:
+            raise ValueError(f"the champion was measured on {len(champion)} rows, the new version on {len(new)}")
+        gain = new - champion
+        diff = evaluation.estimate_from(float(gain.mean()), gain[rows].mean(axis=1))
+        champion_value, compared_on = float(champion.mean()), "both on this run's sampled rows"
+    else:
+        if recorded_value is None:
+            return ChampionDecision(True, f"champion v{champion_version} has no recorded {metric}: promoted",
+                                    value, compared_on="nothing to compare", data_changed=data_changed)
+        own = evaluation.estimate_from(value, new[rows].mean(axis=1))
+        diff = Estimate(value - recorded_value, own.low - recorded_value, own.high - recorded_value)
+        champion_value, compared_on = recorded_value, "the champion's recorded value (other rows)"
+    required = max(diff.half_width, params.champion_min_effect)
+    summary = (f"{metric} {value:.4f} vs champion v{champion_version} {champion_value:.4f}: difference "
+               f"{diff.value:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]")
+    margin = (f"{required:.4f} (interval half-width {diff.half_width:.4f}, minimum effect "
+              f"{params.champion_min_effect:g})")
+    if data_changed:
+        promote = not diff.value < -required
+        why = (f"new input data ({data_note}): promoted, a segmentation of the new data replaces one of the old "
+               f"unless worse by more than {margin}" if promote else
+               f"new input data ({data_note}): not promoted, worse by more than {margin}")
+    else:
+        promote = diff.value > required
+        same = (f"same input data ({data_note})" if data_changed is False
+                else f"input data versions unknown ({data_note})")
+        why = (f"{same}: promoted, gain above {margin}" if promote else
+               f"{same}: not promoted (gain {diff.value:+.4f} not above {margin})")
+    return ChampionDecision(promote, f"{summary}; {why}", value, champion_value, diff, required,
+                            compared_on=compared_on, data_changed=data_changed)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from shoplake import locks
 from shoplake.engines.base import Capability
 from shoplake.layers import ml as tables
 from shoplake.ml import drift, features
+from shoplake.quality.ledger import LedgerEntry
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,13 @@ def _summary(values: np.ndarray) -> dict[str, float | None]:
 
 def record_monitoring(lake, *, run_id: str, kind: str, model_name: str, model_version: int, scored_at: datetime,
                       inputs: pd.DataFrame, psi: dict[str, float], predictions: np.ndarray | None = None,
-                      prediction_reference: dict | None = None) -> int:
+                      prediction_reference: dict | None = None, declared: Sequence[str] | None = None) -> int:
     """Append one row per model input (and one for the predictions) to `ops.model_monitoring`.
+
+    `declared`: the model's inputs (default: the columns of `inputs`); one absent from `inputs` is
+    accounted as diverted (`input_not_scored`) in the write's `ops.ledger` entry, whose rows in are the
+    declared inputs plus the predictions, and whose inputs record the rows scored (`shoplake verify`
+    compares them with the prediction table's entry of the same run).
 
     Returns the rows written; 0 when this run's rows were written before (a retried run).
     """
@@ -66,29 +73,37 @@ def record_monitoring(lake, *, run_id: str, kind: str, model_name: str, model_ve
                  if prediction_reference else None)
         rows.append({**base, "input_name": PREDICTION, "psi": value,
                      "is_drifted": value is not None and value > drift.PSI_WARNING, **_summary(predictions)})
+    declared = list(inputs.columns if declared is None else declared)
+    missing = [name for name in declared if name not in inputs.columns]
+    entry = LedgerEntry(run_id=run_id, table_name=spec.name, write_key=key,
+                        rows_in=len(declared) + (predictions is not None), rows_out=len(rows),
+                        diverted={"input_not_scored": len(missing)} if missing else {}, rows_written=len(rows),
+                        inputs={"model": f"{model_name}/{model_version}", "kind": kind, "rows_scored": len(inputs)})
     table = pa.Table.from_pylist(rows, schema=spec.arrow_schema)
     with locks.writing(lake.store.lake, [spec.name]):
         lake.store.write(spec.name, table, mode="append", description=spec.description,
-                         meta={"write_key": key, "run_id": run_id})
+                         meta={"write_key": key, "run_id": run_id, "ledger": entry.as_meta()})
+    lake.sync_ledger([spec.name])
     return len(rows)
 
 
 # -- outcomes -------------------------------------------------------------------------------------------
 
-def _scorings(lake) -> list[tuple[int, datetime, int]]:
-    """(Delta version, cutoff_at, horizon_days) of every scoring of gold.conversion_predictions, latest
-    version per (cutoff, model version)."""
+def _scorings(lake) -> list[tuple[int, datetime, int, int]]:
+    """(Delta version, cutoff_at, horizon_days, predictions) of every scoring of gold.conversion_predictions,
+    latest version per (cutoff, model version)."""
     spec = tables.CONVERSION_PREDICTIONS
     if not lake.store.exists(spec.name):
         return []
-    found: dict[tuple, tuple[int, datetime, int]] = {}
+    found: dict[tuple, tuple[int, datetime, int, int]] = {}
     for commit in sorted(lake.store.history(spec.name), key=lambda c: c.version):
         table = lake.store.open(spec.name, commit.version).to_pyarrow_table(
             columns=["cutoff_at", "horizon_days", "model_version"])
         if table.num_rows == 0:
             continue
         cutoff = table["cutoff_at"][0].as_py()
-        found[(cutoff, table["model_version"][0].as_py())] = (commit.version, cutoff, table["horizon_days"][0].as_py())
+        found[(cutoff, table["model_version"][0].as_py())] = (commit.version, cutoff, table["horizon_days"][0].as_py(),
+                                                              table.num_rows)
     return sorted(found.values(), key=lambda v: v[0])
 
 
@@ -126,20 +141,30 @@ def outcome_rows(predictions: pd.DataFrame, bought: set[tuple[int, int]], conver
 
 
 def record_outcomes(lake, *, run_id: str) -> int:
-    """Rewrite `gold.prediction_outcomes` from every scoring whose label window has passed. Returns its rows."""
+    """Rewrite `gold.prediction_outcomes` from every scoring whose label window has passed. Returns its rows.
+
+    The write's `ops.ledger` entry: rows in = the predictions of every scoring found in the history (the
+    latest Delta version per cutoff and model version), rows out = the predictions folded into the rank
+    bins (`sum(bin_candidates)`), diverted `label_window_open` = the predictions of scorings whose label
+    window has not passed yet.
+    """
     spec = tables.PREDICTION_OUTCOMES
     key = f"ml:{spec.name}:{run_id}"
     if lake.store.exists(spec.name) and lake.store.find_write(spec.name, key) is not None:
         return 0  # a retried run: its outcomes were written
     evaluated_at = datetime.now(UTC)
     out: list[dict[str, Any]] = []
+    predictions_in = window_open = 0
     with lake.engine(Capability.EMBEDDED_SQL) as engine:
         events_version = features.bind(lake, engine, features.PROPENSITY_INPUT)[features.PROPENSITY_INPUT]
         _, last = features.event_span(engine)
         data_end = features.scoring_cutoff(last)
-        for version, cutoff, horizon_days in _scorings(lake):
+        scorings = _scorings(lake)
+        for version, cutoff, horizon_days, count in scorings:
+            predictions_in += count
             end = cutoff + timedelta(days=horizon_days)
             if end > data_end:
+                window_open += count
                 continue  # the label window has not passed: nothing to compare yet
             predictions = lake.store.open(tables.CONVERSION_PREDICTIONS.name, version).to_pyarrow_table().to_pandas()
             labels = engine.rows(features.label_sql(), [cutoff, end])
@@ -148,10 +173,16 @@ def record_outcomes(lake, *, run_id: str) -> int:
     if not out and not lake.store.exists(spec.name):
         return 0
     table = pa.Table.from_pylist(out, schema=spec.arrow_schema)
+    inputs = {features.PROPENSITY_INPUT: events_version,
+              tables.CONVERSION_PREDICTIONS.name: max((v for v, *_ in scorings), default=None)}
+    entry = LedgerEntry(run_id=run_id, table_name=spec.name, write_key=f"ml-outcomes:{spec.name}:v{{version}}",
+                        rows_in=predictions_in, rows_out=sum(r["bin_candidates"] for r in out),
+                        diverted={"label_window_open": window_open} if window_open else {},
+                        rows_written=len(out), inputs={**inputs, "scorings": len(scorings)})
     with locks.writing(lake.store.lake, [spec.name]):
         lake.store.write(spec.name, table, mode="overwrite", description=spec.description,
-                         meta={"write_key": key, "run_id": run_id,
-                               "inputs": {features.PROPENSITY_INPUT: events_version}})
+                         meta={"write_key": key, "run_id": run_id, "inputs": inputs, "ledger": entry.as_meta()})
+    lake.sync_ledger([spec.name])
     log.info("%s: %d rows from %d scoring(s) whose horizon has passed", spec.name, len(out),
              len({r["predictions_version"] for r in out}))
     return len(out)

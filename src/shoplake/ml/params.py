@@ -29,7 +29,12 @@ class SegmentParams:
         k_criterion: `silhouette` (the best sample silhouette) or `stability` (the best mean bootstrap
             adjusted Rand index, ties within 0.01 to the better silhouette).
         stability_resamples: bootstrap resamples per k for `stability`.
-        random_state: seed of sampling and K-means.
+        bootstrap_resamples: resamples of the sampled rows behind the 95 % interval of the silhouette
+            difference between a new version and the champion (the champion rule).
+        champion_min_effect: the smallest silhouette gain over the champion worth a promotion on the same
+            data (the gain must also exceed the half-width of its paired interval); differences in the
+            3rd decimal decide nothing, as for k.
+        random_state: seed of sampling, K-means and the bootstrap.
     """
 
     k_min: int = 2
@@ -39,6 +44,8 @@ class SegmentParams:
     k_tolerance: float = 0.0
     k_criterion: str = "silhouette"
     stability_resamples: int = 20
+    bootstrap_resamples: int = 200
+    champion_min_effect: float = 0.01
     random_state: int = DEFAULT_SEED
 
 
@@ -50,7 +57,8 @@ class RFMParams:
     split (active / lapsed) usually has the best silhouette on invoice data without being useful.
     k is chosen by stability (`k_criterion`): the k whose segmentation a bootstrap resample of the
     customers reproduces best (mean adjusted Rand index over `stability_resamples`); silhouettes that
-    differ in the 3rd or 4th decimal do not decide it.
+    differ in the 3rd or 4th decimal do not decide it. The champion rule is the segments' one (see
+    `SegmentParams`).
     """
 
     k_min: int = 3
@@ -60,6 +68,8 @@ class RFMParams:
     k_tolerance: float = 0.0
     k_criterion: str = "stability"
     stability_resamples: int = 20
+    bootstrap_resamples: int = 200
+    champion_min_effect: float = 0.01
     random_state: int = DEFAULT_SEED
 
 

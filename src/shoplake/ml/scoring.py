@@ -152,11 +152,13 @@ def _drift(loaded: LoadedModel, frame: pd.DataFrame, name: str) -> tuple[dict[st
 def _monitor(lake: Lake, kind: str, run_id: str, loaded: LoadedModel, scored_at: datetime, frame: pd.DataFrame,
              psi: dict[str, float], *, predictions: np.ndarray | None = None) -> None:
     """Per-input PSI and value summaries (and the predictions' distribution) to `ops.model_monitoring`."""
-    columns = [c for c in loaded.metadata.get("features", []) if c in frame.columns]
+    declared = list(loaded.metadata.get("features", []))
+    columns = [c for c in declared if c in frame.columns]
     monitoring.record_monitoring(lake, run_id=run_id, kind=kind, model_name=loaded.ref.name,
                                  model_version=loaded.ref.version, scored_at=scored_at,
                                  inputs=frame.loc[:, columns].astype(float), psi=psi, predictions=predictions,
-                                 prediction_reference=loaded.metadata.get("prediction_reference"))
+                                 prediction_reference=loaded.metadata.get("prediction_reference"),
+                                 declared=declared)
 
 
 def _log_scoring(tracker: Tracker, kind: str, run_id: str, loaded: LoadedModel, psi: dict[str, float],

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.metrics import adjusted_rand_score, silhouette_samples, silhouette_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
@@ -169,17 +169,19 @@ def fit_segments(X: pd.DataFrame, params: SegmentParams | RFMParams, values: np.
     return selection, model, segment_ids, rows
 
 
-def silhouette_on(X: pd.DataFrame, rows: np.ndarray, labels: np.ndarray) -> float:
-    """Silhouette of `labels` on the sampled rows, in a log1p-standardised space fitted on X.
+def silhouette_values_on(X: pd.DataFrame, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each sampled row's silhouette coefficient under `labels` (their mean is the silhouette), in a
+    log1p-standardised space fitted on X.
 
     The space does not depend on any model, so a challenger and the current champion are compared on
-    the same rows and the same geometry.
+    the same rows and the same geometry, row by row (the champion rule's paired bootstrap). A single
+    segment has no silhouette: every row then counts -1, the worst value.
     """
     Z = transform_pipeline().fit_transform(X)[rows]
     labels = np.asarray(labels)[rows]
     if len(set(labels)) < 2:
-        return -1.0
-    return float(silhouette_score(Z, labels))
+        return np.full(len(labels), -1.0)
+    return silhouette_samples(Z, labels)
 
 
 def profile_frame(frame: pd.DataFrame, segment_ids: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:

@@ -1,12 +1,14 @@
 """Training runs: read the inputs through the catalog, fit, log to MLflow, register, crown a champion.
 
-The champion rule (all three models): a newly registered version takes the `champion` alias only if
-its validation metric (`catalog.models.ModelSpec.key_metric`: silhouette for segments, validation ROC-AUC for
-propensity) is at least as good as the current champion's. Both are measured on this run's data
-whenever the champion can be evaluated on it (same inputs and windows): its segments' silhouette on
-the same sampled rows and geometry, or its ROC-AUC on the same validation cutoff. Otherwise the
-value recorded when the champion was trained is used. A tie goes to the new version. The decision and
-both values are recorded as tags of the new version (`shoplake.decision`, ...).
+The champion rule: a newly registered version takes the `champion` alias only if it beats the current
+champion on its key validation metric (`catalog.models.ModelSpec.key_metric`) by more than the half-width
+of the difference's paired-bootstrap 95 % interval (and a declared minimum effect); both are measured on
+this run's data whenever the champion can be evaluated on it, otherwise the value recorded when the
+champion was trained is used. Propensity must also not be worse on PR-AUC or calibration
+(`assessment.decide_champion`). Segments and RFM compare silhouettes on this run's sampled rows, and a
+version fit on new input data (other data versions than the champion's) replaces the champion unless it
+is clearly worse (`assessment.decide_segments_champion`). A tie never promotes on the same data. The
+decision and its numbers go to the new version's tags, the training run and `ops.model_decisions`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from shoplake.ml.params import (
     flat_params,
 )
 from shoplake.ml.tracking import ModelRef, Tracker
+from shoplake.quality.ledger import LedgerEntry
 
 log = logging.getLogger(__name__)
 
@@ -111,51 +114,36 @@ def train(lake: Lake, kind: str, *, run_id: str, params: Params | None = None,
 
 # -- champion rule ------------------------------------------------------------------------------------
 
-def _crown(lake: Lake, tracker: Tracker, kind: str, new: ModelRef, value: float, champion: ModelRef | None,
-           champion_value: float | None, run, *, run_id: str,
-           decided: assessment.ChampionDecision | None = None) -> tuple[bool, str]:
-    """Apply the champion rule to a new version, record the decision (MLflow, `ops.model_decisions`), return it.
-
-    `decided`: a decision already taken (propensity: `assessment.decide_champion`); otherwise the
-    segments rule (at least as good as the champion) is applied here.
-    """
+def _crown(lake: Lake, tracker: Tracker, kind: str, new: ModelRef, champion: ModelRef | None, run, *, run_id: str,
+           decided: assessment.ChampionDecision, input_versions: dict[str, Any]) -> tuple[bool, str]:
+    """Apply a champion decision to a new version and record it (MLflow, `ops.model_decisions`); return it."""
     metric = KEY_METRICS[kind]
-    if decided is None:
-        if champion is None:
-            decided = assessment.ChampionDecision(True, "first version: champion", value, compared_on="no champion")
-        else:
-            compared_on = "both on this run's sampled rows"
-            if champion_value is None:
-                recorded = champion.tags.get("shoplake.key_metric_value")
-                champion_value = float(recorded) if recorded not in (None, "") else float("-inf")
-                compared_on = "the champion's recorded value"
-            promote = value >= champion_value
-            decided = assessment.ChampionDecision(
-                promote, f"{metric} {value:.4f} {'>=' if promote else '<'} champion v{champion.version} "
-                         f"{champion_value:.4f}: {'promoted' if promote else 'not promoted'}",
-                value, champion_value, compared_on=compared_on)
     promote, decision = decided.promote, decided.decision
-    tags = {"shoplake.key_metric": metric, "shoplake.key_metric_value": f"{value:.6f}",
-            "shoplake.decision": decision, "shoplake.kind": kind}
+    tags = {"shoplake.key_metric": metric, "shoplake.key_metric_value": f"{decided.value:.6f}",
+            "shoplake.decision": decision, "shoplake.kind": kind,
+            "shoplake.input_versions": json.dumps(input_versions, sort_keys=True, default=str)}
     if decided.champion_value is not None:
         tags["shoplake.champion_value_compared"] = f"{decided.champion_value:.6f}"
     tracker.tag_version(new.name, new.version, tags)
     if promote:
         tracker.promote(new.name, new.version)
-    run.tags({"shoplake.decision": decision, "shoplake.is_champion": promote})
-    run.dict(decided.as_dict(), "champion_decision.json")
+    run.tags({"shoplake.decision": decision, "shoplake.is_champion": promote,
+              **({"shoplake.data_changed": decided.data_changed} if decided.data_changed is not None else {})})
+    run.dict({**decided.as_dict(), "input_versions": input_versions}, "champion_decision.json")
     if decided.difference is not None:
         run.metrics({"champion.difference": decided.difference.value, "champion.difference_low":
                      decided.difference.low, "champion.difference_high": decided.difference.high,
                      "champion.required_gain": decided.required_gain})
-    _record_decision(lake, kind, new, decided, champion=champion, run_id=run_id, metric=metric)
+    _record_decision(lake, kind, new, decided, champion=champion, run_id=run_id, metric=metric,
+                     input_versions=input_versions)
     log.info("%s v%d: %s", new.name, new.version, decision)
     return promote, decision
 
 
 def _record_decision(lake: Lake, kind: str, new: ModelRef, decided: assessment.ChampionDecision, *,
-                     champion: ModelRef | None, run_id: str, metric: str) -> None:
-    """Append the decision to `ops.model_decisions` (one commit; a retried run writes it once)."""
+                     champion: ModelRef | None, run_id: str, metric: str, input_versions: dict[str, Any]) -> None:
+    """Append the decision to `ops.model_decisions` (one commit with its ledger entry; a retried run writes
+    it once)."""
     diff = decided.difference
     difference = diff.value if diff is not None else (
         decided.value - decided.champion_value if decided.champion_value is not None else None)
@@ -166,12 +154,33 @@ def _record_decision(lake: Lake, kind: str, new: ModelRef, decided: assessment.C
            "difference_low": diff.low if diff is not None else None,
            "difference_high": diff.high if diff is not None else None, "required_gain": decided.required_gain,
            "pr_auc_difference": decided.pr_auc_difference, "brier_skill_difference": decided.brier_skill_difference,
-           "compared_on": decided.compared_on, "promoted": decided.promote, "decision": decided.decision}
+           "compared_on": decided.compared_on, "promoted": decided.promote, "decision": decided.decision,
+           "data_changed": decided.data_changed,
+           "input_versions": json.dumps(input_versions, sort_keys=True, default=str)}
     spec = lake.catalog.get(MODEL_DECISIONS.name)
     table = pa.Table.from_pylist([row], schema=spec.arrow_schema)
+    key = f"ml-decision:{new.name}:{new.version}"
+    # One registered version in, its decision row out (verify: one row per entry).
+    entry = LedgerEntry(run_id=run_id, table_name=spec.name, write_key=key, rows_in=1, rows_out=1, rows_written=1,
+                        inputs={"model": f"{new.name}/{new.version}", **input_versions})
     with locks.writing(lake.store.lake, [spec.name]):
+        if lake.store.exists(spec.name) and lake.store.find_write(spec.name, key) is not None:
+            return
         lake.store.write(spec.name, table, mode="append", description=spec.description,
-                         meta={"write_key": f"ml-decision:{new.name}:{new.version}", "run_id": run_id})
+                         meta={"write_key": key, "run_id": run_id, "ledger": entry.as_meta()})
+    lake.sync_ledger([spec.name])
+
+
+def _data_change(current: dict[str, Any], champion: dict[str, Any] | None) -> tuple[bool | None, str]:
+    """Whether the champion was fit on other data versions of the inputs, and the versions in words."""
+    now = ", ".join(f"{name} v{version}" for name, version in sorted(current.items()))
+    if champion is None:
+        return None, f"{now}; the champion's are not recorded"
+    changed = {name: champion.get(name) for name, version in current.items()
+               if str(champion.get(name)) != str(version)}
+    if not changed:
+        return False, now
+    return True, f"{now}; the champion was fit on " + ", ".join(f"{n} v{v}" for n, v in sorted(changed.items()))
 
 
 # -- segments (users and RFM) -------------------------------------------------------------------------
@@ -185,12 +194,20 @@ def _segment_run(lake: Lake, tracker: Tracker, *, kind: str, run_id: str, params
     selection, model, segment_ids, rows = segmentation.fit_segments(X, params, value(frame).to_numpy())
     profile = segmentation.profile_frame(frame, segment_ids, list(dict.fromkeys(feature_columns + profile_columns)))
     names = namer(profile)
-    silhouette = segmentation.silhouette_on(X, rows, segment_ids)
+    row_silhouettes = segmentation.silhouette_values_on(X, rows, segment_ids)
+    silhouette = float(row_silhouettes.mean())
     metrics = {"silhouette": silhouette, "k": float(selection.chosen_k), "inertia":
                selection.inertias[selection.ks.index(selection.chosen_k)], "rows": float(len(frame)),
                "silhouette_sample_rows": float(len(rows))}
     champion = tracker.champion(model_name)
-    champion_value = _champion_silhouette(tracker, model_name, champion, X, rows, feature_columns)
+    champion_rows, champion_inputs = _champion_on_rows(tracker, model_name, champion, X, rows, feature_columns)
+    data_changed, data_note = _data_change(input_versions, champion_inputs)
+    recorded = champion.tags.get("shoplake.key_metric_value") if champion is not None else None
+    decided = assessment.decide_segments_champion(
+        row_silhouettes, champion_rows, champion_version=champion.version if champion is not None else None,
+        recorded_value=float(recorded) if recorded not in (None, "") else None, data_changed=data_changed,
+        params=params, data_note=data_note)
+    champion_value = decided.champion_value
     with tracker.start_run(model_name, run_name=f"train-{kind}-{run_id}",
                            tags={"shoplake.run_id": run_id, "shoplake.kind": kind,
                                  "shoplake.run_type": "train"}) as run:
@@ -216,11 +233,12 @@ def _segment_run(lake: Lake, tracker: Tracker, *, kind: str, run_id: str, params
         metadata = {"shoplake_kind": kind, "entity": entity, "features": list(feature_columns),
                     "segment_names": {str(i): names[i] for i in profile.index},
                     "drift_reference": drift.references(X, feature_columns),
-                    "key_metric": "silhouette", "key_metric_value": silhouette, "run_id": run_id}
+                    "key_metric": "silhouette", "key_metric_value": silhouette, "input_versions": input_versions,
+                    "run_id": run_id}
         ref = run.model(model, registered_name=model_name, input_example=X.head(5), predict_fn="predict",
                         metadata=metadata)
-        is_champion, decision = _crown(lake, tracker, kind, ref, silhouette, champion, champion_value, run,
-                                       run_id=run_id)
+        is_champion, decision = _crown(lake, tracker, kind, ref, champion, run, run_id=run_id, decided=decided,
+                                       input_versions=input_versions)
         return TrainResult(model_name, ref.version, metrics, is_champion, run.run_id, key_metric="silhouette",
                            champion_value=champion_value, decision=decision,
                            details={"segments": {names[i]: int(profile.loc[i, "size"]) for i in profile.index},
@@ -229,19 +247,24 @@ def _segment_run(lake: Lake, tracker: Tracker, *, kind: str, run_id: str, params
                                                               strict=False))})
 
 
-def _champion_silhouette(tracker: Tracker, model_name: str, champion: ModelRef | None, X: pd.DataFrame,
-                         rows: np.ndarray, feature_columns: tuple[str, ...]) -> float | None:
-    """The current champion's silhouette on this run's sampled rows (None when it cannot be evaluated)."""
+def _champion_on_rows(tracker: Tracker, model_name: str, champion: ModelRef | None, X: pd.DataFrame,
+                      rows: np.ndarray, feature_columns: tuple[str, ...]
+                      ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    """The current champion's silhouette per sampled row of this run (None when it cannot be evaluated),
+    and the input data versions it was fit on (None when not recorded)."""
     if champion is None:
-        return None
+        return None, None
+    recorded = champion.tags.get("shoplake.input_versions")
+    inputs = json.loads(recorded) if recorded else None
     try:
         loaded = tracker.load_champion(model_name)
     except ModelNotFoundError as exc:  # unreadable artifact: compare with its recorded value instead
         log.warning("%s: cannot evaluate the champion on this data (%s)", model_name, exc)
-        return None
+        return None, inputs
+    inputs = inputs if inputs is not None else loaded.metadata.get("input_versions")
     if list(loaded.metadata.get("features", [])) != list(feature_columns):
-        return None
-    return segmentation.silhouette_on(X, rows, loaded.model.predict(X))
+        return None, inputs
+    return segmentation.silhouette_values_on(X, rows, loaded.model.predict(X)), inputs
 
 
 def _train_user_segments(lake: Lake, params: SegmentParams, run_id: str, tracker: Tracker) -> TrainResult:
@@ -387,8 +410,8 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
                     "threads": params.threads, "run_id": run_id}
         ref = run.model(chosen.model, registered_name=model_name, input_example=example,
                         predict_fn="predict_proba", metadata=metadata)
-        is_champion, decision = _crown(lake, tracker, "propensity", ref, chosen.metrics["val_roc_auc"], champion,
-                                       champion_value, run, run_id=run_id, decided=decided)
+        is_champion, decision = _crown(lake, tracker, "propensity", ref, champion, run, run_id=run_id,
+                                       decided=decided, input_versions=versions)
         return TrainResult(model_name, ref.version, metrics, is_champion, run.run_id, key_metric="val_roc_auc",
                            champion_value=champion_value, decision=decision,
                            details={"models": {c.name: c.metrics for c in candidates}, "chosen": chosen.name,

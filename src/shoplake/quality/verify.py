@@ -11,7 +11,13 @@ what it cannot show is that the rows are really where it says. `verify` counts t
   (the one figure only the ledger knows); no batch consumed twice;
 - **ledger**, per table: every commit that carries a ledger entry has its row in `ops.ledger`, once;
   every bronze batch has its ingest entry;
-- **gold**, per table: its totals equal the Silver snapshot it was built from (events, revenue, lines).
+- **gold**, per table: its totals equal the Silver snapshot it was built from (events, revenue, lines);
+- **ml**, the ML tables derived from other rows (their writes carry ledger entries since issue 15):
+  `ops.model_decisions` holds one row per ledgered decision and no version twice; `ops.model_monitoring`
+  holds the rows each scoring's entry says, and the rows it summarised equal the rows that scoring wrote
+  to the model's prediction table (per its entry); `gold.prediction_outcomes` holds the rows its last
+  entry says, and each scoring it evaluates has as many candidates in its bins as
+  `gold.conversion_predictions` held at that version (counted in the Delta log).
 
 Each finding names what was compared, the expected and the found figure.
 """
@@ -63,7 +69,7 @@ GOLD_RECONCILIATIONS: tuple[tuple[str, str, str, str], ...] = (
 
 @dataclass(frozen=True)
 class Finding:
-    check: str  # ingest | silver | ledger | gold
+    check: str  # ingest | silver | ledger | gold | ml
     subject: str  # the table, batch or key concerned
     what: str
     expected: float | int | str | None
@@ -108,6 +114,7 @@ def verify_lake(lake: Lake) -> Verification:
         findings += _check_ingest(lake, engine, ledger)
         findings += _check_silver(lake, engine, ledger)
         findings += _check_gold(lake, engine)
+        findings += _check_ml(lake, engine, ledger)
     return Verification(findings)
 
 
@@ -240,4 +247,88 @@ def _check_gold(lake: Lake, engine) -> list[Finding]:
         findings.append(Finding("gold", table, f"{what} = silver", silver_value, gold_value))
         for name in inputs:
             engine.bind(lake.catalog.get(name))  # back to the latest snapshot
+    return findings
+
+
+def _entries(ledger: list[dict], table: str) -> list[dict]:
+    return [r for r in ledger if r["table_name"] == table]
+
+
+def _check_ml(lake: Lake, engine, ledger: list[dict]) -> list[Finding]:
+    findings: list[Finding] = []
+    findings += _check_model_decisions(lake, engine, ledger)
+    findings += _check_model_monitoring(lake, engine, ledger)
+    findings += _check_prediction_outcomes(lake, engine, ledger)
+    return findings
+
+
+def _check_model_decisions(lake: Lake, engine, ledger: list[dict]) -> list[Finding]:
+    name = "ops.model_decisions"
+    entries = _entries(ledger, name)
+    if not lake.store.exists(name) or not entries:
+        return []
+    rows = Counter(f"{m}/{v}" for m, v in engine.rows(f"SELECT model_name, model_version FROM {name}"))
+    return [
+        Finding("ml", name, "decision rows of the ledgered versions per ledger",
+                sum(r["rows_out"] for r in entries), sum(rows.get(r["inputs"].get("model"), 0) for r in entries)),
+        Finding("ml", name, "model versions with more than one decision", 0, sum(1 for n in rows.values() if n > 1)),
+    ]
+
+
+def _check_model_monitoring(lake: Lake, engine, ledger: list[dict]) -> list[Finding]:
+    from shoplake.catalog.models import model_spec
+
+    name = "ops.model_monitoring"
+    entries = _entries(ledger, name)
+    if not lake.store.exists(name) or not entries:
+        return []
+    counted = {(run, model): (n, scored) for run, model, n, scored in engine.rows(
+        f"SELECT run_id, model_name, count(*), max(rows) FROM {name} GROUP BY 1, 2 HAVING min(rows) = max(rows)")}
+    mixed = engine.rows(f"SELECT count(*) FROM (SELECT 1 FROM {name} GROUP BY run_id, model_name "
+                        f"HAVING min(rows) <> max(rows))")[0][0]
+    found = [counted.get((r["run_id"], str(r["inputs"].get("model", "")).rpartition("/")[0]), (0, None))
+             for r in entries]
+    # The prediction table entry of the same run and model version: its rows in are the rows scored.
+    written = {(r["run_id"], r["table_name"], r["inputs"].get("model")): r["rows_in"] for r in ledger
+               if r["write_key"].startswith("ml:")}
+    expected_scored = found_scored = 0
+    for entry, (_, scored) in zip(entries, found, strict=True):
+        output = model_spec(str(entry["inputs"].get("kind"))).outputs[0]
+        key = (entry["run_id"], output, entry["inputs"].get("model"))
+        if key in written:
+            expected_scored += written[key]
+            found_scored += int(scored or 0)
+    return [
+        Finding("ml", name, "rows of the ledgered scorings per ledger", sum(r["rows_out"] for r in entries),
+                sum(n for n, _ in found)),
+        Finding("ml", name, "scorings whose rows disagree on the rows scored", 0, mixed),
+        Finding("ml", name, "rows scored = rows in of the same run's prediction table per ledger",
+                expected_scored, found_scored),
+    ]
+
+
+def _check_prediction_outcomes(lake: Lake, engine, ledger: list[dict]) -> list[Finding]:
+    name, predictions = "gold.prediction_outcomes", "gold.conversion_predictions"
+    if not lake.store.exists(name):
+        return []
+    findings = []
+    # The table is overwritten: its newest ledgered write says what it holds (a later write without an entry,
+    # behind shoplake's back, shows as a difference).
+    entry = max(_entries(ledger, name), key=lambda r: r["table_version"] or -1, default=None)
+    bins, written = engine.rows(f"SELECT coalesce(sum(bin_candidates), 0), count(*) FROM {name}")[0]
+    if entry is not None:
+        findings += [
+            Finding("ml", name, "predictions folded into the rank bins per ledger", entry["rows_out"], int(bins)),
+            Finding("ml", name, "rows in the table per ledger", entry["rows_written"], int(written)),
+        ]
+    per_scoring = engine.rows(f"SELECT predictions_version, sum(bin_candidates), min(candidates), max(candidates), "
+                              f"sum(realised_purchases), min(candidate_conversions) FROM {name} GROUP BY 1")
+    # Counted in the Delta log of gold.conversion_predictions (no data file read: a vacuum cannot hide it).
+    expected = sum(lake.store.row_count(predictions, int(version)) for version, *_ in per_scoring)
+    findings += [
+        Finding("ml", name, f"candidates of the evaluated scorings = rows of {predictions} at their versions",
+                expected, int(sum(b for _, b, *_ in per_scoring))),
+        Finding("ml", name, "scorings whose bins disagree with their candidates or conversions", 0,
+                sum(1 for _, b, lo, hi, realised, conv in per_scoring if not b == lo == hi or realised != conv)),
+    ]
     return findings
