@@ -36,7 +36,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 from shoplake.errors import ConfigError
 
 ENGINES = ("duckdb", "spark")
-_PATH_FIELDS = ("lake", "spool_dir", "spill_dir", "jobs_file", "serve_tokens_file")
+_PATH_FIELDS = ("lake", "spool_dir", "spill_dir", "jobs_file", "funnels_file", "serve_tokens_file")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
@@ -61,6 +61,9 @@ class Settings:
             system temp folder).
         jobs_file: a job file whose jobs override and extend the shipped ones by name (None:
             `shoplake-jobs.yaml` in the working directory, when present).
+        funnels_file: a funnel file whose funnels override and extend the shipped ones by name, each
+            built into `gold.funnel_<name>` (None: `shoplake-funnels.yaml` in the working directory, when
+            present).
         landing: landing root of the jobs' ingest tasks: a folder or an `s3://` prefix holding one
             folder per source (None: `landing/` in the working directory).
         spark_master: Spark master URL for `engine = "spark"` (`local[*]`, `spark://host:7077`, `yarn`).
@@ -97,6 +100,7 @@ class Settings:
     mlflow_tracking_uri: str | None = None
     spill_dir: Path | None = None
     jobs_file: Path | None = None
+    funnels_file: Path | None = None
     landing: str | None = None
     spark_master: str = "local[*]"
     spark_remote: str | None = None

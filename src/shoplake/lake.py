@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from importlib import import_module
 
 from shoplake import locks
-from shoplake.catalog import Catalog, default_catalog
+from shoplake.catalog import Catalog, catalog_for
 from shoplake.config import Settings
 from shoplake.engines.base import EMBEDDED, ENGINES, Capability, Engine
 from shoplake.engines.delta import DeltaStore
@@ -32,7 +32,7 @@ class Lake:
 
     def __init__(self, settings: Settings, catalog: Catalog | None = None):
         self.settings = settings
-        self.catalog = catalog or default_catalog()
+        self.catalog = catalog or catalog_for(settings.funnels_file)
         self.store = DeltaStore(settings.lake)
 
     def engine(self, *needs: Capability) -> Engine:

@@ -35,7 +35,7 @@ def pipeline(module_shop):
 
 def test_ledger_every_entry_balances(pipeline):
     rows = pipeline.query("SELECT * FROM ops.ledger")
-    assert len(rows) == 3 + 10  # one per ingested file, one per built table
+    assert len(rows) == 3 + 15  # one per ingested file, one per built table
     for row in rows:
         assert row["rows_in"] == row["rows_out"] + row["rows_diverted"], row
         assert row["is_balanced"] is True, row
@@ -60,6 +60,12 @@ def test_ledger_entries_per_table(pipeline):
         "gold.daily_sales_by_country": (3, 3, "{}", 1),
         "gold.customer_rfm": (2, 1, '{"guest_sale": 1}', 1),
         "gold.product_sales": (2, 2, "{}", 1),
+        "gold.cart_abandonment": (0, 0, "{}", 0),  # no cart event
+        "gold.retention_cohorts": (1, 1, "{}", 1),  # one user, one cohort week
+        "gold.customer_cohorts": (3, 2, '{"guest_line": 1}', 1),
+        # one entrant, rows for 3 breakdowns (all, category_l1, brand) x the funnel's steps
+        "gold.funnel_view_cart_purchase": (1, 1, "{}", 9),
+        "gold.funnel_product_view_to_purchase": (1, 1, "{}", 6),
     }
 
 

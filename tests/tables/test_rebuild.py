@@ -10,9 +10,10 @@ PRODUCTS = ("1,10,a.b,x",)
 RETAIL = ("1001,A,RED MUG,2,2010-12-01 09:00:00,3.0,12345,United Kingdom",
           "C1003,A,RED MUG,-1,2010-12-01 11:00:00,3.0,12345,United Kingdom")
 
-DERIVED = ["silver.products", "silver.events", "silver.sales", "silver.returns", "gold.daily_funnel",
-           "gold.user_features", "gold.product_performance", "gold.daily_sales_by_country",
-           "gold.customer_rfm", "gold.product_sales"]
+CLICK_GOLD = {"gold.daily_funnel", "gold.user_features", "gold.product_performance", "gold.cart_abandonment",
+              "gold.retention_cohorts", "gold.funnel_product_view_to_purchase", "gold.funnel_view_cart_purchase"}
+DERIVED = ["silver.products", "silver.events", "silver.sales", "silver.returns", *sorted(CLICK_GOLD),
+           "gold.daily_sales_by_country", "gold.customer_rfm", "gold.product_sales", "gold.customer_cohorts"]
 
 
 def _fill(shop):
@@ -42,7 +43,7 @@ def test_rebuild_after_new_clickstream_data_touches_only_its_descendants(shop):
     before = shop.versions()
     shop.ingest("clickstream", CLICKSTREAM_HEADER, "2019-10-02 08:00:00 UTC,view,1,10,a.b,x,10.0,2,s2")
     statuses = {name: r.status for name, r in shop.build(run_id="b2").items()}
-    rebuilt = {"silver.events", "gold.daily_funnel", "gold.user_features", "gold.product_performance"}
+    rebuilt = {"silver.events", *CLICK_GOLD}
     assert statuses == {name: "built" if name in rebuilt else "unchanged" for name in DERIVED}
     after = shop.versions()
     assert {name for name in DERIVED if after[name] != before[name]} == rebuilt

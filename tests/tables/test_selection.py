@@ -33,23 +33,26 @@ def test_build_a_table_and_its_descendants(shop):
     results = shop.build("silver.events+")
     assert [(name, r.status) for name, r in results.items()] == [
         ("silver.events", "built"), ("gold.daily_funnel", "built"), ("gold.user_features", "built"),
-        ("gold.product_performance", "built")]
+        ("gold.product_performance", "built"), ("gold.cart_abandonment", "built"),
+        ("gold.retention_cohorts", "built"), ("gold.funnel_product_view_to_purchase", "built"),
+        ("gold.funnel_view_cart_purchase", "built")]
     assert shop.versions()["silver.products"] is None
     # A gold table has no descendants: `+` adds nothing, and its input is not rebuilt.
     assert list(shop.build("gold.daily_funnel+")) == ["gold.daily_funnel"]
 
 
+CLICK_GOLD = ["gold.daily_funnel", "gold.user_features", "gold.product_performance", "gold.cart_abandonment",
+              "gold.retention_cohorts", "gold.funnel_product_view_to_purchase", "gold.funnel_view_cart_purchase"]
+RETAIL_GOLD = ["gold.daily_sales_by_country", "gold.customer_rfm", "gold.product_sales", "gold.customer_cohorts"]
+
+
 @pytest.mark.parametrize(("selection", "expected"), [
-    (None, ["silver.products", "silver.sales", "silver.returns", "silver.events",
-            "gold.daily_sales_by_country", "gold.customer_rfm", "gold.product_sales", "gold.daily_funnel",
-            "gold.user_features", "gold.product_performance"]),
+    (None, ["silver.products", "silver.sales", "silver.returns", "silver.events", *RETAIL_GOLD, *CLICK_GOLD]),
     ("silver.events", ["silver.events"]),
     ("gold.daily_funnel+", ["gold.daily_funnel"]),
     ("+gold.daily_funnel", ["silver.products", "silver.events", "gold.daily_funnel"]),
-    ("silver.sales+", ["silver.sales", "gold.daily_sales_by_country", "gold.customer_rfm",
-                       "gold.product_sales"]),
-    ("bronze.products+", ["silver.products", "silver.events", "gold.daily_funnel", "gold.user_features",
-                          "gold.product_performance"]),
+    ("silver.sales+", ["silver.sales", *RETAIL_GOLD]),
+    ("bronze.products+", ["silver.products", "silver.events", *CLICK_GOLD]),
     ("silver", ["silver.products", "silver.sales", "silver.returns", "silver.events"]),
     ("gold.customer_rfm, silver.returns", ["silver.returns", "gold.customer_rfm"]),
 ])

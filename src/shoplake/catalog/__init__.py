@@ -1,5 +1,5 @@
 """The catalog: every table's declaration, lineage and selection syntax."""
 
-from shoplake.catalog.registry import Catalog, default_catalog
+from shoplake.catalog.registry import Catalog, catalog_for, default_catalog
 
-__all__ = ["Catalog", "default_catalog"]
+__all__ = ["Catalog", "catalog_for", "default_catalog"]

@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Iterable
 from functools import cache
 from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
 
 from shoplake.catalog.spec import TableSpec
 from shoplake.errors import ConfigError, TableNotFoundError
@@ -113,9 +114,24 @@ class Catalog:
         return self.ordered(picked & derived)
 
 
-@cache
-def default_catalog() -> Catalog:
-    """The catalog of every table shoplake publishes."""
+def _catalog(user_funnels: Path | None) -> Catalog:
+    from shoplake.catalog.funnels import funnel_specs, load_funnels
     from shoplake.layers import bronze, gold, ml, ops, silver
 
-    return Catalog((*bronze.TABLES, *silver.TABLES, *gold.TABLES, *ml.TABLES, *ops.TABLES))
+    funnels = funnel_specs(load_funnels(user_funnels))
+    return Catalog((*bronze.TABLES, *silver.TABLES, *gold.TABLES, *funnels, *ml.TABLES, *ops.TABLES))
+
+
+@cache
+def default_catalog() -> Catalog:
+    """The catalog of every table shoplake publishes (with the funnels shipped with shoplake)."""
+    return _catalog(None)
+
+
+def catalog_for(funnels_file: Path | None = None, *, cwd: Path | None = None) -> Catalog:
+    """The catalog of a project: the default one, plus the funnels of its funnel file (the `funnels_file`
+    setting, else `shoplake-funnels.yaml` in the working directory when present)."""
+    from shoplake.catalog.funnels import user_funnels_file
+
+    user = user_funnels_file(funnels_file, cwd)
+    return default_catalog() if user is None else _catalog(user)

@@ -145,6 +145,8 @@ class TableSpec:
             and overwritten, only when an input changed; `external`: written by another subsystem
             (quarantine, ops, ML).
         sql_file: the transformation, relative to `shoplake/layers/`.
+        sql_text: the transformation itself, for tables generated from another declaration (a funnel
+            declaration generates its table's SQL); give either this or `sql_file`.
         checks: quality rules the runner enforces and records in `ops.data_quality`.
         source: for incremental tables, the source whose quarantine table takes diverted rows.
         owns_rows: for incremental tables reading a shared bronze table, the rows of that input this
@@ -166,6 +168,7 @@ class TableSpec:
     inputs: tuple[str, ...] = ()
     build: Build = "full"
     sql_file: str | None = None
+    sql_text: str | None = None
     checks: tuple[Check, ...] = ()
     source: str | None = None
     owns_rows: str | None = None
@@ -184,8 +187,10 @@ class TableSpec:
         missing = [g for g in self.grain if g not in names]
         if missing:
             raise ValueError(f"{self.name}: grain columns {missing} are not declared columns")
-        if self.build in ("incremental", "full") and not self.sql_file:
-            raise ValueError(f"{self.name}: derived tables need a sql_file")
+        if self.build in ("incremental", "full") and not (self.sql_file or self.sql_text):
+            raise ValueError(f"{self.name}: derived tables need a sql_file or sql_text")
+        if self.sql_file and self.sql_text:
+            raise ValueError(f"{self.name}: give sql_file or sql_text, not both")
         if self.build != "incremental" and any(c.action == "quarantine" for c in self.checks):
             # A full rebuild would quarantine the same rows again on every run.
             raise ValueError(f"{self.name}: only incremental tables can quarantine rows")
@@ -217,6 +222,8 @@ class TableSpec:
 
     def sql(self) -> str:
         """The transformation SQL text (DuckDB dialect)."""
+        if self.sql_text:
+            return self.sql_text
         if not self.sql_file:
             raise ValueError(f"{self.name} has no SQL")
         return resources.files("shoplake.layers").joinpath(self.sql_file).read_text()

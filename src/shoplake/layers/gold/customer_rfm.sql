@@ -6,6 +6,10 @@
 -- the segments and their revenue shares use. No tie-breaker is needed, so every engine agrees. Computed
 -- from integer counts, floor((5 * (2 * below + equal + 1) + 2n - 1) / 2n), because floating point would
 -- put exact quintile boundaries on the wrong side (5 * 0.6 is 3.0000000000000004).
+-- rfm_segment: the standard named segment of the R x FM grid, fm_score = ceil((f_score + m_score) / 2):
+--   R 5: FM 1 New, 2-3 Potential loyalist, 4-5 Champions;  R 4: FM 1 Promising, 2-3 Potential loyalist,
+--   4-5 Loyal;  R 3: FM 1-2 About to sleep, 3 Need attention, 4-5 Loyal;  R 2: FM 1-2 Hibernating,
+--   3-4 At risk, 5 Can't lose them;  R 1: FM 1-2 Lost, 3-4 At risk, 5 Can't lose them.
 WITH snapshot AS (SELECT max(invoice_date) + 1 AS snapshot_date FROM silver.sales),
 customers AS (
     SELECT customer_id,
@@ -45,12 +49,30 @@ ranked AS (
            rank() OVER (ORDER BY net_monetary) - 1                AS m_below,
            count(*) OVER (PARTITION BY net_monetary)              AS m_equal
     FROM measured
-)
-SELECT
-    customer_id, snapshot_date, last_purchase_date, recency_days, frequency, monetary, returns_value,
-    net_monetary,
-    CAST(floor((5 * (2 * r_below + r_equal + 1) + 2 * n - 1) / (2 * n)) AS INTEGER) AS r_score,
-    CAST(floor((5 * (2 * f_below + f_equal + 1) + 2 * n - 1) / (2 * n)) AS INTEGER) AS f_score,
-    CAST(floor((5 * (2 * m_below + m_equal + 1) + 2 * n - 1) / (2 * n)) AS INTEGER) AS m_score,
-    count_sale_lines
-FROM ranked
+),
+scored AS (
+    SELECT
+        customer_id, snapshot_date, last_purchase_date, recency_days, frequency, monetary, returns_value,
+        net_monetary,
+        CAST(floor((5 * (2 * r_below + r_equal + 1) + 2 * n - 1) / (2 * n)) AS INTEGER) AS r_score,
+        CAST(floor((5 * (2 * f_below + f_equal + 1) + 2 * n - 1) / (2 * n)) AS INTEGER) AS f_score,
+        CAST(floor((5 * (2 * m_below + m_equal + 1) + 2 * n - 1) / (2 * n)) AS INTEGER) AS m_score,
+        count_sale_lines
+    FROM ranked
+),
+graded AS (SELECT *, CAST(floor((f_score + m_score + 1) / 2) AS INTEGER) AS fm_score FROM scored)
+SELECT *,
+       CASE
+           WHEN r_score = 5 AND fm_score = 1 THEN 'New'
+           WHEN r_score = 4 AND fm_score = 1 THEN 'Promising'
+           WHEN r_score >= 4 AND fm_score <= 3 THEN 'Potential loyalist'
+           WHEN r_score = 5 THEN 'Champions'
+           WHEN r_score >= 3 AND fm_score >= 4 THEN 'Loyal'
+           WHEN r_score = 3 AND fm_score = 3 THEN 'Need attention'
+           WHEN r_score = 3 THEN 'About to sleep'
+           WHEN fm_score = 5 THEN 'Can''t lose them'
+           WHEN fm_score >= 3 THEN 'At risk'
+           WHEN r_score = 2 THEN 'Hibernating'
+           ELSE 'Lost'
+       END AS rfm_segment
+FROM graded

@@ -1,0 +1,353 @@
+"""Declared funnels: a funnel file (YAML) validated into pydantic models, each funnel a Gold table.
+
+The funnel file shipped with shoplake (`shoplake/layers/funnels.yaml`) is read first; the project's own
+file (`shoplake-funnels.yaml` in the working directory, or the file named by the `funnels_file` setting)
+then overrides funnels of the same name and adds new ones. Each funnel becomes `gold.funnel_<name>`,
+declared like every other table (a `TableSpec` whose SQL is generated here, in DuckDB's dialect) and built
+by the same build runner on either engine.
+
+```yaml
+funnels:
+  view_cart_purchase:
+    description: Any product viewed, carted, then bought by the same user within 7 days.
+    steps: [view, cart, purchase]          # or [{event_type: view}, ...]
+    window: 7d                             # s, m, h or d
+    unit: user                             # user or session
+    same_product: false
+    exclusions: [{event_type: remove_from_cart, after_step: 2, before_step: 3}]
+```
+
+How a funnel is counted (exact definitions in docs/DATA_CONTRACT.md):
+- A unit is a user (`user_id`) or a session (`user_id`, `session_id`; events without a session are left
+  out). An *entry* is the unit's first step-1 event of a UTC day (per product for same-product funnels, per
+  breakdown value for the breakdown rows). Each day's entry is judged on its own.
+- Step k is reached at the earliest matching event at or after step k-1's time and at most `window` after
+  the entry (ordered: an event before the previous step never counts). Same-product funnels require the
+  entry's product at every step; a unit reaches step k when any of its products does.
+- An exclusion drops the entry when the unit has the excluded event strictly after `after_step` and
+  strictly before `before_step` (or, when that step is not reached, within the window).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shoplake.catalog.spec import TableSpec, col, in_range, query_rule, unique
+from shoplake.errors import ConfigError
+
+USER_FUNNELS_FILE = "shoplake-funnels.yaml"
+EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase")
+BREAKDOWNS = ("category_l1", "brand")
+# The normal quantile of a two-sided 95 % interval, written out so both engines use the same constant.
+Z95 = 1.959963984540054
+_WINDOW = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FunnelStep(_Model):
+    """One ordered step: an event predicate."""
+
+    event_type: Literal["view", "cart", "remove_from_cart", "purchase"]
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.event_type
+
+
+class Exclusion(_Model):
+    """Drop an entry whose unit did `event_type` strictly between two steps (1-based)."""
+
+    event_type: Literal["view", "cart", "remove_from_cart", "purchase"]
+    after_step: int = Field(ge=1)
+    before_step: int = Field(ge=2)
+
+
+class FunnelDef(_Model):
+    """One declared funnel."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,60}$")
+    description: str = ""
+    steps: tuple[FunnelStep, ...]
+    window: str = "7d"
+    unit: Literal["user", "session"] = "user"
+    same_product: bool = False
+    exclusions: tuple[Exclusion, ...] = ()
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _short_steps(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple({"event_type": v} if isinstance(v, str) else v for v in value)
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if not _WINDOW.match(str(value)):
+            raise ValueError(f"window {value!r} must be a whole number of s, m, h or d, such as 7d")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FunnelDef:
+        if len(self.steps) < 2:
+            raise ValueError("a funnel needs at least 2 steps")
+        for exclusion in self.exclusions:
+            if not exclusion.after_step < exclusion.before_step <= len(self.steps):
+                raise ValueError(f"exclusion of {exclusion.event_type}: need after_step < before_step <= "
+                                 f"{len(self.steps)} (the number of steps)")
+        return self
+
+    @property
+    def window_seconds(self) -> int:
+        match = _WINDOW.match(self.window)
+        assert match is not None, "validated"
+        return int(match.group(1)) * _SECONDS[match.group(2)]
+
+    @property
+    def table_name(self) -> str:
+        return f"gold.funnel_{self.name}"
+
+
+class _FunnelFile(_Model):
+    version: Literal[1] = 1
+    funnels: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+def shipped_text() -> str:
+    """The funnel file shipped inside the package."""
+    return resources.files("shoplake.layers").joinpath("funnels.yaml").read_text()
+
+
+def parse_funnels(text: str, *, origin: str) -> dict[str, FunnelDef]:
+    """Parse one funnel file.
+
+    Raises:
+        ConfigError: one error listing every problem in the file.
+    """
+    try:
+        data = yaml.safe_load(text) or {}
+        file = _FunnelFile.model_validate(data)
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"{origin}: invalid funnel file: {' '.join(str(exc).split())}") from exc
+    funnels: dict[str, FunnelDef] = {}
+    problems: list[str] = []
+    for name, raw in file.funnels.items():
+        try:
+            funnels[name] = FunnelDef.model_validate({**raw, "name": name})
+        except ValidationError as exc:
+            problems.append(f"funnel {name!r}: " + "; ".join(_problem(e) for e in exc.errors(include_url=False)))
+    if problems:
+        raise ConfigError(f"{origin}: invalid funnel definitions: " + "; ".join(problems))
+    return funnels
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown option {where!r}"
+    return f"{where or 'funnel'}: {error['msg'].removeprefix('Value error, ')}"
+
+
+def user_funnels_file(funnels_file: Path | None, cwd: Path | None = None) -> Path | None:
+    """The project's funnel file: the `funnels_file` setting, else `shoplake-funnels.yaml` when it exists."""
+    if funnels_file is not None:
+        if not Path(funnels_file).is_file():
+            raise ConfigError(f"funnels file {funnels_file} does not exist (setting funnels_file / "
+                              f"SHOPLAKE_FUNNELS_FILE)")
+        return Path(funnels_file)
+    candidate = (cwd or Path.cwd()) / USER_FUNNELS_FILE
+    return candidate if candidate.is_file() else None
+
+
+def load_funnels(user_file: Path | None = None) -> dict[str, FunnelDef]:
+    """The shipped funnels, overridden and extended by name by `user_file`."""
+    funnels = parse_funnels(shipped_text(), origin="the shipped funnel file")
+    if user_file is not None:
+        funnels.update(parse_funnels(user_file.read_text(), origin=str(user_file)))
+    return funnels
+
+
+# -- the generated table ---------------------------------------------------------------------------------
+
+def wilson_sql(successes: str, trials: str, side: Literal["low", "high"]) -> str:
+    """The Wilson score 95 % bound of successes / trials as SQL (NULL when trials is 0).
+
+    centre = (x + z²/2) / (n + z²), half width = z / (n + z²) · sqrt(x (n − x) / n + z²/4), clamped to [0, 1].
+    """
+    x, n, z2 = f"CAST({successes} AS DOUBLE)", f"CAST({trials} AS DOUBLE)", repr(Z95 * Z95)
+    centre = f"({x} + {z2} / 2) / ({n} + {z2})"
+    half = f"{Z95!r} / ({n} + {z2}) * sqrt({x} * ({n} - {x}) / {n} + {z2} / 4)"
+    bound = f"greatest(0.0, {centre} - {half})" if side == "low" else f"least(1.0, {centre} + {half})"
+    return f"CASE WHEN {trials} > 0 THEN {bound} END"
+
+
+def _quantile_sql(column: str, rank: str, count: str, tenths: int) -> str:
+    """The linear-interpolation quantile (tenths/10) of `column` within a group, from its 0-based row
+    `rank` and the group's row `count`: integer positions, so no floating point picks the wrong row."""
+    position = f"(({count} - 1) * {tenths})"
+    low = f"max({column}) FILTER (WHERE {rank} = {position} // 10)"
+    high = (f"max({column}) FILTER (WHERE {rank} = {position} // 10 "
+            f"+ CASE WHEN {position} % 10 > 0 THEN 1 ELSE 0 END)")
+    fraction = f"max({position} % 10) / 10.0"
+    return f"{low} + {fraction} * ({high} - {low})"
+
+
+def funnel_sql(funnel: FunnelDef) -> str:
+    """The DuckDB-dialect SQL of `gold.funnel_<name>` (one row per entry date, breakdown value and step)."""
+    steps, window = funnel.steps, funnel.window_seconds
+    n = len(steps)
+    types = sorted({s.event_type for s in steps} | {e.event_type for e in funnel.exclusions})
+    listed = ", ".join(f"'{t}'" for t in types)
+    session = "session_id" if funnel.unit == "session" else "''"
+    product = "product_id" if funnel.same_product else "CAST(0 AS BIGINT)"
+    keys = "breakdown, breakdown_value, user_id, unit_session, event_date, product_key"
+    match = ("e.user_id = c.user_id AND e.unit_session = c.unit_session"
+             + (" AND e.product_id = c.product_key" if funnel.same_product else ""))
+    first = steps[0].event_type
+    entry_selects = []
+    for breakdown, value in (("all", "'(all)'"), *((b, f"coalesce({b}, '(none)')") for b in BREAKDOWNS)):
+        by_value = "" if breakdown == "all" else f"{value}, "
+        entry_selects.append(
+            f"SELECT '{breakdown}' AS breakdown, {value} AS breakdown_value, user_id, unit_session, event_date, "
+            f"product_key, min(event_at) AS at_1 FROM ev WHERE event_type = '{first}' "
+            f"GROUP BY {by_value}user_id, unit_session, event_date, product_key")
+    ctes = [
+        "data_end AS (SELECT max(event_at) AS end_at FROM silver.events)",
+        f"ev AS (SELECT user_id, {session} AS unit_session, {product} AS product_key, product_id, event_type, "
+        f"event_at, event_date, category_l1, brand FROM silver.events WHERE event_type IN ({listed})"
+        + (" AND session_id IS NOT NULL" if funnel.unit == "session" else "") + ")",
+        "chain_1 AS (" + " UNION ALL ".join(entry_selects) + ")",
+    ]
+    carried = ["at_1"]
+    for k in range(2, n + 1):
+        step_type = steps[k - 1].event_type
+        kept = ", ".join(f"c.{c}" for c in [*keys.split(", "), *carried])
+        ctes.append(
+            f"chain_{k} AS (SELECT {kept}, min(e.event_at) AS at_{k} FROM chain_{k - 1} AS c LEFT JOIN ev AS e "
+            f"ON e.event_type = '{step_type}' AND {match} AND e.event_at >= c.at_{k - 1} "
+            f"AND epoch(e.event_at) <= epoch(c.at_1) + {window} GROUP BY {kept})")
+        carried.append(f"at_{k}")
+    last = f"chain_{n}"
+    for i, exclusion in enumerate(funnel.exclusions, start=1):
+        a, b = exclusion.after_step, exclusion.before_step
+        kept = ", ".join(f"c.{c}" for c in [*keys.split(", "), *carried])
+        ctes.append(
+            f"excluded_{i} AS (SELECT {kept} FROM {last} AS c LEFT JOIN ev AS e "
+            f"ON e.event_type = '{exclusion.event_type}' AND {match} AND e.event_at > c.at_{a} "
+            f"AND (e.event_at < c.at_{b} OR (c.at_{b} IS NULL AND epoch(e.event_at) <= epoch(c.at_1) + {window})) "
+            f"GROUP BY {kept} HAVING count(e.event_at) = 0)")
+        last = f"excluded_{i}"
+    unit_keys = "breakdown, breakdown_value, user_id, unit_session, event_date"
+    reached = ", ".join(f"max(CASE WHEN at_{k} IS NOT NULL THEN 1 ELSE 0 END) AS reached_{k}, "
+                        f"min(epoch(at_{k}) - epoch(at_1)) AS seconds_{k}" for k in range(1, n + 1))
+    ctes.append(f"units AS (SELECT {unit_keys}, max(at_1) AS last_entry_at, {reached} FROM {last} "
+                f"GROUP BY {unit_keys})")
+    group = "breakdown, breakdown_value, event_date"
+    sums = ", ".join(f"sum(reached_{k}) AS n_{k}" for k in range(1, n + 1))
+    ctes.append(f"counts AS (SELECT {group}, max(last_entry_at) AS last_entry_at, {sums} FROM units "
+                f"GROUP BY {group})")
+    ctes.append("unit_steps AS (" + " UNION ALL ".join(
+        f"SELECT {group}, {k} AS step, seconds_{k} AS seconds FROM units WHERE reached_{k} = 1"
+        for k in range(1, n + 1)) + ")")
+    ctes.append(f"ranked AS (SELECT *, row_number() OVER (PARTITION BY {group}, step ORDER BY seconds) - 1 AS rn, "
+                f"count(*) OVER (PARTITION BY {group}, step) AS cnt FROM unit_steps)")
+    ctes.append(f"times AS (SELECT {group}, step, {_quantile_sql('seconds', 'rn', 'cnt', 5)} AS median_seconds, "
+                f"{_quantile_sql('seconds', 'rn', 'cnt', 9)} AS p90_seconds FROM ranked GROUP BY {group}, step)")
+    ctes.append("grid AS (" + " UNION ALL ".join(
+        f"SELECT {group}, last_entry_at, {k} AS step, '{steps[k - 1].label}' AS step_name, n_{k} AS entrants, "
+        f"n_{max(k - 1, 1)} AS previous_entrants, n_1 AS first_entrants FROM counts"
+        for k in range(1, n + 1)) + ")")
+    return (
+        f"-- {funnel.table_name}: generated from the funnel declaration {funnel.name!r} "
+        f"(shoplake.catalog.funnels).\nWITH " + ",\n".join(ctes) + f"""
+SELECT g.event_date, g.breakdown, g.breakdown_value, g.step, g.step_name, g.entrants,
+       g.previous_entrants - g.entrants AS drop_off,
+       CAST(g.entrants AS DOUBLE) / NULLIF(g.previous_entrants, 0) AS conversion_rate,
+       {wilson_sql('g.entrants', 'g.previous_entrants', 'low')} AS conversion_low,
+       {wilson_sql('g.entrants', 'g.previous_entrants', 'high')} AS conversion_high,
+       CAST(g.entrants AS DOUBLE) / NULLIF(g.first_entrants, 0) AS overall_conversion_rate,
+       {wilson_sql('g.entrants', 'g.first_entrants', 'low')} AS overall_conversion_low,
+       {wilson_sql('g.entrants', 'g.first_entrants', 'high')} AS overall_conversion_high,
+       t.median_seconds AS median_seconds_to_step, t.p90_seconds AS p90_seconds_to_step,
+       epoch(g.last_entry_at) + {window} <= epoch(d.end_at) AS is_window_complete
+FROM grid AS g
+CROSS JOIN data_end AS d
+LEFT JOIN times AS t
+  ON t.event_date = g.event_date AND t.breakdown = g.breakdown AND t.breakdown_value = g.breakdown_value
+ AND t.step = g.step
+""")
+
+
+_RATES = ("conversion_rate", "conversion_low", "conversion_high", "overall_conversion_rate",
+          "overall_conversion_low", "overall_conversion_high")
+
+
+def _accounting_sql(funnel: FunnelDef) -> str:
+    """Rows in: the funnel's entries (distinct unit and date with a step-1 event); rows out: step-1 entrants
+    of the `all` rows; entries dropped by an exclusion are diverted as `excluded_entry`."""
+    unit = "user_id, session_id" if funnel.unit == "session" else "user_id"
+    session = " AND session_id IS NOT NULL" if funnel.unit == "session" else ""
+    rows_in = (f"(SELECT count(*) FROM (SELECT DISTINCT {unit}, event_date FROM silver.events "
+               f"WHERE event_type = '{funnel.steps[0].event_type}'{session}) AS entries)")
+    rows_out = "(SELECT coalesce(sum(entrants), 0) FROM candidate WHERE breakdown = 'all' AND step = 1)"
+    excluded = f", {rows_in} - {rows_out} AS excluded_entry" if funnel.exclusions else ""
+    return f"SELECT {rows_in} AS rows_in, {rows_out} AS rows_out{excluded}"
+
+
+def funnel_spec(funnel: FunnelDef) -> TableSpec:
+    """The Gold table a funnel declaration becomes."""
+    steps = " → ".join(s.label for s in funnel.steps)
+    return TableSpec(
+        name=funnel.table_name,
+        description=(f"One row per (event_date, breakdown, breakdown_value, step) of the funnel {funnel.name} "
+                     f"({steps}; {'same product' if funnel.same_product else 'any product'}, unit "
+                     f"{funnel.unit}, window {funnel.window}): entrants, conversion with Wilson 95 % "
+                     f"intervals, time to step, drop-off. {funnel.description}").strip(),
+        grain=("event_date", "breakdown", "breakdown_value", "step"),
+        columns=(
+            col("event_date", "DATE", "UTC date of the entry (the unit's first step-1 event that day)"),
+            col("breakdown", "VARCHAR", "all, category_l1 or brand (of the entry event)"),
+            col("breakdown_value", "VARCHAR", "(all) for breakdown all; (none) when the entry event has none"),
+            col("step", "INTEGER", "1-based step number"),
+            col("step_name", "VARCHAR"),
+            col("entrants", "BIGINT", "units reaching this step (step 1: units entering)"),
+            col("drop_off", "BIGINT", "entrants of the previous step - entrants (0 at step 1)"),
+            col("conversion_rate", "DOUBLE", "entrants / entrants of the previous step (1 at step 1; NULL when 0)"),
+            col("conversion_low", "DOUBLE", "Wilson 95 % lower bound of conversion_rate"),
+            col("conversion_high", "DOUBLE", "Wilson 95 % upper bound of conversion_rate"),
+            col("overall_conversion_rate", "DOUBLE", "entrants / entrants of step 1"),
+            col("overall_conversion_low", "DOUBLE", "Wilson 95 % lower bound of overall_conversion_rate"),
+            col("overall_conversion_high", "DOUBLE", "Wilson 95 % upper bound of overall_conversion_rate"),
+            col("median_seconds_to_step", "DOUBLE", "median seconds from entry to this step, units reaching it"),
+            col("p90_seconds_to_step", "DOUBLE", "90th percentile (linear interpolation) of the same"),
+            col("is_window_complete", "BOOLEAN",
+                "every entry of the row had its whole window inside the data (latest entry + window <= "
+                "latest event_at in silver.events)"),
+        ),
+        inputs=("silver.events",),
+        sql_text=funnel_sql(funnel),
+        accounting_sql=_accounting_sql(funnel),
+        checks=(
+            unique("event_date", "breakdown", "breakdown_value", "step"),
+            *(in_range(rate, low=0.0, high=1.0, action="fail") for rate in _RATES),
+            query_rule("entrants_never_grow",
+                       "SELECT * FROM candidate WHERE drop_off < 0", action="fail"),
+        ),
+    )
+
+
+def funnel_specs(funnels: Mapping[str, FunnelDef]) -> tuple[TableSpec, ...]:
+    """One table per funnel, in name order."""
+    return tuple(funnel_spec(funnels[name]) for name in sorted(funnels))

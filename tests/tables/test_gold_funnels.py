@@ -1,0 +1,215 @@
+"""gold.funnel_<name> (declared funnels) and gold.cart_abandonment, on a dozen events worked out by hand."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+
+import pytest
+
+from shoplake.catalog import catalog_for
+from shoplake.catalog.funnels import FunnelDef, funnel_spec, parse_funnels
+from shoplake.errors import ConfigError
+
+from .shop import CLICKSTREAM_HEADER
+
+# The project's own funnel file (the shipped funnels are built beside these).
+FUNNELS = """
+funnels:
+  vcp_user:   {steps: [view, cart, purchase], window: 1h, unit: user}
+  vcp_excl:
+    steps: [view, cart, purchase]
+    window: 1h
+    exclusions: [{event_type: remove_from_cart, after_step: 2, before_step: 3}]
+  vp_same_session: {steps: [view, purchase], window: 1h, unit: session, same_product: true}
+  vp_any_session:  {steps: [view, purchase], window: 1h, unit: session}
+  vp_any_user:     {steps: [view, purchase], window: 1h, unit: user}
+"""
+
+# products: 1 electronics/apple, 2 appliances/bosch, 3 electronics/no brand, 4 furniture/ikea
+P = {1: "1,10,electronics.smartphone,apple,100.0", 2: "2,20,appliances.kitchen,bosch,40.0",
+     3: "3,30,electronics.audio,,25.0", 4: "4,40,furniture.chair,ikea,70.0"}
+
+
+def ev(at: str, kind: str, product: int, user: int, session: str) -> str:
+    return f"{at} UTC,{kind},{P[product]},{user},{session}"
+
+
+ROWS = (
+    # user 1 views product 1, carts and buys product 2: any-product yes, same-product no
+    ev("2019-10-01 08:00:00", "view", 1, 1, "s1"),
+    ev("2019-10-01 08:10:00", "cart", 2, 1, "s1"),
+    ev("2019-10-01 08:20:00", "purchase", 2, 1, "s1"),
+    # user 2 buys before viewing: the purchase does not count, the cart after the view does
+    ev("2019-10-01 09:00:00", "purchase", 1, 2, "s2"),
+    ev("2019-10-01 09:05:00", "view", 1, 2, "s2"),
+    ev("2019-10-01 09:06:00", "cart", 1, 2, "s2"),
+    # user 3 buys one second past the 1 h window
+    ev("2019-10-01 10:00:00", "view", 1, 3, "s3"),
+    ev("2019-10-01 10:30:00", "cart", 1, 3, "s3"),
+    ev("2019-10-01 11:00:01", "purchase", 1, 3, "s3"),
+    # user 4 views in one session and buys in another: a user conversion, not a session conversion
+    ev("2019-10-01 12:00:00", "view", 3, 4, "s4a"),
+    ev("2019-10-01 12:10:00", "purchase", 3, 4, "s4b"),
+    # user 5 removes the cart before buying: excluded by vcp_excl
+    ev("2019-10-01 13:00:00", "view", 1, 5, "s5"),
+    ev("2019-10-01 13:01:00", "cart", 1, 5, "s5"),
+    ev("2019-10-01 13:02:00", "remove_from_cart", 1, 5, "s5"),
+    ev("2019-10-01 13:03:00", "purchase", 1, 5, "s5"),
+    # user 6 buys exactly at the end of the window: counts
+    ev("2019-10-01 14:00:00", "view", 4, 6, "s6"),
+    ev("2019-10-01 15:00:00", "purchase", 4, 6, "s6"),
+    # cart abandonment's 7-day window: user 7 buys one second late (abandoned), user 8 just in time
+    ev("2019-10-02 00:00:00", "cart", 1, 7, "s7"),
+    ev("2019-10-09 00:00:01", "purchase", 1, 7, "s7b"),
+    ev("2019-10-02 00:00:00", "cart", 2, 8, "s8"),
+    ev("2019-10-09 00:00:00", "purchase", 2, 8, "s8b"),
+    # a cart whose 7 days reach past the end of the data (2019-10-09 00:00:01)
+    ev("2019-10-08 12:00:00", "cart", 4, 9, "s9"),
+)
+
+
+@pytest.fixture(scope="module")
+def funnel_shop(module_shop, tmp_path_factory):
+    path = tmp_path_factory.mktemp("funnel_file") / "shoplake-funnels.yaml"
+    path.write_text(FUNNELS)
+    shop = module_shop("funnels", catalog_for(path))
+    shop.ingest("clickstream", CLICKSTREAM_HEADER, *ROWS)
+    shop.results = shop.build("gold.funnel_vcp_user+ silver.events+")
+    return shop
+
+
+def steps(shop, name: str, breakdown: str = "all", value: str = "(all)", day: date = date(2019, 10, 1)):
+    rows = shop.query(f"SELECT * FROM gold.funnel_{name} WHERE breakdown = '{breakdown}' "
+                      f"AND breakdown_value = '{value}' AND event_date = DATE '{day}' ORDER BY step")
+    return rows
+
+
+def entrants(shop, name: str, **where) -> list[int]:
+    return [r["entrants"] for r in steps(shop, name, **where)]
+
+
+def wilson(x: int, n: int) -> tuple[float, float]:
+    """The textbook Wilson score interval, z for 95 %."""
+    z = 1.959963984540054
+    p = x / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def test_funnel_tables_build_from_the_shipped_and_the_project_files(funnel_shop):
+    built = {t for t, r in funnel_shop.results.items() if r.status == "built"}
+    assert {f"gold.funnel_{n}" for n in ("vcp_user", "vcp_excl", "vp_same_session", "vp_any_session",
+                                         "vp_any_user", "view_cart_purchase", "product_view_to_purchase")} <= built
+    assert "gold.cart_abandonment" in built
+
+
+def test_funnel_steps_are_ordered_and_windowed(funnel_shop):
+    # step 1: users 1-6. cart after the view within 1 h: users 1, 2, 3, 5. purchase after the cart within
+    # 1 h of the view: users 1 and 5 (user 2 bought before viewing, user 3 one second late)
+    assert entrants(funnel_shop, "vcp_user") == [6, 4, 2]
+    rows = steps(funnel_shop, "vcp_user")
+    assert [r["drop_off"] for r in rows] == [0, 2, 2]
+    assert [r["conversion_rate"] for r in rows] == [1.0, pytest.approx(4 / 6), 0.5]
+    assert [r["overall_conversion_rate"] for r in rows] == [1.0, pytest.approx(4 / 6), pytest.approx(2 / 6)]
+
+
+def test_funnel_one_second_past_the_window_does_not_count_the_last_second_does(funnel_shop):
+    # vp_any_user: users 1 (1200 s), 4 (600 s), 5 (180 s), 6 (exactly 3600 s); not 3 (3601 s), not 2
+    assert entrants(funnel_shop, "vp_any_user") == [6, 4]
+    rows = steps(funnel_shop, "vp_any_user")
+    assert rows[1]["p90_seconds_to_step"] == pytest.approx(1200 + 0.7 * (3600 - 1200))
+
+
+def test_funnel_same_product_versus_any_product(funnel_shop):
+    # same product, per session: s5 (product 1) and s6 (product 4); s1 bought another product
+    assert entrants(funnel_shop, "vp_same_session") == [6, 2]
+    # any product, per session: s1 too
+    assert entrants(funnel_shop, "vp_any_session") == [6, 3]
+
+
+def test_funnel_session_versus_user_unit(funnel_shop):
+    # user 4 viewed in s4a and bought in s4b: a user conversion, not a session one
+    assert entrants(funnel_shop, "vp_any_user") == [6, 4]
+    assert entrants(funnel_shop, "vp_any_session") == [6, 3]
+
+
+def test_funnel_exclusion_drops_the_entry(funnel_shop):
+    # user 5 removed the cart between cart and purchase: not counted at any step
+    assert entrants(funnel_shop, "vcp_excl") == [5, 3, 1]
+    (entry,) = funnel_shop.ledger("gold.funnel_vcp_excl")
+    assert (entry["rows_in"], entry["rows_out"], entry["diverted"]) == (6, 5, {"excluded_entry": 1})
+    assert entry["is_balanced"] is True
+
+
+def test_funnel_wilson_bounds_match_hand_computed_values(funnel_shop):
+    rows = steps(funnel_shop, "vcp_user")
+    # 4 of 6, then 2 of 4; overall 2 of 6
+    assert (rows[1]["conversion_low"], rows[1]["conversion_high"]) == pytest.approx(wilson(4, 6))
+    assert (rows[1]["conversion_low"], rows[1]["conversion_high"]) == pytest.approx((0.29999, 0.90323), abs=1e-5)
+    assert (rows[2]["conversion_low"], rows[2]["conversion_high"]) == pytest.approx((0.15004, 0.84996), abs=1e-5)
+    assert (rows[2]["overall_conversion_low"], rows[2]["overall_conversion_high"]) == pytest.approx(wilson(2, 6))
+    assert (rows[0]["conversion_low"], rows[0]["conversion_high"]) == pytest.approx(wilson(6, 6))
+
+
+def test_funnel_time_to_step_median_and_p90(funnel_shop):
+    rows = steps(funnel_shop, "vcp_user")
+    # seconds to cart: 60 (user 2), 60 (user 5), 600 (user 1), 1800 (user 3)
+    assert rows[1]["median_seconds_to_step"] == pytest.approx((60 + 600) / 2)
+    assert rows[1]["p90_seconds_to_step"] == pytest.approx(600 + 0.7 * (1800 - 600))
+    # seconds to purchase: 180 (user 5), 1200 (user 1)
+    assert rows[2]["median_seconds_to_step"] == pytest.approx(690.0)
+    assert rows[2]["p90_seconds_to_step"] == pytest.approx(180 + 0.9 * (1200 - 180))
+    assert rows[0]["median_seconds_to_step"] == 0.0
+
+
+def test_funnel_breakdowns_follow_the_entry_event(funnel_shop):
+    assert entrants(funnel_shop, "vcp_user", breakdown="category_l1", value="electronics") == [5, 4, 2]
+    assert entrants(funnel_shop, "vcp_user", breakdown="category_l1", value="furniture") == [1, 0, 0]
+    assert entrants(funnel_shop, "vcp_user", breakdown="brand", value="apple") == [4, 4, 2]
+    assert entrants(funnel_shop, "vcp_user", breakdown="brand", value="(none)") == [1, 0, 0]
+    furniture = steps(funnel_shop, "vcp_user", breakdown="category_l1", value="furniture")
+    assert furniture[2]["conversion_rate"] is None  # 0 of 0
+    assert furniture[1]["conversion_low"] == 0.0
+
+
+def test_funnel_window_completeness(funnel_shop):
+    # the data ends on 2019-10-09 00:00:01; the last entry of 2019-10-01 is user 6's view at 14:00, whose
+    # 7-day window ends on 2019-10-08 14:00 (complete); an entry on 2019-10-08 would not be
+    assert {r["is_window_complete"] for r in steps(funnel_shop, "vcp_user")} == {True}
+    assert {r["is_window_complete"] for r in steps(funnel_shop, "view_cart_purchase")} == {True}
+    assert funnel_shop.query("SELECT count(*) AS n FROM gold.funnel_view_cart_purchase "
+                             "WHERE event_date > DATE '2019-10-01'") == [{"n": 0}]  # no views later
+
+
+def test_cart_abandonment_counts_carts_without_a_later_purchase_of_the_product(funnel_shop):
+    rows = {r["event_date"]: r for r in funnel_shop.query("SELECT * FROM gold.cart_abandonment")}
+    first, second, last = rows[date(2019, 10, 1)], rows[date(2019, 10, 2)], rows[date(2019, 10, 8)]
+    # 2019-10-01: carts of users 1, 2, 3, 5; only user 2's (bought before the cart) is abandoned
+    assert (first["count_carts"], first["count_abandoned_carts"], first["abandoned_value"]) == (4, 1, 100.0)
+    assert first["abandonment_rate"] == 0.25
+    assert (first["abandonment_low"], first["abandonment_high"]) == pytest.approx(wilson(1, 4))
+    assert (first["count_carting_users"], first["count_abandoning_users"]) == (4, 1)
+    # 2019-10-02: user 7 bought 7 days and 1 second later (abandoned), user 8 exactly 7 days later
+    assert (second["count_carts"], second["count_abandoned_carts"]) == (2, 1)
+    assert (last["count_carts"], last["count_abandoned_carts"], last["abandoned_value"]) == (1, 1, 70.0)
+    # complete: 2019-10-02 00:00 + 7 days <= 2019-10-09 00:00:01; not: 2019-10-08 12:00 + 7 days
+    assert [r["is_window_complete"] for r in (first, second, last)] == [True, True, False]
+    assert funnel_shop.balance("gold.cart_abandonment") == (7, 7, 3, True)
+
+
+def test_funnel_declarations_are_validated():
+    with pytest.raises(ConfigError, match="unknown option 'colour'"):
+        parse_funnels("funnels: {f: {steps: [view, cart], colour: red}}", origin="f.yaml")
+    with pytest.raises(ConfigError, match="at least 2 steps"):
+        parse_funnels("funnels: {f: {steps: [view]}}", origin="f.yaml")
+    with pytest.raises(ConfigError, match="window"):
+        parse_funnels("funnels: {f: {steps: [view, cart], window: 7 weeks}}", origin="f.yaml")
+    with pytest.raises(ConfigError, match="after_step < before_step"):
+        parse_funnels("funnels: {f: {steps: [view, cart], exclusions: [{event_type: cart, after_step: 1, "
+                      "before_step: 3}]}}", origin="f.yaml")
+    with pytest.raises(ConfigError, match="event_type"):
+        parse_funnels("funnels: {f: {steps: [view, checkout]}}", origin="f.yaml")
+    spec = funnel_spec(FunnelDef.model_validate({"name": "f", "steps": ["view", "cart"], "window": "2h"}))
+    assert (spec.name, spec.grain) == ("gold.funnel_f", ("event_date", "breakdown", "breakdown_value", "step"))
