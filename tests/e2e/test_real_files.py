@@ -7,12 +7,15 @@ then check the published figures that follow from the data contract, and that ev
 from __future__ import annotations
 
 import json
+import math
+from fractions import Fraction
 
 import pytest
 
 from shoplake.build import build_tables
 from shoplake.ingest import ingest_files
 from shoplake.lake import new_run_id
+from shoplake.layers.gold import RFM_SEGMENTS
 
 pytestmark = pytest.mark.slow  # a label only: these run by default
 
@@ -203,6 +206,70 @@ def test_retail_gold_reconciles_with_silver(e2e, retail_lake):
     assert r["product_units"] == r["silver_units"]
 
 
+def _average_rank_scores(values: list) -> list[int]:
+    """Quintile scores 1-5 (5 = highest value): ties take the average of their places, score = ceil(5 x
+    average place / n); exact fractions, so a boundary lands where it should."""
+    order = sorted(values)
+    first: dict = {}
+    count: dict = {}
+    for place, value in enumerate(order, start=1):
+        first.setdefault(value, place)
+        count[value] = count.get(value, 0) + 1
+    n = len(values)
+    scores = []
+    for value in values:
+        average = Fraction(2 * first[value] + count[value] - 1, 2)
+        scores.append(math.ceil(5 * average / n))
+    return scores
+
+
+def _segment(r: int, fm: int) -> str:
+    """The R x FM grid of docs/DATA_CONTRACT.md, written as its table."""
+    grid = {5: ["New", "Potential loyalist", "Potential loyalist", "Champions", "Champions"],
+            4: ["Promising", "Potential loyalist", "Potential loyalist", "Loyal", "Loyal"],
+            3: ["About to sleep", "About to sleep", "Need attention", "Loyal", "Loyal"],
+            2: ["Hibernating", "Hibernating", "At risk", "At risk", "Can't lose them"],
+            1: ["Lost", "Lost", "At risk", "At risk", "Can't lose them"]}
+    return grid[r][fm - 1]
+
+
+def test_retail_rfm_segment_shares_match_an_independent_computation(e2e, retail_lake):
+    """Standard RFM segments on the whole UCI file, recomputed here from silver.sales and silver.returns."""
+    sales = e2e.rows(retail_lake, "SELECT customer_id, invoice_id, invoice_date, line_revenue FROM silver.sales "
+                                  "WHERE customer_id IS NOT NULL")
+    returns = e2e.rows(retail_lake, "SELECT customer_id, line_revenue FROM silver.returns "
+                                    "WHERE customer_id IS NOT NULL")
+    snapshot = max(r["invoice_date"] for r in e2e.rows(retail_lake, "SELECT invoice_date FROM silver.sales"))
+    last: dict = {}
+    invoices: dict = {}
+    net: dict = {}
+    for r in sales:
+        c = r["customer_id"]
+        last[c] = max(last.get(c, r["invoice_date"]), r["invoice_date"])
+        invoices.setdefault(c, set()).add(r["invoice_id"])
+        net[c] = net.get(c, 0.0) + r["line_revenue"]
+    for r in returns:
+        if r["customer_id"] in net:
+            net[r["customer_id"]] += r["line_revenue"]
+    customers = sorted(last)
+    # recency: fewer days is better, so rank the negated days
+    r_scores = _average_rank_scores([-((snapshot - last[c]).days + 1) for c in customers])
+    f_scores = _average_rank_scores([len(invoices[c]) for c in customers])
+    # net revenue summed in another order than the engine's: round away float noise before ranking
+    m_scores = _average_rank_scores([round(net[c], 6) for c in customers])
+    expected: dict[str, int] = {}
+    for r, f, m in zip(r_scores, f_scores, m_scores, strict=True):
+        name = _segment(r, math.ceil((f + m) / 2))
+        expected[name] = expected.get(name, 0) + 1
+    got = {row["rfm_segment"]: row["n"] for row in e2e.rows(
+        retail_lake, "SELECT rfm_segment, count(*) AS n FROM gold.customer_rfm GROUP BY rfm_segment")}
+    n = len(customers)
+    assert sum(got.values()) == n == 4338
+    assert {k: round(v / n, 4) for k, v in got.items()} == {k: round(v / n, 4) for k, v in expected.items()}
+    assert got == expected
+    assert set(got) == set(RFM_SEGMENTS)  # every named segment occurs on the real file
+
+
 def test_retail_ledger_balances(e2e, retail_lake):
     _assert_ledger_balances(e2e, retail_lake)
 
@@ -311,6 +378,71 @@ def test_rees46_daily_funnel_matches_silver_events(e2e, rees46_lake):
     assert october["cart_to_purchase_rate"] > 1  # an event ratio; purchases need no cart event
     assert e2e.scalar(rees46_lake, "SELECT sum(count_events) FROM gold.daily_funnel") == e2e.scalar(
         rees46_lake, "SELECT count(*) FROM silver.events")
+
+
+def _wilson(x: int, n: int) -> tuple[float, float]:
+    z = 1.959963984540054
+    p = x / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# Plain SQL over silver.events: each user's (session's) first view of 2019-10-01, then the earliest
+# later cart and purchase within 7 days of that view, found by correlated subqueries.
+FUNNEL_BY_HAND = {
+    "view_cart_purchase": """
+        WITH v AS (SELECT user_id, min(event_at) AS t1 FROM silver.events
+                   WHERE event_type = 'view' AND event_date = DATE '2019-10-01' GROUP BY user_id),
+        c AS (SELECT v.*, (SELECT min(e.event_at) FROM silver.events AS e WHERE e.user_id = v.user_id
+                           AND e.event_type = 'cart' AND e.event_at >= v.t1
+                           AND e.event_at <= v.t1 + INTERVAL 7 DAY) AS t2 FROM v),
+        p AS (SELECT c.*, (SELECT min(e.event_at) FROM silver.events AS e WHERE e.user_id = c.user_id
+                           AND e.event_type = 'purchase' AND e.event_at >= c.t2
+                           AND e.event_at <= c.t1 + INTERVAL 7 DAY) AS t3 FROM c)
+        SELECT count(*) AS n1, count(t2) AS n2, count(t3) AS n3,
+               quantile_cont(epoch(t2) - epoch(t1), 0.5) AS median2,
+               quantile_cont(epoch(t2) - epoch(t1), 0.9) AS p90_2,
+               quantile_cont(epoch(t3) - epoch(t1), 0.5) AS median3,
+               quantile_cont(epoch(t3) - epoch(t1), 0.9) AS p90_3
+        FROM p""",
+    # per session and product: a session converts when any product it viewed is bought after the view
+    "product_view_to_purchase": """
+        WITH v AS (SELECT user_id, session_id, product_id, min(event_at) AS t1 FROM silver.events
+                   WHERE event_type = 'view' AND event_date = DATE '2019-10-01' AND session_id IS NOT NULL
+                   GROUP BY ALL),
+        p AS (SELECT v.*, (SELECT min(e.event_at) FROM silver.events AS e WHERE e.user_id = v.user_id
+                           AND e.session_id = v.session_id AND e.product_id = v.product_id
+                           AND e.event_type = 'purchase' AND e.event_at >= v.t1
+                           AND e.event_at <= v.t1 + INTERVAL 7 DAY) AS t2 FROM v),
+        s AS (SELECT user_id, session_id, min(epoch(t2) - epoch(t1)) AS seconds FROM p GROUP BY ALL)
+        SELECT count(*) AS n1, count(seconds) AS n2, quantile_cont(seconds, 0.5) AS median2,
+               quantile_cont(seconds, 0.9) AS p90_2
+        FROM s""",
+}
+
+
+@pytest.mark.parametrize("funnel", sorted(FUNNEL_BY_HAND))
+def test_rees46_funnel_of_2019_10_01_matches_plain_sql(e2e, rees46_lake, funnel):
+    (hand,) = e2e.rows(rees46_lake, FUNNEL_BY_HAND[funnel])
+    rows = e2e.rows(rees46_lake, f"SELECT * FROM gold.funnel_{funnel} WHERE breakdown = 'all' "
+                                 f"AND event_date = DATE '2019-10-01' ORDER BY step")
+    counts = [hand[f"n{k}"] for k in range(1, len(rows) + 1)]
+    assert [r["entrants"] for r in rows] == counts
+    assert counts[0] > 4000 and counts[-1] > 50  # the comparison is not over empty sets
+    for k in range(2, len(rows) + 1):
+        row = rows[k - 1]
+        assert row["conversion_rate"] == pytest.approx(counts[k - 1] / counts[k - 2])
+        assert (row["conversion_low"], row["conversion_high"]) == pytest.approx(
+            _wilson(counts[k - 1], counts[k - 2]))
+        assert (row["overall_conversion_low"], row["overall_conversion_high"]) == pytest.approx(
+            _wilson(counts[k - 1], counts[0]))
+        assert row["median_seconds_to_step"] == pytest.approx(hand[f"median{k}"])
+        assert row["p90_seconds_to_step"] == pytest.approx(hand[f"p90_{k}"])
+    # every breakdown partitions nothing away: its step-1 entrants are at least the day's
+    by_breakdown = e2e.rows(rees46_lake, f"SELECT breakdown, sum(entrants) AS n FROM gold.funnel_{funnel} "
+                                         f"WHERE event_date = DATE '2019-10-01' AND step = 1 GROUP BY ALL")
+    assert all(r["n"] >= counts[0] for r in by_breakdown)
 
 
 def test_rees46_ledger_balances(e2e, rees46_lake):

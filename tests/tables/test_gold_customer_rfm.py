@@ -103,6 +103,23 @@ def test_customer_rfm_quintile_scores_five_is_best(rfm):
     }
 
 
+def test_customer_rfm_named_segments_from_the_r_by_fm_grid(rfm):
+    got = {c: (r["fm_score"], r["rfm_segment"]) for c, r in rfm.items()}
+    # fm_score = ceil((f + m) / 2) of the scores above, then the grid of docs/DATA_CONTRACT.md
+    assert got == {
+        13001: (1, "New"),                  # r 5, f 1, m 1
+        13002: (2, "Potential loyalist"),   # r 5, (2 + 1) / 2 -> 2
+        13003: (4, "Loyal"),                # r 4, (3 + 4) / 2 -> 4
+        13004: (4, "Loyal"),                # r 4
+        13005: (2, "About to sleep"),       # r 3, (1 + 2) / 2 -> 2
+        13006: (3, "Need attention"),       # r 3, (4 + 2) / 2 = 3
+        13007: (4, "At risk"),              # r 2, (2 + 5) / 2 -> 4
+        13008: (3, "At risk"),              # r 2
+        13009: (5, "Can't lose them"),      # r 1, (5 + 5) / 2
+        13010: (5, "Can't lose them"),      # r 1, (5 + 4) / 2 -> 5
+    }
+
+
 def test_customer_rfm_a_tie_at_the_bottom_scores_one(shop):
     """Ties take the average of their places: one-invoice customers score 1 (with cume_dist, 2)."""
     lines = []
