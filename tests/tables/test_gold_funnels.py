@@ -9,7 +9,9 @@ import pytest
 
 from shoplake.catalog import catalog_for
 from shoplake.catalog.funnels import FunnelDef, funnel_spec, parse_funnels
+from shoplake.config import load_settings
 from shoplake.errors import ConfigError
+from shoplake.lake import Lake
 
 from .shop import CLICKSTREAM_HEADER
 
@@ -213,3 +215,23 @@ def test_funnel_declarations_are_validated():
         parse_funnels("funnels: {f: {steps: [view, checkout]}}", origin="f.yaml")
     spec = funnel_spec(FunnelDef.model_validate({"name": "f", "steps": ["view", "cart"], "window": "2h"}))
     assert (spec.name, spec.grain) == ("gold.funnel_f", ("event_date", "breakdown", "breakdown_value", "step"))
+
+
+def test_project_funnel_file_is_found_in_the_working_directory_and_overrides_by_name(tmp_path):
+    (tmp_path / "shoplake-funnels.yaml").write_text(
+        "funnels:\n  view_cart_purchase: {steps: [view, purchase], window: 1d, unit: session}\n"
+        "  mine: {steps: [cart, purchase]}\n")
+    catalog = catalog_for(None, cwd=tmp_path)
+    assert "gold.funnel_mine" in catalog
+    replaced = catalog.get("gold.funnel_view_cart_purchase")
+    assert "unit session, window 1d" in replaced.description
+    assert "gold.funnel_mine" not in catalog_for(None, cwd=tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match="funnels file .*missing.yaml does not exist"):
+        catalog_for(tmp_path / "missing.yaml")
+
+
+def test_lake_reads_the_funnels_file_setting(tmp_path):
+    path = tmp_path / "f.yaml"
+    path.write_text("funnels: {mine: {steps: [view, cart]}}\n")
+    lake = Lake(load_settings(env={"SHOPLAKE_FUNNELS_FILE": str(path)}, lake=tmp_path / "lake"))
+    assert "gold.funnel_mine" in lake.catalog
