@@ -26,6 +26,7 @@ funnels:
   vp_same_session: {steps: [view, purchase], window: 1h, unit: session, same_product: true}
   vp_any_session:  {steps: [view, purchase], window: 1h, unit: session}
   vp_any_user:     {steps: [view, purchase], window: 1h, unit: user}
+  view_twice:      {steps: [view, view], window: 1h, unit: user}
 """
 
 # products: 1 electronics/apple, 2 appliances/bosch, 3 electronics/no brand, 4 furniture/ikea
@@ -60,6 +61,7 @@ ROWS = (
     ev("2019-10-01 13:03:00", "purchase", 1, 5, "s5"),
     # user 6 buys exactly at the end of the window: counts
     ev("2019-10-01 14:00:00", "view", 4, 6, "s6"),
+    ev("2019-10-01 14:30:00", "view", 4, 6, "s6"),  # a second view (view_twice)
     ev("2019-10-01 15:00:00", "purchase", 4, 6, "s6"),
     # cart abandonment's 7-day window: user 7 buys one second late (abandoned), user 8 just in time
     ev("2019-10-02 00:00:00", "cart", 1, 7, "s7"),
@@ -135,6 +137,12 @@ def test_funnel_session_versus_user_unit(funnel_shop):
     # user 4 viewed in s4a and bought in s4b: a user conversion, not a session one
     assert entrants(funnel_shop, "vp_any_user") == [6, 4]
     assert entrants(funnel_shop, "vp_any_session") == [6, 3]
+
+
+def test_funnel_a_repeated_step_needs_another_event(funnel_shop):
+    # only user 6 viewed twice; every other user's single view cannot also be its second
+    assert entrants(funnel_shop, "view_twice") == [6, 1]
+    assert steps(funnel_shop, "view_twice")[1]["median_seconds_to_step"] == 1800.0
 
 
 def test_funnel_exclusion_drops_the_entry(funnel_shop):

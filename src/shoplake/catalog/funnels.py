@@ -21,8 +21,9 @@ How a funnel is counted (exact definitions in docs/DATA_CONTRACT.md):
 - A unit is a user (`user_id`) or a session (`user_id`, `session_id`; events without a session are left
   out). An *entry* is the unit's first step-1 event of a UTC day (per product for same-product funnels, per
   breakdown value for the breakdown rows). Each day's entry is judged on its own.
-- Step k is reached at the earliest matching event at or after step k-1's time and at most `window` after
-  the entry (ordered: an event before the previous step never counts). Same-product funnels require the
+- Step k is reached at the earliest matching event at or after step k-1's time (strictly after when step
+  k repeats step k-1's event type) and at most `window` after the entry (ordered: an event before the
+  previous step never counts). Same-product funnels require the
   entry's product at every step; a unit reaches step k when any of its products does.
 - An exclusion drops the entry when the unit has the excluded event strictly after `after_step` and
   strictly before `before_step` (or, when that step is not reached, within the window).
@@ -233,10 +234,12 @@ def funnel_sql(funnel: FunnelDef) -> str:
     carried = ["at_1"]
     for k in range(2, n + 1):
         step_type = steps[k - 1].event_type
+        # A step repeating the previous step's event type needs a later event, not the same one again.
+        after = ">" if step_type == steps[k - 2].event_type else ">="
         kept = ", ".join(f"c.{c}" for c in [*keys.split(", "), *carried])
         ctes.append(
             f"chain_{k} AS (SELECT {kept}, min(e.event_at) AS at_{k} FROM chain_{k - 1} AS c LEFT JOIN ev AS e "
-            f"ON e.event_type = '{step_type}' AND {match} AND e.event_at >= c.at_{k - 1} "
+            f"ON e.event_type = '{step_type}' AND {match} AND e.event_at {after} c.at_{k - 1} "
             f"AND epoch(e.event_at) <= epoch(c.at_1) + {window} GROUP BY {kept})")
         carried.append(f"at_{k}")
     last = f"chain_{n}"
