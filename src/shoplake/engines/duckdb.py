@@ -71,6 +71,8 @@ class DuckDBEngine:
         self._schemas: set[str] = set()
         self._arrow: dict[str, pa.Table | pads.Dataset] = {}
         self._sandboxed = False
+        # The version each view bound by `bind_latest` reads (None: the table did not exist yet).
+        self._latest: dict[str, int | None] = {}
 
     def close(self) -> None:
         self.con.close()
@@ -121,6 +123,7 @@ class DuckDBEngine:
         """
         schema, short = (view or spec.name).split(".", 1)
         self._ensure_schema(schema)
+        self._latest.pop(view or spec.name, None)
         bound_version: int | None = None
         absent: list[str] = []
         if self.store.exists(spec.name):
@@ -159,6 +162,34 @@ class DuckDBEngine:
             select_sql = f"SELECT * FROM ({select_sql}) AS t WHERE {where}"
         self.con.execute(f"CREATE OR REPLACE VIEW {_quote_ident(schema)}.{_quote_ident(short)} AS {select_sql}")
         return bound_version
+
+    def bind_latest(self, spec: TableSpec) -> int | None:
+        """Bind `spec.name` to its latest version, unless the view already reads that version.
+
+        A session kept between queries (the SQL API's workers) binds each table once per committed version:
+        whether a newer one exists costs two `stat` calls (`DeltaStore.has_new_version`), not a log read.
+        The view is replaced only between queries, so a query still reads one version of each table.
+
+        Returns the version the view reads (None while the table does not exist).
+        """
+        if spec.name in self._latest:
+            known = self._latest[spec.name]
+            changed = self.store.exists(spec.name) if known is None else self.store.has_new_version(spec.name, known)
+            if not changed:
+                return known
+        version = self.bind(spec)
+        self._latest[spec.name] = version
+        return version
+
+    def unbind(self, view: str) -> None:
+        """Drop a view made by `bind` (a time-travelled reference, say) and release its data."""
+        schema, short = view.split(".", 1)
+        self.con.execute(f"DROP VIEW IF EXISTS {_quote_ident(schema)}.{_quote_ident(short)}")
+        self._latest.pop(view, None)
+        for prefix in ("__dataset__", "__empty__"):
+            name = f"{prefix}{schema}__{short}"
+            if self._arrow.pop(name, None) is not None:
+                self.con.unregister(name)
 
     def bind_arrow(self, name: str, data: pa.Table) -> None:
         """Bind an in-memory Arrow table under `schema.name` or a bare name."""

@@ -34,11 +34,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from shoplake.catalog.spec import TableSpec
 from shoplake.config import Settings
 from shoplake.engines.duckdb import DuckDBEngine
 from shoplake.errors import AccessDeniedError, ShoplakeError
 from shoplake.lake import Lake
-from shoplake.query import limited, parse_query, resolve_tables
+from shoplake.query import ParsedQuery, TableRef, limited, parse_query, resolve_tables
 from shoplake.serve.allowlist import check_allowed
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,43 @@ class PoolClosed(Exception):
 
 
 # -- running one query (in the worker; callable in process for tests) ---------------------------------------
-def execute(lake: Lake, job: QueryJob) -> QueryAnswer:
-    """Parse, check, run and serialize one query on a sandboxed session. Never raises."""
+class Sessions:
+    """Sandboxed DuckDB sessions a worker keeps between queries: one per set of layers (role).
+
+    Building a session and binding a table's snapshot cost more than most Gold queries, so a worker keeps
+    them: a table is bound once per committed version and reused by every later query of that role, from
+    any client, until a new version is committed (see `DuckDBEngine.bind_latest`). A session only ever
+    holds tables of its own layers, so the sandbox of one role never contains another role's tables.
+    """
+
+    def __init__(self, lake: Lake):
+        self.lake = lake
+        self._sessions: dict[frozenset[str], DuckDBEngine] = {}
+
+    def get(self, layers: frozenset[str]) -> DuckDBEngine:
+        if layers not in self._sessions:
+            engine = DuckDBEngine(self.lake.settings, self.lake.store)
+            engine.sandbox()
+            self._sessions[layers] = engine
+        return self._sessions[layers]
+
+    def discard(self, layers: frozenset[str]) -> None:
+        """Close a session after an unexpected failure; the next query of that role starts a fresh one."""
+        engine = self._sessions.pop(layers, None)
+        if engine is not None:
+            engine.close()
+
+    def close(self) -> None:
+        for layers in list(self._sessions):
+            self.discard(layers)
+
+
+def execute(lake: Lake, job: QueryJob, sessions: Sessions | None = None) -> QueryAnswer:
+    """Parse, check, run and serialize one query on a sandboxed session. Never raises.
+
+    Args:
+        sessions: sessions kept between queries (a worker's); without them the query gets a fresh session.
+    """
     try:
         parsed = parse_query(job.query)
         check_allowed(parsed.statement)
@@ -101,16 +137,17 @@ def execute(lake: Lake, job: QueryJob) -> QueryAnswer:
             if spec.layer not in job.layers:
                 raise AccessDeniedError(f"access to {spec.name} denied: it is in the {spec.layer} layer and this "
                                         f"token may read only {', '.join(sorted(job.layers))} tables")
-        with DuckDBEngine(lake.settings, lake.store) as engine:
-            engine.sandbox()
-            for ref in refs:
-                engine.bind(specs[ref.view], version=ref.at, view=ref.view)
-            # One row more than asked tells whether the result was cut.
-            reader = engine.stream(limited(parsed.statement, job.limit + 1), batch_rows=_BATCH_ROWS)
-            try:
-                return serialize(reader, job)
-            finally:
-                reader.close()
+        if sessions is None:
+            with DuckDBEngine(lake.settings, lake.store) as engine:
+                engine.sandbox()
+                return _run(engine, parsed, refs, specs, job, reuse=False)
+        try:
+            return _run(sessions.get(job.layers), parsed, refs, specs, job, reuse=True)
+        except ShoplakeError:
+            raise
+        except Exception:
+            sessions.discard(job.layers)  # whatever state the failure left, no later query sees it
+            raise
     except AccessDeniedError as exc:
         return QueryAnswer("forbidden", str(exc))
     except RecursionError:
@@ -120,6 +157,28 @@ def execute(lake: Lake, job: QueryJob) -> QueryAnswer:
     except Exception as exc:  # an engine or Arrow failure: reported in one line, the worker lives on
         log.exception("query failed in a worker")
         return QueryAnswer("error", f"internal error: {type(exc).__name__}")
+
+
+def _run(engine: DuckDBEngine, parsed: ParsedQuery, refs: list[TableRef], specs: dict[str, TableSpec],
+         job: QueryJob, *, reuse: bool) -> QueryAnswer:
+    travelled = []
+    try:
+        for ref in refs:
+            if reuse and ref.at is None:
+                engine.bind_latest(specs[ref.view])
+            else:
+                engine.bind(specs[ref.view], version=ref.at, view=ref.view)
+                travelled.append(ref.view)
+        # One row more than asked tells whether the result was cut.
+        reader = engine.stream(limited(parsed.statement, job.limit + 1), batch_rows=_BATCH_ROWS)
+        try:
+            return serialize(reader, job)
+        finally:
+            reader.close()
+    finally:
+        if reuse:
+            for view in travelled:  # a time-travelled view is bound for its query only
+                engine.unbind(view)
 
 
 def serialize(reader: pa.RecordBatchReader, job: QueryJob) -> QueryAnswer:
@@ -202,12 +261,13 @@ def _text(value: Any) -> Any:
 def _worker_main(connection, settings: Settings, niceness: int) -> None:
     os.nice(niceness)
     lake = Lake(settings)
+    sessions = Sessions(lake)
     while True:
         try:
             job = connection.recv()
         except (EOFError, OSError):
             return
-        connection.send(execute(lake, job))
+        connection.send(execute(lake, job, sessions))
 
 
 @dataclass

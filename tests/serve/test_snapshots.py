@@ -1,0 +1,89 @@
+"""Snapshot reuse: a worker binds each table once per committed version, and still reads one version per query."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from dataclasses import replace
+
+from shoplake.lake import Lake
+from shoplake.query import run_query
+from shoplake.serve.security import ROLE_LAYERS
+from shoplake.serve.worker import QueryJob, Sessions, execute
+
+TABLE = "gold.daily_funnel"
+
+
+def _job(sql: str) -> QueryJob:
+    return QueryJob(sql, ROLE_LAYERS["analyst"], limit=100, row_cap=100, byte_cap=10**6)
+
+
+def _copy(served, tmp_path) -> Lake:
+    shutil.copytree(served.lake.settings.lake, tmp_path / "lake")
+    return Lake(replace(served.lake.settings, lake=tmp_path / "lake"))
+
+
+def _append_one_row(lake: Lake) -> int:
+    """Commit a new version of TABLE with one more row (a copy of its first)."""
+    first = lake.store.open(TABLE).to_pyarrow_table().slice(0, 1)
+    return lake.store.write(TABLE, first, mode="append", meta={"op": "test"})
+
+
+def _count(lake: Lake, sessions: Sessions) -> int:
+    answer = execute(lake, _job(f"SELECT count(*) FROM {TABLE}"), sessions)
+    assert answer.status == "ok", answer.message
+    return int(answer.body.strip(b"[]"))
+
+
+def test_a_kept_session_binds_a_table_once_per_version_and_sees_the_next_commit(served, tmp_path):
+    lake = _copy(served, tmp_path)
+    sessions = Sessions(lake)
+    spec = lake.catalog.get(TABLE)
+    before = _count(lake, sessions)
+    engine = sessions.get(ROLE_LAYERS["analyst"])
+    version = lake.store.version(TABLE)
+    assert engine.bind_latest(spec) == version  # already bound: the same version, nothing reopened
+
+    new_version = _append_one_row(lake)
+    assert new_version == version + 1
+    assert _count(lake, sessions) == before + 1  # the very next query sees the commit
+    assert engine.bind_latest(spec) == new_version
+    # Time travel still reads the old version, and leaves the kept view on the latest one.
+    answer = execute(lake, _job(f"SELECT count(*) FROM {TABLE} VERSION AS OF {version}"), sessions)
+    assert int(answer.body.strip(b"[]")) == before
+    assert _count(lake, sessions) == before + 1
+    sessions.close()
+
+
+def test_a_query_reads_one_version_of_each_table_while_versions_are_committed(served, tmp_path):
+    lake = _copy(served, tmp_path)
+    sessions = Sessions(lake)
+    first_version = lake.store.version(TABLE)
+    # The same table read twice in one query: both reads must see the same version.
+    twice = f"SELECT (SELECT count(*) FROM {TABLE}) AS a, (SELECT sum(count_events) FROM {TABLE}) AS b"
+    observed: list[tuple] = []
+    done = threading.Event()
+
+    def commit_versions() -> None:
+        for _ in range(8):
+            _append_one_row(lake)
+        done.set()
+
+    writer = threading.Thread(target=commit_versions)
+    writer.start()
+    while not done.is_set():
+        answer = execute(lake, _job(twice), sessions)
+        assert answer.status == "ok", answer.message
+        observed.append(tuple(json.loads(answer.body)[0]))
+    writer.join()
+    answer = execute(lake, _job(twice), sessions)
+    observed.append(tuple(json.loads(answer.body)[0]))
+    sessions.close()
+
+    at_versions = []
+    for v in range(first_version, lake.store.version(TABLE) + 1):
+        row = run_query(lake, twice.replace(TABLE, f"{TABLE} VERSION AS OF {v}")).to_pylist()[0]
+        at_versions.append((row["a"], row["b"]))
+    assert set(observed) <= set(at_versions)  # every answer is the table at one committed version
+    assert observed[-1] == at_versions[-1]  # and the one after the writer stopped is the newest
