@@ -88,6 +88,19 @@ def _rewrite_time_travel(statement: exp.Expr) -> dict[str, tuple[str, int | date
     return travels
 
 
+def has_time_travel(sql: str, *, dialect: str = "duckdb") -> bool:
+    """Whether the query reads a table `VERSION AS OF` or `TIMESTAMP AS OF` (sqlglot's `exp.Version` on a table).
+
+    False when the text does not parse: the caller's own parse reports that.
+    """
+    try:
+        statements = sqlglot.parse(sql.strip().rstrip(";"), dialect=dialect)
+    except sqlglot.errors.SqlglotError:
+        return False
+    return any(table.args.get("version") is not None
+               for statement in statements if statement is not None for table in statement.find_all(exp.Table))
+
+
 def _statement_class(statement: exp.Expr, sql: str) -> str:
     """The kind of statement, as a user would name it (INSERT, COPY, LOAD, CHECKPOINT, ...)."""
     if isinstance(statement, exp.Command):

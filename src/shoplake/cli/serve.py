@@ -1,4 +1,4 @@
-"""`shoplake serve`, `shoplake dashboard export` and `shoplake serve-token ...`.
+"""`shoplake serve`, `shoplake pg`, `shoplake dashboard export` and `shoplake serve-token ...`.
 
 Heavy imports (FastAPI, uvicorn, plotly) happen inside the commands so the rest of the CLI starts fast.
 """
@@ -28,34 +28,94 @@ def serve(
                                                "than loopback (put a TLS proxy in front)")] = False,
     allowed_host: Annotated[list[str] | None, typer.Option(help="a host name clients use to reach the server "
                                                            "(Host header); repeatable; default: --host")] = None,
+    pg_port: Annotated[int | None, typer.Option(help="also serve the PostgreSQL protocol on this port "
+                                                "(BI tools, psql, JDBC; off by default)")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate for TLS on the PostgreSQL port")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM key of --tls-cert")] = None,
 ) -> None:
     """Serve the dashboard and the SQL API (OpenAPI docs at /docs); Ctrl-C or SIGTERM stops it."""
-    import ipaddress
-
-    from shoplake.errors import ConfigError
     from shoplake.serve.app import create_app, run_server
     from shoplake.serve.security import load_tokens, tokens_file
     from shoplake.serve.web import LOOPBACK_HOSTS
+
+    loopback = _check_host(host, allow_remote, "the dashboard and the SQL API")
+    hosts = tuple(allowed_host or ()) or ((host,) if not loopback and host not in ("0.0.0.0", "::") else ())
+    settings = cli.settings()
+    pg = None if pg_port is None else {"host": host, "port": pg_port, "tls": _tls(tls_cert, tls_key)}
+    app = create_app(settings, allowed_hosts=LOOPBACK_HOSTS + hosts, pg=pg)
+    path = tokens_file(settings)
+    count = len(load_tokens(path))
+    cli.console.print(f"dashboard: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
+    if pg_port is not None:
+        cli.console.print(f"PostgreSQL: psql 'host={host} port={pg_port} dbname=shoplake user=<token name>' "
+                          f"(password: the token's secret)")
+    cli.console.print(f"SQL API tokens: {count} in {path}" if count else
+                      "SQL API: no tokens yet; create one with `shoplake serve-token add NAME --role analyst`")
+    run_server(app, host=host, port=port)
+
+
+def _check_host(host: str, allow_remote: bool, what: str) -> bool:
+    """Whether `host` is loopback; refuse any other unless `--allow-remote` (then warn)."""
+    import ipaddress
+
+    from shoplake.errors import ConfigError
 
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
     if not loopback and not allow_remote:
-        raise ConfigError(f"--host {host} would expose the dashboard and the SQL API beyond this machine; "
-                          f"add --allow-remote (and put a TLS proxy in front) or use --host 127.0.0.1")
+        raise ConfigError(f"--host {host} would expose {what} beyond this machine; "
+                          f"add --allow-remote (and put TLS in front) or use --host 127.0.0.1")
     if not loopback:
-        cli.console.print(f"[yellow]warning: listening on {host}: other machines can reach the dashboard and the "
-                           f"SQL API; tokens travel in clear text unless a TLS proxy is in front[/yellow]")
-    hosts = tuple(allowed_host or ()) or ((host,) if not loopback and host not in ("0.0.0.0", "::") else ())
-    settings = cli.settings()
-    app = create_app(settings, allowed_hosts=LOOPBACK_HOSTS + hosts)
-    path = tokens_file(settings)
-    count = len(load_tokens(path))
-    cli.console.print(f"dashboard: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
-    cli.console.print(f"SQL API tokens: {count} in {path}" if count else
-                       "SQL API: no tokens yet; create one with `shoplake serve-token add NAME --role analyst`")
-    run_server(app, host=host, port=port)
+        cli.console.print(f"[yellow]warning: listening on {host}: other machines can reach {what}; tokens "
+                          f"travel in clear text unless TLS is used[/yellow]")
+    return loopback
+
+
+def _tls(cert: Path | None, key: Path | None):
+    from shoplake.errors import ConfigError
+    from shoplake.serve.pg import tls_context
+
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("TLS needs both --tls-cert and --tls-key")
+    return tls_context(str(cert), str(key))
+
+
+def pg(
+    host: Annotated[str, typer.Option(help="interface to listen on (127.0.0.1: this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 5433,
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="required to listen on an interface other "
+                                               "than loopback (use TLS)")] = False,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: TLS (then cleartext passwords too)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM key of --tls-cert")] = None,
+) -> None:
+    """Serve only the PostgreSQL protocol (BI tools, psql, JDBC); Ctrl-C or SIGTERM stops it."""
+    import signal
+    import threading
+
+    from shoplake.serve.pg import PgServer
+    from shoplake.serve.service import QueryService
+
+    _check_host(host, allow_remote, "the PostgreSQL endpoint")
+    service = QueryService(cli.settings())
+    service.start()
+    server = PgServer(service, host=host, port=port, tls=_tls(tls_cert, tls_key))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        server.start()
+        cli.console.print(f"PostgreSQL: psql 'host={host} port={server.port} dbname=shoplake user=<token name>' "
+                          f"(password: the token's secret); Ctrl-C stops")
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        service.close()
 
 
 def export(
@@ -104,8 +164,9 @@ def remove(name: Annotated[str, typer.Argument(help="token name")]) -> None:
     cli.console.print(f"token {name!r} removed")
 
 
-# `serve`, `dashboard export` and `serve-token` on the shoplake command line.
+# `serve`, `pg`, `dashboard export` and `serve-token` on the shoplake command line.
 cli.app.command("serve")(serve)
+cli.app.command("pg")(pg)
 dashboard = typer.Typer(no_args_is_help=True, help="The dashboard as a file.")
 dashboard.command("export")(export)
 cli.app.add_typer(dashboard, name="dashboard")

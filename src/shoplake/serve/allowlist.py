@@ -10,6 +10,8 @@ The checks are the first of two walls: the engine session behind them can open n
 
 from __future__ import annotations
 
+from functools import cache
+
 import sqlglot
 from sqlglot import exp
 
@@ -117,15 +119,32 @@ def _spelled(node: exp.Expression) -> str:
     return node.key.upper()
 
 
-def check_allowed(statement: exp.Expression) -> None:
+# What a query over the PostgreSQL endpoint's emulated catalog may use besides the list above (the catalog
+# session holds metadata only; see `shoplake.serve.pgcatalog`).
+CATALOG_NODES: tuple[type[exp.Expression], ...] = (exp.Any, exp.All, exp.JSONKeyValue)
+
+
+@cache
+def _catalog_functions() -> frozenset[str]:
+    from shoplake.serve.pgcatalog import CATALOG_FUNCTIONS
+
+    return _ALLOWED_FUNCTIONS | _identities(CATALOG_FUNCTIONS)
+
+
+def check_allowed(statement: exp.Expression, *, catalog: bool = False) -> None:
     """Refuse the statement unless every node and every function of it is on the allow-list.
+
+    Args:
+        catalog: the statement reads the PostgreSQL endpoint's emulated catalog: its functions are allowed too.
 
     Raises:
         QueryError: naming the first construct that is not allowed.
     """
+    functions = _catalog_functions() if catalog else _ALLOWED_FUNCTIONS
+    nodes = _ALLOWED_NODES + CATALOG_NODES if catalog else _ALLOWED_NODES
     for node in statement.walk():
         if isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Unary | exp.Predicate):
-            if _identity(node) not in _ALLOWED_FUNCTIONS:
+            if _identity(node) not in functions:
                 raise QueryError(f"function {_spelled(node)} is not allowed in the SQL API; allowed are the "
                                  f"usual scalar, aggregate and window functions (see docs/SERVING.md)")
             # In a table position a name can mean a different function: `LATERAL histogram('t', c)` is the
@@ -135,6 +154,6 @@ def check_allowed(statement: exp.Expression) -> None:
                 raise QueryError(f"table function {_spelled(node)} is not allowed; only catalog tables and "
                                  f"{', '.join(sorted(TABLE_FUNCTIONS))}() can be read")
             continue
-        if not isinstance(node, _ALLOWED_NODES):
+        if not isinstance(node, nodes):
             raise QueryError(f"{_spelled(node)} is not allowed in the SQL API: only SELECT queries over "
                              f"catalog tables (with WITH, UNION, joins, window functions) run")

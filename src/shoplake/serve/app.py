@@ -110,12 +110,14 @@ def run_server(app: FastAPIOffline, *, host: str, port: int) -> None:
 
 
 def create_app(settings: Settings, *, query_log_interval: float = 1.0,
-               allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) -> FastAPIOffline:
+               allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS, pg: dict | None = None) -> FastAPIOffline:
     """The FastAPI app over the lake named by `settings`.
 
     Args:
         allowed_hosts: the host names clients may use (Host header); others get 400, which stops DNS
             rebinding. Loopback by default.
+        pg: also serve the PostgreSQL endpoint on the same query service while the app runs: the keyword
+            arguments of `shoplake.serve.pg.PgServer` (host, port, tls).
     """
     service = QueryService(settings, query_log_interval=query_log_interval)
     lake = service.lake
@@ -137,9 +139,17 @@ def create_app(settings: Settings, *, query_log_interval: float = 1.0,
     async def lifespan(_):
         service.start()
         threading.Thread(target=warm_up, name="shoplake-dashboard-warm-up", daemon=True).start()
+        pg_server = None
+        if pg is not None:
+            from shoplake.serve.pg import PgServer
+
+            pg_server = PgServer(service, **pg)
+            pg_server.start()
         try:
             yield
         finally:
+            if pg_server is not None:
+                pg_server.stop()
             service.close()
 
     # FastAPIOffline serves Swagger UI's files from its package: /docs works with no network.

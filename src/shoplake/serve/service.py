@@ -27,13 +27,13 @@ from shoplake.errors import ShoplakeError
 from shoplake.lake import Lake
 from shoplake.serve.querylog import QueryLog, QueryLogEntry
 from shoplake.serve.security import Token, authenticate, load_tokens, tokens_file
-from shoplake.serve.worker import DeadlineExceeded, PoolClosed, QueryAnswer, QueryJob, WorkerPool
+from shoplake.serve.worker import Cancelled, DeadlineExceeded, PoolClosed, QueryAnswer, QueryJob, WorkerPool
 
 log = logging.getLogger(__name__)
 
 # What an unauthenticated request leaves in the log: enough to see what was tried, not a way to fill the disk.
 UNAUTHENTICATED_QUERY_BYTES = 1024
-FORMATS = ("json", "csv")
+FORMATS = ("json", "csv", "pg")
 GIL_SWITCH_SECONDS = 0.0005
 
 
@@ -62,7 +62,8 @@ class QueryOutcome:
 
     Attributes:
         status: `ok`, `refused`, `forbidden`, `timeout`, `error`, `unauthorized`, `rate_limited`, `busy`,
-            `unavailable`, `too_large` or `invalid`; exactly what `ops.query_log` records for the request.
+            `unavailable`, `too_large`, `invalid` or `cancelled` (a PostgreSQL cancel request); exactly what
+            `ops.query_log` records for the request.
         answer: the worker's answer (columns and serialized rows) when the query ran.
         retry_after: seconds to wait before trying again (`rate_limited`, `busy`).
     """
@@ -195,20 +196,30 @@ class QueryService:
         self._record(outcome, None, _truncated(query), time.perf_counter(), datetime.now(UTC))
         return outcome
 
-    def run(self, token: Token, query: str, *, limit: int | None = None, fmt: str = "json") -> QueryOutcome:
-        """Run one query for `token` under every limit; never raises, always logs."""
+    def run(self, token: Token, query: str, *, limit: int | None = None, fmt: str = "json", dialect: str = "duckdb",
+            params: tuple[tuple[int, str | None], ...] = (), user: str = "",
+            cancel: threading.Event | None = None) -> QueryOutcome:
+        """Run one query for `token` under every limit; never raises, always logs.
+
+        Args:
+            fmt: `json`, `csv` or `pg` (PostgreSQL DataRow messages).
+            dialect: `postgres` for the PostgreSQL endpoint: the query is translated (sqlglot), `$n` are bound
+                to `params` (type OID, text), and catalog names read the emulated catalog.
+            cancel: set from another thread to stop the query (its worker is killed): status `cancelled`.
+        """
         started_at, started = datetime.now(UTC), time.perf_counter()
         deadline = time.monotonic() + self.settings.serve_query_timeout
         outcome = QueryOutcome(uuid.uuid4().hex, "ok")
         cap = self.settings.serve_row_cap
         job = QueryJob(query=query, layers=token.layers, limit=cap if limit is None else min(max(limit, 0), cap),
-                       row_cap=cap, byte_cap=self.settings.serve_byte_cap, fmt=fmt if fmt in FORMATS else "json")
+                       row_cap=cap, byte_cap=self.settings.serve_byte_cap, fmt=fmt if fmt in FORMATS else "json",
+                       dialect=dialect, params=tuple(params), user=user)
         try:
             if not self.query_log.healthy:
                 raise _Refused("unavailable", f"queries are refused while the query log cannot be written "
                                               f"({self.query_log.last_error}); see /health", retry_after=5.0)
             with self._admission.admit(token):
-                answer = self.pool.run(job, deadline)
+                answer = self.pool.run(job, deadline, cancel)
             outcome.status, outcome.message = answer.status, answer.message
             outcome.answer = answer if answer.status == "ok" else None
         except _Refused as refused:
@@ -219,7 +230,10 @@ class QueryService:
                                f"narrow it (filters, fewer joins) or ask for fewer rows")
         except PoolClosed:
             outcome.status, outcome.message = "unavailable", "the server is shutting down"
-        self._record(outcome, token, query, started, started_at)
+        except Cancelled:
+            outcome.status, outcome.message = "cancelled", "canceling statement due to user request"
+        logged = query if not params else f"{query} /* parameters: {[value for _, value in params]} */"
+        self._record(outcome, token, logged, started, started_at)
         return outcome
 
     def _record(self, outcome: QueryOutcome, token: Token | None, query: str, started: float,

@@ -33,14 +33,16 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from pygwire.messages import DataRow
 
 from shoplake.catalog.spec import TableSpec
 from shoplake.config import Settings
 from shoplake.engines.duckdb import DuckDBEngine
-from shoplake.errors import AccessDeniedError, ShoplakeError
+from shoplake.errors import AccessDeniedError, QueryError, ShoplakeError
 from shoplake.lake import Lake
-from shoplake.query import ParsedQuery, TableRef, limited, parse_query, resolve_tables
+from shoplake.query import ParsedQuery, TableRef, has_time_travel, limited, parse_query, resolve_tables
 from shoplake.serve.allowlist import check_allowed
+from shoplake.serve.pgcatalog import CATALOG_SCHEMAS, build_catalog_session, pg_type_of, translate
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 WORKER_NICENESS = 10
 # Rows per Arrow batch read from DuckDB: small, so one batch of very wide rows stays well under the byte cap.
 _BATCH_ROWS = 256
+_CATALOG_SESSION = "(catalog)"
+_CANCEL_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,8 @@ class QueryJob:
         layers: the layers the caller's role may read.
         limit: the most rows to return (the caller's limit, at most `row_cap`).
         row_cap, byte_cap: the server's caps; the answer says which one cut the result.
-        fmt: `json` (a JSON array of row arrays) or `csv` (header line, then rows).
+        fmt: `json` (a JSON array of row arrays), `csv` (header line, then rows) or `pg` (PostgreSQL DataRow
+            messages in text format, ready for the wire).
     """
 
     query: str
@@ -68,6 +73,11 @@ class QueryJob:
     row_cap: int
     byte_cap: int
     fmt: str = "json"
+    # The PostgreSQL endpoint's queries: PostgreSQL dialect, `$n` parameters as (type OID, text or None),
+    # catalog names answered from the emulated catalog, and the client's user name (the token's).
+    dialect: str = "duckdb"
+    params: tuple[tuple[int, str | None], ...] = ()
+    user: str = ""
 
 
 @dataclass
@@ -80,6 +90,7 @@ class QueryAnswer:
     body: bytes = b""
     rows: int = 0
     truncated_by: str | None = None  # "rows" or "bytes" when a server cap cut the result
+    pg_types: list[int] = field(default_factory=list)  # fmt `pg`: each column's PostgreSQL type OID
 
 
 class DeadlineExceeded(Exception):
@@ -88,6 +99,10 @@ class DeadlineExceeded(Exception):
 
 class PoolClosed(Exception):
     """The server is shutting down."""
+
+
+class Cancelled(Exception):
+    """The client cancelled the query; its worker was killed."""
 
 
 # -- running one query (in the worker; callable in process for tests) ---------------------------------------
@@ -111,6 +126,16 @@ class Sessions:
             self._sessions[layers] = engine
         return self._sessions[layers]
 
+    def catalog(self, layers: frozenset[str]) -> DuckDBEngine:
+        """The session of the PostgreSQL endpoint's emulated catalog for `layers`: metadata, no lake data."""
+        key = frozenset({_CATALOG_SESSION}) | layers
+        if key not in self._sessions:
+            engine = DuckDBEngine(self.lake.settings, self.lake.store)
+            engine.sandbox()
+            build_catalog_session(engine, self.lake.catalog, layers)
+            self._sessions[key] = engine
+        return self._sessions[key]
+
     def discard(self, layers: frozenset[str]) -> None:
         """Close a session after an unexpected failure; the next query of that role starts a fresh one."""
         engine = self._sessions.pop(layers, None)
@@ -129,7 +154,13 @@ def execute(lake: Lake, job: QueryJob, sessions: Sessions | None = None) -> Quer
         sessions: sessions kept between queries (a worker's); without them the query gets a fresh session.
     """
     try:
-        parsed = parse_query(job.query)
+        query = job.query
+        if job.dialect == "postgres" and not has_time_travel(query, dialect="postgres"):
+            translated = translate(query, job.params, user=job.user)
+            if translated.catalog:
+                return _run_catalog(lake, translated.sql, job, sessions)
+            query = translated.sql
+        parsed = parse_query(query)
         check_allowed(parsed.statement)
         refs = resolve_tables(parsed)
         specs = {ref.view: lake.catalog.get(ref.table) for ref in refs}
@@ -159,6 +190,25 @@ def execute(lake: Lake, job: QueryJob, sessions: Sessions | None = None) -> Quer
         return QueryAnswer("error", f"internal error: {type(exc).__name__}")
 
 
+def _run_catalog(lake: Lake, sql: str, job: QueryJob, sessions: Sessions | None) -> QueryAnswer:
+    """A query over the emulated catalog (no lake table), in the catalog session of the job's layers."""
+    parsed = parse_query(sql)
+    check_allowed(parsed.statement, catalog=True)
+    for ref in resolve_tables(parsed):
+        if ref.table.split(".", 1)[0] not in CATALOG_SCHEMAS:
+            raise QueryError(f"unknown table {ref.table!r}")
+    own = sessions or Sessions(lake)
+    try:
+        reader = own.catalog(job.layers).stream(limited(parsed.statement, job.limit + 1), batch_rows=_BATCH_ROWS)
+        try:
+            return serialize(reader, job)
+        finally:
+            reader.close()
+    finally:
+        if sessions is None:
+            own.close()
+
+
 def _run(engine: DuckDBEngine, parsed: ParsedQuery, refs: list[TableRef], specs: dict[str, TableSpec],
          job: QueryJob, *, reuse: bool) -> QueryAnswer:
     travelled = []
@@ -184,11 +234,12 @@ def _run(engine: DuckDBEngine, parsed: ParsedQuery, refs: list[TableRef], specs:
 def serialize(reader: pa.RecordBatchReader, job: QueryJob) -> QueryAnswer:
     """Rows as JSON or CSV bytes, cut at `job.limit` rows or `job.byte_cap` bytes, whichever comes first."""
     names = reader.schema.names
-    answer = QueryAnswer("ok", columns=[(f.name, str(f.type)) for f in reader.schema])
+    answer = QueryAnswer("ok", columns=[(f.name, str(f.type)) for f in reader.schema],
+                         pg_types=[pg_type_of(f.type) for f in reader.schema])
     out = bytearray()
     if job.fmt == "csv":
         out += _csv_line(names)
-    else:
+    elif job.fmt != "pg":
         out += b"["
     for batch in reader:
         # Arrow's size of the rows bounds what converting them costs, before any Python object is made:
@@ -208,6 +259,8 @@ def serialize(reader: pa.RecordBatchReader, job: QueryJob) -> QueryAnswer:
                 row = single.to_pylist()[0]
             if job.fmt == "csv":
                 encoded = _csv_line([_text(row[n]) for n in names])
+            elif job.fmt == "pg":
+                encoded = DataRow(columns=[_pg_text(row[n]) for n in names]).to_wire()
             else:
                 encoded = (b"," if answer.rows else b"") + json.dumps(
                     [_jsonable(row[n]) for n in names], separators=(",", ":"), allow_nan=False).encode()
@@ -220,7 +273,7 @@ def serialize(reader: pa.RecordBatchReader, job: QueryJob) -> QueryAnswer:
 
 
 def _close(answer: QueryAnswer, out: bytearray, job: QueryJob) -> QueryAnswer:
-    if job.fmt != "csv":
+    if job.fmt == "json":
         out += b"]"
     answer.body = bytes(out)
     return answer
@@ -245,6 +298,30 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | str):
         return value
     return _text(value)
+
+
+def _pg_text(value: Any) -> bytes | None:
+    """A value in PostgreSQL's text format (what a client parses for the column's type OID)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return b"t" if value else b"f"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return b"NaN"
+        return repr(value).encode() if math.isfinite(value) else (b"Infinity" if value > 0 else b"-Infinity")
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ").encode()
+    if isinstance(value, date | clock_time):
+        return value.isoformat().encode()
+    if isinstance(value, bytes):
+        return b"\\x" + value.hex().encode()
+    if isinstance(value, timedelta):
+        hours, rest = divmod(value.seconds, 3600)
+        return f"{value.days} days {hours:02d}:{rest // 60:02d}:{rest % 60:02d}.{value.microseconds:06d}".encode()
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(_jsonable(value)).encode()
+    return str(value).encode()
 
 
 def _text(value: Any) -> Any:
@@ -328,21 +405,33 @@ class WorkerPool:
 
         threading.Thread(target=renew, name="shoplake-worker-renew", daemon=True).start()
 
-    def run(self, job: QueryJob, deadline: float) -> QueryAnswer:
+    def run(self, job: QueryJob, deadline: float, cancel: threading.Event | None = None) -> QueryAnswer:
         """Run `job` on a free worker before `deadline` (a `time.monotonic()` value).
+
+        Args:
+            cancel: when set while the query runs, its worker is killed and replaced.
 
         Raises:
             DeadlineExceeded: no worker became free in time, or the query passed the deadline (its worker is
                 killed and replaced).
+            Cancelled: `cancel` was set.
             PoolClosed: the server is shutting down.
         """
         worker = self._free_worker(deadline)
         try:
             worker.connection.send(job)
-            if worker.connection.poll(max(0.0, deadline - time.monotonic())):
-                answer = worker.connection.recv()
-                self._idle.put(worker)
-                return answer
+            while True:
+                left = max(0.0, deadline - time.monotonic())
+                # A cancellable query looks at its event every 50 ms; others wait in one call.
+                if worker.connection.poll(left if cancel is None else min(left, _CANCEL_POLL_SECONDS)):
+                    answer = worker.connection.recv()
+                    self._idle.put(worker)
+                    return answer
+                if cancel is not None and cancel.is_set():
+                    self._replace(worker)
+                    raise Cancelled("the client cancelled the query")
+                if left <= 0:
+                    break
         except (EOFError, OSError) as exc:
             self._replace(worker)
             if self._closed.is_set():
