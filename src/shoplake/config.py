@@ -82,6 +82,8 @@ class Settings:
         serve_body_limit: the largest request body the server reads, in bytes (larger: 413, not read).
         serve_workers: query worker processes (queries running at once); more wait for a free one.
         serve_query_memory: DuckDB memory limit of each query worker (work beyond it spills or fails).
+        serve_query_spill: most disk one query worker may spill to (DuckDB `max_temp_directory_size`); a
+            query needing more fails instead of filling the disk before its deadline.
         serve_worker_niceness: CPU niceness of the query workers (0-19): higher keeps the dashboard faster
             while queries run, lower lets queries progress while other programs (a build) use the CPU.
         serve_token_concurrency: queries one token may have waiting or running at once (more: 429).
@@ -113,6 +115,7 @@ class Settings:
     serve_body_limit: int = 2**20
     serve_workers: int = 2
     serve_query_memory: str = "1GB"
+    serve_query_spill: str = "4GB"
     serve_worker_niceness: int = 10
     serve_token_concurrency: int = 4
     serve_token_rate: int = 20

@@ -77,15 +77,18 @@ class DuckDBEngine:
     def close(self) -> None:
         self.con.close()
 
-    def sandbox(self) -> None:
+    def sandbox(self, *, spill_limit: str | None = None) -> None:
         """Forbid this session any file, network or settings access, for good.
 
         Used for untrusted SQL (the SQL API). Tables bound afterwards are registered as Arrow datasets over
         exactly the files of their snapshot, read by Arrow, so DuckDB itself needs to open no file: a query
         that slipped past the allow-list can read no other table, no secret and no file, cannot write one
         (not even DuckDB's own log), install an extension or change the settings back, because the
-        configuration is locked afterwards. Spilling still works: the temp directory is the engine's own.
+        configuration is locked afterwards. Spilling still works: the temp directory is the engine's own,
+        bounded by `spill_limit` (a runaway join can otherwise write tens of GB before any deadline).
         """
+        if spill_limit:
+            self.con.execute("SET max_temp_directory_size = ?", [spill_limit])
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET autoinstall_known_extensions = false")
         self.con.execute("SET autoload_known_extensions = false")

@@ -28,6 +28,7 @@ import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import partial
 
 from pygwire import BackendConnection
@@ -86,6 +87,7 @@ SQLSTATE = {"refused": "42601", "forbidden": "42501", "timeout": "57014", "cance
             "unauthorized": "28P01", "rate_limited": "53400", "busy": "53300", "unavailable": "57P03",
             "too_large": "54000", "invalid": "08P01"}
 MAX_CONNECTIONS = 256
+_EPOCH = datetime(2000, 1, 1)  # PostgreSQL's binary dates and timestamps count from here
 _SCRAM = ScramMechanism("SCRAM-SHA-256")
 _CONTROL = re.compile(r"^\s*(begin|start\s+transaction|commit|end|rollback|abort|set|reset|show|discard|deallocate|"
                       r"declare|fetch|move|close|listen|unlisten|savepoint|release)\b", re.IGNORECASE)
@@ -96,6 +98,16 @@ _FETCH = re.compile(r"^\s*(fetch|move)\s+(?:(forward|next|all|\d+)\s*(all|\d+)?\
                     r"\s*;?\s*$", re.IGNORECASE)
 _SET = re.compile(r"^\s*set\s+(?:session\s+|local\s+)?(\w+)\s*(?:=|to)\s*(.*?)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 _PARAMETER = re.compile(r"\$(\d+)")
+
+
+# Session parameters a client may SET (drivers and BI tools set these on connect); they change only what the
+# session reports with SHOW. Anything else (DuckDB settings included) is refused, as the HTTP API refuses it.
+SETTABLE = frozenset({"application_name", "extra_float_digits", "datestyle", "client_encoding", "search_path",
+                      "timezone", "time_zone", "statement_timeout", "intervalstyle", "client_min_messages",
+                      "bytea_output", "lc_messages", "lc_monetary", "lc_numeric", "lc_time", "lock_timeout",
+                      "idle_in_transaction_session_timeout", "default_transaction_isolation",
+                      "default_transaction_read_only", "transaction", "session", "names", "standard_conforming_strings",
+                      "geqo", "jit", "join_collapse_limit", "from_collapse_limit", "enable_seqscan"})
 
 
 def _settings(user: str, application: str) -> dict[str, str]:
@@ -122,9 +134,9 @@ class Result:
 class StatementError(Exception):
     """A statement the client gets an ErrorResponse for."""
 
-    def __init__(self, message: str, sqlstate: str = "42601"):
+    def __init__(self, message: str, sqlstate: str = "42601", *, logged: bool = False):
         super().__init__(message)
-        self.sqlstate = sqlstate
+        self.sqlstate, self.logged = sqlstate, logged  # logged: the query service already recorded it
 
 
 def _split_rows(body: bytes) -> list[bytes]:
@@ -266,9 +278,6 @@ class _Session:
     # -- start-up ------------------------------------------------------------------------------------------------
     async def run(self) -> None:
         message = await self._next()
-        if isinstance(message, CancelRequest):
-            self.server.cancel(message.process_id, bytes(message.secret_key))
-            return
         while isinstance(message, SSLRequest | GSSEncRequest):
             if isinstance(message, SSLRequest) and self.server.tls is not None:
                 self._send(SSLResponse(accepted=True))
@@ -280,6 +289,9 @@ class _Session:
                 self._send(GSSResponse(accepted=False))
             await self.writer.drain()
             message = await self._next()
+        if isinstance(message, CancelRequest):  # sent on a connection of its own (after SSL negotiation, or not)
+            self.server.cancel(message.process_id, bytes(message.secret_key))
+            return
         if not isinstance(message, StartupMessage):
             return
         if len(self.server.sessions) >= MAX_CONNECTIONS:
@@ -468,7 +480,12 @@ class _Session:
                                  "25P02")
         control = _CONTROL.match(sql)
         if control:
-            return await self._control(control.group(1).split()[0].lower(), sql, params)
+            try:
+                return await self._control(control.group(1).split()[0].lower(), sql, params)
+            except StatementError as exc:
+                if not exc.logged:
+                    self.service.refuse(sql, "refused", str(exc), self.token)  # logged like any refused query
+                raise
         outcome = await self._run(sql, params, limit=limit)
         answer = outcome.answer
         names = [name for name, _ in answer.columns]
@@ -485,7 +502,7 @@ class _Session:
                       params=params, user=self.token.name, cancel=self.cancel)
         outcome = await asyncio.get_running_loop().run_in_executor(self.server.executor, run)
         if outcome.status != "ok" or outcome.answer is None:
-            raise StatementError(outcome.message or outcome.status, SQLSTATE.get(outcome.status, "XX000"))
+            raise StatementError(outcome.message or outcome.status, SQLSTATE.get(outcome.status, "XX000"), logged=True)
         return outcome
 
     async def _control(self, verb: str, sql: str, params: tuple) -> Result:
@@ -501,23 +518,30 @@ class _Session:
             self.transaction = TransactionStatus.IDLE
             self.cursors.clear()
             return Result("ROLLBACK" if rolled_back else "COMMIT")
-        if verb == "set":
+        if verb in ("set", "reset"):
+            words = sql.split()
+            name = words[1].lower() if len(words) > 1 else ""
+            if name in ("session", "local") and len(words) > 2:
+                name = words[2].lower()
+            name = name.rstrip(";").split("=")[0]
+            if name not in SETTABLE and name != "all":
+                raise StatementError(f"{verb.upper()} {name} is not allowed: the PostgreSQL endpoint lets clients set "
+                                     f"only session parameters such as application_name or DateStyle", "42601")
             match = _SET.match(sql)
-            if match:
+            if match and verb == "set":
                 self.params[match.group(1)] = match.group(2).strip("'\"")
-            return Result("SET")
-        if verb == "reset" or verb == "discard" or verb == "deallocate" or verb in ("listen", "unlisten"):
+            return Result(verb.upper())
+        if verb == "discard" or verb == "deallocate" or verb in ("listen", "unlisten"):
             if verb == "deallocate":
                 name = sql.split()[-1].rstrip(";")
                 self.statements.pop(_identifier(name), None)
-            return Result({"reset": "RESET", "discard": "DISCARD ALL", "deallocate": "DEALLOCATE"}.get(verb,
-                                                                                                     verb.upper()))
+            return Result({"discard": "DISCARD ALL", "deallocate": "DEALLOCATE"}.get(verb, verb.upper()))
         if verb == "show":
             name = "_".join(sql.split(None, 1)[1].strip().rstrip(";").strip().strip('"').split())
             name = {"transaction_isolation_level": "transaction_isolation"}.get(name.lower(), name)
             lookup = {k.lower(): v for k, v in self.params.items()}
             if name.lower() not in lookup:
-                raise StatementError(f'unrecognized configuration parameter "{name}"', "42704")
+                raise StatementError(f'unrecognized configuration parameter "{name}"', "42601")
             row = _text_row([lookup[name.lower()]])
             return Result("SHOW", [(name.lower(), 25)], [row])
         if verb == "declare":
@@ -642,7 +666,10 @@ def _decode_param(oid: int, fmt: int, value: bytes | None) -> tuple[int, str | N
     binary = {16: lambda b: "true" if b[0] else "false", 21: lambda b: str(struct.unpack("!h", b)[0]),
               23: lambda b: str(struct.unpack("!i", b)[0]), 20: lambda b: str(struct.unpack("!q", b)[0]),
               700: lambda b: repr(struct.unpack("!f", b)[0]), 701: lambda b: repr(struct.unpack("!d", b)[0]),
-              25: lambda b: b.decode("utf-8"), 1043: lambda b: b.decode("utf-8"), 0: lambda b: b.decode("utf-8")}
+              25: lambda b: b.decode("utf-8"), 1043: lambda b: b.decode("utf-8"), 0: lambda b: b.decode("utf-8"),
+              1082: lambda b: (_EPOCH.date() + timedelta(days=struct.unpack("!i", b)[0])).isoformat(),
+              1114: lambda b: (_EPOCH + timedelta(microseconds=struct.unpack("!q", b)[0])).isoformat(sep=" "),
+              1184: lambda b: (_EPOCH + timedelta(microseconds=struct.unpack("!q", b)[0])).isoformat(sep=" ") + "+00"}
     if oid not in binary:
         raise StatementError(f"binary parameters of type {oid} are not supported: send them as text", "0A000")
     return oid, binary[oid](raw)

@@ -306,7 +306,9 @@ def _redirect(node: exp.Expression, ctes: set[str], user: str) -> exp.Expression
         if node.db.lower() == "pg_catalog":
             node.set("db", None)  # pg_catalog.generate_series(...): the table function itself
         alias = node.args.get("alias")
-        if alias is not None and alias.this is not None and not alias.columns:
+        function = node.this.name.lower() if isinstance(node.this, exp.Anonymous) else node.this.key
+        if function in ("generate_series", "explodinggenerateseries", "unnest", "explode") and alias is not None \
+                and alias.this is not None and not alias.columns:
             # PostgreSQL names the single column of `f(...) s` after its alias; DuckDB would make `s` a row.
             alias.set("columns", [exp.to_identifier(alias.name)])
         return node

@@ -187,13 +187,16 @@ class QueryService:
             raise Unauthorized("invalid token")
         return token
 
-    def refuse(self, query: str, status: str, message: str) -> QueryOutcome:
-        """Log and answer a request refused before it had a token (unauthorized, body too large, ...).
+    def refuse(self, query: str, status: str, message: str, token: Token | None = None) -> QueryOutcome:
+        """Log and answer a request refused before it reached a worker (unauthorized, body too large, a
+        PostgreSQL session statement that is not allowed, ...).
 
-        Only the first KiB of the query and its length are logged: an anonymous caller cannot fill the log.
+        Without a token only the first KiB of the query and its length are logged: an anonymous caller
+        cannot fill the log.
         """
         outcome = QueryOutcome(uuid.uuid4().hex, status, message)
-        self._record(outcome, None, _truncated(query), time.perf_counter(), datetime.now(UTC))
+        self._record(outcome, token, query if token else _truncated(query), time.perf_counter(),
+                     datetime.now(UTC))
         return outcome
 
     def run(self, token: Token, query: str, *, limit: int | None = None, fmt: str = "json", dialect: str = "duckdb",

@@ -122,7 +122,7 @@ class Sessions:
     def get(self, layers: frozenset[str]) -> DuckDBEngine:
         if layers not in self._sessions:
             engine = DuckDBEngine(self.lake.settings, self.lake.store)
-            engine.sandbox()
+            engine.sandbox(spill_limit=self.lake.settings.serve_query_spill)
             self._sessions[layers] = engine
         return self._sessions[layers]
 
@@ -131,7 +131,7 @@ class Sessions:
         key = frozenset({_CATALOG_SESSION}) | layers
         if key not in self._sessions:
             engine = DuckDBEngine(self.lake.settings, self.lake.store)
-            engine.sandbox()
+            engine.sandbox(spill_limit=self.lake.settings.serve_query_spill)
             build_catalog_session(engine, self.lake.catalog, layers)
             self._sessions[key] = engine
         return self._sessions[key]
@@ -170,7 +170,7 @@ def execute(lake: Lake, job: QueryJob, sessions: Sessions | None = None) -> Quer
                                         f"token may read only {', '.join(sorted(job.layers))} tables")
         if sessions is None:
             with DuckDBEngine(lake.settings, lake.store) as engine:
-                engine.sandbox()
+                engine.sandbox(spill_limit=lake.settings.serve_query_spill)
                 return _run(engine, parsed, refs, specs, job, reuse=False)
         try:
             return _run(sessions.get(job.layers), parsed, refs, specs, job, reuse=True)
