@@ -36,6 +36,8 @@ demo: install
 	@echo "Job runs:   $(VENV)/bin/shoplake --lake $(LAKE) jobs runs daily"
 	@echo "Dashboard:  $(VENV)/bin/shoplake --lake $(LAKE) serve   then open http://127.0.0.1:8000/"
 	@echo "SQL API:    $(VENV)/bin/shoplake --lake $(LAKE) serve-token add me --role analyst   (docs/SERVING.md)"
+	@echo "PostgreSQL: $(VENV)/bin/shoplake --lake $(LAKE) serve --pg-port 5433   (or: ... pg), then, with the token's secret:"
+	@echo "            PGPASSWORD=<secret> psql 'host=127.0.0.1 port=5433 dbname=shoplake user=me'   (BI tools: docs/SERVING.md)"
 
 # The browser tests drive Debian's chromium (Playwright cannot download browsers here); Spark needs Java 17.
 CHROMIUM ?= /usr/bin/chromium
@@ -43,10 +45,19 @@ $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "chromium is missing and apt-get is not available: install chromium"; exit 1; }
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
-## make test: install everything (Python packages, chromium) and run the whole test suite, in two worker
-## processes (tests/conftest.py keeps the tests that share an expensive fixture in one of them).
+# The PostgreSQL endpoint's tests run the real clients: psql (postgresql-client), the JDBC driver
+# (libpostgresql-jdbc-java) from a small Java program compiled by the test (javac: a JDK).
+PSQL  ?= /usr/bin/psql
+PGJDBC ?= /usr/share/java/postgresql.jar
+JAVAC ?= /usr/bin/javac
+$(PSQL) $(PGJDBC) $(JAVAC):
+	@command -v apt-get >/dev/null || { echo "$@ is missing and apt-get is not available: install postgresql-client, libpostgresql-jdbc-java and a JDK"; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client libpostgresql-jdbc-java default-jdk-headless >/dev/null
+
+## make test: install everything (Python packages, chromium, PostgreSQL clients) and run the whole test suite,
+## in two worker processes (tests/conftest.py keeps the tests that share an expensive fixture in one of them).
 TEST_WORKERS ?= 2
-test: install $(CHROMIUM)
+test: install $(CHROMIUM) $(PSQL) $(PGJDBC) $(JAVAC)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 ## make test-fast: the edit-run loop (a few minutes): everything but the tests marked `slow` (real processes

@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """Benchmark: the SQL API under load while `shoplake build` writes new table versions.
 
-Starts `shoplake serve` on loopback against a lake (by default a fresh one built from generated data),
-starts `shoplake ingest` + `shoplake build` of a new clickstream batch in a subprocess (so the build
-really writes), and runs N concurrent clients x M queries against `POST /api/v1/sql`, each client with
-tokens of its own (as N people would have). Prints clients, queries, errors, latency percentiles, wall
-time, the peak RSS of the server with its query workers, and how many queries overlapped the build.
+Starts `shoplake serve --pg-port` on loopback against a lake (by default a fresh one built from generated
+data), starts `shoplake ingest` + `shoplake build` of a new clickstream batch in a subprocess (so the build
+really writes), and runs N concurrent clients x M queries, each client with tokens of its own (as N people
+would have): against `POST /api/v1/sql` (`--protocol http`) or over the PostgreSQL protocol with psycopg, one
+connection per client and role, opened before the clock starts (`--protocol pg`, as a BI tool keeps its
+connections). Prints clients, queries, errors, latency percentiles, wall time, the peak RSS of the server
+with its query workers, and how many queries overlapped the build.
 
 Then `--slow` runaway queries (default 50) are sent at once; while they wait or run, the dashboard
 (`/`, `/health`) and `/api/v1/health` are fetched every half second, and their response times printed.
 
-    python bench/serve_load.py --clients 50 --queries 20 --events 500000
+    python bench/serve_load.py --clients 50 --queries 20 --events 500000 --protocol pg
 """
 
 from __future__ import annotations
@@ -89,6 +91,29 @@ def client_loop(url: str, secrets: dict[str, str], queries: int, offset: int, re
             results.append((started, ended, ok, detail))
 
 
+def pg_client_loop(port: int, names: dict[str, str], secrets: dict[str, str], queries: int, offset: int,
+                   results: list, ready: threading.Barrier) -> None:
+    """Like `client_loop`, over the PostgreSQL protocol: psycopg, one connection per role."""
+    import psycopg
+
+    connections = {role: psycopg.connect(f"host=127.0.0.1 port={port} dbname=shoplake user={names[role]} "
+                                         f"password={secrets[role]}", autocommit=True) for role in secrets}
+    ready.wait()
+    try:
+        for i in range(queries):
+            role, sql = QUERIES[(offset + i) % len(QUERIES)]
+            started = time.perf_counter()
+            try:
+                connections[role].execute(sql).fetchall()
+                ok, detail = True, ""
+            except psycopg.Error as exc:
+                ok, detail = False, f"{type(exc).__name__}: {exc}"
+            results.append((started, time.perf_counter(), ok, detail))
+    finally:
+        for connection in connections.values():
+            connection.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lake", type=Path, help="an existing lake (default: build a fresh one)")
@@ -98,6 +123,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=20, help="queries per client")
     parser.add_argument("--slow", type=int, default=50, help="runaway queries in flight while the dashboard is timed")
     parser.add_argument("--slow-seconds", type=float, default=20, help="how long to time the dashboard meanwhile")
+    parser.add_argument("--protocol", choices=("http", "pg"), default="http",
+                        help="the clients' protocol: the HTTP API or PostgreSQL (psycopg)")
     args = parser.parse_args()
 
     from shoplake.serve.security import add_token
@@ -117,11 +144,11 @@ def main() -> None:
                              start=dt.date(2019, 11, 1), days=7).files[0]
         print(f"lake {lake} ready in {time.perf_counter() - started_setup:.1f} s", flush=True)
 
-        port = free_port()
+        port, pg_port = free_port(), free_port()
         url = f"http://127.0.0.1:{port}"
         # The server's messages go to a file: an unread pipe would fill up and block the server.
         server_log = (work / "server.log").open("w+")
-        server = subprocess.Popen(shoplake(lake, "serve", "--port", str(port)), env=env,
+        server = subprocess.Popen(shoplake(lake, "serve", "--port", str(port), "--pg-port", str(pg_port)), env=env,
                                   stdout=subprocess.DEVNULL, stderr=server_log)
         try:
             deadline = time.monotonic() + 60
@@ -162,12 +189,23 @@ def main() -> None:
             sampler.start()
             builder = threading.Thread(target=build)
             results: list[tuple[float, float, bool, str]] = []
-            threads = [threading.Thread(target=client_loop, args=(url, secrets[i], args.queries, i, results))
-                       for i in range(args.clients)]
+            if args.protocol == "pg":
+                ready = threading.Barrier(args.clients + 1)
+                names = [{role: f"bench-{i}-{role}" for role in ("analyst", "engineer")} for i in range(args.clients)]
+                threads = [threading.Thread(target=pg_client_loop, args=(pg_port, names[i], secrets[i], args.queries,
+                                                                         i, results, ready))
+                           for i in range(args.clients)]
+                for thread in threads:
+                    thread.start()
+                ready.wait()  # every client connected (and authenticated) before the clock starts
+            else:
+                threads = [threading.Thread(target=client_loop, args=(url, secrets[i], args.queries, i, results))
+                           for i in range(args.clients)]
             wall_start = time.perf_counter()
             builder.start()
-            for thread in threads:
-                thread.start()
+            if args.protocol == "http":
+                for thread in threads:
+                    thread.start()
             for thread in threads:
                 thread.join()
             wall = time.perf_counter() - wall_start
@@ -190,10 +228,11 @@ def main() -> None:
     overlapped = during > 0
     p95 = latencies[max(0, int(round(0.95 * len(latencies))) - 1)]
     print()
-    print("| clients | queries | errors | p50 ms | p95 ms | max ms | wall s | queries/s | server peak RSS MiB "
-          "| build s | queries during build |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {args.clients} | {len(results)} | {len(errors)} | {statistics.median(latencies):.0f} | {p95:.0f} | "
+    print("| protocol | clients | queries | errors | p50 ms | p95 ms | max ms | wall s | queries/s "
+          "| server peak RSS MiB | build s | queries during build |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| {args.protocol} | {args.clients} | {len(results)} | {len(errors)} | {statistics.median(latencies):.0f} | "
+          f"{p95:.0f} | "
           f"{latencies[-1]:.0f} | {wall:.1f} | {len(results) / wall:.1f} | {peak_rss[0] / 2**20:.0f} | "
           f"{build_window['end'] - build_window['start']:.1f} | "
           f"{during} ({'overlapped' if overlapped else 'no overlap'}) |")
