@@ -6,6 +6,7 @@ the wire exactly as over HTTP (the same query service serves both).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -22,7 +23,8 @@ from psycopg import errors
 
 from shoplake.layers.ops import QUERY_LOG
 from shoplake.query import run_query
-from shoplake.serve.pg import PgServer
+from shoplake.serve.pg import PgServer, tls_context
+from shoplake.serve.security import remove_token, tokens_file
 from shoplake.serve.service import QueryService
 
 from .hostile import CORPUS
@@ -252,3 +254,33 @@ def test_the_hostile_corpus_is_refused_over_the_wire(pg, served, escape):
     assert [key for key, (_, text) in answered.items() if _secrets_in(text.encode(), served)] == []
     assert not escape.exists()
     assert _listing(lake) == before
+
+
+def test_tls_and_a_cleartext_password_for_a_token_made_before_scram(served, tmp_path):
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True, timeout=60)
+    path = tokens_file(served.lake.settings)
+    secret = "slk_made-before-the-postgresql-endpoint"
+    with path.open("a") as tokens:  # as `serve-token add` wrote tokens before SCRAM verifiers: no `scram`
+        tokens.write(f'\n[tokens.legacy]\nrole = "analyst"\nsha256 = "{hashlib.sha256(secret.encode()).hexdigest()}"\n')
+    service = QueryService(served.lake.settings, query_log_interval=0.2)
+    service.start()
+    plain, encrypted = PgServer(service, port=0), PgServer(service, port=0, tls=tls_context(str(cert), str(key)))
+    plain.start()
+    encrypted.start()
+    try:
+        dsn = f"host=127.0.0.1 dbname=shoplake user=legacy password={secret}"
+        with psycopg.connect(f"{dsn} port={encrypted.port} sslmode=require") as conn:
+            assert conn.info.pgconn.ssl_in_use
+            assert conn.execute("SELECT count(*) FROM gold.daily_funnel").fetchone()[0] > 0
+        with pytest.raises(psycopg.OperationalError, match="recreate it"):
+            psycopg.connect(f"{dsn} port={plain.port} sslmode=disable")
+        # A token with a verifier still logs in with SCRAM over TLS.
+        with psycopg.connect(_dsn(encrypted, served, "analyst") + " sslmode=require") as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        plain.stop()
+        encrypted.stop()
+        service.close()
+        remove_token(path, "legacy")
