@@ -10,11 +10,13 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import psycopg
 import pytest
@@ -27,6 +29,7 @@ from shoplake.serve.pg import PgServer, tls_context
 from shoplake.serve.security import remove_token, tokens_file
 from shoplake.serve.service import QueryService
 
+from .conftest import free_port
 from .hostile import CORPUS
 from .test_hostile import _fill, _listing, _secrets_in
 
@@ -284,3 +287,34 @@ def test_tls_and_a_cleartext_password_for_a_token_made_before_scram(served, tmp_
         encrypted.stop()
         service.close()
         remove_token(path, "legacy")
+
+
+def _shoplake(lake, *args: str) -> list[str]:
+    return [sys.executable, "-c", "from shoplake.cli import run; run()", "--lake", str(lake), *args]
+
+
+def test_serve_with_a_pg_port_answers_both_protocols_and_pg_refuses_a_remote_host(served):
+    lake = served.lake.settings.lake
+    refused = subprocess.run(_shoplake(lake, "pg", "--host", "0.0.0.0"), capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert refused.returncode == 1 and "--allow-remote" in refused.stderr
+    port, pg_port = free_port(), free_port()
+    server = subprocess.Popen(_shoplake(lake, "serve", "--port", str(port), "--pg-port", str(pg_port)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = psycopg.connect(f"host=127.0.0.1 port={pg_port} dbname=shoplake user=analyst-token "
+                                       f"password={served.secrets['analyst']}", connect_timeout=5)
+                break
+            except psycopg.OperationalError:
+                assert server.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.3)
+        with conn:
+            assert conn.execute("SELECT 1 AS x").fetchone() == (1,)
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=10).json()["query_log"] == "ok"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert f"port={pg_port} dbname=shoplake" in server.stdout.read()
