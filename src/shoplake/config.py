@@ -90,6 +90,8 @@ class Settings:
         serve_token_rate: queries one token may send per second (more: 429 with Retry-After).
         serve_max_pending: queries waiting or running over all tokens (more: 503), so a crowd of
             clients cannot queue work the server would never finish in time.
+        serve_answer_cache: bytes of answers each query worker keeps for identical queries until a table
+            they read has a new version (0: none kept).
     """
 
     lake: Path = Path("lakehouse")
@@ -120,6 +122,7 @@ class Settings:
     serve_token_concurrency: int = 4
     serve_token_rate: int = 20
     serve_max_pending: int = 64
+    serve_answer_cache: int = 64 * 2**20
 
     @field_validator("lake", mode="before")
     @classmethod
@@ -144,6 +147,8 @@ class Settings:
         too_small = [name for name in serve_limits if getattr(self, name) < 1]
         if too_small:
             raise ConfigError(f"{', '.join(too_small)} must be at least 1")
+        if self.serve_answer_cache < 0:
+            raise ConfigError(f"serve_answer_cache must be 0 (off) or more bytes, got {self.serve_answer_cache}")
         if not 0 <= self.serve_worker_niceness <= 19:
             raise ConfigError(f"serve_worker_niceness must be 0 to 19, got {self.serve_worker_niceness}")
 

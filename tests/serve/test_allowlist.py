@@ -10,7 +10,15 @@ import pytest
 
 from shoplake.errors import QueryError
 from shoplake.query import parse_query, run_query
-from shoplake.serve.allowlist import TABLE_FUNCTIONS, check_allowed
+from shoplake.serve.allowlist import (
+    AGGREGATE_FUNCTIONS,
+    SCALAR_FUNCTIONS,
+    TABLE_FUNCTIONS,
+    VOLATILE_FUNCTIONS,
+    WINDOW_FUNCTIONS,
+    check_allowed,
+    is_deterministic,
+)
 from shoplake.serve.worker import _jsonable
 
 ANALYTICS = {
@@ -76,3 +84,15 @@ def test_every_duckdb_table_function_but_the_generators_is_refused(position):
             continue
         allowed.append(name)
     assert allowed == []
+
+
+def test_every_allowed_function_duckdb_calls_volatile_is_listed_as_such():
+    allowed = AGGREGATE_FUNCTIONS | WINDOW_FUNCTIONS | SCALAR_FUNCTIONS | TABLE_FUNCTIONS
+    volatile = {name for name, stability in duckdb.connect().execute(
+        "SELECT DISTINCT function_name, stability FROM duckdb_functions() WHERE stability <> 'CONSISTENT'").fetchall()
+        if name in allowed}
+    assert volatile <= VOLATILE_FUNCTIONS
+    for name in VOLATILE_FUNCTIONS:
+        args = "DATE '2020-01-01'" if name == "age" else ""
+        assert not is_deterministic(parse_query(f"SELECT {name}({args}) AS v").statement), name
+    assert is_deterministic(parse_query("SELECT max(event_date) FROM gold.daily_funnel").statement)

@@ -221,3 +221,12 @@ def test_openapi_docs(client):
     assert "swagger" in client.get("/docs").text.lower()
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/v1/sql", "/api/v1/tables", "/api/v1/tables/{name}"} <= set(paths)
+
+
+def test_a_query_answered_again_from_a_workers_cache_is_logged_each_time(client, served):
+    sql = "SELECT event_date, count_views FROM gold.daily_funnel ORDER BY 1 LIMIT 4"
+    responses = [post(client, served, sql) for _ in range(3)]
+    assert all(r.status_code == 200 for r in responses) and responses[0].json()["rows"] == responses[2].json()["rows"]
+    for response in responses:
+        logged = _log_rows(served, client, response.headers["x-query-id"])
+        assert [(e["status"], e["rows"], e["query"]) for e in logged] == [("ok", 4, sql)]

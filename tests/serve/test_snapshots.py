@@ -10,7 +10,7 @@ from dataclasses import replace
 from shoplake.lake import Lake
 from shoplake.query import run_query
 from shoplake.serve.security import ROLE_LAYERS
-from shoplake.serve.worker import QueryJob, Sessions, execute
+from shoplake.serve.worker import AnswerCache, QueryAnswer, QueryJob, Sessions, execute
 
 TABLE = "gold.daily_funnel"
 
@@ -87,3 +87,38 @@ def test_a_query_reads_one_version_of_each_table_while_versions_are_committed(se
         at_versions.append((row["a"], row["b"]))
     assert set(observed) <= set(at_versions)  # every answer is the table at one committed version
     assert observed[-1] == at_versions[-1]  # and the one after the writer stopped is the newest
+
+
+def test_a_worker_reuses_an_answer_until_a_table_it_read_has_a_new_version(served, tmp_path):
+    lake = _copy(served, tmp_path)
+    sessions = Sessions(lake)
+    query = _job(f"SELECT count(*) FROM {TABLE}")
+    first = execute(lake, query, sessions)
+    assert execute(lake, query, sessions) is first  # the same bytes, not run again
+    # Another limit, format, role or user is another answer.
+    for other in (replace(query, limit=5), replace(query, fmt="csv"), replace(query, layers=ROLE_LAYERS["engineer"]),
+                  replace(query, user="someone")):
+        assert execute(lake, other, sessions) is not first
+    _append_one_row(lake)
+    after = execute(lake, query, sessions)
+    assert after is not first and int(after.body.strip(b"[]")) == int(first.body.strip(b"[]")) + 1
+    # An answer that depends on chance or the clock is never reused.
+    for sql in ("SELECT random() AS r", "SELECT now() AS t", "SELECT age(DATE '2020-01-01') AS a",
+                "SELECT current_date AS d", f"SELECT count(*) FROM {TABLE} USING SAMPLE 50%"):
+        assert execute(lake, _job(sql), sessions) is not execute(lake, _job(sql), sessions)
+    sessions.close()
+
+
+def test_the_answer_cache_stays_within_its_bytes():
+    cache = AnswerCache(max_bytes=64 * 1024)
+    for n in range(100):
+        job = _job(f"SELECT {n} AS n -- " + "x" * 1000)
+        cache.put(AnswerCache.key(job, ()), QueryAnswer("ok", body=b"[" + b"1," * 1000 + b"1]"))
+        assert cache.size <= cache.max_bytes
+    assert cache.get(AnswerCache.key(_job("SELECT 99 AS n -- " + "x" * 1000), ())) is not None  # the newest stay
+    assert cache.get(AnswerCache.key(_job("SELECT 0 AS n -- " + "x" * 1000), ())) is None
+    cache.put(("big",) + (None,) * 9, QueryAnswer("ok", body=b"x" * 20_000))  # over a quarter: not kept
+    assert cache.get(("big",) + (None,) * 9) is None
+    off = AnswerCache(max_bytes=0)  # serve_answer_cache = 0
+    off.put(AnswerCache.key(_job("SELECT 1"), ()), QueryAnswer("ok", body=b"[[1]]"))
+    assert off.size == 0

@@ -62,6 +62,10 @@ SCALAR_FUNCTIONS = frozenset({
     "json_valid", "json_array_length", "json_keys", "json_type", "to_json", "json_object", "json_array",
     "typeof", "columns",
 })
+# Allowed functions whose value is not a function of their arguments: the clock or chance. DuckDB marks all but
+# `age` as not CONSISTENT (`duckdb_functions().stability`, checked by a test); `age(x)` counts from today.
+VOLATILE_FUNCTIONS = frozenset({"random", "now", "today", "current_date", "current_timestamp",
+                                "get_current_timestamp", "age"})
 # Table functions that make rows from their arguments alone.
 TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 
@@ -108,6 +112,18 @@ def _identities(names: frozenset[str]) -> frozenset[str]:
 _ALLOWED_FUNCTIONS = _identities(AGGREGATE_FUNCTIONS | WINDOW_FUNCTIONS | SCALAR_FUNCTIONS | TABLE_FUNCTIONS) \
     | frozenset(f"class:{cls.__name__}" for cls in _SYNTAX_FUNCTIONS)
 _ALLOWED_TABLE_FUNCTIONS = _identities(TABLE_FUNCTIONS) | {f"class:{exp.Unnest.__name__}"}
+_VOLATILE_FUNCTIONS = _identities(VOLATILE_FUNCTIONS)
+
+
+def is_deterministic(statement: exp.Expression) -> bool:
+    """Whether an allowed statement's answer depends only on the tables it reads (and their versions).
+
+    Not when it reads the clock or chance (`VOLATILE_FUNCTIONS`, any `CURRENT_*` value) or samples rows.
+    """
+    return not any(isinstance(node, exp.TableSample)
+                   or (isinstance(node, exp.Func) and (_identity(node) in _VOLATILE_FUNCTIONS
+                                                       or type(node).__name__.startswith("Current")))
+                   for node in statement.walk())
 
 
 def _spelled(node: exp.Expression) -> str:
