@@ -122,3 +122,21 @@ def test_the_answer_cache_stays_within_its_bytes():
     off = AnswerCache(max_bytes=0)  # serve_answer_cache = 0
     off.put(AnswerCache.key(_job("SELECT 1"), ()), QueryAnswer("ok", body=b"[[1]]"))
     assert off.size == 0
+
+
+def test_a_postgres_dialect_query_time_travels_and_a_string_that_says_so_does_not(served, tmp_path):
+    lake = _copy(served, tmp_path)
+    sessions = Sessions(lake)
+    version = lake.store.version(TABLE)
+    before = _count(lake, sessions)
+    _append_one_row(lake)
+    travelled = execute(lake, replace(_job(f"SELECT count(*) FROM {TABLE} VERSION AS OF {version}"),
+                                      dialect="postgres"), sessions)
+    assert travelled.status == "ok", travelled.message
+    assert int(travelled.body.strip(b"[]")) == before
+    # The words inside a literal are text: the query is translated from PostgreSQL and reads the latest version.
+    text = execute(lake, replace(_job(f"SELECT count(*), 'VERSION AS OF {version}' AS note FROM {TABLE}"),
+                                 dialect="postgres"), sessions)
+    assert text.status == "ok", text.message
+    assert json.loads(text.body) == [[before + 1, f"VERSION AS OF {version}"]]
+    sessions.close()
