@@ -95,10 +95,14 @@ def test_a_worker_reuses_an_answer_until_a_table_it_read_has_a_new_version(serve
     query = _job(f"SELECT count(*) FROM {TABLE}")
     first = execute(lake, query, sessions)
     assert execute(lake, query, sessions) is first  # the same bytes, not run again
-    # Another limit, format, role or user is another answer.
-    for other in (replace(query, limit=5), replace(query, fmt="csv"), replace(query, layers=ROLE_LAYERS["engineer"]),
-                  replace(query, user="someone")):
+    # Another limit, format or role is another answer; another client sending the same query shares it.
+    for other in (replace(query, limit=5), replace(query, fmt="csv"), replace(query, layers=ROLE_LAYERS["engineer"])):
         assert execute(lake, other, sessions) is not first
+    assert execute(lake, replace(query, user="someone"), sessions) is first
+    # Over the PostgreSQL endpoint the key is the translated query, parameters bound: other values, other answers.
+    by_date = replace(query, query=f"SELECT count(*) FROM {TABLE} WHERE event_date >= $1", dialect="postgres")
+    since = [execute(lake, replace(by_date, params=((1082, day),)), sessions) for day in ("1900-01-01", "2999-01-01")]
+    assert [json.loads(answer.body) for answer in since] == [json.loads(first.body), [[0]]]
     _append_one_row(lake)
     after = execute(lake, query, sessions)
     assert after is not first and int(after.body.strip(b"[]")) == int(first.body.strip(b"[]")) + 1
@@ -111,16 +115,18 @@ def test_a_worker_reuses_an_answer_until_a_table_it_read_has_a_new_version(serve
 
 def test_the_answer_cache_stays_within_its_bytes():
     cache = AnswerCache(max_bytes=64 * 1024)
+    def key(sql: str) -> tuple:
+        return AnswerCache.key(_job(sql), sql, ())
+
     for n in range(100):
-        job = _job(f"SELECT {n} AS n -- " + "x" * 1000)
-        cache.put(AnswerCache.key(job, ()), QueryAnswer("ok", body=b"[" + b"1," * 1000 + b"1]"))
+        cache.put(key(f"SELECT {n} AS n -- " + "x" * 1000), QueryAnswer("ok", body=b"[" + b"1," * 1000 + b"1]"))
         assert cache.size <= cache.max_bytes
-    assert cache.get(AnswerCache.key(_job("SELECT 99 AS n -- " + "x" * 1000), ())) is not None  # the newest stay
-    assert cache.get(AnswerCache.key(_job("SELECT 0 AS n -- " + "x" * 1000), ())) is None
-    cache.put(("big",) + (None,) * 9, QueryAnswer("ok", body=b"x" * 20_000))  # over a quarter: not kept
-    assert cache.get(("big",) + (None,) * 9) is None
+    assert cache.get(key("SELECT 99 AS n -- " + "x" * 1000)) is not None  # the newest stay
+    assert cache.get(key("SELECT 0 AS n -- " + "x" * 1000)) is None
+    cache.put(key("SELECT 'big'"), QueryAnswer("ok", body=b"x" * 20_000))  # over a quarter: not kept
+    assert cache.get(key("SELECT 'big'")) is None
     off = AnswerCache(max_bytes=0)  # serve_answer_cache = 0
-    off.put(AnswerCache.key(_job("SELECT 1"), ()), QueryAnswer("ok", body=b"[[1]]"))
+    off.put(key("SELECT 1"), QueryAnswer("ok", body=b"[[1]]"))
     assert off.size == 0
 
 

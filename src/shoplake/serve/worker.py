@@ -153,8 +153,9 @@ class AnswerCache:
     """Answers a worker already serialized, kept by everything an answer depends on.
 
     A dashboard or a BI tool in DirectQuery mode sends the same queries again and again; between two commits
-    of the tables they read, the answer is the same bytes. The key is the query text, its dialect, parameters
-    and user, the role's layers, the limit and caps, the format, and the version of every table the query
+    of the tables they read, the answer is the same bytes. The key is the SQL that runs (for the PostgreSQL
+    endpoint the translated text, which holds the bound parameters and anything else taken from the
+    session), the role's layers, the limit and caps, the format, and the version of every table the query
     read (bound before the lookup), so the first query after a commit misses and runs. Queries that read the
     clock or chance (`random()`, `now()`, `USING SAMPLE`, ...) are never kept. Only the worker's work is
     saved: the service still admits (rate and concurrency limits) and logs every query, cached or not.
@@ -171,9 +172,9 @@ class AnswerCache:
         self._bytes = 0
 
     @staticmethod
-    def key(job: QueryJob, versions: tuple[tuple[str, int | None], ...]) -> tuple:
-        return (job.query, job.dialect, job.params, job.user, job.layers, job.limit, job.row_cap, job.byte_cap,
-                job.fmt, versions)
+    def key(job: QueryJob, sql: str, versions: tuple[tuple[str, int | None], ...]) -> tuple:
+        """`sql` is the text that runs: two clients who send the same query share its answer."""
+        return (sql, job.layers, job.limit, job.row_cap, job.byte_cap, job.fmt, versions)
 
     @property
     def size(self) -> int:
@@ -225,9 +226,10 @@ def execute(lake: Lake, job: QueryJob, sessions: Sessions | None = None) -> Quer
         if sessions is None:
             with DuckDBEngine(lake.settings, lake.store) as engine:
                 engine.sandbox(spill_limit=lake.settings.serve_query_spill)
-                return _run(engine, parsed, refs, specs, job, reuse=False)
+                return _run(engine, query, parsed, refs, specs, job, reuse=False)
         try:
-            return _run(sessions.get(job.layers), parsed, refs, specs, job, reuse=True, answers=sessions.answers)
+            return _run(sessions.get(job.layers), query, parsed, refs, specs, job, reuse=True,
+                        answers=sessions.answers)
         except ShoplakeError:
             raise
         except Exception:
@@ -263,7 +265,7 @@ def _run_catalog(lake: Lake, sql: str, job: QueryJob, sessions: Sessions | None)
             own.close()
 
 
-def _run(engine: DuckDBEngine, parsed: ParsedQuery, refs: list[TableRef], specs: dict[str, TableSpec],
+def _run(engine: DuckDBEngine, sql: str, parsed: ParsedQuery, refs: list[TableRef], specs: dict[str, TableSpec],
          job: QueryJob, *, reuse: bool, answers: AnswerCache | None = None) -> QueryAnswer:
     travelled, versions = [], []
     try:
@@ -273,7 +275,7 @@ def _run(engine: DuckDBEngine, parsed: ParsedQuery, refs: list[TableRef], specs:
             else:
                 versions.append((ref.view, engine.bind(specs[ref.view], version=ref.at, view=ref.view)))
                 travelled.append(ref.view)
-        key = AnswerCache.key(job, tuple(versions))
+        key = AnswerCache.key(job, sql, tuple(versions))
         if answers is not None and (kept := answers.get(key)) is not None:
             return kept
         # One row more than asked tells whether the result was cut.
