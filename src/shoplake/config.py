@@ -90,7 +90,7 @@ class Settings:
         serve_token_rate: queries one token may send per second (more: 429 with Retry-After).
         serve_max_pending: queries waiting or running over all tokens (more: 503), so a crowd of
             clients cannot queue work the server would never finish in time.
-        serve_answer_cache: bytes of answers each query worker keeps for identical queries until a table
+        serve_answer_cache: bytes of answers the SQL API server keeps for repeated queries until a table
             they read has a new version (0: none kept).
     """
 

@@ -1,4 +1,5 @@
-"""Snapshot reuse: a worker binds each table once per committed version, and still reads one version per query."""
+"""Snapshot reuse: a worker binds each table once per committed version, and still reads one version per query;
+the service reuses an answer until a table it read has a new version."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from dataclasses import replace
 
 from shoplake.lake import Lake
 from shoplake.query import run_query
+from shoplake.serve.answers import AnswerCache
 from shoplake.serve.security import ROLE_LAYERS
-from shoplake.serve.worker import AnswerCache, QueryAnswer, QueryJob, Sessions, execute
+from shoplake.serve.service import QueryService
+from shoplake.serve.worker import QueryAnswer, QueryJob, Sessions, execute
 
 TABLE = "gold.daily_funnel"
 
@@ -89,44 +92,64 @@ def test_a_query_reads_one_version_of_each_table_while_versions_are_committed(se
     assert observed[-1] == at_versions[-1]  # and the one after the writer stopped is the newest
 
 
-def test_a_worker_reuses_an_answer_until_a_table_it_read_has_a_new_version(served, tmp_path):
+def test_the_service_reuses_an_answer_until_a_table_it_read_has_a_new_version(served, tmp_path):
     lake = _copy(served, tmp_path)
-    sessions = Sessions(lake)
-    query = _job(f"SELECT count(*) FROM {TABLE}")
-    first = execute(lake, query, sessions)
-    assert execute(lake, query, sessions) is first  # the same bytes, not run again
-    # Another limit, format or role is another answer; another client sending the same query shares it.
-    for other in (replace(query, limit=5), replace(query, fmt="csv"), replace(query, layers=ROLE_LAYERS["engineer"])):
-        assert execute(lake, other, sessions) is not first
-    assert execute(lake, replace(query, user="someone"), sessions) is first
-    # Over the PostgreSQL endpoint the key is the translated query, parameters bound: other values, other answers.
-    by_date = replace(query, query=f"SELECT count(*) FROM {TABLE} WHERE event_date >= $1", dialect="postgres")
-    since = [execute(lake, replace(by_date, params=((1082, day),)), sessions) for day in ("1900-01-01", "2999-01-01")]
-    assert [json.loads(answer.body) for answer in since] == [json.loads(first.body), [[0]]]
-    _append_one_row(lake)
-    after = execute(lake, query, sessions)
-    assert after is not first and int(after.body.strip(b"[]")) == int(first.body.strip(b"[]")) + 1
-    # An answer that depends on chance or the clock is never reused.
-    for sql in ("SELECT random() AS r", "SELECT now() AS t", "SELECT age(DATE '2020-01-01') AS a",
-                "SELECT current_date AS d", f"SELECT count(*) FROM {TABLE} USING SAMPLE 50%"):
-        assert execute(lake, _job(sql), sessions) is not execute(lake, _job(sql), sessions)
-    sessions.close()
+    service = QueryService(lake.settings, query_log_interval=0.2)
+    service.start()
+    try:
+        tokens = service.tokens.current()
+        analyst, engineer = tokens["analyst-token"], tokens["engineer-token"]
+        sql = f"SELECT count(*) FROM {TABLE}"
+        first = service.run(analyst, sql)
+        again = service.run(analyst, sql)
+        assert first.status == again.status == "ok" and again.answer is first.answer  # not run again
+        # Both are logged, as every query is.
+        service.query_log.flush()
+        logged = run_query(lake, f"SELECT query_id FROM ops.query_log WHERE query = '{sql}'").column(0).to_pylist()
+        assert {first.query_id, again.query_id} <= set(logged)
+        # Another limit, format or role is another answer.
+        for other in (service.run(analyst, sql, limit=5), service.run(analyst, sql, fmt="csv"),
+                      service.run(engineer, sql)):
+            assert other.status == "ok" and other.answer is not first.answer
+        # Over the PostgreSQL endpoint the parameters are part of the key.
+        by_date = f"SELECT count(*) FROM {TABLE} WHERE event_date >= $1"
+        since = [service.run(analyst, by_date, dialect="postgres", params=((1082, day),)).answer
+                 for day in ("1900-01-01", "2999-01-01")]
+        assert [json.loads(answer.body) for answer in since] == [json.loads(first.answer.body), [[0]]]
+        # A commit to the table read: the next query runs and sees it.
+        _append_one_row(lake)
+        after = service.run(analyst, sql)
+        assert after.answer is not first.answer
+        assert json.loads(after.answer.body) == [[json.loads(first.answer.body)[0][0] + 1]]
+        assert service.run(analyst, sql).answer is after.answer
+        # An answer that depends on chance or the clock, or on the session (the emulated catalog), is not reused.
+        for query, dialect in (("SELECT random() AS r", "duckdb"), ("SELECT now() AS t", "duckdb"),
+                               ("SELECT age(DATE '2020-01-01') AS a", "duckdb"), ("SELECT current_date AS d", "duckdb"),
+                               (f"SELECT count(*) FROM {TABLE} USING SAMPLE 50%", "duckdb"),
+                               ("SELECT current_user", "postgres")):
+            answers = [service.run(analyst, query, dialect=dialect, user=analyst.name).answer for _ in range(2)]
+            assert answers[0] is not None and answers[0] is not answers[1], query
+    finally:
+        service.close()
 
 
-def test_the_answer_cache_stays_within_its_bytes():
-    cache = AnswerCache(max_bytes=64 * 1024)
-    def key(sql: str) -> tuple:
-        return AnswerCache.key(_job(sql), sql, ())
+def test_the_answer_cache_stays_within_its_bytes(served):
+    cache = AnswerCache(served.lake.store, max_bytes=64 * 1024)
+
+    def answer(size: int) -> QueryAnswer:
+        return QueryAnswer("ok", body=b"x" * size, reusable=True)
 
     for n in range(100):
-        cache.put(key(f"SELECT {n} AS n -- " + "x" * 1000), QueryAnswer("ok", body=b"[" + b"1," * 1000 + b"1]"))
+        cache.put(_job(f"SELECT {n} AS n -- " + "x" * 1000), answer(2000))
         assert cache.size <= cache.max_bytes
-    assert cache.get(key("SELECT 99 AS n -- " + "x" * 1000)) is not None  # the newest stay
-    assert cache.get(key("SELECT 0 AS n -- " + "x" * 1000)) is None
-    cache.put(key("SELECT 'big'"), QueryAnswer("ok", body=b"x" * 20_000))  # over a quarter: not kept
-    assert cache.get(key("SELECT 'big'")) is None
-    off = AnswerCache(max_bytes=0)  # serve_answer_cache = 0
-    off.put(key("SELECT 1"), QueryAnswer("ok", body=b"[[1]]"))
+    assert cache.get(_job("SELECT 99 AS n -- " + "x" * 1000)) is not None  # the newest stay
+    assert cache.get(_job("SELECT 0 AS n -- " + "x" * 1000)) is None
+    cache.put(_job("SELECT 'big'"), answer(20_000))  # over a quarter: not kept
+    assert cache.get(_job("SELECT 'big'")) is None
+    cache.put(_job("SELECT 'kept?'"), replace(answer(10), reusable=False))  # the worker said no
+    assert cache.get(_job("SELECT 'kept?'")) is None
+    off = AnswerCache(served.lake.store, max_bytes=0)  # serve_answer_cache = 0
+    off.put(_job("SELECT 1"), answer(5))
     assert off.size == 0
 
 

@@ -101,14 +101,17 @@ class DeltaStore:
         """Latest version, or None when the table does not exist."""
         return self.open(name).version() if self.exists(name) else None
 
-    def has_new_version(self, name: str, version: int) -> bool:
-        """Whether `name` has a version after `version`, without reading its log: two `stat` calls.
+    def has_new_version(self, name: str, version: int | None) -> bool:
+        """Whether `name` has a version after `version` (None: the table did not exist), without reading its
+        log: one or two `stat` calls.
 
         A commit is the atomic creation of `_delta_log/<version>.json`, so the next version exists once that
         file does. If the known version's own file is gone (the log was cleaned up behind a checkpoint, or
         the table was recreated) the answer is True too, and the caller reopens the table.
         """
         log_dir = self.path(name) / "_delta_log"
+        if version is None:
+            return (log_dir / f"{0:020d}.json").exists()
         return (log_dir / f"{version + 1:020d}.json").exists() or not (log_dir / f"{version:020d}.json").exists()
 
     def create_empty(self, name: str, schema: pa.Schema, *, description: str = "") -> bool:

@@ -177,8 +177,7 @@ class DuckDBEngine:
         """
         if spec.name in self._latest:
             known = self._latest[spec.name]
-            changed = self.store.exists(spec.name) if known is None else self.store.has_new_version(spec.name, known)
-            if not changed:
+            if not self.store.has_new_version(spec.name, known):
                 return known
         version = self.bind(spec)
         self._latest[spec.name] = version

@@ -25,6 +25,7 @@ from limits import RateLimitItemPerSecond, storage, strategies
 from shoplake.config import Settings
 from shoplake.errors import ShoplakeError
 from shoplake.lake import Lake
+from shoplake.serve.answers import AnswerCache
 from shoplake.serve.querylog import QueryLog, QueryLogEntry
 from shoplake.serve.security import Token, authenticate, load_tokens, tokens_file
 from shoplake.serve.worker import Cancelled, DeadlineExceeded, PoolClosed, QueryAnswer, QueryJob, WorkerPool
@@ -135,6 +136,7 @@ class QueryService:
         self.pool = WorkerPool(settings, size=settings.serve_workers, memory_limit=settings.serve_query_memory,
                                niceness=settings.serve_worker_niceness)
         self._admission = _Admission(settings)
+        self.answers = AnswerCache(self.lake.store, settings.serve_answer_cache)
         self._started = False
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -222,7 +224,10 @@ class QueryService:
                 raise _Refused("unavailable", f"queries are refused while the query log cannot be written "
                                               f"({self.query_log.last_error}); see /health", retry_after=5.0)
             with self._admission.admit(token):
-                answer = self.pool.run(job, deadline, cancel)
+                answer = self.answers.get(job)  # admitted and logged like a query that runs
+                if answer is None:
+                    answer = self.pool.run(job, deadline, cancel)
+                    self.answers.put(job, answer)
             outcome.status, outcome.message = answer.status, answer.message
             outcome.answer = answer if answer.status == "ok" else None
         except _Refused as refused:

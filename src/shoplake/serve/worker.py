@@ -25,7 +25,6 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
@@ -92,6 +91,10 @@ class QueryAnswer:
     rows: int = 0
     truncated_by: str | None = None  # "rows" or "bytes" when a server cap cut the result
     pg_types: list[int] = field(default_factory=list)  # fmt `pg`: each column's PostgreSQL type OID
+    # The tables the query read and the version of each (None: the table did not exist), and whether the
+    # answer is a function of those versions alone (no clock, no chance): the service may then reuse it.
+    reads: tuple[tuple[str, int | None], ...] = ()
+    reusable: bool = False
 
 
 class DeadlineExceeded(Exception):
@@ -119,7 +122,6 @@ class Sessions:
     def __init__(self, lake: Lake):
         self.lake = lake
         self._sessions: dict[frozenset[str], DuckDBEngine] = {}
-        self.answers = AnswerCache(lake.settings.serve_answer_cache)
 
     def get(self, layers: frozenset[str]) -> DuckDBEngine:
         if layers not in self._sessions:
@@ -149,59 +151,6 @@ class Sessions:
             self.discard(layers)
 
 
-class AnswerCache:
-    """Answers a worker already serialized, kept by everything an answer depends on.
-
-    A dashboard or a BI tool in DirectQuery mode sends the same queries again and again; between two commits
-    of the tables they read, the answer is the same bytes. The key is the SQL that runs (for the PostgreSQL
-    endpoint the translated text, which holds the bound parameters and anything else taken from the
-    session), the role's layers, the limit and caps, the format, and the version of every table the query
-    read (bound before the lookup), so the first query after a commit misses and runs. Queries that read the
-    clock or chance (`random()`, `now()`, `USING SAMPLE`, ...) are never kept. Only the worker's work is
-    saved: the service still admits (rate and concurrency limits) and logs every query, cached or not.
-
-    Bounded: the kept answers cost at most `max_bytes` (body, query text and a per-entry overhead); the least
-    recently used go first, and one answer may take at most a quarter of the budget.
-    """
-
-    ENTRY_OVERHEAD = 1024  # bytes of Python objects per kept answer besides its body and query text
-
-    def __init__(self, max_bytes: int = 64 * 2**20):
-        self.max_bytes = max_bytes
-        self._answers: OrderedDict[tuple, tuple[QueryAnswer, int]] = OrderedDict()
-        self._bytes = 0
-
-    @staticmethod
-    def key(job: QueryJob, sql: str, versions: tuple[tuple[str, int | None], ...]) -> tuple:
-        """`sql` is the text that runs: two clients who send the same query share its answer."""
-        return (sql, job.layers, job.limit, job.row_cap, job.byte_cap, job.fmt, versions)
-
-    @property
-    def size(self) -> int:
-        """The bytes the kept answers are counted as."""
-        return self._bytes
-
-    def get(self, key: tuple) -> QueryAnswer | None:
-        kept = self._answers.get(key)
-        if kept is None:
-            return None
-        self._answers.move_to_end(key)
-        return kept[0]
-
-    def put(self, key: tuple, answer: QueryAnswer) -> None:
-        cost = len(answer.body) + len(key[0]) + self.ENTRY_OVERHEAD
-        if answer.status != "ok" or cost > self.max_bytes // 4:
-            return
-        replaced = self._answers.pop(key, None)
-        if replaced is not None:
-            self._bytes -= replaced[1]
-        self._answers[key] = (answer, cost)
-        self._bytes += cost
-        while self._bytes > self.max_bytes:
-            _, (_, dropped) = self._answers.popitem(last=False)
-            self._bytes -= dropped
-
-
 def execute(lake: Lake, job: QueryJob, sessions: Sessions | None = None) -> QueryAnswer:
     """Parse, check, run and serialize one query on a sandboxed session. Never raises.
 
@@ -226,10 +175,9 @@ def execute(lake: Lake, job: QueryJob, sessions: Sessions | None = None) -> Quer
         if sessions is None:
             with DuckDBEngine(lake.settings, lake.store) as engine:
                 engine.sandbox(spill_limit=lake.settings.serve_query_spill)
-                return _run(engine, query, parsed, refs, specs, job, reuse=False)
+                return _run(engine, parsed, refs, specs, job, reuse=False)
         try:
-            return _run(sessions.get(job.layers), query, parsed, refs, specs, job, reuse=True,
-                        answers=sessions.answers)
+            return _run(sessions.get(job.layers), parsed, refs, specs, job, reuse=True)
         except ShoplakeError:
             raise
         except Exception:
@@ -265,27 +213,24 @@ def _run_catalog(lake: Lake, sql: str, job: QueryJob, sessions: Sessions | None)
             own.close()
 
 
-def _run(engine: DuckDBEngine, sql: str, parsed: ParsedQuery, refs: list[TableRef], specs: dict[str, TableSpec],
-         job: QueryJob, *, reuse: bool, answers: AnswerCache | None = None) -> QueryAnswer:
-    travelled, versions = [], []
+def _run(engine: DuckDBEngine, parsed: ParsedQuery, refs: list[TableRef], specs: dict[str, TableSpec],
+         job: QueryJob, *, reuse: bool) -> QueryAnswer:
+    travelled, reads = [], []
     try:
         for ref in refs:
+            spec = specs[ref.view]
             if reuse and ref.at is None:
-                versions.append((ref.view, engine.bind_latest(specs[ref.view])))
+                reads.append((spec.name, engine.bind_latest(spec)))
             else:
-                versions.append((ref.view, engine.bind(specs[ref.view], version=ref.at, view=ref.view)))
+                reads.append((spec.name, engine.bind(spec, version=ref.at, view=ref.view)))
                 travelled.append(ref.view)
-        key = AnswerCache.key(job, sql, tuple(versions))
-        if answers is not None and (kept := answers.get(key)) is not None:
-            return kept
         # One row more than asked tells whether the result was cut.
         reader = engine.stream(limited(parsed.statement, job.limit + 1), batch_rows=_BATCH_ROWS)
         try:
             answer = serialize(reader, job)
         finally:
             reader.close()
-        if answers is not None and is_deterministic(parsed.statement):
-            answers.put(key, answer)
+        answer.reads, answer.reusable = tuple(reads), is_deterministic(parsed.statement)
         return answer
     finally:
         if reuse:
