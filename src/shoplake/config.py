@@ -91,7 +91,7 @@ class Settings:
         serve_max_pending: queries waiting or running over all tokens (more: 503), so a crowd of
             clients cannot queue work the server would never finish in time.
         serve_answer_cache: bytes of answers the SQL API server keeps for repeated queries until a table
-            they read has a new version (0: none kept).
+            they read has a new version (0: none kept, and identical queries in flight do not share a run).
     """
 
     lake: Path = Path("lakehouse")

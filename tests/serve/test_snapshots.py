@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from dataclasses import replace
 
 from shoplake.lake import Lake
@@ -129,6 +130,42 @@ def test_the_service_reuses_an_answer_until_a_table_it_read_has_a_new_version(se
                                ("SELECT current_user", "postgres")):
             answers = [service.run(analyst, query, dialect=dialect, user=analyst.name).answer for _ in range(2)]
             assert answers[0] is not None and answers[0] is not answers[1], query
+    finally:
+        service.close()
+
+
+def test_identical_queries_in_flight_share_one_worker_run(served, tmp_path):
+    lake = _copy(served, tmp_path)
+    service = QueryService(lake.settings, query_log_interval=0.2)
+    service.start()
+    runs, pool_run = [], service.pool.run
+
+    def slow_run(job, deadline, cancel=None):
+        runs.append(job.query)
+        time.sleep(0.5)  # long enough for every client below to arrive while it runs
+        return pool_run(job, deadline, cancel)
+
+    service.pool.run = slow_run
+    try:
+        analyst = service.tokens.current()["analyst-token"]
+        sql = f"SELECT event_date, count_views FROM {TABLE} ORDER BY 1"
+        outcomes: list = []
+        clients = [threading.Thread(target=lambda: outcomes.append(service.run(analyst, sql))) for _ in range(8)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+        assert runs == [sql]
+        assert [o.status for o in outcomes] == ["ok"] * 8 and len({id(o.answer) for o in outcomes}) == 1
+        assert len({o.query_id for o in outcomes}) == 8  # eight queries, eight log entries
+        # A query that may not be kept is run for each client.
+        runs.clear()
+        clients = [threading.Thread(target=service.run, args=(analyst, "SELECT random() AS r")) for _ in range(3)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+        assert len(runs) == 3
     finally:
         service.close()
 

@@ -226,8 +226,7 @@ class QueryService:
             with self._admission.admit(token):
                 answer = self.answers.get(job)  # admitted and logged like a query that runs
                 if answer is None:
-                    answer = self.pool.run(job, deadline, cancel)
-                    self.answers.put(job, answer)
+                    answer = self.answers.share(job, lambda: self.pool.run(job, deadline, cancel), deadline, cancel)
             outcome.status, outcome.message = answer.status, answer.message
             outcome.answer = answer if answer.status == "ok" else None
         except _Refused as refused:
