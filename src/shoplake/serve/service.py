@@ -144,7 +144,8 @@ class QueryService:
         """Replay the query log journal, start the log writer and the workers."""
         # Every query is handed between threads (the request's, the one that gets its worker's answer) and
         # each hand-over waits for the GIL: with the default 5 ms switch interval and 50 clients, the workers
-        # sat idle most of the time (bench/RESULTS.md: 129 -> 190 queries/s with 0.5 ms).
+        # sat idle most of the time (a measurement of the session that added this, 129 -> 190 queries/s with
+        # 0.5 ms, was not recorded in bench/RESULTS.md and has not been repeated).
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
         self.lake.ensure_operational_tables()
         self.query_log.start()
