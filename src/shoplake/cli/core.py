@@ -184,3 +184,64 @@ def sql(
             out.add_row(*("NULL" if v is None else str(_plain(v)) for v in row.values()))
         cli.console.print(out)
         cli.console.print(f"{result.num_rows:,} row(s)")
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.6g}" if abs(value) < 1e9 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return str(value)
+
+
+@cli.app.command()
+def profile(
+    table: Annotated[str, typer.Argument(help="catalog name, e.g. silver.events")],
+    column: Annotated[list[str] | None, typer.Option("--column", "-c", help="only this column (repeatable); "
+                                                     "shows its quantiles, top values and histogram")] = None,
+    version: Annotated[int | None, typer.Option(help="profile an earlier version (time travel)")] = None,
+    top: Annotated[int, typer.Option(help="top values per column")] = 10,
+    bins: Annotated[int, typer.Option(help="histogram bins for numbers and times")] = 20,
+    format: Annotated[Format, typer.Option("--format", "-f", help="table or json")] = Format.table,
+    refresh: Annotated[bool, typer.Option(help="recompute even if this table version was profiled before")] = False,
+) -> None:
+    """Profile a table's columns: nulls, distinct values, min / max / quantiles, top values, histogram.
+
+    One scan of the table; the result is kept per table version, so asking again is instant.
+    """
+    from shoplake.profile import profile_table
+
+    found = profile_table(cli.lake(), table, columns=column or None, version=version, top=top, bins=bins,
+                          use_cache=not refresh)
+    if format is not Format.table:
+        sys.stdout.write(json.dumps(found.to_json() | {"cached": found.cached}) + "\n")
+        return
+    source = "from the cache" if found.cached else f"computed in {found.seconds:.2f} s"
+    cli.console.print(f"[bold]{found.table}[/bold] version {found.version}: {found.rows:,} rows ({source})")
+    summary = Table("column", "type", "nulls", "distinct", "min", "median", "max", "most frequent (share)")
+    for c in found.columns:
+        nulls = f"{c.null_share:.1%}" + (f" +{c.nans:,} NaN" if c.nans else "")
+        common = f"{_shown(c.top[0][0])} ({c.share(c.top[0][1]):.1%})" if c.top else "-"
+        summary.add_row(c.name, c.type, nulls, f"{c.distinct:,}", _shown(c.minimum), _shown(c.quantiles.get("p50")),
+                        _shown(c.maximum), common)
+    cli.console.print(summary)
+    if not column:
+        cli.console.print("details of one column: shoplake profile TABLE --column NAME")
+        return
+    for c in found.columns:
+        if c.quantiles:
+            quantiles = Table(*c.quantiles, title=f"{c.name}: quantiles")
+            quantiles.add_row(*(_shown(v) for v in c.quantiles.values()))
+            cli.console.print(quantiles)
+        values = Table("value", "rows", "share", title=f"{c.name}: top {len(c.top)} values")
+        for value, count in c.top:
+            values.add_row(_shown(value), f"{count:,}", f"{c.share(count):.2%}")
+        cli.console.print(values)
+        if c.histogram:
+            widest = max(count for _, _, count in c.histogram) or 1
+            bars = Table("from", "to", "rows", "", title=f"{c.name}: histogram")
+            for low, high, count in c.histogram:
+                bars.add_row(_shown(low), _shown(high), f"{count:,}", "█" * round(30 * count / widest))
+            cli.console.print(bars)

@@ -216,6 +216,19 @@ def create_app(settings: Settings, *, query_log_interval: float = 1.0,
         show.__name__ = f"page_{key}"
         return show
 
+    @app.get("/profile/{table}", response_class=HTMLResponse, summary="Column profile of a table",
+             tags=["dashboard"])
+    def profile(table: str, column: str | None = Query(None, description="one column only")) -> HTMLResponse:
+        from shoplake.serve.profiles import profile_page
+
+        if table not in {spec.name for spec in lake.catalog}:
+            raise HTTPException(404, f"no table named {table!r} in the catalog")
+        try:
+            shown = profile_page(lake, table, column)
+        except ConfigError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return HTMLResponse(render([shown], DateRange(), export=False), status_code=200)
+
     for key, (title, _) in PAGES.items():
         app.get("/" if key == "overview" else f"/{key}", response_class=HTMLResponse, summary=title,
                 tags=["dashboard"])(page(key))
