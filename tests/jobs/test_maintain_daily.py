@@ -16,9 +16,12 @@ from shoplake.jobs.runner import run_job
 from shoplake.maintenance import CHECKPOINT_AFTER_COMMITS, maintain
 from shoplake.synth import generate
 
-pytestmark = pytest.mark.slow  # sixty job runs
+pytestmark = pytest.mark.slow  # forty-five job runs
 
 DAYS = 30
+# The arm without maintenance only has to show linear growth: half the month already holds more live files
+# than the maintained lake ever does in the whole month (and costs half the runs).
+DAYS_WITHOUT = 15
 MIN_SMALL_FILES = {spec.name: spec.maintenance.min_small_files for spec in default_catalog()}
 
 
@@ -54,7 +57,7 @@ def _daily(ws, *, maintain: bool) -> None:
 
 
 def _month_of_runs(ws, daily_files: list[Path], *, maintain: bool) -> list[dict[str, int]]:
-    """Land one day's file and run `daily` (inline), thirty times; the live file count of every table after
+    """Land one day's file and run `daily` (inline), once per file; the live file count of every table after
     each run (without maintenance: after the last)."""
     _daily(ws, maintain=maintain)
     ws.land("products")
@@ -101,13 +104,14 @@ def test_thirty_daily_runs_keep_files_bounded_with_maintain_and_grow_without(wor
                                                                               daily_files):
     # Without maintenance: every append is one more live file in the tables written daily.
     bare = make_workspace("without_maintain")
-    grown = _month_of_runs(bare, daily_files, maintain=False)[-1]
+    grown = _month_of_runs(bare, daily_files[:DAYS_WITHOUT], maintain=False)[-1]
     for appended in ("bronze.clickstream", "silver.events", "ops.job_runs"):
-        assert grown[appended] >= DAYS, (appended, grown[appended])
+        assert grown[appended] >= DAYS_WITHOUT, (appended, grown[appended])
 
-    # With maintenance, the bound: a table never holds more live files than its declared `min_small_files`
-    # (maintenance compacts once that many small files exist, leaving 1) plus the files the same run writes
-    # after its maintain task (verify's ledger rows and the run history: at most 4 appends).
+    # With maintenance, over the whole month, the bound: a table never holds more live files than its
+    # declared `min_small_files` (maintenance compacts once that many small files exist, leaving 1) plus the
+    # files the same run writes after its maintain task (verify's ledger rows and the run history: at most
+    # 4 appends); fewer than half the month without maintenance left.
     lake_runs = _month_of_runs(workspace, daily_files, maintain=True)
     lake = workspace.lake()
     worst = {name: max(run.get(name, 0) for run in lake_runs) for name in lake_runs[-1]}

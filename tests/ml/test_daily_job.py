@@ -28,7 +28,8 @@ CLICK_EVENTS = 100_000
 RETAIL_ROWS = 20_000
 
 
-@pytest.mark.parametrize("seed", [1, 3])
+# Seed 3 is the lake of the audit; the daily job on other generated lakes runs in the serving and jobs tests.
+@pytest.mark.parametrize("seed", [3])
 def test_daily_job_on_a_small_generated_lake_trains_propensity_without_a_leakage_failure(tmp_path, seed):
     landing = tmp_path / "landing"
     made = {

@@ -20,7 +20,7 @@ from shoplake.synth import generate
 # ../shared/data/real relative to the repository root (as in tests/e2e).
 REAL_DATA = (Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real").resolve()
 RETAIL_FILE = REAL_DATA / "online_retail" / "online_retail_uci_2010-12_2011-12.csv.gz"
-PARITY_EVENTS = 200_000
+PARITY_EVENTS = 100_000
 
 
 def ingest_all(lake: Lake, files: dict[str, list[Path]]) -> None:
@@ -37,7 +37,7 @@ def build_all(lake: Lake) -> list:
 
 @pytest.fixture(scope="session")
 def parity_inputs(tmp_path_factory) -> dict[str, list[Path]]:
-    """The real UCI file and 200k generated events (with planted dirty rows) plus their products."""
+    """The real UCI file and 100k generated events (with planted dirty rows) plus their products."""
     if not RETAIL_FILE.exists():
         pytest.skip(f"real data file {RETAIL_FILE} is absent (expected ../shared/data/real next to the repo)")
     root = tmp_path_factory.mktemp("parity-data")
