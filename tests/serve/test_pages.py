@@ -1,31 +1,123 @@
-"""What dashboard pages show: quantities with separators, ids as labels, and why a chart is empty."""
+"""What dashboard pages show: formatted numbers, periods that cannot mislead, and the SQL behind each figure."""
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime, timedelta
 
-from shoplake.serve.pages import grid
+import pytest
+
+from shoplake.query import run_query
+from shoplake.serve import formats
+from shoplake.serve.pages import (
+    PAGES,
+    FilterError,
+    Filters,
+    Kpi,
+    Period,
+    build_page,
+    default_period,
+    grid,
+    parse_filters,
+)
 
 
-def test_ids_and_versions_are_labels_and_counts_are_quantities():
-    rows = [{"user_id": 510054370, "model_version": 12345, "count_users": 2607, "revenue": 735197.456,
-             "share": 0.69521, "cutoff_at": datetime(2019, 11, 10), "brand": None}]
-    assert grid(rows).rows == [["510054370", "12345", "2,607", "735,197.46", "0.6952", "2019-11-10 00:00:00", ""]]
+def test_numbers_have_separators_shares_are_percent_and_money_has_its_currency():
+    rows = [{"user_id": 510054370, "model_version": 12345, "count_users": 2607, "net_revenue": 735197.456,
+             "share_of_users": 0.69521, "cutoff_at": datetime(2019, 11, 10), "brand": None, "mean_frequency": 0.0,
+             "returns_value": -52.5}]
+    cells = [c.text for c in grid(rows, currency="GBP").rows[0]]
+    assert cells == ["510054370", "12345", "2,607", "£735,197", "69.52%", "2019-11-10 00:00:00", "", "0", "−£52.50"]
+    assert formats.shown(1234.5, "money", None) == "1,234 price units"
+    assert formats.shown(8400.0, "count") == "8,400"
+
+
+def test_the_default_period_is_the_last_complete_month_else_week_else_everything():
+    assert default_period(date(2019, 10, 1), date(2019, 11, 9)) == \
+        Period(date(2019, 10, 1), date(2019, 10, 31), date(2019, 10, 1), date(2019, 11, 9), kind="month")
+    assert default_period(date(2019, 10, 1), date(2019, 10, 31)).start == date(2019, 10, 1)
+    # 2019-10-02 (Wed) to 2019-10-20 (Sun): no whole month; the last Monday-Sunday week
+    week = default_period(date(2019, 10, 2), date(2019, 10, 20))
+    assert (week.start, week.end, week.kind) == (date(2019, 10, 14), date(2019, 10, 20), "week")
+    assert default_period(date(2019, 10, 2), date(2019, 10, 5)).kind == "all"
+
+
+def test_a_comparison_needs_a_fully_covered_previous_period():
+    october = default_period(date(2019, 10, 1), date(2019, 11, 9))
+    before, said = october.comparison()
+    assert before is None
+    assert said == ("no comparison: the previous period (September 2019) is not fully covered by the data, "
+                    "which starts on 2019-10-01")
+    november = default_period(date(2019, 10, 1), date(2019, 11, 30))
+    before, said = november.comparison()
+    assert (before.start, before.end) == (date(2019, 10, 1), date(2019, 10, 31)) and said == "change vs October 2019"
+    chosen = Period(date(2019, 10, 2), date(2019, 10, 3), date(2019, 10, 1), date(2019, 11, 30))
+    assert chosen.comparison()[0] is None  # the previous two days start before the data
+
+
+def test_rates_change_in_points_and_a_returns_increase_is_bad():
+    rate = Kpi("k", "conversion", 0.0594, 0.0378, "rate")
+    assert rate.change_text == "+2.16 pp vs 3.78%" and rate.tone == "good"
+    returns = Kpi("r", "Returns", -1040.0, -682.27, "money", "GBP", better=-1)
+    assert returns.change_text == "52.4% larger vs −£682.27" and returns.tone == "bad"
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"start": "yesterday"}, "dates must look like 2019-10-31"),
+    ({"start": "2019-10-05", "end": "2019-10-01"}, "the start 2019-10-05 is after the end 2019-10-01"),
+    ({"start": "0001-01-01"}, "dates must lie between 1900-01-01 and 2199-12-31"),
+    ({"segment": "Champions"}, "segment must look like rfm:Champions"),
+])
+def test_filters_that_cannot_apply_are_refused(values, message):
+    with pytest.raises(FilterError, match=message):
+        parse_filters(values)
+
+
+def test_a_start_after_the_data_is_an_error_not_a_flipped_range(served):
+    with pytest.raises(FilterError, match="the start 2030-01-01 is after the last date with data on this page"):
+        build_page(served.lake, "overview", Filters(start=date(2030, 1, 1)))
 
 
 def test_a_range_without_rows_says_so_and_names_the_dates_with_data(served):
     """Clickstream and retail data cover different years: a clickstream week has no retail rows, and the
     retail chart says that (not 'no data yet', which would send the user to re-run the job)."""
-    from shoplake.query import run_query
-    from shoplake.serve.pages import DateRange, build_page
-
     first, last = run_query(served.lake, "SELECT min(invoice_date) AS a, max(invoice_date) AS b "
                                          "FROM gold.daily_sales_by_country").to_pylist()[0].values()
     start = date(last.year + 5, 1, 1)
-    page = build_page(served.lake, "overview", DateRange(start, start + timedelta(days=6)))
+    page = build_page(served.lake, "overview", Filters(start, start + timedelta(days=6)))
     net = next(s for s in page.sections if s.id == "overview-net-revenue")
     assert net.empty
     assert net.empty_text == (f"no rows from {start} to {start + timedelta(days=6)} "
                               f"(the data covers {first} to {last})")
     retail = next(g for g in page.kpi_groups if g.title == "Retail sales")
     assert all(k.value is None for k in retail.kpis)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+@pytest.mark.parametrize("key", PAGES)
+def test_every_section_and_kpi_shows_the_sql_that_gives_its_rows(served, key):
+    """The "view SQL" text, run as is by `shoplake sql`'s path, returns the rows the page drew and offers as CSV."""
+    filters = Filters(country="United Kingdom") if key in ("sales", "overview") else Filters()
+    page = build_page(served.lake, key, filters)
+    checked = 0
+    for section in page.sections:
+        if not section.sql:
+            continue
+        result = run_query(served.lake, section.sql)
+        assert result.column_names == section.columns or not section.data, section.id
+        again = [[formats.plain(v) for v in row.values()] for row in result.to_pylist()]
+        assert len(again) == len(section.data), section.id
+        assert all(_same(a, b) for x, y in zip(again, section.data, strict=True) for a, b in zip(x, y, strict=True)), \
+            section.id
+        checked += 1
+    for group in page.kpi_groups:
+        for kpi in group.kpis:
+            value = run_query(served.lake, kpi.sql).to_pylist()[0]
+            assert _same(next(iter(value.values())), kpi.value), kpi.key
+            checked += 1
+    assert checked >= 1

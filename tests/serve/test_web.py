@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import sys
 
 import pytest
 
-from shoplake.serve.app import _STATIC
+from shoplake.serve.app import _STATIC, PLOTLY_JS
 
 
 def test_a_foreign_host_header_is_refused(client):
@@ -46,12 +47,33 @@ def test_charts_have_no_send_to_cloud_button():
     ("?start=0001-01-01&end=9999-12-31", "dates must lie between 1900-01-01 and 2199-12-31"),
     ("?start=yesterday", "dates must look like 2019-10-31"),
     ("?end=2019-13-45", "dates must look like 2019-10-31"),
+    ("?start=2030-01-01", "the start 2030-01-01 is after the last date with data on this page"),
 ])
 @pytest.mark.parametrize("page", ["/", "/funnel", "/sales"])
-def test_an_invalid_date_range_gives_the_page_with_a_message(client, page, query, message):
+def test_an_invalid_date_gives_a_friendly_html_error_page(client, page, query, message):
     response = client.get(page + query)
-    assert response.status_code == 200
-    assert message in response.text and 'id="notice"' in response.text
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/html")
+    assert message in response.text and 'id="notice"' in response.text and "default period" in response.text
+
+
+def test_plotly_is_served_once_under_a_content_hashed_name_cached_for_a_year(client):
+    html = client.get("/").text
+    scripts = re.findall(r'<script src="(/static/plotly[^"]*)"', html)
+    assert len(scripts) == 1
+    digest = hashlib.sha256(PLOTLY_JS.read_bytes()).hexdigest()[:12]
+    assert scripts[0] == f"/static/plotly-{digest}.min.js"
+    response = client.get(scripts[0])
+    assert response.status_code == 200 and response.content == PLOTLY_JS.read_bytes()
+    assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert client.get("/static/plotly.min.js").status_code == 404
+
+
+def test_the_favicon_is_served(client):
+    for path in ("/favicon.ico", "/static/favicon.svg"):
+        response = client.get(path)
+        assert response.status_code == 200 and response.text.startswith("<svg")
+    assert '<link rel="icon" href="/static/favicon.svg"' in client.get("/").text
 
 
 def test_serve_on_a_remote_interface_needs_allow_remote(tmp_path):

@@ -120,13 +120,15 @@ def pg(
 
 def export(
     file: Annotated[Path, typer.Argument(help="the HTML file to write")],
-    start: Annotated[str | None, typer.Option(help="first date, YYYY-MM-DD (default: last 30 days of data)")] = None,
+    start: Annotated[str | None, typer.Option(help="first date, YYYY-MM-DD (default: each table's last complete "
+                                                   "month of data)")] = None,
     end: Annotated[str | None, typer.Option(help="last date, YYYY-MM-DD")] = None,
 ) -> None:
     """Write every dashboard page into one self-contained HTML file (works offline)."""
-    from shoplake.serve.app import export_dashboard, parse_dates
+    from shoplake.serve.app import export_dashboard
+    from shoplake.serve.pages import parse_filters
 
-    titles = export_dashboard(cli.lake(), file, parse_dates(start, end))
+    titles = export_dashboard(cli.lake(), file, parse_filters({"start": start, "end": end}))
     cli.console.print(f"wrote {file} ({file.stat().st_size / 1e6:.1f} MB): {', '.join(titles)}")
 
 

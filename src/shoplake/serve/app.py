@@ -7,20 +7,20 @@ every page into one self-contained HTML file (plotly.js inlined).
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import threading
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from urllib.parse import urlencode
 
 import jinja2
 import plotly
 import uvicorn
-from fastapi import HTTPException, Query, Request
+from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -28,7 +28,16 @@ from shoplake.config import Settings
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
 from shoplake.serve.api import build_router
-from shoplake.serve.pages import EMPTY_MESSAGE, PAGES, DateRange, PageView, build_page
+from shoplake.serve.pages import (
+    EMPTY_MESSAGE,
+    FILTER_NAMES,
+    PAGES,
+    FilterError,
+    Filters,
+    PageView,
+    build_page,
+    parse_filters,
+)
 from shoplake.serve.service import QueryService
 from shoplake.serve.web import LOOPBACK_HOSTS, BodyLimit, SecurityHeaders
 
@@ -36,8 +45,16 @@ log = logging.getLogger(__name__)
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 _STATIC = resources.files("shoplake.serve") / "static"
-_STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+_STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 _NAV = [(key, title) for key, (title, _) in PAGES.items()]
+# plotly.js (4.8 MB) is served under a name that changes with its content, so browsers may keep it for a year.
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@functools.cache
+def plotly_name() -> str:
+    """`plotly-<first 12 hex of its SHA-256>.min.js`."""
+    return f"plotly-{hashlib.sha256(PLOTLY_JS.read_bytes()).hexdigest()[:12]}.min.js"
 
 
 @functools.cache
@@ -47,45 +64,37 @@ def _templates() -> jinja2.Environment:
                               autoescape=jinja2.select_autoescape(["html"]))
 
 
-# Dates the dashboard accepts: any shop's data lies between these, and periods (and the previous period of
-# equal length) computed from them stay far from the calendar's ends.
-FIRST_DATE, LAST_DATE = date(1900, 1, 1), date(2199, 12, 31)
-
-
-def parse_dates(start: str | None, end: str | None) -> DateRange:
-    """The date filter from `YYYY-MM-DD` strings (empty = open)."""
-    try:
-        dates = DateRange(date.fromisoformat(start) if start else None, date.fromisoformat(end) if end else None)
-    except ValueError as exc:
-        raise ConfigError(f"dates must look like 2019-10-31: {exc}") from exc
-    for chosen in (dates.start, dates.end):
-        if chosen is not None and not FIRST_DATE <= chosen <= LAST_DATE:
-            raise ConfigError(f"dates must lie between {FIRST_DATE} and {LAST_DATE}, got {chosen}")
-    return dates
-
-
-def render(pages: list[PageView], dates: DateRange, *, export: bool, notice: str | None = None) -> str:
+def render(pages: list[PageView], filters: Filters, *, export: bool, notice: str | None = None) -> str:
     """The dashboard HTML for `pages` (one page when serving, all of them when exporting).
 
     Args:
-        notice: a message shown above the page (a refused date range, a failing query log).
+        notice: a message shown above the page (a failing query log).
     """
-    context = {"pages": pages, "nav": _NAV, "dates": dates, "export": export, "empty_message": EMPTY_MESSAGE,
-               "notice": notice,
-               "query": "?" + urlencode({k: v for k, v in (("start", dates.start), ("end", dates.end)) if v})
-               if dates.start or dates.end else ""}
+    context = {"pages": pages, "nav": _NAV, "filters": filters, "export": export, "empty_message": EMPTY_MESSAGE,
+               "notice": notice, "query": filters.query(), "plotly_name": plotly_name(),
+               "options": pages[0].options if pages else {}}
     if export:
         context |= {"css": (_STATIC / "dashboard.css").read_text(), "js": (_STATIC / "dashboard.js").read_text(),
                     "plotly_js": PLOTLY_JS.read_text().replace("</script", "<\\/script"),
+                    "favicon": (_STATIC / "favicon.svg").read_text(),
                     "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
     return _templates().get_template("dashboard.html").render(**context)
 
 
-def export_dashboard(lake: Lake, path: Path, dates: DateRange) -> list[str]:
-    """Write every page into one self-contained HTML file. Returns the page titles written."""
-    pages = [build_page(lake, key, dates) for key in PAGES]
+def render_error(message: str, filters_query: str = "") -> str:
+    """A friendly HTML page for a request the dashboard cannot answer (a bad date, a start after the data)."""
+    return _templates().get_template("error.html").render(message=message, nav=_NAV, query=filters_query)
+
+
+def export_dashboard(lake: Lake, path: Path, filters: Filters) -> list[str]:
+    """Write every page into one self-contained HTML file. Returns the page titles written.
+
+    The file keeps what works offline: charts, KPIs, tables, "view SQL" and CSV downloads (made in the
+    browser from the data in the file); the filter bar and drill-down links need the server and are left out.
+    """
+    pages = [build_page(lake, key, filters) for key in PAGES]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(pages, dates, export=True), encoding="utf-8")
+    path.write_text(render(pages, filters, export=True), encoding="utf-8")
     return [page.title for page in pages]
 
 
@@ -128,8 +137,8 @@ def create_app(settings: Settings, *, query_log_interval: float = 1.0,
         # The first render of a page pays one-off costs (plotly's validators, templates, the first engine
         # session): paid here, in the background, rather than by the first visitor.
         try:
-            for key in ("overview", "health"):
-                render([build_page(lake, key, DateRange())], DateRange(), export=False)
+            for key in ("overview", "health", "predictions"):
+                render([build_page(lake, key, Filters())], Filters(), export=False)
         except Exception:  # a lake without data or a broken table still serves; the page will say why
             log.warning("dashboard warm-up failed", exc_info=True)
         finally:
@@ -186,35 +195,40 @@ def create_app(settings: Settings, *, query_log_interval: float = 1.0,
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.add_middleware(SecurityHeaders)
 
-    @app.get("/static/plotly.min.js", include_in_schema=False)
+    @app.get(f"/static/{plotly_name()}", include_in_schema=False)
     def plotly_js() -> FileResponse:
-        return FileResponse(PLOTLY_JS, media_type="text/javascript")
+        return FileResponse(PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": IMMUTABLE})
 
     @app.get("/static/{name}", include_in_schema=False)
-    def static(name: str) -> HTMLResponse:
+    def static(name: str) -> Response:
         if name not in _STATIC_FILES:
             raise HTTPException(404, f"no static file {name!r}")
-        return HTMLResponse((_STATIC / name).read_text(), media_type=_STATIC_FILES[name])
+        return Response((_STATIC / name).read_text(), media_type=_STATIC_FILES[name],
+                        headers={"Cache-Control": "no-cache"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response((_STATIC / "favicon.svg").read_text(), media_type="image/svg+xml",
+                        headers={"Cache-Control": "public, max-age=86400"})
 
     def page(key: str):
-        def show(start: str | None = Query(None, description="first date, YYYY-MM-DD"),
-                 end: str | None = Query(None, description="last date, YYYY-MM-DD")) -> HTMLResponse:
-            notices = []
+        def show(request: Request) -> HTMLResponse:
             try:
-                dates = parse_dates(start, end)
-            except ConfigError as exc:
-                # The page still answers, with its default range and the reason the chosen one was not used.
-                dates = DateRange()
-                notices.append(f"{exc}; showing the default range")
+                filters = parse_filters({k: request.query_params.get(k) for k in FILTER_NAMES})
+                built = build_page(lake, key, filters)
+            except FilterError as exc:
+                return HTMLResponse(render_error(str(exc)), status_code=400)
+            notice = None
             if key == "health" and not service.query_log.healthy:
-                notices.append(f"the SQL API query log cannot be written ({service.query_log.last_error}); "
-                               f"{service.query_log.pending} entries are waiting and the API refuses queries "
-                               f"until it can")
-            html = render([build_page(lake, key, dates)], dates, export=False, notice="; ".join(notices) or None)
-            return HTMLResponse(html, status_code=200)
+                notice = (f"the SQL API query log cannot be written ({service.query_log.last_error}); "
+                          f"{service.query_log.pending} entries are waiting and the API refuses queries until it can")
+            return HTMLResponse(render([built], filters, export=False, notice=notice), status_code=200)
 
         show.__name__ = f"page_{key}"
         return show
+
+    app.get("/rows", response_class=HTMLResponse, summary="The rows behind a country or an RFM segment",
+            tags=["dashboard"])(page("rows"))
 
     @app.get("/profile/{table}", response_class=HTMLResponse, summary="Column profile of a table",
              tags=["dashboard"])
@@ -227,7 +241,7 @@ def create_app(settings: Settings, *, query_log_interval: float = 1.0,
             shown = profile_page(lake, table, column)
         except ConfigError as exc:
             raise HTTPException(400, str(exc)) from exc
-        return HTMLResponse(render([shown], DateRange(), export=False), status_code=200)
+        return HTMLResponse(render([shown], Filters(), export=False), status_code=200)
 
     for key, (title, _) in PAGES.items():
         app.get("/" if key == "overview" else f"/{key}", response_class=HTMLResponse, summary=title,

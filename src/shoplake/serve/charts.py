@@ -1,22 +1,28 @@
 """Plotly figures for the dashboard, built in Python and rendered in the page by plotly.js.
 
 Every figure is built from plain lists (no NumPy arrays), so its JSON holds plain arrays that the
-browser tests can inspect. A function returns None when it has no data; the page then shows the
-"no data yet" message in place of the chart.
+browser tests can inspect. A function returns None when it has no data; the page then shows why in place
+of the chart. Axes and labels follow `shoplake.serve.formats`: money carries its currency, rates are %,
+counts have separators, and a date axis never shows ticks finer than a day.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
 
-_LAYOUT = dict(margin=dict(l=50, r=20, t=40, b=40), height=340, legend=dict(orientation="h", y=-0.2),
-               font=dict(size=12))
+from shoplake.serve import formats
+from shoplake.serve.formats import Kind
+
+_LAYOUT = dict(margin=dict(l=60, r=20, t=30, b=40), height=340, legend=dict(orientation="h", y=-0.2),
+               font=dict(size=12), separators=".,")
 _TEMPLATE = "plotly_white"
+_BAND = "rgba(31, 119, 180, 0.18)"
 
 
 @functools.cache
@@ -37,94 +43,144 @@ def to_json(figure: go.Figure | None) -> str | None:
     return pio.json.to_json_plotly(data)
 
 
-def _figure(traces: Sequence[Any], title: str, **layout: Any) -> go.Figure:
+def _figure(traces: Sequence[Any], **layout: Any) -> go.Figure:
     figure = go.Figure(data=list(traces))
-    figure.update_layout(title=dict(text=title, x=0), **{**_LAYOUT, **layout})
+    figure.update_layout(**{**_LAYOUT, **layout})
     return figure
 
 
-def lines(rows: list[dict], x: str, series: dict[str, str], title: str, *, y_title: str = "",
-          percent: bool = False) -> go.Figure | None:
-    """One line per column in `series` (column -> legend label) over `x`."""
+def value_axis(kind: Kind, currency: str | None = None, title: str = "") -> dict:
+    """Tick format of a value axis: % for rates, the currency's symbol (or its name) for money."""
+    if kind == "rate":
+        return dict(title=title, tickformat=".1%" if not title else ".1%", rangemode="tozero")
+    if kind == "money":
+        symbol = formats.SYMBOLS.get(currency or "")
+        unit = "" if symbol else f" ({formats.currency_label(currency)})"
+        return dict(title=f"{title}{unit}", tickprefix=symbol or "", tickformat=",.0f")
+    if kind == "seconds":
+        return dict(title=title or "seconds", tickformat=",.0f")
+    return dict(title=title, tickformat=",~r")
+
+
+def hover(kind: Kind, currency: str | None = None, axis: str = "y") -> str:
+    """A d3 format of one value for hover text."""
+    if kind == "rate":
+        return f"%{{{axis}:.2%}}"
+    if kind == "money":
+        symbol = formats.SYMBOLS.get(currency or "")
+        return f"{symbol}%{{{axis}:,.2f}}" if symbol else f"%{{{axis}:,.2f}} {formats.currency_label(currency)}"
+    return f"%{{{axis}:,}}"
+
+
+def category_axis(xs: Sequence[Any]) -> dict:
+    """An x axis for the values of `xs`: dates by day (one tick per date when there are few of them)."""
+    if xs and all(isinstance(x, date) for x in xs):
+        distinct = sorted(set(xs))
+        axis: dict[str, Any] = dict(type="date", tickformat="%Y-%m-%d")
+        if len(distinct) <= 8:
+            # Plotly fills a short range with sub-day ticks (a one-day range showed milliseconds).
+            axis |= dict(tickvals=[d.isoformat() for d in distinct], ticktext=[d.isoformat() for d in distinct])
+        return axis
+    return dict(type="category")
+
+
+def lines(rows: list[dict], x: str, series: dict[str, str], *, kind: Kind = "count", currency: str | None = None,
+          y_title: str = "", band: tuple[str, str] | None = None) -> go.Figure | None:
+    """One line per column in `series` (column -> legend label) over `x`; `band` (low, high columns) shades an
+    interval around the first series."""
     if not rows:
         return None
     xs = [r[x] for r in rows]
-    traces = [go.Scatter(x=xs, y=[r[col] for r in rows], mode="lines+markers", name=label)
-              for col, label in series.items()]
-    return _figure(traces, title, yaxis=dict(title=y_title, tickformat=".1%" if percent else None))
+    traces = []
+    if band is not None:
+        low, high = band
+        traces += [go.Scatter(x=xs, y=[r[high] for r in rows], mode="lines", line=dict(width=0), showlegend=False,
+                              hoverinfo="skip", name="95% high"),
+                   go.Scatter(x=xs, y=[r[low] for r in rows], mode="lines", line=dict(width=0), fill="tonexty",
+                              fillcolor=_BAND, name="Wilson 95% interval", hoverinfo="skip")]
+    traces += [go.Scatter(x=xs, y=[r[col] for r in rows], mode="lines+markers", name=label,
+                          hovertemplate=f"{label}: {hover(kind, currency)}<extra>%{{x}}</extra>")
+               for col, label in series.items()]
+    return _figure(traces, xaxis=category_axis(xs), yaxis=value_axis(kind, currency, y_title))
 
 
-def grouped_lines(rows: list[dict], x: str, group: str, y: str, title: str, *, y_title: str = "") -> go.Figure | None:
-    """One line per value of `group` (rows sorted by x)."""
+def bars(rows: list[dict], label: str, value: str, *, kind: Kind = "count", currency: str | None = None,
+         horizontal: bool = False, name: str = "", error: tuple[str, str] | None = None,
+         title: str = "") -> go.Figure | None:
+    """A bar per row, each labelled with its value; `error` (low, high columns) draws an interval."""
     if not rows:
         return None
-    groups: dict[str, tuple[list, list]] = {}
-    for row in rows:
-        xs, ys = groups.setdefault(str(row[group]), ([], []))
-        xs.append(row[x])
-        ys.append(row[y])
-    traces = [go.Scatter(x=xs, y=ys, mode="lines", name=name) for name, (xs, ys) in groups.items()]
-    return _figure(traces, title, yaxis=dict(title=y_title))
-
-
-def bars(rows: list[dict], label: str, value: str, title: str, *, horizontal: bool = False,
-         percent: bool = False, name: str = "") -> go.Figure | None:
-    """A bar per row."""
-    if not rows:
-        return None
-    labels = [str(r[label]) for r in rows]
+    labels = [r[label] if isinstance(r[label], date) else str(r[label]) for r in rows]
     values = [r[value] for r in rows]
-    trace = (go.Bar(y=labels, x=values, orientation="h", name=name) if horizontal
-             else go.Bar(x=labels, y=values, name=name))
-    axis = dict(tickformat=".1%" if percent else None)
-    layout = dict(xaxis=axis, yaxis=dict(autorange="reversed")) if horizontal else dict(yaxis=axis)
-    return _figure([trace], title, **layout)
+    texts = [formats.shown(v, kind, currency) for v in values]
+    extra: dict[str, Any] = {}
+    if error is not None:
+        low, high = error
+        bar = dict(type="data", symmetric=False, array=[(r[high] or 0) - (r[value] or 0) for r in rows],
+                   arrayminus=[(r[value] or 0) - (r[low] or 0) for r in rows], color="#444")
+        extra = {"error_x" if horizontal else "error_y": bar}
+    axis = value_axis(kind, currency, title)
+    if horizontal:
+        trace = go.Bar(y=labels, x=values, orientation="h", name=name, text=texts, textposition="auto",
+                       hovertemplate=f"%{{y}}: {hover(kind, currency, 'x')}<extra></extra>", **extra)
+        height = max(340, 26 * len(rows) + 80)
+        return _figure([trace], xaxis=axis, yaxis=dict(autorange="reversed", type="category", automargin=True),
+                       height=height, showlegend=False)
+    trace = go.Bar(x=labels, y=values, name=name, text=texts, textposition="auto",
+                   hovertemplate=f"%{{x}}: {hover(kind, currency)}<extra></extra>", **extra)
+    return _figure([trace], xaxis=category_axis(labels), yaxis=axis, showlegend=False)
 
 
-def grouped_bars(rows: list[dict], label: str, series: dict[str, str], title: str) -> go.Figure | None:
+def grouped_bars(rows: list[dict], label: str, series: dict[str, str], *, kind: Kind = "number") -> go.Figure | None:
     """Bars per row, one colour per column in `series`."""
     if not rows:
         return None
     labels = [str(r[label]) for r in rows]
-    traces = [go.Bar(x=labels, y=[r[col] for r in rows], name=name) for col, name in series.items()]
-    return _figure(traces, title, barmode="group")
+    traces = [go.Bar(x=labels, y=[r[col] for r in rows], name=name,
+                     hovertemplate=f"{name}: {hover(kind)}<extra>%{{x}}</extra>") for col, name in series.items()]
+    return _figure(traces, barmode="group", xaxis=dict(type="category"), yaxis=value_axis(kind))
 
 
-def pie(rows: list[dict], label: str, value: str, title: str) -> go.Figure | None:
+def pie(rows: list[dict], label: str, value: str) -> go.Figure | None:
     if not rows:
         return None
-    trace = go.Pie(labels=[str(r[label]) for r in rows], values=[r[value] for r in rows], hole=0.4, sort=False)
-    return _figure([trace], title)
+    trace = go.Pie(labels=[str(r[label]) for r in rows], values=[r[value] for r in rows], hole=0.4, sort=False,
+                   texttemplate="%{percent:.1%}", hovertemplate="%{label}: %{value:,} (%{percent:.1%})<extra></extra>")
+    return _figure([trace])
 
 
-def funnel(stages: list[tuple[str, float]], title: str) -> go.Figure | None:
-    if not stages or not any(value for _, value in stages):
-        return None
-    trace = go.Funnel(y=[s for s, _ in stages], x=[v for _, v in stages], textinfo="value+percent initial")
-    return _figure([trace], title)
-
-
-def heatmap(rows: list[dict], x: str, y: str, z: str, title: str, *, text: str | None = None) -> go.Figure | None:
-    """A grid of `z` over the values of `x` and `y` (missing cells are empty)."""
+def heatmap(rows: list[dict], x: str, y: str, z: str, *, kind: Kind = "count", currency: str | None = None,
+            x_title: str = "", y_title: str = "", reverse_y: bool = False) -> go.Figure | None:
+    """A grid of `z` over the values of `x` and `y`, each cell labelled (missing cells are empty)."""
     if not rows:
         return None
     xs = sorted({r[x] for r in rows})
-    ys = sorted({r[y] for r in rows})
-    cells = {(r[x], r[y]): r for r in rows}
-    grid = [[cells[(a, b)][z] if (a, b) in cells else None for a in xs] for b in ys]
-    labels = ([[str(cells[(a, b)][text]) if (a, b) in cells else "" for a in xs] for b in ys] if text else None)
-    trace = go.Heatmap(x=[str(v) for v in xs], y=[str(v) for v in ys], z=grid, text=labels,
-                       texttemplate="%{text}" if text else None, colorscale="Blues")
-    return _figure([trace], title, xaxis=dict(title=x, type="category"), yaxis=dict(title=y, type="category"))
+    ys = sorted({r[y] for r in rows}, reverse=reverse_y)
+    cells = {(r[x], r[y]): r[z] for r in rows}
+    grid = [[cells.get((a, b)) for a in xs] for b in ys]
+    labels = [[formats.shown(cells.get((a, b)), kind, currency) for a in xs] for b in ys]
+    trace = go.Heatmap(x=[formats.shown(v) for v in xs], y=[formats.shown(v) for v in ys], z=grid, text=labels,
+                       texttemplate="%{text}", colorscale="Blues", hovertemplate="%{y} / %{x}: %{text}<extra></extra>",
+                       colorbar=dict(tickformat=".0%" if kind == "rate" else ",~r"))
+    height = max(340, 22 * len(ys) + 120)
+    return _figure([trace], height=height, xaxis=dict(title=x_title or x, type="category"),
+                   yaxis=dict(title=y_title or y, type="category", autorange="reversed" if not reverse_y else True))
 
 
-def histogram(values: list[float], title: str, *, x_title: str = "") -> go.Figure | None:
-    if not values:
+def histogram_bins(rows: list[dict], low: str, high: str, count: str, *, log: bool = True) -> go.Figure | None:
+    """Counts per bin [low, high) of a probability, one bar per bin labelled by its range; a log count axis
+    keeps the small bins visible."""
+    if not rows:
         return None
-    return _figure([go.Histogram(x=values, nbinsx=40)], title, xaxis=dict(title=x_title), bargap=0.05)
+    labels = [f"{formats.shown(r[low], 'rate')}–{formats.shown(r[high], 'rate')}" for r in rows]
+    trace = go.Bar(x=labels, y=[r[count] for r in rows], text=[f"{r[count]:,}" for r in rows], textposition="outside",
+                   hovertemplate="%{x}: %{y:,} pairs<extra></extra>")
+    return _figure([trace], bargap=0.05, showlegend=False,
+                   xaxis=dict(type="category", title="predicted probability (bins of a fifth of a decade)"),
+                   yaxis=dict(title="pairs (log scale)" if log else "pairs", type="log" if log else "linear"))
 
 
-def lineage(edges: list[tuple[str, str]], layers: dict[str, str], title: str) -> go.Figure | None:
+def lineage(edges: list[tuple[str, str]], layers: dict[str, str]) -> go.Figure | None:
     """Tables as points in one column per layer, inputs joined to outputs by lines."""
     if not layers:
         return None
@@ -152,6 +208,6 @@ def lineage(edges: list[tuple[str, str]], layers: dict[str, str], title: str) ->
                    hoverinfo="text", name="tables"),
     ]
     height = max(340, 34 * max(len(v) for v in columns.values()))
-    return _figure(traces, title, height=height, showlegend=False,
+    return _figure(traces, height=height, showlegend=False,
                    xaxis=dict(tickvals=list(range(len(order))), ticktext=order, range=[-0.3, len(order) + 0.3]),
                    yaxis=dict(visible=False))

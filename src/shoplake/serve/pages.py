@@ -1,29 +1,50 @@
 """The dashboard pages: what each shows, read from Gold, ML and ops tables through the catalog.
 
 Each page is built on its own engine session (`Reader`), which binds every catalog table a query
-names as the files of one Delta snapshot, so a page is consistent while jobs write. Pages whose
-tables have a date (funnel, sales) follow the date range; the others show the latest state and say so.
+names as the files of one Delta snapshot, so a page is consistent while jobs write. Every chart, table and
+KPI keeps the exact SQL it ran (filter values written into it as literals, checked against the SQL API's
+allow-list) and the rows it drew: the page shows the SQL ("view SQL", runnable in `shoplake sql` and the
+SQL API) and offers the rows as CSV.
+
+Periods: by default a date table shows its last complete calendar month (else its last complete week,
+else all its dates), and a change is shown only against a previous period the data fully covers; the page
+says plainly when there is no comparison and why.
 """
 
 from __future__ import annotations
 
+import calendar
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import sqlglot
 from sqlglot import exp
 
+from shoplake.catalog.funnels import wilson_sql
 from shoplake.engines.base import Capability
+from shoplake.errors import ShoplakeError
 from shoplake.lake import Lake
-from shoplake.serve import charts
+from shoplake.layers.gold import RFM_SEGMENTS
+from shoplake.serve import charts, formats
+from shoplake.serve.allowlist import check_allowed
+from shoplake.serve.formats import CLICK_CURRENCY, RETAIL_CURRENCY, Kind
 
 log = logging.getLogger(__name__)
 
 EMPTY_MESSAGE = "no data yet: run `shoplake run daily`"
-DEFAULT_DAYS = 30
+# Dates the dashboard accepts: any shop's data lies between these, and periods (and the previous period of
+# equal length) computed from them stay far from the calendar's ends.
+FIRST_DATE, LAST_DATE = date(1900, 1, 1), date(2199, 12, 31)
+FILTER_NAMES = ("start", "end", "country", "category", "brand", "segment")
+SEGMENT_KINDS = {"rfm": "retail customers (RFM segment)", "users": "clickstream users (K-means segment)"}
+
+
+class FilterError(ShoplakeError):
+    """A filter the dashboard cannot apply (a date that is not a date, a start after the end or the data)."""
 
 
 class Reader:
@@ -37,61 +58,190 @@ class Reader:
     def close(self) -> None:
         self.engine.close()
 
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
-        for table in sqlglot.parse_one(sql, dialect="duckdb").find_all(exp.Table):
+    def run(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        """Run `sql` with `params` written into it as literals; the result keeps the SQL that ran.
+
+        The SQL passes the SQL API's allow-list, so what the page shows under "view SQL" runs unchanged in
+        `shoplake sql` and through the API.
+        """
+        tree = sqlglot.parse_one(_bind(sql, params), dialect="duckdb")
+        check_allowed(tree)
+        text = tree.sql(dialect="duckdb", pretty=True)
+        for table in tree.find_all(exp.Table):
             name = f"{table.db}.{table.name}".lower()
             if table.db and name not in self._bound:
                 self.engine.bind(self.lake.catalog.get(name))
                 self._bound.add(name)
-        return self.engine.table(sql, list(params)).to_pylist()
+        return Result(text, self.engine.table(text, []).to_pylist())
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
+        return self.run(sql, params).rows
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> dict:
         found = self.rows(sql, params)
         return found[0] if found else {}
 
 
+def _bind(sql: str, params: Sequence[Any]) -> str:
+    """`sql` with each `?` (in the order written) replaced by its value as an SQL literal."""
+    values = list(params)
+    marks = [t for t in sqlglot.tokenize(sql, dialect="duckdb") if t.token_type == sqlglot.TokenType.PLACEHOLDER]
+    if len(marks) != len(values):
+        raise ValueError(f"{len(marks)} placeholders but {len(values)} values for: {sql}")
+    for mark, value in reversed(list(zip(marks, values, strict=True))):
+        sql = sql[:mark.start] + _literal(value).sql(dialect="duckdb") + sql[mark.end + 1:]
+    return sql
+
+
+def _literal(value: Any) -> exp.Expression:
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, date):
+        return exp.cast(exp.Literal.string(value.isoformat()), exp.DataType.build("DATE"))
+    if isinstance(value, int | float):
+        return exp.Literal.number(value)
+    return exp.Literal.string(str(value))
+
+
+@dataclass
+class Result:
+    sql: str
+    rows: list[dict]
+
+
 @dataclass(frozen=True)
-class DateRange:
-    """The dashboard's date filter; an open end means the data's own first or last date."""
+class Filters:
+    """The dashboard's global filters; an open date means the data's default period."""
 
     start: date | None = None
     end: date | None = None
+    country: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    segment: str | None = None  # "rfm:<segment>" or "users:<segment>"
+
+    @property
+    def chosen_dates(self) -> bool:
+        return self.start is not None or self.end is not None
+
+    def segment_of(self, kind: str) -> str | None:
+        """The chosen segment name when it is a segment of `kind` (rfm or users)."""
+        if self.segment and self.segment.startswith(f"{kind}:"):
+            return self.segment.split(":", 1)[1]
+        return None
+
+    def query(self, **changes: Any) -> str:
+        """The URL query string of these filters (with `changes`), empty values left out."""
+        values = {name: getattr(self, name) for name in FILTER_NAMES} | changes
+        pairs = [(k, v.isoformat() if isinstance(v, date) else v) for k, v in values.items() if v]
+        return "?" + urlencode(pairs) if pairs else ""
 
     def resolve(self, reader: Reader, table: str, column: str) -> Period | None:
-        """The period to show for `table`: the chosen range, or the last 30 days of its data."""
+        """The period to show for `table`: the chosen dates, or the default period of its data."""
         span = reader.one(f"SELECT min({column}) AS first, max({column}) AS last FROM {table}")
         if not span or span["last"] is None:
             return None
-        end = self.end or span["last"]
-        start = self.start or (span["first"] if self.end else max(span["first"], end - timedelta(DEFAULT_DAYS - 1)))
-        if start > end:
-            start, end = end, start
-        return Period(start, end, span["first"], span["last"])
+        first, last = span["first"], span["last"]
+        if not self.chosen_dates:
+            return default_period(first, last)
+        start, end = self.start or first, self.end or last
+        if start > end:  # an open end is the data's last date: the start lies after the data
+            return Period(start, start, first, last, beyond=True)
+        return Period(start, end, first, last)
+
+
+def parse_filters(values: dict[str, str | None]) -> Filters:
+    """Filters from query parameters (`YYYY-MM-DD` dates; empty = not chosen)."""
+    clean = {k: (v.strip() if isinstance(v, str) else v) or None for k, v in values.items() if k in FILTER_NAMES}
+    try:
+        dates = {k: date.fromisoformat(clean[k]) if clean.get(k) else None for k in ("start", "end")}
+    except ValueError as exc:
+        raise FilterError(f"dates must look like 2019-10-31: {exc}") from exc
+    for chosen in dates.values():
+        if chosen is not None and not FIRST_DATE <= chosen <= LAST_DATE:
+            raise FilterError(f"dates must lie between {FIRST_DATE} and {LAST_DATE}, got {chosen}")
+    if dates["start"] and dates["end"] and dates["start"] > dates["end"]:
+        raise FilterError(f"the start {dates['start']} is after the end {dates['end']}")
+    segment = clean.get("segment")
+    if segment and segment.split(":", 1)[0] not in SEGMENT_KINDS:
+        raise FilterError(f"segment must look like rfm:Champions or users:<name>, got {segment!r}")
+    return Filters(dates["start"], dates["end"], clean.get("country"), clean.get("category"), clean.get("brand"),
+                   segment)
+
+
+def _month_end(day: date) -> date:
+    return day.replace(day=calendar.monthrange(day.year, day.month)[1])
+
+
+def default_period(first: date, last: date) -> Period:
+    """The last complete calendar month of data [first, last]; else the last complete Monday-Sunday week;
+    else all of it."""
+    month_end = last if last == _month_end(last) else last.replace(day=1) - timedelta(days=1)
+    month_start = month_end.replace(day=1)
+    if month_start >= first:
+        return Period(month_start, month_end, first, last, kind="month")
+    sunday = last - timedelta(days=last.isoweekday() % 7)
+    if sunday - timedelta(days=6) >= first:
+        return Period(sunday - timedelta(days=6), sunday, first, last, kind="week")
+    return Period(first, last, first, last, kind="all")
 
 
 @dataclass(frozen=True)
 class Period:
     start: date
     end: date
-    data_from: date | None = None  # the first date with data, to flag a partly empty previous period
+    data_from: date | None = None  # the first date with data
     data_to: date | None = None  # the last date with data
+    kind: str = "chosen"  # month, week or all (defaults), chosen
+    beyond: bool = False  # the chosen start lies after the data
 
     @property
     def days(self) -> int:
         return (self.end - self.start).days + 1
 
     def previous(self) -> Period:
-        """The period of equal length just before this one."""
-        return Period(self.start - timedelta(self.days), self.start - timedelta(1), self.data_from, self.data_to)
+        """The calendar month or week before a default period; the days of equal length before a chosen one."""
+        if self.kind == "month":
+            end = self.start - timedelta(days=1)
+            return replace(self, start=end.replace(day=1), end=end)
+        return replace(self, start=self.start - timedelta(self.days), end=self.start - timedelta(1))
+
+    @property
+    def covered(self) -> bool:
+        """The data holds every date of the period (its first date is on or before the start, and so on)."""
+        return bool(self.data_from and self.data_to and self.data_from <= self.start and self.end <= self.data_to)
+
+    def comparison(self) -> tuple[Period | None, str]:
+        """The previous period to compare with, or None, and a sentence saying which or why not."""
+        before = self.previous()
+        if not self.covered:
+            return None, (f"no comparison: the data covers only {self.data_from} to {self.data_to}, "
+                          f"not all of this period")
+        if not before.covered:
+            return None, (f"no comparison: the previous period ({before.text()}) is not fully covered by the "
+                          f"data, which starts on {self.data_from}")
+        return before, f"change vs {before.text()}"
+
+    def text(self) -> str:
+        if self.kind == "month":
+            return self.start.strftime("%B %Y")
+        return f"{self.start.isoformat()} to {self.end.isoformat()}"
 
     def nothing_in_range(self) -> str:
         """What an empty chart of this period says: the table has data, only not in the chosen dates."""
         covers = f" (the data covers {self.data_from.isoformat()} to {self.data_to.isoformat()})" \
             if self.data_from and self.data_to else ""
+        if self.beyond:
+            return f"no rows on or after {self.start.isoformat()}{covers}"
         return f"no rows from {self.start.isoformat()} to {self.end.isoformat()}{covers}"
 
     def __str__(self) -> str:
-        return f"{self.start.isoformat()} to {self.end.isoformat()} ({self.days} days)"
+        why = {"month": " (the last complete month of the data)", "week": " (the last complete week of the data)",
+               "all": " (all the data: less than a complete week)"}.get(self.kind, "")
+        days = f" ({self.days} day{'s' if self.days > 1 else ''})" if self.kind != "month" else ""
+        return f"{self.text()}{days}{why}"
 
 
 @dataclass
@@ -99,24 +249,53 @@ class Kpi:
     key: str
     label: str
     value: float | None
-    previous: float | None
-    kind: str = "count"  # count, money or rate
+    previous: float | None = None
+    kind: Kind = "count"
+    currency: str | None = None
+    sql: str = ""
+    better: int = 1  # +1: more is good; -1: more is bad (returns); 0: neither
 
     @property
     def change(self) -> float | None:
-        if self.value is None or not self.previous:
+        """Rates: the difference in percentage points; others: the relative change of the magnitude."""
+        if self.value is None or self.previous is None:
             return None
-        return (self.value - self.previous) / abs(self.previous)
+        if self.kind == "rate":
+            return (self.value - self.previous) * 100
+        if not self.previous:
+            return None
+        return (abs(self.value) - abs(self.previous)) / abs(self.previous)
+
+    @property
+    def change_text(self) -> str:
+        change = self.change
+        if change is None:
+            return ""
+        before = self.shown(self.previous)
+        if self.kind == "rate":
+            return f"{change:+.2f} pp vs {before}"
+        if self.value is not None and self.value < 0:  # returns: the change of their size
+            return f"{abs(change) * 100:.1f}% {'larger' if change > 0 else 'smaller'} vs {before}"
+        return f"{change * 100:+.1f}% vs {before}"
+
+    @property
+    def tone(self) -> str:
+        """good, bad or empty: the colour of the change (a returns increase is bad, not good)."""
+        change = self.change
+        if not change or not self.better:
+            return ""
+        return "good" if change * self.better > 0 else "bad"
 
     def shown(self, value: float | None = None) -> str:
         value = self.value if value is None else value
-        if value is None:
-            return "-"
-        if self.kind == "rate":
-            return f"{value:.2%}"
-        if self.kind == "money":
-            return f"{value:,.0f}"
-        return f"{value:,.0f}"
+        return "-" if value is None else formats.shown(value, self.kind, self.currency)
+
+
+@dataclass
+class Cell:
+    text: str
+    href: str | None = None
+    numeric: bool = False
 
 
 @dataclass
@@ -124,7 +303,8 @@ class Grid:
     """A table shown as HTML."""
 
     columns: list[str]
-    rows: list[list[str]]
+    rows: list[list[Cell]]
+    row_classes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -136,6 +316,9 @@ class Section:
     note: str = ""
     wide: bool = False  # a chart across the whole page (tables always are)
     empty_text: str = ""  # shown when there is nothing to draw; the lake-wide "no data yet" otherwise
+    sql: str = ""  # the query whose rows the section shows ("" when not read by SQL, e.g. the catalog)
+    columns: list[str] = field(default_factory=list)  # the data behind it, for the CSV download
+    data: list[list[Any]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -147,6 +330,7 @@ class KpiGroup:
     title: str
     period: str
     kpis: list[Kpi]
+    comparison: str = ""
 
 
 @dataclass
@@ -156,34 +340,53 @@ class PageView:
     scope: str
     kpi_groups: list[KpiGroup] = field(default_factory=list)
     sections: list[Section] = field(default_factory=list)
+    banner: str = ""  # a line above the page (the freshness banner)
+    banner_tone: str = ""  # ok or bad
+    filters_used: tuple[str, ...] = ()  # which global filters this page applies
+    periods: list[Period] = field(default_factory=list)
+    options: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
-def _is_identifier(column: str) -> bool:
-    """Ids and version numbers are labels, not quantities: shown without thousands separators."""
-    return column.endswith("_id") or column.endswith("version")
-
-
-def _cell(value: Any, column: str = "") -> str:
-    if value is None:
-        return ""
-    if _is_identifier(column):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:,.4f}" if abs(value) < 1 else f"{value:,.2f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
-
-
-def grid(rows: list[dict], columns: Sequence[str] | None = None) -> Grid:
+def grid(rows: list[dict], columns: Sequence[str] | None = None, *, kinds: dict[str, Kind] | None = None,
+         currency: str | None = None, links: dict[str, Callable[[dict], str | None]] | None = None,
+         row_class: Callable[[dict], str] | None = None) -> Grid:
+    """Rows as an HTML table: each column written by its kind (`formats.kind_of` unless given)."""
     names = list(columns or (rows[0].keys() if rows else []))
-    return Grid(names, [[_cell(r[c], c) for c in names] for r in rows])
+    kinds = {c: (kinds or {}).get(c) or formats.kind_of(c) for c in names}
+    links = links or {}
+    out = []
+    for row in rows:
+        out.append([Cell(formats.shown(row[c], kinds[c], currency), links[c](row) if c in links else None,
+                         isinstance(row[c], int | float) and not isinstance(row[c], bool) and kinds[c] != "label")
+                    for c in names])
+    return Grid(names, out, [row_class(r) for r in rows] if row_class else [])
 
 
-def chart(section_id: str, title: str, figure, note: str = "", *, wide: bool = False) -> Section:
-    return Section(section_id, title, figure=charts.to_json(figure), note=note, wide=wide)
+def _data(section: Section, result: Result | None) -> Section:
+    if result is not None:
+        section.sql = result.sql
+        section.columns = list(result.rows[0].keys()) if result.rows else []
+        section.data = [[formats.plain(v) for v in row.values()] for row in result.rows]
+    return section
+
+
+def chart(section_id: str, title: str, result: Result | None, figure, note: str = "", *,
+          wide: bool = False) -> Section:
+    return _data(Section(section_id, title, figure=charts.to_json(figure), note=note, wide=wide), result)
+
+
+def table(section_id: str, title: str, result: Result | None, columns: Sequence[str] | None = None, note: str = "",
+          **options: Any) -> Section:
+    rows = result.rows if result else []
+    return _data(Section(section_id, title, grid=grid(rows, columns, **options), note=note), result)
+
+
+def plain_table(section_id: str, title: str, rows: list[dict], note: str = "", **options: Any) -> Section:
+    """A table not read by SQL (the catalog, the model registry): CSV, no SQL."""
+    section = Section(section_id, title, grid=grid(rows, **options), note=note)
+    section.columns = list(rows[0].keys()) if rows else []
+    section.data = [[formats.plain(v) for v in row.values()] for row in rows]
+    return section
 
 
 def in_period(sections: Sequence[Section], period: Period | None) -> list[Section]:
@@ -194,213 +397,480 @@ def in_period(sections: Sequence[Section], period: Period | None) -> list[Sectio
     return list(sections)
 
 
-def table(section_id: str, title: str, rows: list[dict], columns: Sequence[str] | None = None,
-          note: str = "") -> Section:
-    return Section(section_id, title, grid=grid(rows, columns), note=note)
+def _where(conditions: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """`WHERE a AND b` of the conditions whose value is chosen (each condition has one or two `?`)."""
+    chosen = [(sql, value) for sql, value in conditions if value is not None]
+    params: list[Any] = []
+    for _, value in chosen:
+        params += list(value) if isinstance(value, tuple) else [value]
+    return ("WHERE " + " AND ".join(sql for sql, _ in chosen) if chosen else ""), params
 
 
-# -- pages ---------------------------------------------------------------------------------------------
-_FUNNEL_KPIS = (
-    ("events", "Events", "sum(count_events)", "count"),
-    ("sessions", "Sessions", "sum(count_sessions)", "count"),
-    ("purchases", "Purchases", "sum(count_purchases)", "count"),
-    ("revenue", "Revenue", "sum(revenue)", "money"),
-    ("session_conversion", "Session conversion", "sum(count_purchasing_sessions) / nullif(sum(count_sessions), 0)",
-     "rate"),
-)
-_SALES_KPIS = (
-    ("net_revenue", "Net revenue", "sum(net_revenue)", "money"),
-    ("gross_revenue", "Gross revenue", "sum(gross_revenue)", "money"),
-    ("returns_value", "Returns", "sum(returns_value)", "money"),
-    ("invoices", "Invoices", "sum(count_invoices)", "count"),
-    ("units", "Units", "sum(units)", "count"),
-)
+def _dates(column: str, period: Period | None) -> tuple[str, Any]:
+    return f"{column} BETWEEN ? AND ?", (period.start, period.end) if period else None
 
 
 def _kpi_group(reader: Reader, title: str, prefix: str, table: str, column: str, period: Period | None,
-               measures) -> KpiGroup | None:
+               measures: Sequence[tuple[str, str, str, Kind, int]], *, currency: str | None,
+               extra: Sequence[tuple[str, Any]] = ()) -> KpiGroup | None:
+    """One KPI per measure over the period (and the previous period, when the data covers it fully)."""
     if period is None:
         return None
-    select = ", ".join(f"{sql} AS {key}" for key, _, sql, _ in measures)
-    query = f"SELECT {select} FROM {table} WHERE {column} BETWEEN ? AND ?"
-    now = reader.one(query, [period.start, period.end])
-    before_period = period.previous()
-    before = reader.one(query, [before_period.start, before_period.end])
-    kpis = [Kpi(f"{prefix}-{key}", label, now.get(key), before.get(key), kind) for key, label, _, kind in measures]
-    caveat = ""
-    if period.data_from and before_period.start < period.data_from:
-        caveat = f" (data only from {period.data_from.isoformat()})"
-    return KpiGroup(title, f"{period}; change vs {before_period}{caveat}", kpis)
+    before, comparison = period.comparison()
+    kpis = []
+    for key, label, sql, kind, better in measures:
+        where, params = _where([_dates(column, period), *extra])
+        now = reader.run(f"SELECT {sql} AS {key} FROM {table} {where}", params)
+        previous = None
+        if before is not None:
+            where, params = _where([_dates(column, before), *extra])
+            previous = reader.one(f"SELECT {sql} AS {key} FROM {table} {where}", params).get(key)
+        value = now.rows[0][key] if now.rows else None
+        kpis.append(Kpi(f"{prefix}-{key}", label, value, previous, kind, currency, now.sql, better))
+    if period.beyond:
+        comparison = period.nothing_in_range()
+    return KpiGroup(title, str(period), kpis, comparison)
 
 
-def overview(reader: Reader, dates: DateRange) -> PageView:
-    page = PageView("overview", "Overview", "headline KPIs of the period, with the change vs the previous period "
-                                            "of equal length")
-    click = dates.resolve(reader, "gold.daily_funnel", "event_date")
-    sales = dates.resolve(reader, "gold.daily_sales_by_country", "invoice_date")
-    groups = [_kpi_group(reader, "Clickstream", "click", "gold.daily_funnel", "event_date", click, _FUNNEL_KPIS),
-              _kpi_group(reader, "Retail sales", "sales", "gold.daily_sales_by_country", "invoice_date", sales,
-                         _SALES_KPIS)]
+# -- pages ---------------------------------------------------------------------------------------------
+_CLICK = "gold.daily_funnel"
+_SALES = "gold.daily_sales_by_country"
+_FUNNEL_KPIS: tuple[tuple[str, str, str, Kind, int], ...] = (
+    ("events", "Events", "sum(count_events)", "count", 1),
+    ("sessions", "Sessions", "sum(count_sessions)", "count", 1),
+    ("purchases", "Purchases", "sum(count_purchases)", "count", 1),
+    ("revenue", "Revenue", "sum(revenue)", "money", 1),
+    ("session_conversion", "Session conversion",
+     "sum(count_purchasing_sessions) / nullif(sum(count_sessions), 0)", "rate", 1),
+)
+_SALES_KPIS: tuple[tuple[str, str, str, Kind, int], ...] = (
+    ("net_revenue", "Net revenue", "sum(net_revenue)", "money", 1),
+    ("gross_revenue", "Gross revenue", "sum(gross_revenue)", "money", 1),
+    ("returns_value", "Returns (negative amounts)", "sum(returns_value)", "money", -1),
+    ("invoices", "Invoices", "sum(count_invoices)", "count", 1),
+    ("units", "Units", "sum(units)", "count", 1),
+)
+RETURNS_NOTE = "Returns are negative amounts everywhere (the data contract's sign: net = gross + returns)."
+
+
+def _period_note(period: Period | None) -> str:
+    return f"period: {period}" if period else ""
+
+
+def overview(reader: Reader, filters: Filters) -> PageView:
+    page = PageView("overview", "Overview", "headline KPIs of the period, compared with the previous period only "
+                                            "when the data covers it fully", filters_used=("dates", "country"))
+    click = filters.resolve(reader, _CLICK, "event_date")
+    sales = filters.resolve(reader, _SALES, "invoice_date")
+    page.periods = [p for p in (click, sales) if p]
+    country = ("country = ?", filters.country)
+    groups = [_kpi_group(reader, "Clickstream", "click", _CLICK, "event_date", click, _FUNNEL_KPIS,
+                         currency=CLICK_CURRENCY),
+              _kpi_group(reader, "Retail sales" + (f" ({filters.country})" if filters.country else ""), "sales",
+                         _SALES, "invoice_date", sales, _SALES_KPIS, currency=RETAIL_CURRENCY, extra=[country])]
     page.kpi_groups = [g for g in groups if g]
-    revenue = reader.rows("SELECT event_date, revenue, count_purchases FROM gold.daily_funnel "
-                          "WHERE event_date BETWEEN ? AND ? ORDER BY 1", [click.start, click.end]) if click else []
-    page.sections += in_period([chart("overview-click-revenue", "Clickstream revenue per day", charts.lines(
-        revenue, "event_date", {"revenue": "revenue"}, "", y_title="revenue"))], click)
-    net = reader.rows("SELECT invoice_date, sum(net_revenue) AS net_revenue FROM gold.daily_sales_by_country "
-                      "WHERE invoice_date BETWEEN ? AND ? GROUP BY 1 ORDER BY 1",
-                      [sales.start, sales.end]) if sales else []
-    page.sections += in_period([chart("overview-net-revenue", "Retail net revenue per day", charts.lines(
-        net, "invoice_date", {"net_revenue": "net revenue"}, ""))], sales)
+    revenue = reader.run(f"SELECT event_date, revenue, count_purchases FROM {_CLICK} "
+                         "WHERE event_date BETWEEN ? AND ? ORDER BY 1", [click.start, click.end]) if click else None
+    where, params = _where([_dates("invoice_date", sales), country])
+    net = reader.run(f"SELECT invoice_date, sum(net_revenue) AS net_revenue FROM {_SALES} {where} "
+                     "GROUP BY 1 ORDER BY 1", params) if sales else None
+    page.sections += in_period([chart("overview-click-revenue", "Clickstream revenue per day", revenue, charts.lines(
+        revenue.rows if revenue else [], "event_date", {"revenue": "revenue"}, kind="money",
+        currency=CLICK_CURRENCY, y_title="revenue"), _period_note(click))], click)
+    page.sections += in_period([chart("overview-net-revenue", "Retail net revenue per day", net, charts.lines(
+        net.rows if net else [], "invoice_date", {"net_revenue": "net revenue"}, kind="money",
+        currency=RETAIL_CURRENCY, y_title="net revenue"), _period_note(sales))], sales)
     return page
 
 
-def funnel(reader: Reader, dates: DateRange) -> PageView:
-    period = dates.resolve(reader, "gold.daily_funnel", "event_date")
-    page = PageView("funnel", "Funnel", f"daily views, carts and purchases; {period or 'no data'}")
-    days = reader.rows("SELECT * FROM gold.daily_funnel WHERE event_date BETWEEN ? AND ? ORDER BY event_date",
-                       [period.start, period.end]) if period else []
-    totals = {k: sum(r[k] or 0 for r in days) for k in ("count_views", "count_carts", "count_purchases")}
+def _funnel_tables(reader: Reader) -> list[Any]:
+    return [spec for spec in reader.lake.catalog.ordered() if spec.name.startswith("gold.funnel_")]
+
+
+def funnel(reader: Reader, filters: Filters) -> PageView:
+    page = PageView("funnel", "Funnel", "the declared funnels (ordered steps of the same user or session within "
+                                        "the conversion window) and cart abandonment",
+                    filters_used=("dates", "category", "brand"))
+    if filters.category:
+        breakdown, value = "category_l1", filters.category
+    elif filters.brand:
+        breakdown, value = "brand", filters.brand
+    else:
+        breakdown, value = "all", "(all)"
+    both = " (brand not applied: a funnel row is broken down by one of category or brand)" \
+        if filters.category and filters.brand else ""
+    for spec in _funnel_tables(reader):
+        name = spec.name.removeprefix("gold.funnel_")
+        period = filters.resolve(reader, spec.name, "event_date")
+        if period:
+            page.periods.append(period)
+        rows = f"{spec.name} WHERE breakdown = ? AND breakdown_value = ? AND event_date BETWEEN ? AND ?"
+        params = [breakdown, value, *((period.start, period.end) if period else (None, None))]
+        steps = reader.run(f"""
+            WITH s AS (SELECT step, min(step_name) AS step_name, sum(entrants) AS entrants,
+                              bool_and(is_window_complete) AS is_window_complete
+                       FROM {rows} GROUP BY step),
+            f AS (SELECT *, first_value(entrants) OVER (ORDER BY step) AS entered,
+                         lag(entrants) OVER (ORDER BY step) AS before FROM s)
+            SELECT step, step_name, entrants, entrants / nullif(entered, 0) AS overall_conversion_rate,
+                   {wilson_sql('entrants', 'entered', 'low')} AS overall_conversion_low,
+                   {wilson_sql('entrants', 'entered', 'high')} AS overall_conversion_high,
+                   coalesce(before - entrants, 0) AS drop_off,
+                   CASE WHEN step = 1 THEN 1.0 ELSE entrants / nullif(before, 0) END AS conversion_rate,
+                   is_window_complete
+            FROM f ORDER BY step""", params) if period else None
+        daily = reader.run(f"""
+            SELECT event_date, overall_conversion_rate, overall_conversion_low, overall_conversion_high, entrants,
+                   is_window_complete
+            FROM {rows} AND step = (SELECT max(step) FROM {spec.name}) ORDER BY event_date""",
+                           params) if period else None
+        split = reader.run(f"""
+            SELECT breakdown_value AS category_l1, sum(entrants) FILTER (WHERE step = 1) AS entered,
+                   sum(entrants) FILTER (WHERE step = (SELECT max(step) FROM {spec.name})) AS converted,
+                   converted / nullif(entered, 0) AS overall_conversion_rate,
+                   {wilson_sql('converted', 'entered', 'low')} AS overall_conversion_low,
+                   {wilson_sql('converted', 'entered', 'high')} AS overall_conversion_high
+            FROM {spec.name} WHERE breakdown = 'category_l1' AND event_date BETWEEN ? AND ?
+            GROUP BY 1 ORDER BY entered DESC, 1 LIMIT 20""",
+                           [period.start, period.end] if period else [None, None]) if period else None
+        incomplete = [r for r in (steps.rows if steps else []) if r["is_window_complete"] is False]
+        caveat = (" Some entries of the period have not had their whole window in the data yet: their conversion "
+                  "can still grow." if incomplete else "")
+        where = f"{breakdown} = {value}{both}; " if breakdown != "all" else ""
+        page.sections += in_period([
+            chart(f"funnel-{name}-steps", f"{name}: conversion from the first step (Wilson 95% intervals)", steps,
+                  charts.bars(steps.rows if steps else [], "step_name", "overall_conversion_rate", kind="rate",
+                              error=("overall_conversion_low", "overall_conversion_high"),
+                              title="of entrants"),
+                  f"{where}{spec.description.split(': ', 1)[0]}; {_period_note(period)}.{caveat}"),
+            chart(f"funnel-{name}-daily", f"{name}: conversion per entry day (last step, 95% band)", daily,
+                  charts.lines(daily.rows if daily else [], "event_date", {"overall_conversion_rate": "conversion"},
+                               kind="rate", band=("overall_conversion_low", "overall_conversion_high")),
+                  f"{where}entries of each day, judged over the window after them"),
+            table(f"funnel-{name}-breakdown", f"{name}: by category (first level)", split,
+                  note="entrants of the first step and of the last, with the Wilson 95% interval of conversion"),
+        ], period)
+    period = filters.resolve(reader, "gold.cart_abandonment", "event_date")
+    if period:
+        page.periods.append(period)
+    carts = reader.run("""
+        SELECT event_date, count_carts, count_abandoned_carts, abandonment_rate, abandonment_low, abandonment_high,
+               abandoned_value, is_window_complete
+        FROM gold.cart_abandonment WHERE event_date BETWEEN ? AND ? ORDER BY event_date""",
+                       [period.start, period.end]) if period else None
+    rows = carts.rows if carts else []
+    total_carts = sum(r["count_carts"] or 0 for r in rows)
+    abandoned = sum(r["count_abandoned_carts"] or 0 for r in rows)
+    summary = (f"{abandoned:,} of {total_carts:,} carts ({abandoned / total_carts:.1%}) not followed by a purchase "
+               f"of the product by the user within 7 days; abandoned value "
+               f"{formats.money(sum(r['abandoned_value'] or 0 for r in rows), CLICK_CURRENCY)}"
+               if total_carts else "")
     page.sections += in_period([
-        chart("funnel-stages", "Views → carts → purchases (period total)",
-              charts.funnel([("views", totals["count_views"]), ("carts", totals["count_carts"]),
-                             ("purchases", totals["count_purchases"])], "")),
-        chart("funnel-daily", "Events per day", charts.lines(
-            days, "event_date", {"count_views": "views", "count_carts": "carts", "count_purchases": "purchases"}, "")),
-        chart("funnel-rates", "Conversion rates per day", charts.lines(
-            days, "event_date", {"view_to_cart_rate": "view → cart", "view_to_purchase_rate": "view → purchase",
-                                 "session_conversion_rate": "session conversion"}, "", percent=True)),
-        chart("funnel-sessions", "Sessions per day", charts.lines(
-            days, "event_date", {"count_sessions": "sessions", "count_purchasing_sessions": "purchasing sessions"},
-            "")),
+        chart("funnel-cart-abandonment", "Cart abandonment per day (95% band)", carts,
+              charts.lines(rows, "event_date", {"abandonment_rate": "abandonment rate"}, kind="rate",
+                           band=("abandonment_low", "abandonment_high")),
+              f"{summary}; {_period_note(period)} (not filtered by category or brand)", wide=True),
     ], period)
     return page
 
 
-def segments(reader: Reader, dates: DateRange) -> PageView:
-    page = PageView("segments", "Segments", "latest scoring of the segment models (not filtered by date)")
-    users = reader.rows("SELECT * FROM gold.user_segment_profiles ORDER BY segment_id")
-    customers = reader.rows("SELECT * FROM gold.customer_segment_profiles ORDER BY segment_id")
+def retention(reader: Reader, filters: Filters) -> PageView:
+    page = PageView("retention", "Retention", "cohorts by first activity (clickstream, weekly) and first invoice "
+                                              "(retail, monthly); the date filter picks the cohorts",
+                    filters_used=("dates",))
+    chosen = filters.chosen_dates
+    weeks = reader.run("""
+        SELECT cohort_week, week_number, cohort_users, active_users, retention_rate, purchasing_users, purchase_rate,
+               is_complete
+        FROM gold.retention_cohorts WHERE cohort_week BETWEEN ? AND ? ORDER BY cohort_week, week_number""",
+                       [filters.start or FIRST_DATE, filters.end or LAST_DATE])
+    months = reader.run("""
+        SELECT cohort_month, month_number, cohort_customers, active_customers, repeat_customers, repeat_purchase_rate,
+               gross_revenue, returns_value, net_revenue, net_revenue_per_customer, is_complete
+        FROM gold.customer_cohorts WHERE cohort_month BETWEEN ? AND ? ORDER BY cohort_month, month_number""",
+                        [filters.start or FIRST_DATE, filters.end or LAST_DATE])
+    scope = f"cohorts starting {filters.start or 'at any date'} to {filters.end or 'the end'}" if chosen else \
+        "all cohorts"
+    empty = f"no cohort starts in the chosen dates ({filters.start or '…'} to {filters.end or '…'})" if chosen else ""
+    sections = [
+        chart("retention-weekly", "Clickstream: share of each weekly cohort active N weeks later", weeks,
+              charts.heatmap(weeks.rows, "week_number", "cohort_week", "retention_rate", kind="rate",
+                             x_title="weeks after the first activity", y_title="cohort (week of first activity)"),
+              f"{scope}; week 0 is 100% by definition; the last weeks of the data may be incomplete", wide=True),
+        chart("retention-weekly-purchase", "Clickstream: share of each weekly cohort purchasing N weeks later", weeks,
+              charts.heatmap(weeks.rows, "week_number", "cohort_week", "purchase_rate", kind="rate",
+                             x_title="weeks after the first activity", y_title="cohort"), scope, wide=True),
+        chart("retention-monthly-repeat", "Retail: repeat-purchase rate of each monthly cohort (cumulative)", months,
+              charts.heatmap(months.rows, "month_number", "cohort_month", "repeat_purchase_rate", kind="rate",
+                             x_title="months after the first invoice", y_title="cohort (month of first invoice)"),
+              f"{scope}; customers with a second invoice by that month", wide=True),
+        chart("retention-monthly-net", f"Retail: net revenue per cohort customer ({RETAIL_CURRENCY})", months,
+              charts.heatmap(months.rows, "month_number", "cohort_month", "net_revenue_per_customer", kind="money",
+                             currency=RETAIL_CURRENCY, x_title="months after the first invoice", y_title="cohort"),
+              f"{scope}; returns netted in the month they happen", wide=True),
+    ]
+    for section in sections:
+        section.empty_text = empty
+    page.sections += sections
+    return page
+
+
+def segments(reader: Reader, filters: Filters) -> PageView:
+    page = PageView("segments", "Segments", "latest scoring of the K-means segment models (not filtered)")
+    users = reader.run("SELECT * FROM gold.user_segment_profiles ORDER BY segment_id")
+    customers = reader.run("SELECT * FROM gold.customer_segment_profiles ORDER BY segment_id")
     page.sections += [
-        chart("segments-users-share", "Clickstream users by segment",
-              charts.pie(users, "segment_name", "count_users", "")),
-        chart("segments-users-engagement", "Engagement by segment (per session)", charts.grouped_bars(
-            users, "segment_name", {"mean_views_per_session": "views", "mean_carts_per_session": "carts",
-                                    "mean_purchases_per_session": "purchases"}, "")),
+        chart("segments-users-share", "Clickstream users by segment", users,
+              charts.pie(users.rows, "segment_name", "count_users")),
+        chart("segments-users-engagement", "Engagement by segment (per session)", users, charts.grouped_bars(
+            users.rows, "segment_name", {"mean_views_per_session": "views", "mean_carts_per_session": "carts",
+                                         "mean_purchases_per_session": "purchases"})),
         table("segments-users-profile", "User segment profiles and recommended actions", users,
               ["segment_name", "count_users", "share_of_users", "mean_recency_days", "mean_frequency",
-               "mean_monetary", "mean_count_purchases", "recommended_action", "model_version"]),
-        chart("segments-customers-share", "Retail customers by RFM segment",
-              charts.pie(customers, "segment_name", "count_customers", "")),
-        chart("segments-customers-value", "Share of net revenue by RFM segment",
-              charts.bars(customers, "segment_name", "share_of_net_monetary", "", percent=True)),
+               "mean_monetary", "mean_count_purchases", "recommended_action", "model_version"],
+              currency=CLICK_CURRENCY),
+        chart("segments-customers-share", "Retail customers by K-means segment", customers,
+              charts.pie(customers.rows, "segment_name", "count_customers")),
+        chart("segments-customers-value", "Share of net revenue by K-means segment", customers,
+              charts.bars(customers.rows, "segment_name", "share_of_net_monetary", kind="rate")),
         table("segments-customers-profile", "Customer segment profiles and recommended actions", customers,
               ["segment_name", "count_customers", "share_of_customers", "mean_recency_days", "mean_frequency",
-               "mean_net_monetary", "share_of_net_monetary", "recommended_action", "model_version"]),
+               "mean_net_monetary", "share_of_net_monetary", "recommended_action", "model_version"],
+              currency=RETAIL_CURRENCY,
+              note="the standard named RFM segments are on the Customers page"),
     ]
     return page
 
 
-def products(reader: Reader, dates: DateRange) -> PageView:
-    page = PageView("products", "Products", "all time (product tables have no date)")
-    top = reader.rows("SELECT product_id, coalesce(brand, '(no brand)') AS brand, category_code, revenue, "
-                      "count_purchases, view_to_purchase_rate FROM gold.product_performance "
-                      "ORDER BY revenue DESC, product_id LIMIT 15")
-    for row in top:
-        row["label"] = f"{row['product_id']} {row['brand']}"
-    categories = reader.rows(
-        "SELECT coalesce(category_code, '(none)') AS category, sum(revenue) AS revenue, "
-        "sum(count_purchases) / nullif(sum(count_views), 0) AS conversion FROM gold.product_performance "
-        "GROUP BY 1 ORDER BY revenue DESC LIMIT 12")
-    brands = reader.rows(
-        "SELECT brand, sum(revenue) AS revenue, sum(count_purchases) / nullif(sum(count_views), 0) AS conversion "
-        "FROM gold.product_performance WHERE brand IS NOT NULL GROUP BY 1 ORDER BY revenue DESC LIMIT 12")
-    retail = reader.rows("SELECT stock_code, description, gross_revenue, units, count_customers, returned_units "
-                         "FROM gold.product_sales ORDER BY gross_revenue DESC, stock_code LIMIT 15")
-    page.sections += [
-        chart("products-top", "Top products by revenue (clickstream)",
-              charts.bars(top, "label", "revenue", "", horizontal=True)),
-        chart("products-categories", "Categories by revenue", charts.bars(categories, "category", "revenue", "")),
-        chart("products-category-conversion", "Category view → purchase rate",
-              charts.bars(categories, "category", "conversion", "", percent=True)),
-        chart("products-brands", "Brands by revenue", charts.bars(brands, "brand", "revenue", "")),
-        table("products-retail", "Top retail products by gross revenue", retail),
+def _product_filters(filters: Filters, alias: str = "") -> list[tuple[str, Any]]:
+    prefix = f"{alias}." if alias else ""
+    return [(f"split_part({prefix}category_code, '.', 1) = ?", filters.category), (f"{prefix}brand = ?", filters.brand)]
+
+
+def products(reader: Reader, filters: Filters) -> PageView:
+    page = PageView("products", "Products", "all time (product tables have no date)",
+                    filters_used=("category", "brand"))
+    where, params = _where(_product_filters(filters))
+    top = reader.run(f"SELECT CAST(product_id AS VARCHAR) || ' ' || coalesce(brand, '(no brand)') AS label, "
+                     f"product_id, brand, category_code, revenue, count_purchases, view_to_purchase_rate "
+                     f"FROM gold.product_performance {where} ORDER BY revenue DESC, product_id LIMIT 15", params)
+    categories = reader.run(
+        f"SELECT coalesce(category_code, '(none)') AS category, sum(revenue) AS revenue, "
+        f"sum(count_purchases) / nullif(sum(count_views), 0) AS conversion FROM gold.product_performance {where} "
+        f"GROUP BY 1 ORDER BY revenue DESC, 1 LIMIT 12", params)
+    brand_where, brand_params = _where([("brand IS NOT NULL", ()), *_product_filters(filters)])
+    brands = reader.run(
+        f"SELECT brand, sum(revenue) AS revenue, sum(count_purchases) / nullif(sum(count_views), 0) AS conversion "
+        f"FROM gold.product_performance {brand_where} GROUP BY 1 ORDER BY revenue DESC, 1 LIMIT 12", brand_params)
+    retail = reader.run("SELECT stock_code, description, gross_revenue, units, count_customers, returned_units "
+                        "FROM gold.product_sales ORDER BY gross_revenue DESC, stock_code LIMIT 15")
+    empty = "no product matches the filters" if filters.category or filters.brand else ""
+    sections = [
+        chart("products-top", "Top products by revenue (clickstream)", top,
+              charts.bars(top.rows, "label", "revenue", kind="money", currency=CLICK_CURRENCY, horizontal=True)),
+        chart("products-categories", "Categories by revenue", categories,
+              charts.bars(categories.rows, "category", "revenue", kind="money", currency=CLICK_CURRENCY,
+                          horizontal=True)),
+        chart("products-category-conversion", "Category view → purchase rate", categories,
+              charts.bars(categories.rows, "category", "conversion", kind="rate", horizontal=True)),
+        chart("products-brands", "Brands by revenue", brands,
+              charts.bars(brands.rows, "brand", "revenue", kind="money", currency=CLICK_CURRENCY, horizontal=True)),
+        table("products-retail", f"Top retail products by gross revenue ({RETAIL_CURRENCY})", retail,
+              currency=RETAIL_CURRENCY, note="retail products have no category or brand: not filtered"),
     ]
+    for section in sections[:4]:
+        section.empty_text = empty
+    page.sections += sections
     return page
 
 
-def sales(reader: Reader, dates: DateRange) -> PageView:
-    period = dates.resolve(reader, "gold.daily_sales_by_country", "invoice_date")
-    page = PageView("sales", "Sales", f"retail sales and returns; {period or 'no data'}")
-    params = [period.start, period.end] if period else []
-    window = "SELECT * FROM gold.daily_sales_by_country WHERE invoice_date BETWEEN ? AND ?"
-    by_country = reader.rows(f"""
+def sales(reader: Reader, filters: Filters) -> PageView:
+    period = filters.resolve(reader, _SALES, "invoice_date")
+    page = PageView("sales", "Sales", f"retail sales and returns in {RETAIL_CURRENCY}; {period or 'no data'}",
+                    filters_used=("dates", "country"), periods=[period] if period else [])
+    where, params = _where([_dates("invoice_date", period), ("country = ?", filters.country)])
+    window = f"SELECT * FROM {_SALES} {where}"
+    ranked = reader.run(f"""
         WITH p AS ({window}),
-        top AS (SELECT country FROM p GROUP BY 1 ORDER BY sum(net_revenue) DESC LIMIT 5)
-        SELECT invoice_date, CASE WHEN country IN (SELECT country FROM top) THEN country ELSE 'Other' END AS country,
-               sum(net_revenue) AS net_revenue
-        FROM p GROUP BY ALL ORDER BY invoice_date, country""", params) if period else []
-    returns = reader.rows(f"SELECT invoice_date, -sum(returns_value) AS returned_value, sum(count_return_lines) AS "
-                          f"return_lines FROM ({window}) GROUP BY 1 ORDER BY 1", params) if period else []
-    countries = reader.rows(f"SELECT country, sum(net_revenue) AS net_revenue, sum(gross_revenue) AS gross_revenue, "
-                            f"sum(returns_value) AS returns_value, sum(count_invoices) AS invoices, "
-                            f"sum(units) AS units "
-                            f"FROM ({window}) GROUP BY 1 ORDER BY net_revenue DESC LIMIT 20", params) if period else []
+        c AS (SELECT country, sum(net_revenue) AS net_revenue FROM p GROUP BY 1),
+        r AS (SELECT *, row_number() OVER (ORDER BY net_revenue DESC, country) AS place FROM c)
+        SELECT CASE WHEN place <= 15 THEN country ELSE 'Other (' || (SELECT count(*) - 15 FROM c) || ' countries)'
+               END AS country, sum(net_revenue) AS net_revenue, min(place) AS place
+        FROM r GROUP BY 1 ORDER BY place""", params) if period else None
+    daily = reader.run(f"SELECT invoice_date, sum(net_revenue) AS net_revenue, sum(gross_revenue) AS gross_revenue "
+                       f"FROM ({window}) GROUP BY 1 ORDER BY 1", params) if period else None
+    returns = reader.run(f"SELECT invoice_date, sum(returns_value) AS returns_value, sum(count_return_lines) AS "
+                         f"count_return_lines FROM ({window}) GROUP BY 1 ORDER BY 1", params) if period else None
+    countries = reader.run(f"""
+        WITH p AS ({window}),
+        t AS (SELECT country, sum(net_revenue) AS net_revenue, sum(gross_revenue) AS gross_revenue,
+                     sum(returns_value) AS returns_value, sum(count_invoices) AS count_invoices, sum(units) AS units,
+                     0 AS is_total
+              FROM p GROUP BY 1
+              UNION ALL
+              SELECT 'Total', sum(net_revenue), sum(gross_revenue), sum(returns_value), sum(count_invoices),
+                     sum(units), 1 FROM p HAVING count(*) > 0)
+        SELECT country, net_revenue, gross_revenue, returns_value, count_invoices, units FROM t
+        ORDER BY is_total, net_revenue DESC, country""", params) if period else None
+    link = _drill_link(filters, "country")
+    scope = f"{_period_note(period)}" + (f"; country = {filters.country}" if filters.country else "")
     page.sections += in_period([
-        chart("sales-by-country", "Net revenue per day by country (top 5 and other)",
-              charts.grouped_lines(by_country, "invoice_date", "country", "net_revenue", "")),
-        chart("sales-returns", "Returned value per day", charts.bars(returns, "invoice_date", "returned_value", "")),
-        table("sales-countries", "Countries in the period", countries),
+        chart("sales-by-country", "Countries ranked by net revenue", ranked,
+              charts.bars(ranked.rows if ranked else [], "country", "net_revenue", kind="money",
+                          currency=RETAIL_CURRENCY, horizontal=True), f"{scope}; the top 15 and the rest together"),
+        chart("sales-daily", "Net and gross revenue per day", daily,
+              charts.lines(daily.rows if daily else [], "invoice_date",
+                           {"net_revenue": "net revenue", "gross_revenue": "gross revenue"}, kind="money",
+                           currency=RETAIL_CURRENCY), scope),
+        chart("sales-returns", "Returns per day (negative amounts)", returns,
+              charts.bars(returns.rows if returns else [], "invoice_date", "returns_value", kind="money",
+                          currency=RETAIL_CURRENCY), f"{scope}. {RETURNS_NOTE}"),
+        table("sales-countries", "Countries in the period, with the total", countries, currency=RETAIL_CURRENCY,
+              links={"country": lambda r: None if r["country"] == "Total" else link(r["country"])},
+              row_class=lambda r: "total" if r["country"] == "Total" else "",
+              note=f"{RETURNS_NOTE} A country's name opens its rows."),
     ], period)
     return page
 
 
-def customers(reader: Reader, dates: DateRange) -> PageView:
-    page = PageView("customers", "Customers", "RFM scores of the latest build (not filtered by date)")
-    cells = reader.rows("SELECT r_score, f_score, count(*) AS customers, round(avg(net_monetary), 0) AS mean_net "
-                        "FROM gold.customer_rfm GROUP BY ALL")
-    top = reader.rows("""
-        SELECT r.customer_id, s.segment_name, r.rfm_cell_text AS rfm, r.recency_days, r.frequency, r.net_monetary
-        FROM (SELECT *, concat(r_score, f_score, m_score) AS rfm_cell_text FROM gold.customer_rfm) AS r
-        LEFT JOIN gold.customer_segments AS s USING (customer_id)
-        ORDER BY r.net_monetary DESC, r.customer_id LIMIT 20""")
+def _drill_link(filters: Filters, kind: str) -> Callable[[str], str]:
+    def link(value: str) -> str:
+        return "/rows" + filters.query(**{kind: value})
+    return link
+
+
+def customers(reader: Reader, filters: Filters) -> PageView:
+    page = PageView("customers", "Customers", f"standard RFM segments of the latest build ({RETAIL_CURRENCY}; not "
+                                              f"filtered by date: RFM is as of the snapshot date)",
+                    filters_used=("segment",))
+    segment = filters.segment_of("rfm")
+    order = " ".join(f"WHEN {_literal(name).sql()} THEN {i}" for i, name in enumerate(RFM_SEGMENTS))
+    named = reader.run(f"""
+        WITH s AS (SELECT rfm_segment, count(*) AS count_customers, avg(recency_days) AS mean_recency_days,
+                          avg(frequency) AS mean_frequency, sum(net_monetary) AS net_monetary
+                   FROM gold.customer_rfm GROUP BY 1)
+        SELECT rfm_segment, count_customers, count_customers / sum(count_customers) OVER () AS share_of_customers,
+               mean_recency_days, mean_frequency, net_monetary,
+               net_monetary / sum(net_monetary) OVER () AS share_of_net_monetary
+        FROM s ORDER BY CASE rfm_segment {order} END""")
+    where, params = _where([("rfm_segment = ?", segment)])
+    cells = reader.run(f"SELECT r_score, fm_score, count(*) AS count_customers FROM gold.customer_rfm {where} "
+                       f"GROUP BY ALL ORDER BY 1, 2", params)
+    scores = reader.run("""
+        SELECT f_score, count(*) AS count_customers, min(frequency) AS min_frequency, max(frequency) AS max_frequency
+        FROM gold.customer_rfm GROUP BY 1 ORDER BY 1""")
+    top = reader.run(f"""
+        SELECT customer_id, rfm_segment, r_score, f_score, m_score, recency_days, frequency, net_monetary
+        FROM gold.customer_rfm {where} ORDER BY net_monetary DESC, customer_id LIMIT 20""", params)
+    missing = sorted(set(range(1, 6)) - {r["f_score"] for r in scores.rows})
+    ties = ("F scores are quintiles of the average place of tied customers: score = ⌈5 × average place / n⌉ "
+            "(docs/DATA_CONTRACT.md §9.1), so customers with the same number of invoices always share a score. ")
+    if missing:
+        ties += (f"Here no customer has F score {', '.join(map(str, missing))}: a tie is larger than a fifth of "
+                 f"the customers, and its average place falls in the next score up.")
+    else:
+        ties += "Here every F score holds customers."
+    link = _drill_link(filters, "segment")
+    chosen = f"segment = {segment}; " if segment else ""
     page.sections += [
-        chart("customers-rfm-grid", "RFM grid: customers per recency (R) and frequency (F) score",
-              charts.heatmap(cells, "r_score", "f_score", "customers", "", text="customers")),
-        chart("customers-rfm-value", "Mean net monetary value per R and F score",
-              charts.heatmap(cells, "r_score", "f_score", "mean_net", "", text="mean_net")),
-        table("customers-top", "Top customers by net monetary value", top),
+        chart("customers-segments", "Customers per RFM segment", named,
+              charts.bars(named.rows, "rfm_segment", "count_customers", horizontal=True),
+              "the R × FM grid of the data contract (R = recency score, FM = ⌈(F + M) / 2⌉)"),
+        chart("customers-segments-value", f"Net revenue per RFM segment ({RETAIL_CURRENCY})", named,
+              charts.bars(named.rows, "rfm_segment", "net_monetary", kind="money", currency=RETAIL_CURRENCY,
+                          horizontal=True), "net of returns"),
+        chart("customers-rfm-grid", "Customers per recency score (R) and frequency-monetary score (FM)", cells,
+              charts.heatmap(cells.rows, "fm_score", "r_score", "count_customers", x_title="FM score",
+                             y_title="R score (5 = most recent)", reverse_y=True), f"{chosen}integer counts"),
+        table("customers-f-scores", "Why some F scores may be empty: customers per F score", scores, note=ties),
+        table("customers-named", "RFM segments: size, recency, frequency and value", named, currency=RETAIL_CURRENCY,
+              links={"rfm_segment": lambda r: link(f"rfm:{r['rfm_segment']}")},
+              note="a segment's name opens its customers"),
+        table("customers-top", "Top customers by net monetary value", top, currency=RETAIL_CURRENCY,
+              note=chosen.rstrip("; ")),
     ]
     return page
 
 
-def predictions(reader: Reader, dates: DateRange) -> PageView:
-    page = PageView("predictions", "Predictions", "latest scoring of the conversion model (not filtered by date)")
-    top = reader.rows("""
-        SELECT p.user_id, p.product_id, p.probability, p.user_rank, f.category_code, f.brand, p.cutoff_at,
+def _model_meaning(reader: Reader, rows: list[dict]) -> str:
+    """What a probability means, from the model version's recorded parameters in MLflow."""
+    if not rows:
+        return ""
+    from shoplake.ml.tracking import Tracker
+
+    row = rows[0]
+    try:
+        tracker = Tracker(reader.lake.settings)
+        ref = tracker.version(row["model_name"], int(row["model_version"]))
+        params = tracker.run_record(ref.run_id)[0] if ref.run_id else {}
+    except Exception as exc:  # the registry is optional for the page: say what is not known
+        log.warning("model registry unavailable for %s: %s", row["model_name"], exc)
+        return (f"model {row['model_name']} v{row['model_version']}: its recorded parameters could not be read "
+                f"({type(exc).__name__}), so the horizon is not shown")
+    horizon = params.get("window.horizon_days", "?")
+    cutoff = row["cutoff_at"].strftime("%Y-%m-%d %H:%M UTC") if row.get("cutoff_at") else "?"
+    candidates = params.get("candidates", "")
+    return (f"Each probability is the chance that the user buys that product within {horizon} days after the "
+            f"cutoff {cutoff} (label: {params.get('label', '?')}). Pairs scored: {candidates or 'as recorded'}. "
+            f"Model {row['model_name']} v{row['model_version']} ({params.get('chosen_model', 'model')}, "
+            f"calibrated: {params.get('calibration', '?')}), read from its MLflow run's parameters.")
+
+
+def predictions(reader: Reader, filters: Filters) -> PageView:
+    page = PageView("predictions", "Predictions", "latest scoring of the conversion model (not filtered by date)",
+                    filters_used=("category", "brand", "segment"))
+    joins = ("FROM gold.conversion_predictions AS p LEFT JOIN gold.product_performance AS f USING (product_id) "
+             "LEFT JOIN gold.user_segments AS u USING (user_id)")
+    where, params = _where([*_product_filters(filters, "f"), ("u.segment_name = ?", filters.segment_of("users"))])
+    meta = reader.rows("SELECT model_name, model_version, cutoff_at FROM gold.conversion_predictions "
+                       "ORDER BY scored_at DESC LIMIT 1")
+    top = reader.run(f"""
+        SELECT p.user_id, p.product_id, p.probability, p.user_rank, f.category_code, f.brand, u.segment_name,
                p.model_version
-        FROM gold.conversion_predictions AS p LEFT JOIN gold.product_performance AS f USING (product_id)
-        ORDER BY p.probability DESC, p.user_id, p.product_id LIMIT 25""")
-    probabilities = [r["probability"] for r in reader.rows(
-        "SELECT probability FROM gold.conversion_predictions ORDER BY hash(user_id, product_id) LIMIT 20000")]
-    page.sections += [
-        table("predictions-top", "Highest-propensity user-product pairs", top),
-        chart("predictions-distribution", "Predicted purchase probability (sample of up to 20,000 pairs)",
-              charts.histogram(probabilities, "", x_title="probability")),
-        table("predictions-models", "Models behind the predictions (MLflow registry)", _model_rows(reader)),
+        {joins} {where} ORDER BY p.probability DESC, p.user_id, p.product_id LIMIT 25""", params)
+    # Bins of a fifth of a decade (0.1% to 0.16%, ...): most pairs sit near 0, where equal-width bins put
+    # nearly all of them in the first bar.
+    bins = reader.run(f"""
+        WITH b AS (SELECT greatest(floor(log10(greatest(p.probability, 1e-6)) * 5), -30) AS bin, count(*) AS count_pairs
+                   {joins} {where} GROUP BY 1)
+        SELECT pow(10, bin / 5) AS bin_low, least(pow(10, (bin + 1) / 5), 1.0) AS bin_high, count_pairs
+        FROM b ORDER BY bin""", params)
+    quantiles = reader.run(f"""
+        SELECT count(*) AS count_pairs, quantile_cont(p.probability, 0.5) AS median_probability,
+               quantile_cont(p.probability, 0.9) AS p90_probability,
+               quantile_cont(p.probability, 0.99) AS p99_probability, max(p.probability) AS max_probability,
+               avg(p.probability) AS mean_probability, count_if(p.probability >= 0.5) AS count_pairs_over_half
+        {joins} {where}""", params)
+    chosen = "; ".join(f"{k} = {v}" for k, v in (("category", filters.category), ("brand", filters.brand),
+                                                  ("user segment", filters.segment_of("users"))) if v)
+    meaning = _model_meaning(reader, meta)
+    page.scope += f". {meaning}" if meaning else ""
+    empty = "no scored pair matches the filters" if chosen else ""
+    sections = [
+        chart("predictions-distribution", "Predicted purchase probability of every scored pair (log count scale)",
+              bins, charts.histogram_bins(bins.rows, "bin_low", "bin_high", "count_pairs"),
+              f"{chosen + '; ' if chosen else ''}bins a fifth of a decade wide (log scale), counts on a log scale too, "
+              f"so the few pairs with a high probability stay visible beside the many near 0", wide=True),
+        table("predictions-quantiles", "The distribution in numbers", quantiles, note=chosen),
+        table("predictions-top", "Highest-propensity user-product pairs", top, note=chosen),
+        plain_table("predictions-models", "Models behind the predictions (MLflow registry)", _model_rows(reader)),
     ]
+    for section in sections:
+        section.empty_text = empty
+    page.sections += sections
     return page
 
 
 def _model_rows(reader: Reader) -> list[dict]:
     """Model, scored version, champion version and key validation metrics, per prediction table."""
     scored = reader.rows("""
-        SELECT 'gold.conversion_predictions' AS "table", any_value(model_name) AS model, max(model_version) AS version
+        SELECT 'gold.conversion_predictions' AS "table", min(model_name) AS model, max(model_version) AS version
         FROM gold.conversion_predictions HAVING count(*) > 0
         UNION ALL
-        SELECT 'gold.user_segments', any_value(model_name), max(model_version) FROM gold.user_segments
+        SELECT 'gold.user_segments', min(model_name), max(model_version) FROM gold.user_segments
         HAVING count(*) > 0
         UNION ALL
-        SELECT 'gold.customer_segments', any_value(model_name), max(model_version) FROM gold.customer_segments
+        SELECT 'gold.customer_segments', min(model_name), max(model_version) FROM gold.customer_segments
         HAVING count(*) > 0""")
     if not scored:
         return []
@@ -427,20 +897,42 @@ def _model_rows(reader: Reader) -> list[dict]:
     return out
 
 
-def health(reader: Reader, dates: DateRange) -> PageView:
-    page = PageView("health", "Data health", "ledger, quality checks, job runs, lineage and versions (latest)")
+def health(reader: Reader, filters: Filters) -> PageView:
+    page = PageView("health", "Data health", "freshness, ledger, quality checks, job runs, lineage and versions "
+                                             "(latest; not filtered)")
     lake = reader.lake
-    ledger = reader.rows("SELECT recorded_at, run_id, table_name, table_version, rows_in, rows_out, rows_diverted, "
-                         "rows_written, is_balanced FROM ops.ledger ORDER BY recorded_at DESC, table_name LIMIT 40")
-    quality = reader.rows("""
+    fresh = reader.one(f"""
+        SELECT (SELECT max(event_date) FROM {_CLICK}) AS clickstream_through,
+               (SELECT max(invoice_date) FROM {_SALES}) AS retail_through,
+               (SELECT max(ended_at) FROM ops.job_runs WHERE status = 'succeeded') AS last_success,
+               (SELECT max(ended_at) FROM ops.job_runs) AS last_attempt""")
+    quality = reader.run("""
         SELECT table_name, rule, action, rows_checked, rows_failed, passed, checked_at FROM ops.data_quality
         QUALIFY row_number() OVER (PARTITION BY table_name, rule ORDER BY checked_at DESC) = 1
         ORDER BY passed, rows_failed DESC, table_name, rule""")
-    runs = reader.rows("SELECT run_id, job, task, attempt, status, started_at, ended_at, rows_written, error "
-                       "FROM ops.job_runs ORDER BY started_at DESC NULLS LAST, task LIMIT 40")
-    statuses = reader.rows("SELECT status, count(*) AS attempts FROM ops.job_runs GROUP BY 1 ORDER BY 2 DESC")
-    writes = reader.rows("SELECT table_name, sum(rows_written) AS rows_written FROM ops.ledger GROUP BY 1 "
-                         "ORDER BY 2 DESC")
+    failing = [r for r in quality.rows if r["passed"] is False]
+    page.banner = (f"Data through {fresh.get('clickstream_through') or '-'} (clickstream) and "
+                   f"{fresh.get('retail_through') or '-'} (retail). Last successful task: "
+                   f"{formats.shown(fresh.get('last_success')) or 'none yet'}"
+                   f"{'' if fresh.get('last_success') == fresh.get('last_attempt') else '; last attempt ' + formats.shown(fresh.get('last_attempt'))}. "  # noqa: E501
+                   + (f"{len(failing)} failing check(s): " + ", ".join(f"{r['table_name']} {r['rule']}"
+                                                                       for r in failing[:5])
+                      if failing else "All latest quality checks pass."))
+    page.banner_tone = "bad" if failing else "ok"
+    diverted = reader.run("""
+        SELECT table_name || ': ' || reason AS diversion, table_name, reason,
+               sum(CAST(json_extract_string(diverted, '$."' || reason || '"') AS BIGINT)) AS rows_diverted
+        FROM (SELECT table_name, diverted, unnest(json_keys(diverted)) AS reason FROM ops.ledger
+              WHERE rows_diverted > 0)
+        GROUP BY ALL ORDER BY rows_diverted DESC, diversion""")
+    ledger = reader.run("SELECT recorded_at, run_id, table_name, table_version, rows_in, rows_out, rows_diverted, "
+                        "diverted, rows_written, is_balanced FROM ops.ledger ORDER BY recorded_at DESC, table_name "
+                        "LIMIT 40")
+    runs = reader.run("SELECT run_id, job, task, attempt, status, started_at, ended_at, rows_written, error "
+                      "FROM ops.job_runs ORDER BY started_at DESC NULLS LAST, task LIMIT 40")
+    statuses = reader.run("SELECT status, count(*) AS attempts FROM ops.job_runs GROUP BY 1 ORDER BY 2 DESC, 1")
+    writes = reader.run("SELECT table_name, sum(rows_written) AS rows_written FROM ops.ledger GROUP BY 1 "
+                        "ORDER BY 2 DESC, 1")
     versions = []
     for spec in lake.catalog.ordered():
         exists = lake.store.exists(spec.name)
@@ -450,39 +942,89 @@ def health(reader: Reader, dates: DateRange) -> PageView:
                          "last_commit": last.timestamp if last else None,
                          "operation": last.operation if last else "not written yet"})
     edges = [(source, spec.name) for spec in lake.catalog for source in spec.inputs]
+    lineage = Section("health-lineage", "Table lineage (inputs → outputs)",
+                      figure=charts.to_json(charts.lineage(edges, {s.name: s.layer for s in lake.catalog})), wide=True,
+                      note="from the catalog's declarations (no SQL)")
+    lineage.columns, lineage.data = ["input", "output"], [list(e) for e in edges]
     page.sections += [
+        table("health-quality", "Data quality: latest result per table and rule (failing first)", quality,
+              row_class=lambda r: "fail" if r["passed"] is False else ""),
+        chart("health-diverted", "Rows diverted, by table and reason (all runs)", diverted,
+              charts.bars(diverted.rows, "diversion", "rows_diverted", horizontal=True),
+              "rows kept out of a table, each with its reason (quarantine, duplicates, exclusions)"),
         _model_drift(reader),
-        chart("health-lineage", "Table lineage (inputs → outputs)",
-              charts.lineage(edges, {spec.name: spec.layer for spec in lake.catalog}, ""), wide=True),
-        chart("health-job-status", "Job task attempts by status", charts.bars(statuses, "status", "attempts", "")),
-        chart("health-rows-written", "Rows written per table (ledger)",
-              charts.bars(writes, "table_name", "rows_written", "", horizontal=True)),
-        table("health-quality", "Data quality: latest result per table and rule", quality),
-        table("health-ledger", "Ledger: latest writes", ledger),
-        table("health-job-runs", "Job runs: latest attempts", runs),
-        table("health-versions", "Table versions", versions),
+        lineage,
+        chart("health-job-status", "Job task attempts by status", statuses,
+              charts.bars(statuses.rows, "status", "attempts")),
+        chart("health-rows-written", "Rows written per table (ledger)", writes,
+              charts.bars(writes.rows, "table_name", "rows_written", horizontal=True)),
+        table("health-ledger", "Ledger: latest writes", ledger,
+              row_class=lambda r: "fail" if r["is_balanced"] is False else ""),
+        table("health-job-runs", "Job runs: latest attempts", runs,
+              row_class=lambda r: "fail" if r["status"] not in ("succeeded", "skipped", "running") else ""),
+        plain_table("health-versions", "Table versions", versions, note="from the Delta logs (no SQL)"),
     ]
     return page
 
 
 def _model_drift(reader: Reader) -> Section:
     """The latest scoring of each model from ops.model_monitoring; inputs above the PSI threshold first."""
-    rows = reader.rows("""
+    result = reader.run("""
         SELECT model_name, model_version, input_name, psi, psi_threshold, is_drifted, scored_at, run_id
         FROM ops.model_monitoring
         QUALIFY scored_at = max(scored_at) OVER (PARTITION BY model_name)
         ORDER BY is_drifted DESC, psi DESC NULLS LAST, model_name, input_name""")
-    drifted = [f"{r['model_name']}: {r['input_name']} (PSI {r['psi']:.2f})" for r in rows if r["is_drifted"]]
+    drifted = [f"{r['model_name']}: {r['input_name']} (PSI {r['psi']:.2f})" for r in result.rows if r["is_drifted"]]
     note = (f"DRIFT: {len(drifted)} input(s) above the PSI threshold: {'; '.join(drifted)}" if drifted
             else "no input above the PSI threshold in the latest scoring of each model")
-    return table("health-model-drift", "Model drift: latest scoring per model (PSI against training)", rows,
-                 note=note)
+    return table("health-model-drift", "Model drift: latest scoring per model (PSI against training)", result,
+                 note=note, row_class=lambda r: "fail" if r["is_drifted"] else "")
 
 
-PageBuilder = Callable[[Reader, DateRange], PageView]
+def rows_page(reader: Reader, filters: Filters) -> PageView:
+    """The rows behind a country (its daily sales in the period) or an RFM segment (its customers)."""
+    segment = filters.segment_of("rfm")
+    if filters.country:
+        period = filters.resolve(reader, _SALES, "invoice_date")
+        page = PageView("rows", f"Rows: {filters.country}", f"{_SALES} rows of the country; {period or 'no data'}",
+                        filters_used=("dates", "country"), periods=[period] if period else [])
+        where, params = _where([_dates("invoice_date", period), ("country = ?", filters.country)])
+        found = reader.run(f"SELECT * FROM {_SALES} {where} ORDER BY invoice_date", params) if period else None
+        page.sections += in_period([table("rows-country", f"{filters.country}: sales per day", found,
+                                          currency=RETAIL_CURRENCY, note=RETURNS_NOTE)], period)
+        return page
+    if segment:
+        page = PageView("rows", f"Rows: {segment}", "gold.customer_rfm rows of the RFM segment (the 500 of highest "
+                                                    "net monetary value)", filters_used=("segment",))
+        found = reader.run("SELECT * FROM gold.customer_rfm WHERE rfm_segment = ? ORDER BY net_monetary DESC, "
+                           "customer_id LIMIT 500", [segment])
+        page.sections.append(table("rows-segment", f"{segment}: customers", found, currency=RETAIL_CURRENCY))
+        return page
+    raise FilterError("the rows page needs a country or an RFM segment (rfm:<segment>) to show")
+
+
+def filter_options(reader: Reader) -> dict[str, list[tuple[str, str]]]:
+    """The values offered by the filter bar: (value, label) per filter."""
+    def values(sql: str) -> list[tuple[str, str]]:
+        return [(str(r["v"]), str(r["v"])) for r in reader.rows(sql) if r["v"] is not None]
+
+    return {
+        "country": values(f"SELECT DISTINCT country AS v FROM {_SALES} ORDER BY 1"),
+        "category": values("SELECT DISTINCT split_part(category_code, '.', 1) AS v FROM gold.product_performance "
+                           "WHERE category_code IS NOT NULL ORDER BY 1"),
+        "brand": values("SELECT brand AS v FROM gold.product_performance WHERE brand IS NOT NULL GROUP BY 1 "
+                        "ORDER BY sum(revenue) DESC, 1 LIMIT 60"),
+        "segment": [(f"rfm:{name}", f"RFM: {name}") for name in RFM_SEGMENTS]
+                   + [(f"users:{v}", f"Users: {label}") for v, label in
+                      values("SELECT DISTINCT segment_name AS v FROM gold.user_segments ORDER BY 1")],
+    }
+
+
+PageBuilder = Callable[[Reader, Filters], PageView]
 PAGES: dict[str, tuple[str, PageBuilder]] = {
     "overview": ("Overview", overview),
     "funnel": ("Funnel", funnel),
+    "retention": ("Retention", retention),
     "segments": ("Segments", segments),
     "products": ("Products", products),
     "sales": ("Sales", sales),
@@ -490,12 +1032,24 @@ PAGES: dict[str, tuple[str, PageBuilder]] = {
     "predictions": ("Predictions", predictions),
     "health": ("Data health", health),
 }
+HIDDEN_PAGES: dict[str, tuple[str, PageBuilder]] = {"rows": ("Rows", rows_page)}
 
 
-def build_page(lake: Lake, key: str, dates: DateRange) -> PageView:
-    """Build one page on its own engine session."""
+def build_page(lake: Lake, key: str, filters: Filters, *, options: bool = True) -> PageView:
+    """Build one page on its own engine session.
+
+    Raises:
+        FilterError: the chosen start lies after the data of every dated table of the page.
+    """
     reader = Reader(lake)
     try:
-        return PAGES[key][1](reader, dates)
+        page = {**PAGES, **HIDDEN_PAGES}[key][1](reader, filters)
+        if page.periods and all(p.beyond for p in page.periods):
+            spans = "; ".join(sorted({f"{p.data_from} to {p.data_to}" for p in page.periods}))
+            raise FilterError(f"the start {filters.start} is after the last date with data on this page "
+                              f"(the data covers {spans}): choose an earlier start")
+        if options:
+            page.options = filter_options(reader)
+        return page
     finally:
         reader.close()

@@ -52,6 +52,8 @@ class Source:
     # Each variant maps the header as found to canonical column names; missing columns become NULL.
     variants: tuple[dict[str, str], ...]
     description: str
+    # The currency of its money columns (ISO 4217), when the source documents one.
+    currency: str | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -125,6 +127,7 @@ CLICKSTREAM = Source(
         {c: c for c in ("event_time", "event_type", "product_id", "price", "user_id", "user_session")},
     ),
     description="REES46 clickstream events",
+    currency=None,  # REES46 does not state the currency of `price`
 )
 
 PRODUCTS = Source(
@@ -154,6 +157,7 @@ RETAIL = Source(
          "InvoiceDate": "InvoiceDate", "Price": "UnitPrice", "Customer ID": "CustomerID", "Country": "Country"},
     ),
     description="UCI Online Retail invoice lines",
+    currency="GBP",  # UCI's description of the data set: UnitPrice is the price per unit in sterling
 )
 
 # The source registry: every other list of source names derives from it.
