@@ -121,3 +121,17 @@ def test_every_section_and_kpi_shows_the_sql_that_gives_its_rows(served, key):
             assert _same(next(iter(value.values())), kpi.value), kpi.key
             checked += 1
     assert checked >= 1
+
+
+def test_data_health_says_how_fresh_the_data_is_and_highlights_flagged_checks(served):
+    page = build_page(served.lake, "health", Filters())
+    through = run_query(served.lake, "SELECT (SELECT max(event_date) FROM gold.daily_funnel) AS c, "
+                                     "(SELECT max(invoice_date) FROM gold.daily_sales_by_country) AS r").to_pylist()[0]
+    assert page.banner.startswith(f"Data through {through['c']} (clickstream) and {through['r']} (retail). "
+                                  f"Last successful run: daily ")
+    quality = next(s for s in page.sections if s.id == "health-quality")
+    passed = quality.grid.columns.index("passed")
+    assert [c == "fail" for c in quality.grid.row_classes] == [row[passed].text == "no" for row in quality.grid.rows]
+    diverted = next(s for s in page.sections if s.id == "health-diverted")
+    by_reason = run_query(served.lake, "SELECT sum(rows_diverted) AS n FROM ops.ledger").to_pylist()[0]["n"]
+    assert sum(row[-1] for row in diverted.data) == by_reason  # every diverted row has its reason

@@ -150,12 +150,13 @@ def pie(rows: list[dict], label: str, value: str) -> go.Figure | None:
 
 
 def heatmap(rows: list[dict], x: str, y: str, z: str, *, kind: Kind = "count", currency: str | None = None,
-            x_title: str = "", y_title: str = "", reverse_y: bool = False) -> go.Figure | None:
-    """A grid of `z` over the values of `x` and `y`, each cell labelled (missing cells are empty)."""
+            x_title: str = "", y_title: str = "", top_first: bool = True) -> go.Figure | None:
+    """A grid of `z` over the values of `x` and `y`, each cell labelled (missing cells are empty); the first
+    `y` value at the top (`top_first`) or at the bottom."""
     if not rows:
         return None
     xs = sorted({r[x] for r in rows})
-    ys = sorted({r[y] for r in rows}, reverse=reverse_y)
+    ys = sorted({r[y] for r in rows})
     cells = {(r[x], r[y]): r[z] for r in rows}
     grid = [[cells.get((a, b)) for a in xs] for b in ys]
     labels = [[formats.shown(cells.get((a, b)), kind, currency) for a in xs] for b in ys]
@@ -164,7 +165,7 @@ def heatmap(rows: list[dict], x: str, y: str, z: str, *, kind: Kind = "count", c
                        colorbar=dict(tickformat=".0%" if kind == "rate" else ",~r"))
     height = max(340, 22 * len(ys) + 120)
     return _figure([trace], height=height, xaxis=dict(title=x_title or x, type="category"),
-                   yaxis=dict(title=y_title or y, type="category", autorange="reversed" if not reverse_y else True))
+                   yaxis=dict(title=y_title or y, type="category", autorange="reversed" if top_first else True))
 
 
 def histogram_bins(rows: list[dict], low: str, high: str, count: str, *, log: bool = True) -> go.Figure | None:

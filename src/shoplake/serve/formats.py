@@ -7,7 +7,7 @@ unless the page says otherwise.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -72,8 +72,8 @@ def shown(value: Any, kind: Kind = "number", currency: str | None = None) -> str
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, datetime):  # instants in UTC, like the data contract's *_at columns
+        return (value.astimezone(UTC) if value.tzinfo else value).strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -83,7 +83,9 @@ def shown(value: Any, kind: Kind = "number", currency: str | None = None) -> str
     if kind == "label":
         return str(value)
     if kind == "rate":
-        return "0%" if value == 0 else f"{value:.2%}" if abs(value) >= 0.0001 else f"{value:.2g}"
+        if abs(value) < 1e-9:  # a float's rounding (a Wilson bound of 0 successes), not a share
+            return "0%"
+        return f"{value:.2%}" if abs(value) >= 0.0001 else f"{value * 100:.2g}%"
     if kind == "money":
         return money(value, currency, decimals=0 if abs(value) >= 1000 else 2)
     if kind == "count":

@@ -781,7 +781,7 @@ def customers(reader: Reader, filters: Filters) -> PageView:
                           horizontal=True), "net of returns"),
         chart("customers-rfm-grid", "Customers per recency score (R) and frequency-monetary score (FM)", cells,
               charts.heatmap(cells.rows, "fm_score", "r_score", "count_customers", x_title="FM score",
-                             y_title="R score (5 = most recent)", reverse_y=True), f"{chosen}integer counts"),
+                             y_title="R score (5 = most recent)", top_first=False), f"{chosen}integer counts"),
         table("customers-f-scores", "Why some F scores may be empty: customers per F score", scores, note=ties),
         table("customers-named", "RFM segments: size, recency, frequency and value", named, currency=RETAIL_CURRENCY,
               links={"rfm_segment": lambda r: link(f"rfm:{r['rfm_segment']}")},
@@ -853,7 +853,8 @@ def predictions(reader: Reader, filters: Filters) -> PageView:
               f"so the few pairs with a high probability stay visible beside the many near 0", wide=True),
         table("predictions-quantiles", "The distribution in numbers", quantiles, note=chosen),
         table("predictions-top", "Highest-propensity user-product pairs", top, note=chosen),
-        plain_table("predictions-models", "Models behind the predictions (MLflow registry)", _model_rows(reader)),
+        plain_table("predictions-models", "Models behind the predictions (MLflow registry)", _model_rows(reader),
+                    kinds={"value": "number"}),
     ]
     for section in sections:
         section.empty_text = empty
@@ -904,21 +905,31 @@ def health(reader: Reader, filters: Filters) -> PageView:
     fresh = reader.one(f"""
         SELECT (SELECT max(event_date) FROM {_CLICK}) AS clickstream_through,
                (SELECT max(invoice_date) FROM {_SALES}) AS retail_through,
-               (SELECT max(ended_at) FROM ops.job_runs WHERE status = 'succeeded') AS last_success,
                (SELECT max(ended_at) FROM ops.job_runs) AS last_attempt""")
+    # A run succeeded when the last attempt of each of its tasks did.
+    success = reader.one("""
+        SELECT job, run_id, max(ended_at) AS ended_at
+        FROM (SELECT *, row_number() OVER (PARTITION BY run_id, task ORDER BY attempt DESC) AS k FROM ops.job_runs)
+        WHERE k = 1 GROUP BY job, run_id HAVING bool_and(status IN ('succeeded', 'skipped'))
+        ORDER BY ended_at DESC LIMIT 1""")
     quality = reader.run("""
         SELECT table_name, rule, action, rows_checked, rows_failed, passed, checked_at FROM ops.data_quality
         QUALIFY row_number() OVER (PARTITION BY table_name, rule ORDER BY checked_at DESC) = 1
         ORDER BY passed, rows_failed DESC, table_name, rule""")
-    failing = [r for r in quality.rows if r["passed"] is False]
+    flagged = [r for r in quality.rows if r["passed"] is False]
+    failing = [r for r in flagged if r["action"] == "fail"]  # stopped a write; quarantine/warn rules kept going
+    last_success, last_attempt = success.get("ended_at"), fresh.get("last_attempt")
+    attempt = "" if last_success == last_attempt else f"; last task attempt {formats.shown(last_attempt)}"
+    checks = (f"{len(failing)} failing check(s): " + ", ".join(f"{r['table_name']} {r['rule']}" for r in failing[:5])
+              if failing else "No failing check.")
+    if flagged and len(flagged) > len(failing):
+        checks += (f" {len(flagged) - len(failing)} check(s) flagged rows that were quarantined or warned about "
+                   f"(highlighted below).")
     page.banner = (f"Data through {fresh.get('clickstream_through') or '-'} (clickstream) and "
-                   f"{fresh.get('retail_through') or '-'} (retail). Last successful task: "
-                   f"{formats.shown(fresh.get('last_success')) or 'none yet'}"
-                   f"{'' if fresh.get('last_success') == fresh.get('last_attempt') else '; last attempt ' + formats.shown(fresh.get('last_attempt'))}. "  # noqa: E501
-                   + (f"{len(failing)} failing check(s): " + ", ".join(f"{r['table_name']} {r['rule']}"
-                                                                       for r in failing[:5])
-                      if failing else "All latest quality checks pass."))
-    page.banner_tone = "bad" if failing else "ok"
+                   f"{fresh.get('retail_through') or '-'} (retail). Last successful run: "
+                   + (f"{success['job']} {success['run_id']}, ended {formats.shown(last_success)} UTC" if success
+                      else "none yet") + f"{attempt}. {checks}")
+    page.banner_tone = "bad" if failing else "warn" if flagged else "ok"
     diverted = reader.run("""
         SELECT table_name || ': ' || reason AS diversion, table_name, reason,
                sum(CAST(json_extract_string(diverted, '$."' || reason || '"') AS BIGINT)) AS rows_diverted
@@ -951,7 +962,7 @@ def health(reader: Reader, filters: Filters) -> PageView:
               row_class=lambda r: "fail" if r["passed"] is False else ""),
         chart("health-diverted", "Rows diverted, by table and reason (all runs)", diverted,
               charts.bars(diverted.rows, "diversion", "rows_diverted", horizontal=True),
-              "rows kept out of a table, each with its reason (quarantine, duplicates, exclusions)"),
+              "rows kept out of a table, each with its reason (quarantine, duplicates, exclusions)", wide=True),
         _model_drift(reader),
         lineage,
         chart("health-job-status", "Job task attempts by status", statuses,
