@@ -1,8 +1,11 @@
 """Screenshots of every dashboard page at 1440 px and 390 px, into docs/screenshots/ (PNG).
 
-Usage: python tools/dashboard_screenshots.py --lake LAKE [--out docs/screenshots]
+Usage: python tools/dashboard_screenshots.py --lake LAKE [--build] [--out docs/screenshots]
 
-Serves LAKE (a built lake, e.g. the one `make demo` makes) on a loopback port with the real app under
+With --build, first makes LAKE from synthetic data (3,000 products, 120,000 clickstream events over 40 days,
+6,000 retail lines over 120 days from 2011-01-01, seed 5: the serving tests' lake) with the shipped `daily`
+job; the committed screenshots were made so. Then serves LAKE (or any built lake, e.g. `make demo`'s) on a
+loopback port with the real app under
 uvicorn, opens each page in Debian's chromium through Playwright and saves `<page>-<width>.png`
 (full page). Not a test: it asserts nothing, it only draws.
 """
@@ -10,6 +13,8 @@ uvicorn, opens each page in Debian's chromium through Playwright and saves `<pag
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import shutil
 import socket
 import threading
 import time
@@ -19,8 +24,12 @@ import uvicorn
 from playwright.sync_api import sync_playwright
 
 from shoplake.config import Settings
+from shoplake.jobs.definitions import load_jobs
+from shoplake.jobs.runner import run_job
+from shoplake.lake import Lake
 from shoplake.serve.app import create_app
 from shoplake.serve.pages import PAGES
+from shoplake.synth import generate
 
 CHROMIUM = "/usr/bin/chromium"
 WIDTHS = (1440, 390)
@@ -32,11 +41,32 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def build(lake: Path) -> None:
+    """The serving tests' small lake at `lake` (its landing and generated files beside it)."""
+    root = lake.parent
+    landing, data = root / "landing", root / "data"
+    generated = [generate("products", data, rows=3000, seed=5),
+                 generate("clickstream", data, rows=120_000, seed=5, days=40, dirty_fraction=0.002),
+                 generate("retail", data, rows=6000, seed=5, start=dt.date(2011, 1, 1), days=120,
+                          dirty_fraction=0.002)]
+    for source, result in zip(("products", "clickstream", "retail"), generated, strict=True):
+        (landing / source).mkdir(parents=True, exist_ok=True)
+        shutil.copy(result.files[0], landing / source)
+    settings = Settings(lake=lake)
+    built = Lake(settings)
+    result = run_job(built, load_jobs(settings, built.catalog, cwd=root).get("daily"), landing=str(landing),
+                     isolation="inline")
+    print(f"built {lake}: {result.status}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lake", type=Path, required=True)
+    parser.add_argument("--build", action="store_true", help="first build LAKE from synthetic data")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "screenshots")
     args = parser.parse_args()
+    if args.build:
+        build(args.lake)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(Settings(lake=args.lake)), host="127.0.0.1", port=port,
                                            log_level="warning"))

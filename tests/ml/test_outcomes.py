@@ -126,7 +126,8 @@ def test_monitoring_rows_for_every_input_and_the_predictions(held_out):
 def test_data_health_page_flags_drift_above_the_threshold(held_out):
     """Last in this file: it appends a monitoring row of its own (a real PSI on a shifted input)."""
     from shoplake.ml import drift, monitoring
-    from shoplake.serve.pages import Filters, build_page
+    from shoplake.serve.pages import build_page
+    from shoplake.serve.view import Filters
 
     lake = held_out[0]
     section = next(s for s in build_page(lake, "health", Filters()).sections if s.id == "health-model-drift")

@@ -20,7 +20,8 @@ from playwright.sync_api import sync_playwright
 
 from shoplake.query import run_query
 from shoplake.serve.app import export_dashboard
-from shoplake.serve.pages import PAGES, Filters, build_page
+from shoplake.serve.pages import PAGES, build_page
+from shoplake.serve.view import Filters, default_period
 
 pytestmark = pytest.mark.slow
 
@@ -183,12 +184,14 @@ def test_the_default_overview_compares_only_with_a_fully_covered_period(browser,
     finally:
         visit.close()
     click_said, click_changes = next(v for k, v in said.items() if k.startswith("Clickstream"))
-    shown_start = last.replace(day=1) if last.month != (last + timedelta(days=1)).month else \
-        (last.replace(day=1) - timedelta(days=1)).replace(day=1)
-    if shown_start - timedelta(days=1) < first or shown_start.replace(day=1) <= first.replace(day=1):
-        # the month before the shown one starts before the data: no change may be shown
+    shown = default_period(first, last)
+    before = shown.previous()
+    if before.start < first:  # the previous period is partly before the data: no change may be shown
         assert click_said.startswith("no comparison:"), click_said
         assert all(text.strip() == "" for text in click_changes), click_changes
+    else:
+        assert click_said == f"change vs {before.text()}"
+        assert all(text.strip() for text in click_changes), click_changes
     assert visit.errors == []
 
 

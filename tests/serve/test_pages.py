@@ -9,17 +9,8 @@ import pytest
 
 from shoplake.query import run_query
 from shoplake.serve import formats
-from shoplake.serve.pages import (
-    PAGES,
-    FilterError,
-    Filters,
-    Kpi,
-    Period,
-    build_page,
-    default_period,
-    grid,
-    parse_filters,
-)
+from shoplake.serve.pages import PAGES, build_page
+from shoplake.serve.view import FilterError, Filters, Kpi, Period, default_period, grid, parse_filters
 
 
 def test_numbers_have_separators_shares_are_percent_and_money_has_its_currency():
@@ -135,3 +126,13 @@ def test_data_health_says_how_fresh_the_data_is_and_highlights_flagged_checks(se
     diverted = next(s for s in page.sections if s.id == "health-diverted")
     by_reason = run_query(served.lake, "SELECT sum(rows_diverted) AS n FROM ops.ledger").to_pylist()[0]["n"]
     assert sum(row[-1] for row in diverted.data) == by_reason  # every diverted row has its reason
+
+
+def test_a_one_day_range_ticks_by_day(served):
+    import json
+
+    day = run_query(served.lake, "SELECT max(event_date) AS d FROM gold.daily_funnel").to_pylist()[0]["d"]
+    page = build_page(served.lake, "overview", Filters(day, day))
+    figure = json.loads(next(s for s in page.sections if s.id == "overview-click-revenue").figure)
+    assert figure["layout"]["xaxis"]["tickvals"] == [day.isoformat()]
+    assert figure["layout"]["xaxis"]["tickformat"] == "%Y-%m-%d"

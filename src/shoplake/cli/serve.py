@@ -126,7 +126,7 @@ def export(
 ) -> None:
     """Write every dashboard page into one self-contained HTML file (works offline)."""
     from shoplake.serve.app import export_dashboard
-    from shoplake.serve.pages import parse_filters
+    from shoplake.serve.view import parse_filters
 
     titles = export_dashboard(cli.lake(), file, parse_filters({"start": start, "end": end}))
     cli.console.print(f"wrote {file} ({file.stat().st_size / 1e6:.1f} MB): {', '.join(titles)}")

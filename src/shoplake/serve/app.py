@@ -28,17 +28,9 @@ from shoplake.config import Settings
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
 from shoplake.serve.api import build_router
-from shoplake.serve.pages import (
-    EMPTY_MESSAGE,
-    FILTER_NAMES,
-    PAGES,
-    FilterError,
-    Filters,
-    PageView,
-    build_page,
-    parse_filters,
-)
+from shoplake.serve.pages import EMPTY_MESSAGE, PAGES, build_page
 from shoplake.serve.service import QueryService
+from shoplake.serve.view import FILTER_NAMES, FilterError, Filters, PageView, parse_filters
 from shoplake.serve.web import LOOPBACK_HOSTS, BodyLimit, SecurityHeaders
 
 log = logging.getLogger(__name__)
