@@ -18,7 +18,7 @@ from pathlib import Path
 import jinja2
 import plotly
 import uvicorn
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline

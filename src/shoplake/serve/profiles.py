@@ -33,8 +33,8 @@ def _column_sections(column: ColumnProfile) -> list[Section]:
     if column.histogram:
         bins = [{"range": _value(low) if low == high else f"{_value(low)} – {_value(high)}", "rows": count}
                 for low, high, count in column.histogram]
-        sections.append(chart(f"profile-{key}-histogram", f"{column.name}: histogram",
-                              charts.bars(bins, "range", "rows", "")))
+        sections.append(chart(f"profile-{key}-histogram", f"{column.name}: histogram", bins,
+                              charts.bars(bins, "range", "rows")))
     if column.top:
         rows = [{"value": _value(value), "rows": f"{count:,}", "share": f"{column.share(count):.2%}"}
                 for value, count in column.top]

@@ -354,31 +354,32 @@ def grid(rows: list[dict], columns: Sequence[str] | None = None, *, kinds: dict[
     return Grid(names, out, [row_class(r) for r in rows] if row_class else [])
 
 
-def _data(section: Section, result: Result | None) -> Section:
-    if result is not None:
+def _data(section: Section, result: Result | list[dict] | None) -> Section:
+    """The section's CSV data: a query's rows with its SQL, or rows made without SQL (a list)."""
+    if isinstance(result, list):
+        section.columns = list(result[0].keys()) if result else []
+        section.data = [[formats.plain(v) for v in row.values()] for row in result]
+    elif result is not None:
         section.sql = result.sql
         section.columns = list(result.rows[0].keys()) if result.rows else []
         section.data = [[formats.plain(v) for v in row.values()] for row in result.rows]
     return section
 
 
-def chart(section_id: str, title: str, result: Result | None, figure, note: str = "", *,
+def chart(section_id: str, title: str, result: Result | list[dict] | None, figure, note: str = "", *,
           wide: bool = False) -> Section:
     return _data(Section(section_id, title, figure=charts.to_json(figure), note=note, wide=wide), result)
 
 
-def table(section_id: str, title: str, result: Result | None, columns: Sequence[str] | None = None, note: str = "",
-          **options: Any) -> Section:
-    rows = result.rows if result else []
+def table(section_id: str, title: str, result: Result | list[dict] | None, columns: Sequence[str] | None = None,
+          note: str = "", **options: Any) -> Section:
+    rows = result.rows if isinstance(result, Result) else result or []
     return _data(Section(section_id, title, grid=grid(rows, columns, **options), note=note), result)
 
 
 def plain_table(section_id: str, title: str, rows: list[dict], note: str = "", **options: Any) -> Section:
     """A table not read by SQL (the catalog, the model registry): CSV, no SQL."""
-    section = Section(section_id, title, grid=grid(rows, **options), note=note)
-    section.columns = list(rows[0].keys()) if rows else []
-    section.data = [[formats.plain(v) for v in row.values()] for row in rows]
-    return section
+    return table(section_id, title, rows, note=note, **options)
 
 
 def in_period(sections: Sequence[Section], period: Period | None) -> list[Section]:
