@@ -81,3 +81,19 @@ def test_serve_on_a_remote_interface_needs_allow_remote(tmp_path):
                "serve", "--host", "0.0.0.0", "--port", "1"]
     refused = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
     assert refused.returncode == 1 and "--allow-remote" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_segment_and_a_country_open_their_rows(client, served):
+    from shoplake.query import run_query
+
+    segment = run_query(served.lake, "SELECT rfm_segment AS s, count(*) AS n FROM gold.customer_rfm GROUP BY 1 "
+                                     "ORDER BY 2 DESC, 1 LIMIT 1").to_pylist()[0]
+    page = client.get("/rows", params={"segment": f"rfm:{segment['s']}"})
+    assert page.status_code == 200
+    body = page.text.split('id="table-rows-segment"', 1)[1].split("</table>", 1)[0]
+    assert body.count("<tr") - 1 == min(segment["n"], 500)  # the header row, then one per customer
+    customers = client.get("/customers").text
+    assert f'href="/rows?segment=rfm%3A{segment["s"].replace(" ", "+")}"' in customers.replace("&#39;", "'")
+    country = client.get("/rows", params={"country": "United Kingdom", "start": "1900-01-01"})
+    assert country.status_code == 200 and 'id="table-rows-country"' in country.text
+    assert client.get("/rows").status_code == 400
