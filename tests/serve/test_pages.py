@@ -136,3 +136,12 @@ def test_a_one_day_range_ticks_by_day(served):
     figure = json.loads(next(s for s in page.sections if s.id == "overview-click-revenue").figure)
     assert figure["layout"]["xaxis"]["tickvals"] == [day.isoformat()]
     assert figure["layout"]["xaxis"]["tickformat"] == "%Y-%m-%d"
+
+
+def test_cohort_cells_the_data_does_not_cover_to_the_end_are_marked(served):
+    import json
+
+    section = next(s for s in build_page(served.lake, "retention", Filters()).sections if s.id == "retention-weekly")
+    marked = sum(text.endswith(" *") for row in json.loads(section.figure)["data"][0]["text"] for text in row)
+    complete = section.columns.index("is_complete")
+    assert marked == sum(row[complete] is False for row in section.data) > 0

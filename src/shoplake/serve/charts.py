@@ -150,16 +150,19 @@ def pie(rows: list[dict], label: str, value: str) -> go.Figure | None:
 
 
 def heatmap(rows: list[dict], x: str, y: str, z: str, *, kind: Kind = "count", currency: str | None = None,
-            x_title: str = "", y_title: str = "", top_first: bool = True) -> go.Figure | None:
+            x_title: str = "", y_title: str = "", top_first: bool = True,
+            complete: str | None = None) -> go.Figure | None:
     """A grid of `z` over the values of `x` and `y`, each cell labelled (missing cells are empty); the first
-    `y` value at the top (`top_first`) or at the bottom."""
+    `y` value at the top (`top_first`) or at the bottom; a cell whose `complete` column is false is marked *."""
     if not rows:
         return None
     xs = sorted({r[x] for r in rows})
     ys = sorted({r[y] for r in rows})
     cells = {(r[x], r[y]): r[z] for r in rows}
     grid = [[cells.get((a, b)) for a in xs] for b in ys]
-    labels = [[formats.shown(cells.get((a, b)), kind, currency) for a in xs] for b in ys]
+    partial = {(r[x], r[y]) for r in rows if complete and r[complete] is False}
+    labels = [[formats.shown(cells.get((a, b)), kind, currency) + (" *" if (a, b) in partial else "") for a in xs]
+              for b in ys]
     trace = go.Heatmap(x=[formats.shown(v) for v in xs], y=[formats.shown(v) for v in ys], z=grid, text=labels,
                        texttemplate="%{text}", colorscale="Blues", hovertemplate="%{y} / %{x}: %{text}<extra></extra>",
                        colorbar=dict(tickformat=".0%" if kind == "rate" else ",~r"))
