@@ -97,3 +97,12 @@ def test_a_segment_and_a_country_open_their_rows(client, served):
     country = client.get("/rows", params={"country": "United Kingdom", "start": "1900-01-01"})
     assert country.status_code == 200 and 'id="table-rows-country"' in country.text
     assert client.get("/rows").status_code == 400
+
+
+def test_a_funnel_breakdown_row_filters_the_page_by_its_category(client):
+    import html as markup
+
+    links = re.findall(r'href="(/funnel\?category=[^"]+)"', client.get("/funnel").text)
+    assert links
+    narrowed = client.get(markup.unescape(links[0]))
+    assert narrowed.status_code == 200 and "category_l1 = " in narrowed.text

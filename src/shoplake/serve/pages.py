@@ -155,7 +155,9 @@ def funnel(reader: Reader, filters: Filters) -> PageView:
                                kind="rate", band=("overall_conversion_low", "overall_conversion_high")),
                   f"{where}entries of each day, judged over the window after them"),
             table(f"funnel-{name}-breakdown", f"{name}: by category (first level)", split,
-                  note="entrants of the first step and of the last, with the Wilson 95% interval of conversion"),
+                  links={"category_l1": lambda r: "/funnel" + filters.query(category=r["category_l1"], brand=None)},
+                  note="entrants of the first step and of the last, with the Wilson 95% interval of conversion; "
+                       "a category's name filters the page by it"),
         ], period)
     period = filters.resolve(reader, "gold.cart_abandonment", "event_date")
     if period:
