@@ -145,3 +145,10 @@ def test_cohort_cells_the_data_does_not_cover_to_the_end_are_marked(served):
     marked = sum(text.endswith(" *") for row in json.loads(section.figure)["data"][0]["text"] for text in row)
     complete = section.columns.index("is_complete")
     assert marked == sum(row[complete] is False for row in section.data) > 0
+
+
+def test_a_filter_value_is_one_literal_never_sql(served):
+    hostile = "x' OR '1'='1"
+    page = build_page(served.lake, "sales", parse_filters({"country": hostile, "start": "1900-01-01"}))
+    ranked = next(s for s in page.sections if s.id == "sales-by-country")
+    assert ranked.empty and "country = 'x'' OR ''1''=''1'" in ranked.sql
