@@ -33,4 +33,19 @@ def test_one_column_and_refusals(client):
     assert [r[0] for r in _cells(one.text, "profile-summary") if r] == ["price"]
     assert client.get("/profile/gold.nope").status_code == 404
     refused = client.get("/profile/silver.events?column=nope")
-    assert refused.status_code == 400 and "has no column 'nope'" in refused.text
+    assert refused.status_code == 400 and "has no column 'nope'" in html.unescape(refused.text)
+
+
+def test_every_table_on_the_data_health_page_links_to_its_profile(client, served):
+    health = client.get("/health").text
+    versions = health.split('id="table-health-versions"', 1)[1].split("</table>", 1)[0]
+    linked = re.findall(r'href="/profile/([a-z_]+\.[a-z_0-9]+)"', versions)
+    assert linked == [spec.name for spec in served.lake.catalog.ordered()]
+    assert client.get(f"/profile/{linked[-1]}").status_code == 200
+
+
+def test_refusals_are_html_pages(client):
+    for path, status in (("/profile/gold.nope", 404), ("/profile/silver.events?column=nope", 400)):
+        response = client.get(path)
+        assert response.status_code == status and response.headers["content-type"].startswith("text/html")
+        assert "<html" in response.text and '"detail"' not in response.text

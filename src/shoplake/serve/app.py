@@ -228,11 +228,11 @@ def create_app(settings: Settings, *, query_log_interval: float = 1.0,
         from shoplake.serve.profiles import profile_page
 
         if table not in {spec.name for spec in lake.catalog}:
-            raise HTTPException(404, f"no table named {table!r} in the catalog")
+            return HTMLResponse(render_error(f"no table named {table!r} in the catalog"), status_code=404)
         try:
             shown = profile_page(lake, table, column)
         except ConfigError as exc:
-            raise HTTPException(400, str(exc)) from exc
+            return HTMLResponse(render_error(str(exc)), status_code=400)
         return HTMLResponse(render([shown], Filters(), export=False), status_code=200)
 
     for key, (title, _) in PAGES.items():

@@ -589,7 +589,9 @@ def health(reader: Reader, filters: Filters) -> PageView:
               row_class=lambda r: "fail" if r["is_balanced"] is False else ""),
         table("health-job-runs", "Job runs: latest attempts", runs,
               row_class=lambda r: "fail" if r["status"] not in ("succeeded", "skipped", "running") else ""),
-        plain_table("health-versions", "Table versions", versions, note="from the Delta logs (no SQL)"),
+        plain_table("health-versions", "Table versions", versions,
+                    note="from the Delta logs (no SQL); a table's name opens its column profile",
+                    links={"table": lambda r: f"/profile/{r['table']}"}),
     ]
     return page
 
