@@ -50,6 +50,8 @@ ANALYTICS = {
     "named_window": "select event_date, rank() over w as r, ntile(4) over w as q from gold.daily_funnel "
                     "window w as (order by revenue, event_date) order by event_date",
     "non_finite_numbers": "select 1/0 as x, 'nan'::double as n, '-inf'::double as i",
+    # sqlglot wraps DuckDB's any_value in IGNORE NULLS: the function inside is what is checked
+    "any_value": "select country, any_value(country) as a from gold.daily_sales_by_country group by 1 order by 1",
 }
 
 

@@ -103,7 +103,9 @@ def _identities(names: frozenset[str]) -> frozenset[str]:
                 select = sqlglot.parse_one(f"SELECT {name}({args})", read="duckdb")
             except sqlglot.errors.ParseError:
                 continue
-            node = select.expressions[0] if isinstance(select, exp.Select) and select.expressions else None
+            # The function itself, also where sqlglot wraps it (DuckDB's any_value is IGNORE NULLS(AnyValue)).
+            node = select.expressions[0].find(exp.Func) if isinstance(select, exp.Select) and select.expressions \
+                else None
             if isinstance(node, exp.Func):
                 found.add(_identity(node))
     return frozenset(found)
