@@ -9,6 +9,8 @@ import time
 
 import httpx
 
+from shoplake.serve.pages import PAGES
+
 from .conftest import free_port
 
 
@@ -42,7 +44,7 @@ def test_dashboard_export_writes_one_self_contained_file(served, tmp_path):
     assert result.returncode == 0, result.stderr
     html = target.read_text()
     assert 'src="/static' not in html and "<script src=" not in html  # nothing to fetch
-    assert html.count('class="page"') == 8
+    assert html.count('class="page"') == len(PAGES)  # every page, each once
     bad = run(served.lake.settings.lake, "dashboard", "export", str(target), "--start", "yesterday")
     assert bad.returncode == 1 and "dates must look like" in bad.stderr
 
