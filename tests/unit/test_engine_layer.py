@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import sys
 
 import pyarrow as pa
@@ -75,6 +76,21 @@ def test_commit_files_is_one_version_with_the_metadata_and_rows(tmp_path):
     assert store.commit_files("silver.things", replaced, SCHEMA, mode="overwrite", meta={"write_key": "k4"}) == 3
     assert sorted(store.open("silver.things").to_pyarrow_table()["id"].to_pylist()) == [100, 101, 102]
     assert store.open("silver.things", 1).to_pyarrow_table().num_rows == 12  # time travel
+
+
+def test_the_cached_commit_log_sees_other_writers_and_a_recreated_table(tmp_path):
+    reader, writer = DeltaStore(tmp_path), DeltaStore(tmp_path)  # two processes' stores on one lake
+    writer.write("silver.things", _rows(range(3)), mode="append", meta={"write_key": "k1"})
+    assert reader.find_write("silver.things", "k1").version == 0
+    assert reader.find_write("silver.things", "k2") is None
+    writer.write("silver.things", _rows(range(3, 5)), mode="append", meta={"write_key": "k2"})
+    assert reader.find_write("silver.things", "k2").version == 1  # read since the last call
+    assert list(reader.commits("silver.things")) == list(reversed(reader.history("silver.things")))
+
+    shutil.rmtree(writer.path("silver.things"))  # recreated: the cached commits belong to another table
+    writer.write("silver.things", _rows(range(2)), mode="append", meta={"write_key": "k9"})
+    assert reader.find_write("silver.things", "k1") is None
+    assert [c.meta["write_key"] for c in reader.commits("silver.things")] == ["k9"]
 
 
 def test_file_stats_match_the_values_and_leave_out_what_could_mislead(tmp_path):

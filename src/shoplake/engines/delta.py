@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import math
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,11 @@ class DeltaStore:
 
     def __init__(self, lake: Path):
         self.lake = Path(lake)
+        # Per table folder: the commits read so far (see `_log`). The bookkeeping asks for a table's whole
+        # history several times per write (write keys, consumed batches); reading only the commit files
+        # added since the last call makes that cost independent of the history's length.
+        self._logs: dict[Path, _CommitLog] = {}
+        self._logs_lock = threading.Lock()  # a job's tasks run in threads that share the lake's store
 
     def path(self, name: str) -> Path:
         layer, _, short = name.partition(".")
@@ -247,14 +253,43 @@ class DeltaStore:
     def commits(self, name: str) -> Iterator[Commit]:
         """All commits, oldest first; nothing when the table does not exist."""
         if self.exists(name):
-            yield from reversed(self.history(name))
+            yield from self._log(name)
 
     def _newest_first(self, name: str) -> Iterator[Commit]:
-        """Commits newest first, reading the log's tail first: the callers below usually stop within it."""
-        recent = self.history(name, 16)
-        yield from recent
-        if len(recent) == 16:
-            yield from (c for c in self.history(name) if c.version < recent[-1].version)
+        """Commits newest first."""
+        yield from reversed(self._log(name))
+
+    def _log(self, name: str) -> list[Commit]:
+        """Every commit of `name`, oldest first, reading only the commit files written since the last call.
+
+        shoplake keeps every commit file (log cleanup is off, see TABLE_PROPERTIES), and a commit is the
+        atomic creation of `_delta_log/<version>.json`, so the files read once never change. The cache is
+        dropped when the table folder was recreated (its first commit file is another file) and not used
+        for a log whose early commits are gone (a table written by another tool with cleanup on): then the
+        history comes from delta-rs.
+        """
+        folder = self.path(name)
+        log_dir = folder / "_delta_log"
+        try:
+            first = (log_dir / f"{0:020d}.json").stat()
+        except FileNotFoundError:
+            with self._logs_lock:
+                self._logs.pop(folder, None)
+            return list(reversed(self.history(name)))
+        identity = (first.st_ino, first.st_mtime_ns)
+        with self._logs_lock:
+            cached = self._logs.get(folder)
+            if cached is None or cached.identity != identity:
+                cached = self._logs[folder] = _CommitLog(identity, [])
+            version = len(cached.commits)
+            while True:
+                try:
+                    text = (log_dir / f"{version:020d}.json").read_text(encoding="utf-8")
+                except FileNotFoundError:
+                    break
+                cached.commits.append(_commit_from_file(version, text))
+                version += 1
+            return list(cached.commits)
 
     def last_write(self, name: str) -> Commit | None:
         """The newest commit that changed the table's data (maintenance commits passed over)."""
@@ -274,7 +309,7 @@ class DeltaStore:
         """The newest version with the same rows as `version`. Reading it instead of `version` survives a
         vacuum that removed the files an optimize replaced."""
         newest = version
-        for commit in sorted(self.history(name), key=lambda c: c.version):
+        for commit in self._log(name):
             if commit.version > newest:
                 if commit.operation not in MAINTENANCE_OPERATIONS:
                     break
@@ -388,6 +423,24 @@ def _timestamp_stat(value: datetime) -> str:
 def user_metadata(meta: dict[str, Any]) -> str:
     """`meta` as the one `userMetadata` string a delta-spark commit can carry (with `shoplake.` keys)."""
     return json.dumps(_custom_metadata(meta), sort_keys=True)
+
+
+@dataclass
+class _CommitLog:
+    """The commits of one table folder read so far, and which folder they were read from."""
+
+    identity: tuple[int, int]
+    commits: list[Commit]
+
+
+def _commit_from_file(version: int, text: str) -> Commit:
+    """The commit of one `_delta_log/<version>.json` file: its `commitInfo` action, as `history()` gives it."""
+    for line in text.splitlines():
+        if '"commitInfo"' in line:
+            info = json.loads(line).get("commitInfo")
+            if isinstance(info, dict):
+                return _decode_commit({"timestamp": 0, **info, "version": version})
+    return _decode_commit({"version": version, "timestamp": 0})
 
 
 def _decode_commit(entry: dict[str, Any]) -> Commit:
