@@ -425,8 +425,8 @@ FUNNEL_BY_HAND = {
 @pytest.mark.parametrize("funnel", sorted(FUNNEL_BY_HAND))
 def test_rees46_funnel_of_2019_10_01_matches_plain_sql(e2e, rees46_lake, funnel):
     (hand,) = e2e.rows(rees46_lake, FUNNEL_BY_HAND[funnel])
-    rows = e2e.rows(rees46_lake, f"SELECT * FROM gold.funnel_{funnel} WHERE breakdown = 'all' "
-                                 f"AND event_date = DATE '2019-10-01' ORDER BY step")
+    rows = e2e.rows(rees46_lake, f"SELECT * FROM gold.funnel_{funnel} WHERE grain = 'day' "
+                                 f"AND breakdown = 'all' AND period_start = DATE '2019-10-01' ORDER BY step")
     counts = [hand[f"n{k}"] for k in range(1, len(rows) + 1)]
     assert [r["entrants"] for r in rows] == counts
     assert counts[0] > 4000 and counts[-1] > 50  # the comparison is not over empty sets
@@ -441,7 +441,8 @@ def test_rees46_funnel_of_2019_10_01_matches_plain_sql(e2e, rees46_lake, funnel)
         assert row["p90_seconds_to_step"] == pytest.approx(hand[f"p90_{k}"])
     # every breakdown partitions nothing away: its step-1 entrants are at least the day's
     by_breakdown = e2e.rows(rees46_lake, f"SELECT breakdown, sum(entrants) AS n FROM gold.funnel_{funnel} "
-                                         f"WHERE event_date = DATE '2019-10-01' AND step = 1 GROUP BY ALL")
+                                         f"WHERE grain = 'day' AND period_start = DATE '2019-10-01' AND step = 1 "
+                                         f"GROUP BY ALL")
     assert all(r["n"] >= counts[0] for r in by_breakdown)
 
 

@@ -83,9 +83,10 @@ def funnel_shop(module_shop, tmp_path_factory):
     return shop
 
 
-def steps(shop, name: str, breakdown: str = "all", value: str = "(all)", day: date = date(2019, 10, 1)):
-    rows = shop.query(f"SELECT * FROM gold.funnel_{name} WHERE breakdown = '{breakdown}' "
-                      f"AND breakdown_value = '{value}' AND event_date = DATE '{day}' ORDER BY step")
+def steps(shop, name: str, breakdown: str = "all", value: str = "(all)", day: date = date(2019, 10, 1),
+          grain: str = "day"):
+    rows = shop.query(f"SELECT * FROM gold.funnel_{name} WHERE grain = '{grain}' AND breakdown = '{breakdown}' "
+                      f"AND breakdown_value = '{value}' AND period_start = DATE '{day}' ORDER BY step")
     return rows
 
 
@@ -148,9 +149,12 @@ def test_funnel_a_repeated_step_needs_another_event(funnel_shop):
 def test_funnel_exclusion_drops_the_entry(funnel_shop):
     # user 5 removed the cart between cart and purchase: not counted at any step
     assert entrants(funnel_shop, "vcp_excl") == [5, 3, 1]
-    (entry,) = funnel_shop.ledger("gold.funnel_vcp_excl")
+    (entry,) = funnel_shop.ledger("gold.funnel_vcp_excl_entries")
     assert (entry["rows_in"], entry["rows_out"], entry["diverted"]) == (6, 5, {"excluded_entry": 1})
     assert entry["is_balanced"] is True
+    rows_in, rows_out, written, balanced = funnel_shop.balance("gold.funnel_vcp_excl")
+    assert (rows_in, rows_out, balanced) == (5, 5, True)
+    assert written == funnel_shop.count("gold.funnel_vcp_excl")
 
 
 def test_funnel_wilson_bounds_match_hand_computed_values(funnel_shop):
@@ -190,7 +194,7 @@ def test_funnel_window_completeness(funnel_shop):
     assert {r["is_window_complete"] for r in steps(funnel_shop, "vcp_user")} == {True}
     assert {r["is_window_complete"] for r in steps(funnel_shop, "view_cart_purchase")} == {True}
     assert funnel_shop.query("SELECT count(*) AS n FROM gold.funnel_view_cart_purchase "
-                             "WHERE event_date > DATE '2019-10-01'") == [{"n": 0}]  # no views later
+                             "WHERE grain = 'day' AND period_start > DATE '2019-10-01'") == [{"n": 0}]  # no views later
 
 
 def test_cart_abandonment_counts_carts_without_a_later_purchase_of_the_product(funnel_shop):
@@ -222,7 +226,10 @@ def test_funnel_declarations_are_validated():
     with pytest.raises(ConfigError, match="event_type"):
         parse_funnels("funnels: {f: {steps: [view, checkout]}}", origin="f.yaml")
     spec = funnel_spec(FunnelDef.model_validate({"name": "f", "steps": ["view", "cart"], "window": "2h"}))
-    assert (spec.name, spec.grain) == ("gold.funnel_f", ("event_date", "breakdown", "breakdown_value", "step"))
+    assert (spec.name, spec.grain) == ("gold.funnel_f", ("grain", "period_start", "breakdown", "breakdown_value",
+                                                         "step"))
+    with pytest.raises(ConfigError, match="may not end in _entries"):
+        parse_funnels("funnels: {a_entries: {steps: [view, cart]}}", origin="f.yaml")
 
 
 def test_project_funnel_file_is_found_in_the_working_directory_and_overrides_by_name(tmp_path):
@@ -243,3 +250,88 @@ def test_lake_reads_the_funnels_file_setting(tmp_path):
     path.write_text("funnels: {mine: {steps: [view, cart]}}\n")
     lake = Lake(load_settings(env={"SHOPLAKE_FUNNELS_FILE": str(path)}, lake=tmp_path / "lake"))
     assert "gold.funnel_mine" in lake.catalog
+
+
+# -- weeks and whole-period time to convert ----------------------------------------------------------------
+# 2019-09-30 is a Monday: the week of 2019-10-01 runs to Sunday 2019-10-06.
+WEEK_FUNNELS = "funnels:\n  vp_day: {steps: [view, purchase], window: 1d, unit: user}\n"
+WEEK_ROWS = (
+    # user 1 enters on Tuesday and again on Thursday: two daily entries, one weekly entry (Tuesday's), whose
+    # 1-day window misses Thursday's purchase
+    ev("2019-10-01 10:00:00", "view", 1, 1, "a"),
+    ev("2019-10-03 10:00:00", "view", 1, 1, "b"),
+    ev("2019-10-03 11:00:00", "purchase", 1, 1, "b"),
+    # user 2 enters on Sunday 23:00 and buys on Monday 01:00: the window crosses the week's end
+    ev("2019-10-06 23:00:00", "view", 2, 2, "c"),
+    ev("2019-10-07 01:00:00", "purchase", 2, 2, "c"),
+    # users 3 and 4 convert on Monday 2019-10-07 (the next week)
+    ev("2019-10-07 09:00:00", "view", 3, 3, "d"),
+    ev("2019-10-07 09:30:00", "purchase", 3, 3, "d"),
+    ev("2019-10-07 12:00:00", "view", 4, 4, "e"),
+    ev("2019-10-07 12:10:00", "purchase", 4, 4, "e"),
+)
+
+
+@pytest.fixture(scope="module")
+def week_shop(module_shop, tmp_path_factory):
+    path = tmp_path_factory.mktemp("week_funnel_file") / "shoplake-funnels.yaml"
+    path.write_text(WEEK_FUNNELS)
+    shop = module_shop("funnel_weeks", catalog_for(path))
+    shop.ingest("clickstream", CLICKSTREAM_HEADER, *WEEK_ROWS)
+    shop.build("silver.events+")
+    return shop
+
+
+def test_funnel_week_counts_a_unit_entering_on_two_days_once(week_shop):
+    # days: 10-01 user 1 (no purchase within 1 day), 10-03 user 1 (bought), 10-06 user 2 (bought)
+    daily = week_shop.query("SELECT period_start, entrants FROM gold.funnel_vp_day WHERE grain = 'day' "
+                            "AND breakdown = 'all' AND step = 2 ORDER BY 1")
+    assert [(r["period_start"], r["entrants"]) for r in daily] == [
+        (date(2019, 10, 1), 0), (date(2019, 10, 3), 1), (date(2019, 10, 6), 1), (date(2019, 10, 7), 2)]
+    # the week of 2019-09-30: users 1 and 2 enter once each; user 1's week entry is Tuesday's, whose window
+    # ends before Thursday's purchase; user 2's window runs past Sunday into Monday's purchase
+    assert entrants(week_shop, "vp_day", grain="week", day=date(2019, 9, 30)) == [2, 1]
+    week = steps(week_shop, "vp_day", grain="week", day=date(2019, 9, 30))
+    assert week[1]["median_seconds_to_step"] == 7200.0
+    assert (week[1]["conversion_low"], week[1]["conversion_high"]) == pytest.approx(wilson(1, 2))
+    assert entrants(week_shop, "vp_day", grain="week", day=date(2019, 10, 7)) == [2, 2]
+    # the breakdowns have weekly rows too: product 1 is electronics, product 2 appliances
+    assert entrants(week_shop, "vp_day", grain="week", day=date(2019, 9, 30), breakdown="category_l1",
+                    value="electronics") == [1, 0]
+    # a week's entrants are the distinct units of its days: fewer than the days' sum when one returns
+    assert week_shop.query("SELECT sum(entrants) AS n FROM gold.funnel_vp_day WHERE grain = 'day' "
+                           "AND breakdown = 'all' AND step = 1 AND period_start < DATE '2019-10-07'") == [{"n": 3}]
+
+
+def test_funnel_entries_hold_one_row_per_entry_and_step_reached(week_shop):
+    rows = week_shop.query("SELECT period_start, user_id, step, seconds_to_step FROM gold.funnel_vp_day_entries "
+                           "WHERE grain = 'day' AND breakdown = 'all' ORDER BY 1, 2, 3")
+    assert [(r["period_start"].day, r["user_id"], r["step"], r["seconds_to_step"]) for r in rows] == [
+        (1, 1, 1, 0.0), (3, 1, 1, 0.0), (3, 1, 2, 3600.0), (6, 2, 1, 0.0), (6, 2, 2, 7200.0),
+        (7, 3, 1, 0.0), (7, 3, 2, 1800.0), (7, 4, 1, 0.0), (7, 4, 2, 600.0)]
+    for table in ("gold.funnel_vp_day_entries", "gold.funnel_vp_day"):
+        rows_in, rows_out, written, balanced = week_shop.balance(table)
+        assert (rows_in, rows_out, written, balanced) == (5, 5, week_shop.count(table), True)
+
+
+def test_funnel_time_to_convert_over_a_period_is_exact_not_a_median_of_medians(week_shop):
+    from shoplake.serve.pages import funnel_time_to_convert
+    from shoplake.serve.view import Period, Reader
+
+    reader = Reader(week_shop.lake)
+    try:
+        (row,) = funnel_time_to_convert(reader, "gold.funnel_vp_day", "day", "all", "(all)",
+                                        Period(date(2019, 10, 1), date(2019, 10, 7))).rows
+        (week,) = funnel_time_to_convert(reader, "gold.funnel_vp_day", "week", "all", "(all)",
+                                         Period(date(2019, 9, 30), date(2019, 10, 7))).rows
+    finally:
+        reader.close()
+    # conversions of the daily entries: 3600 (user 1), 7200 (user 2), 1800 (user 3), 600 (user 4); sorted
+    # 600, 1800, 3600, 7200: median (1800 + 3600) / 2, p90 at position 2.7. The daily medians (3600, 7200,
+    # 1200) would give 3600.
+    assert (row["step_name"], row["entrants"]) == ("purchase", 4)
+    assert row["median_seconds_to_step"] == pytest.approx(2700.0)
+    assert row["p90_seconds_to_step"] == pytest.approx(3600 + 0.7 * 3600)
+    # weekly entries: 7200 (user 2, week of 09-30), 1800 and 600 (week of 10-07)
+    assert (week["entrants"], week["median_seconds_to_step"]) == (3, 1800.0)
+    assert week["p90_seconds_to_step"] == pytest.approx(1800 + 0.8 * 5400)

@@ -35,7 +35,7 @@ def pipeline(module_shop):
 
 def test_ledger_every_entry_balances(pipeline):
     rows = pipeline.query("SELECT * FROM ops.ledger")
-    assert len(rows) == 3 + 15  # one per ingested file, one per built table
+    assert len(rows) == 3 + 17  # one per ingested file, one per built table
     for row in rows:
         assert row["rows_in"] == row["rows_out"] + row["rows_diverted"], row
         assert row["is_balanced"] is True, row
@@ -63,9 +63,13 @@ def test_ledger_entries_per_table(pipeline):
         "gold.cart_abandonment": (0, 0, "{}", 0),  # no cart event
         "gold.retention_cohorts": (1, 1, "{}", 1),  # one user, one cohort week
         "gold.customer_cohorts": (3, 2, '{"guest_line": 1}', 1),
-        # one entrant, rows for 3 breakdowns (all, category_l1, brand) x the funnel's steps
-        "gold.funnel_view_cart_purchase": (1, 1, "{}", 9),
-        "gold.funnel_product_view_to_purchase": (1, 1, "{}", 6),
+        # one entrant, rows for 2 grains (day, week) x 3 breakdowns (all, category_l1, brand) x the steps
+        "gold.funnel_view_cart_purchase": (1, 1, "{}", 18),
+        "gold.funnel_product_view_to_purchase": (1, 1, "{}", 12),
+        # the entries: one per grain and breakdown, at each step reached (the view only; the view and the
+        # purchase of the same product in the session)
+        "gold.funnel_view_cart_purchase_entries": (1, 1, "{}", 6),
+        "gold.funnel_product_view_to_purchase_entries": (1, 1, "{}", 12),
     }
 
 

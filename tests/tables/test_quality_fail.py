@@ -10,7 +10,8 @@ from shoplake.catalog.spec import query_rule, row_rule
 from .shop import CLICKSTREAM_HEADER, Shop
 
 CLICK_GOLD = ("gold.daily_funnel", "gold.user_features", "gold.product_performance", "gold.cart_abandonment",
-              "gold.retention_cohorts", "gold.funnel_product_view_to_purchase", "gold.funnel_view_cart_purchase")
+              "gold.retention_cohorts", "gold.funnel_product_view_to_purchase", "gold.funnel_view_cart_purchase",
+              "gold.funnel_product_view_to_purchase_entries", "gold.funnel_view_cart_purchase_entries")
 CLICKS = ("2019-10-01 08:00:00 UTC,view,1,10,a.b,x,10.0,1,s1",
           "2019-10-01 08:03:00 UTC,purchase,1,10,a.b,x,1500.0,1,s1",
           "2019-10-02 09:00:00 UTC,view,2,10,a.b,x,2000.0,2,s2")

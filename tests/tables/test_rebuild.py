@@ -11,7 +11,8 @@ RETAIL = ("1001,A,RED MUG,2,2010-12-01 09:00:00,3.0,12345,United Kingdom",
           "C1003,A,RED MUG,-1,2010-12-01 11:00:00,3.0,12345,United Kingdom")
 
 CLICK_GOLD = {"gold.daily_funnel", "gold.user_features", "gold.product_performance", "gold.cart_abandonment",
-              "gold.retention_cohorts", "gold.funnel_product_view_to_purchase", "gold.funnel_view_cart_purchase"}
+              "gold.retention_cohorts", "gold.funnel_product_view_to_purchase", "gold.funnel_view_cart_purchase",
+              "gold.funnel_product_view_to_purchase_entries", "gold.funnel_view_cart_purchase_entries"}
 DERIVED = ["silver.products", "silver.events", "silver.sales", "silver.returns", *sorted(CLICK_GOLD),
            "gold.daily_sales_by_country", "gold.customer_rfm", "gold.product_sales", "gold.customer_cohorts"]
 

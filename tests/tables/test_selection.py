@@ -34,7 +34,8 @@ def test_build_a_table_and_its_descendants(shop):
     assert [(name, r.status) for name, r in results.items()] == [
         ("silver.events", "built"), ("gold.daily_funnel", "built"), ("gold.user_features", "built"),
         ("gold.product_performance", "built"), ("gold.cart_abandonment", "built"),
-        ("gold.retention_cohorts", "built"), ("gold.funnel_product_view_to_purchase", "built"),
+        ("gold.retention_cohorts", "built"), ("gold.funnel_product_view_to_purchase_entries", "built"),
+        ("gold.funnel_view_cart_purchase_entries", "built"), ("gold.funnel_product_view_to_purchase", "built"),
         ("gold.funnel_view_cart_purchase", "built")]
     assert shop.versions()["silver.products"] is None
     # A gold table has no descendants: `+` adds nothing, and its input is not rebuilt.
@@ -42,7 +43,8 @@ def test_build_a_table_and_its_descendants(shop):
 
 
 CLICK_GOLD = ["gold.daily_funnel", "gold.user_features", "gold.product_performance", "gold.cart_abandonment",
-              "gold.retention_cohorts", "gold.funnel_product_view_to_purchase", "gold.funnel_view_cart_purchase"]
+              "gold.retention_cohorts", "gold.funnel_product_view_to_purchase", "gold.funnel_view_cart_purchase",
+              "gold.funnel_product_view_to_purchase_entries", "gold.funnel_view_cart_purchase_entries"]
 RETAIL_GOLD = ["gold.daily_sales_by_country", "gold.customer_rfm", "gold.product_sales", "gold.customer_cohorts"]
 
 

@@ -19,7 +19,8 @@ RETAIL_ML = {"gold.customer_segments", "gold.customer_segment_profiles"}
 
 SILVER = ["silver.products", "silver.events", "silver.sales", "silver.returns"]
 CLICK_GOLD = {"gold.daily_funnel", "gold.user_features", "gold.product_performance", "gold.cart_abandonment",
-              "gold.retention_cohorts", "gold.funnel_view_cart_purchase", "gold.funnel_product_view_to_purchase"}
+              "gold.retention_cohorts", "gold.funnel_view_cart_purchase", "gold.funnel_product_view_to_purchase",
+              "gold.funnel_product_view_to_purchase_entries", "gold.funnel_view_cart_purchase_entries"}
 RETAIL_GOLD = {"gold.daily_sales_by_country", "gold.customer_rfm", "gold.product_sales", "gold.customer_cohorts"}
 
 

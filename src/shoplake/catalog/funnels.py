@@ -19,8 +19,13 @@ funnels:
 
 How a funnel is counted (exact definitions in docs/DATA_CONTRACT.md):
 - A unit is a user (`user_id`) or a session (`user_id`, `session_id`; events without a session are left
-  out). An *entry* is the unit's first step-1 event of a UTC day (per product for same-product funnels, per
-  breakdown value for the breakdown rows). Each day's entry is judged on its own.
+  out). An *entry* is the unit's first step-1 event of a period: a UTC day, and (in the `week` grain rows)
+  a Monday-to-Sunday week (per product for same-product funnels, per breakdown value for the breakdown
+  rows). Each period's entry is judged on its own; its window may run past the period's end.
+- `gold.funnel_<name>_entries` holds one row per entry and step it reached (with the seconds to it);
+  `gold.funnel_<name>` aggregates it. The dashboard reads the entries for what cannot be summed from the
+  funnel's rows: quantiles over several periods, and a breakdown by the users' segment (scored after the
+  build, so joined at query time).
 - Step k is reached at the earliest matching event at or after step k-1's time (strictly after when step
   k repeats step k-1's event type) and at most `window` after the entry (ordered: an event before the
   previous step never counts). Same-product funnels require the
@@ -40,7 +45,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shoplake.catalog.spec import TableSpec, col, in_range, query_rule, unique
+from shoplake.catalog.spec import TableSpec, accepted_values, col, in_range, query_rule, unique
 from shoplake.errors import ConfigError
 
 USER_FUNNELS_FILE = "shoplake-funnels.yaml"
@@ -104,6 +109,8 @@ class FunnelDef(_Model):
     def _consistent(self) -> FunnelDef:
         if len(self.steps) < 2:
             raise ValueError("a funnel needs at least 2 steps")
+        if self.name.endswith("_entries"):  # gold.funnel_<name>_entries is another funnel's entries table
+            raise ValueError(f"a funnel name may not end in _entries ({self.name!r}): rename it")
         for exclusion in self.exclusions:
             if not exclusion.after_step < exclusion.before_step <= len(self.steps):
                 raise ValueError(f"exclusion of {exclusion.event_type}: need after_step < before_step <= "
@@ -119,6 +126,10 @@ class FunnelDef(_Model):
     @property
     def table_name(self) -> str:
         return f"gold.funnel_{self.name}"
+
+    @property
+    def entries_table(self) -> str:
+        return f"gold.funnel_{self.name}_entries"
 
 
 class _FunnelFile(_Model):
@@ -205,27 +216,32 @@ def _quantile_sql(column: str, rank: str, count: str, tenths: int) -> str:
     return f"{low} + {fraction} * ({high} - {low})"
 
 
-def funnel_sql(funnel: FunnelDef) -> str:
-    """The DuckDB-dialect SQL of `gold.funnel_<name>` (one row per entry date, breakdown value and step)."""
+# Entries are judged per period of each grain; a week starts on Monday (ISO), like the retention cohorts.
+GRAINS = {"day": "event_date", "week": "CAST(date_trunc('week', event_date) AS DATE)"}
+
+
+def entries_sql(funnel: FunnelDef) -> str:
+    """The DuckDB-dialect SQL of `gold.funnel_<name>_entries`: one row per entry (unit, grain, period and
+    breakdown value) and step it reached, with the seconds from the entry to that step."""
     steps, window = funnel.steps, funnel.window_seconds
     n = len(steps)
     types = sorted({s.event_type for s in steps} | {e.event_type for e in funnel.exclusions})
     listed = ", ".join(f"'{t}'" for t in types)
     session = "session_id" if funnel.unit == "session" else "''"
     product = "product_id" if funnel.same_product else "CAST(0 AS BIGINT)"
-    keys = "breakdown, breakdown_value, user_id, unit_session, event_date, product_key"
+    keys = "grain, period_start, breakdown, breakdown_value, user_id, unit_session, product_key"
     match = ("e.user_id = c.user_id AND e.unit_session = c.unit_session"
              + (" AND e.product_id = c.product_key" if funnel.same_product else ""))
     first = steps[0].event_type
     entry_selects = []
-    for breakdown, value in (("all", "'(all)'"), *((b, f"coalesce({b}, '(none)')") for b in BREAKDOWNS)):
-        by_value = "" if breakdown == "all" else f"{value}, "
-        entry_selects.append(
-            f"SELECT '{breakdown}' AS breakdown, {value} AS breakdown_value, user_id, unit_session, event_date, "
-            f"product_key, min(event_at) AS at_1 FROM ev WHERE event_type = '{first}' "
-            f"GROUP BY {by_value}user_id, unit_session, event_date, product_key")
+    for grain, period in GRAINS.items():
+        for breakdown, value in (("all", "'(all)'"), *((b, f"coalesce({b}, '(none)')") for b in BREAKDOWNS)):
+            by_value = "" if breakdown == "all" else f"{value}, "
+            entry_selects.append(
+                f"SELECT '{grain}' AS grain, {period} AS period_start, '{breakdown}' AS breakdown, "
+                f"{value} AS breakdown_value, user_id, unit_session, product_key, min(event_at) AS at_1 FROM ev "
+                f"WHERE event_type = '{first}' GROUP BY {period}, {by_value}user_id, unit_session, product_key")
     ctes = [
-        "data_end AS (SELECT max(event_at) AS end_at FROM silver.events)",
         f"ev AS (SELECT user_id, {session} AS unit_session, {product} AS product_key, product_id, event_type, "
         f"event_at, event_date, category_l1, brand FROM silver.events WHERE event_type IN ({listed})"
         + (" AND session_id IS NOT NULL" if funnel.unit == "session" else "") + ")",
@@ -252,30 +268,46 @@ def funnel_sql(funnel: FunnelDef) -> str:
             f"AND (e.event_at < c.at_{b} OR (c.at_{b} IS NULL AND epoch(e.event_at) <= epoch(c.at_1) + {window})) "
             f"GROUP BY {kept} HAVING count(e.event_at) = 0)")
         last = f"excluded_{i}"
-    unit_keys = "breakdown, breakdown_value, user_id, unit_session, event_date"
-    reached = ", ".join(f"max(CASE WHEN at_{k} IS NOT NULL THEN 1 ELSE 0 END) AS reached_{k}, "
-                        f"min(epoch(at_{k}) - epoch(at_1)) AS seconds_{k}" for k in range(1, n + 1))
-    ctes.append(f"units AS (SELECT {unit_keys}, max(at_1) AS last_entry_at, {reached} FROM {last} "
+    unit_keys = "grain, period_start, breakdown, breakdown_value, user_id, unit_session"
+    # A unit's entry of a row spans its products (same-product funnels): it reaches a step when any product
+    # does, at the smallest time from its entry.
+    reached = ", ".join(f"min(epoch(at_{k}) - epoch(at_1)) AS seconds_{k}" for k in range(1, n + 1))
+    ctes.append(f"units AS (SELECT {unit_keys}, max(at_1) AS entered_at, {reached} FROM {last} "
                 f"GROUP BY {unit_keys})")
-    group = "breakdown, breakdown_value, event_date"
-    sums = ", ".join(f"sum(reached_{k}) AS n_{k}" for k in range(1, n + 1))
-    ctes.append(f"counts AS (SELECT {group}, max(last_entry_at) AS last_entry_at, {sums} FROM units "
-                f"GROUP BY {group})")
-    ctes.append("unit_steps AS (" + " UNION ALL ".join(
-        f"SELECT {group}, {k} AS step, seconds_{k} AS seconds FROM units WHERE reached_{k} = 1"
-        for k in range(1, n + 1)) + ")")
-    ctes.append(f"ranked AS (SELECT *, row_number() OVER (PARTITION BY {group}, step ORDER BY seconds) - 1 AS rn, "
-                f"count(*) OVER (PARTITION BY {group}, step) AS cnt FROM unit_steps)")
-    ctes.append(f"times AS (SELECT {group}, step, {_quantile_sql('seconds', 'rn', 'cnt', 5)} AS median_seconds, "
-                f"{_quantile_sql('seconds', 'rn', 'cnt', 9)} AS p90_seconds FROM ranked GROUP BY {group}, step)")
-    ctes.append("grid AS (" + " UNION ALL ".join(
-        f"SELECT {group}, last_entry_at, {k} AS step, '{steps[k - 1].label}' AS step_name, n_{k} AS entrants, "
-        f"n_{max(k - 1, 1)} AS previous_entrants, n_1 AS first_entrants FROM counts"
-        for k in range(1, n + 1)) + ")")
+    session_out = "unit_session" if funnel.unit == "session" else "CAST(NULL AS VARCHAR)"
+    return (
+        f"-- {funnel.entries_table}: generated from the funnel declaration {funnel.name!r} "
+        f"(shoplake.catalog.funnels).\nWITH " + ",\n".join(ctes) + "\n" + "\nUNION ALL\n".join(
+            f"SELECT grain, period_start, breakdown, breakdown_value, user_id, {session_out} AS session_id, "
+            f"{k} AS step, CAST(seconds_{k} AS DOUBLE) AS seconds_to_step, entered_at FROM units "
+            f"WHERE seconds_{k} IS NOT NULL" for k in range(1, n + 1)) + "\n")
+
+
+def funnel_sql(funnel: FunnelDef) -> str:
+    """The DuckDB-dialect SQL of `gold.funnel_<name>` (one row per grain, period, breakdown value and step),
+    aggregated from the funnel's entries table."""
+    steps, window = funnel.steps, funnel.window_seconds
+    n = len(steps)
+    group = "grain, period_start, breakdown, breakdown_value"
+    sums = ", ".join(f"count(*) FILTER (WHERE step = {k}) AS n_{k}" for k in range(1, n + 1))
+    ctes = [
+        "data_end AS (SELECT max(event_at) AS end_at FROM silver.events)",
+        f"counts AS (SELECT {group}, max(entered_at) AS last_entry_at, {sums} FROM {funnel.entries_table} "
+        f"GROUP BY {group})",
+        f"ranked AS (SELECT {group}, step, seconds_to_step AS seconds, row_number() OVER (PARTITION BY {group}, "
+        f"step ORDER BY seconds_to_step) - 1 AS rn, count(*) OVER (PARTITION BY {group}, step) AS cnt "
+        f"FROM {funnel.entries_table})",
+        f"times AS (SELECT {group}, step, {_quantile_sql('seconds', 'rn', 'cnt', 5)} AS median_seconds, "
+        f"{_quantile_sql('seconds', 'rn', 'cnt', 9)} AS p90_seconds FROM ranked GROUP BY {group}, step)",
+        "grid AS (" + " UNION ALL ".join(
+            f"SELECT {group}, last_entry_at, {k} AS step, '{steps[k - 1].label}' AS step_name, n_{k} AS entrants, "
+            f"n_{max(k - 1, 1)} AS previous_entrants, n_1 AS first_entrants FROM counts"
+            for k in range(1, n + 1)) + ")",
+    ]
     return (
         f"-- {funnel.table_name}: generated from the funnel declaration {funnel.name!r} "
         f"(shoplake.catalog.funnels).\nWITH " + ",\n".join(ctes) + f"""
-SELECT g.event_date, g.breakdown, g.breakdown_value, g.step, g.step_name, g.entrants,
+SELECT g.grain, g.period_start, g.breakdown, g.breakdown_value, g.step, g.step_name, g.entrants,
        g.previous_entrants - g.entrants AS drop_off,
        CAST(g.entrants AS DOUBLE) / NULLIF(g.previous_entrants, 0) AS conversion_rate,
        {wilson_sql('g.entrants', 'g.previous_entrants', 'low')} AS conversion_low,
@@ -288,41 +320,87 @@ SELECT g.event_date, g.breakdown, g.breakdown_value, g.step, g.step_name, g.entr
 FROM grid AS g
 CROSS JOIN data_end AS d
 LEFT JOIN times AS t
-  ON t.event_date = g.event_date AND t.breakdown = g.breakdown AND t.breakdown_value = g.breakdown_value
- AND t.step = g.step
+  ON t.grain = g.grain AND t.period_start = g.period_start AND t.breakdown = g.breakdown
+ AND t.breakdown_value = g.breakdown_value AND t.step = g.step
 """)
 
 
 _RATES = ("conversion_rate", "conversion_low", "conversion_high", "overall_conversion_rate",
           "overall_conversion_low", "overall_conversion_high")
+_ENTRIES = "grain = 'day' AND breakdown = 'all' AND step = 1"
 
 
-def _accounting_sql(funnel: FunnelDef) -> str:
-    """Rows in: the funnel's entries (distinct unit and date with a step-1 event); rows out: step-1 entrants
-    of the `all` rows; entries dropped by an exclusion are diverted as `excluded_entry`."""
+def _entries_accounting_sql(funnel: FunnelDef) -> str:
+    """Rows in: the funnel's daily entries (distinct unit and date with a step-1 event); rows out: the
+    step-1 rows of the day grain and `all` breakdown; entries dropped by an exclusion are diverted as
+    `excluded_entry`."""
     unit = "user_id, session_id" if funnel.unit == "session" else "user_id"
     session = " AND session_id IS NOT NULL" if funnel.unit == "session" else ""
     rows_in = (f"(SELECT count(*) FROM (SELECT DISTINCT {unit}, event_date FROM silver.events "
                f"WHERE event_type = '{funnel.steps[0].event_type}'{session}) AS entries)")
-    rows_out = "(SELECT coalesce(sum(entrants), 0) FROM candidate WHERE breakdown = 'all' AND step = 1)"
+    rows_out = f"(SELECT count(*) FROM candidate WHERE {_ENTRIES})"
     excluded = f", {rows_in} - {rows_out} AS excluded_entry" if funnel.exclusions else ""
     return f"SELECT {rows_in} AS rows_in, {rows_out} AS rows_out{excluded}"
 
 
+def _accounting_sql(funnel: FunnelDef) -> str:
+    """Rows in: the daily entries of the `all` breakdown in the entries table; rows out: the step-1 entrants
+    of the day grain and `all` breakdown."""
+    return (f"SELECT (SELECT count(*) FROM {funnel.entries_table} WHERE {_ENTRIES}) AS rows_in, "
+            "(SELECT coalesce(sum(entrants), 0) FROM candidate WHERE grain = 'day' AND breakdown = 'all' "
+            "AND step = 1) AS rows_out")
+
+
+_PERIOD_COLUMNS = (
+    col("grain", "VARCHAR", "day or week (Monday to Sunday): the period an entry is judged in"),
+    col("period_start", "DATE", "the UTC day of the entry, or the Monday of its week"),
+    col("breakdown", "VARCHAR", "all, category_l1 or brand (of the entry event)"),
+    col("breakdown_value", "VARCHAR", "(all) for breakdown all; (none) when the entry event has none"),
+)
+
+
+def _describe(funnel: FunnelDef) -> str:
+    steps = " → ".join(s.label for s in funnel.steps)
+    return (f"{steps}; {'same product' if funnel.same_product else 'any product'}, unit {funnel.unit}, "
+            f"window {funnel.window}")
+
+
+def entries_spec(funnel: FunnelDef) -> TableSpec:
+    """The per-entry table of a funnel: what the funnel table aggregates, and what the dashboard reads for
+    quantiles over a whole period and for breakdowns known only after the build (the users' segment)."""
+    unit = ("user_id", "session_id") if funnel.unit == "session" else ("user_id",)
+    return TableSpec(
+        name=funnel.entries_table,
+        description=(f"One row per (grain, period_start, breakdown, breakdown_value, unit, step) of the funnel "
+                     f"{funnel.name} ({_describe(funnel)}): an entry of the unit in the period and each step it "
+                     f"reached, with the seconds from the entry to the step."),
+        grain=("grain", "period_start", "breakdown", "breakdown_value", *unit, "step"),
+        columns=(
+            *_PERIOD_COLUMNS,
+            col("user_id", "BIGINT"),
+            col("session_id", "VARCHAR", "the unit's session (session funnels; NULL for user funnels)"),
+            col("step", "INTEGER", "a step the entry reached (1-based; every entry has step 1)"),
+            col("seconds_to_step", "DOUBLE", "seconds from the entry to reaching the step (0 at step 1)"),
+            col("entered_at", "TIMESTAMPTZ", "the entry's time (same-product funnels: its latest product's)"),
+        ),
+        inputs=("silver.events",),
+        sql_text=entries_sql(funnel),
+        accounting_sql=_entries_accounting_sql(funnel),
+        checks=(unique("grain", "period_start", "breakdown", "breakdown_value", *unit, "step"),
+                accepted_values("grain", tuple(GRAINS), action="fail")),
+    )
+
+
 def funnel_spec(funnel: FunnelDef) -> TableSpec:
     """The Gold table a funnel declaration becomes."""
-    steps = " → ".join(s.label for s in funnel.steps)
     return TableSpec(
         name=funnel.table_name,
-        description=(f"One row per (event_date, breakdown, breakdown_value, step) of the funnel {funnel.name} "
-                     f"({steps}; {'same product' if funnel.same_product else 'any product'}, unit "
-                     f"{funnel.unit}, window {funnel.window}): entrants, conversion with Wilson 95 % "
+        description=(f"One row per (grain, period_start, breakdown, breakdown_value, step) of the funnel "
+                     f"{funnel.name} ({_describe(funnel)}): entrants, conversion with Wilson 95 % "
                      f"intervals, time to step, drop-off. {funnel.description}").strip(),
-        grain=("event_date", "breakdown", "breakdown_value", "step"),
+        grain=("grain", "period_start", "breakdown", "breakdown_value", "step"),
         columns=(
-            col("event_date", "DATE", "UTC date of the entry (the unit's first step-1 event that day)"),
-            col("breakdown", "VARCHAR", "all, category_l1 or brand (of the entry event)"),
-            col("breakdown_value", "VARCHAR", "(all) for breakdown all; (none) when the entry event has none"),
+            *_PERIOD_COLUMNS,
             col("step", "INTEGER", "1-based step number"),
             col("step_name", "VARCHAR"),
             col("entrants", "BIGINT", "units reaching this step (step 1: units entering)"),
@@ -339,11 +417,11 @@ def funnel_spec(funnel: FunnelDef) -> TableSpec:
                 "every entry of the row had its whole window inside the data (latest entry + window <= "
                 "latest event_at in silver.events)"),
         ),
-        inputs=("silver.events",),
+        inputs=("silver.events", funnel.entries_table),
         sql_text=funnel_sql(funnel),
         accounting_sql=_accounting_sql(funnel),
         checks=(
-            unique("event_date", "breakdown", "breakdown_value", "step"),
+            unique("grain", "period_start", "breakdown", "breakdown_value", "step"),
             *(in_range(rate, low=0.0, high=1.0, action="fail") for rate in _RATES),
             query_rule("entrants_never_grow",
                        "SELECT * FROM candidate WHERE drop_off < 0", action="fail"),
@@ -352,5 +430,5 @@ def funnel_spec(funnel: FunnelDef) -> TableSpec:
 
 
 def funnel_specs(funnels: Mapping[str, FunnelDef]) -> tuple[TableSpec, ...]:
-    """One table per funnel, in name order."""
-    return tuple(funnel_spec(funnels[name]) for name in sorted(funnels))
+    """Two tables per funnel (its entries, then the funnel), in name order."""
+    return tuple(spec for name in sorted(funnels) for spec in (entries_spec(funnels[name]), funnel_spec(funnels[name])))

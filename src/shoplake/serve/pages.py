@@ -24,6 +24,7 @@ from shoplake.serve.view import (
     PageView,
     Period,
     Reader,
+    Result,
     Section,
     chart,
     date_condition,
@@ -91,13 +92,39 @@ def overview(reader: Reader, filters: Filters) -> PageView:
 
 
 def _funnel_tables(reader: Reader) -> list[Any]:
-    return [spec for spec in reader.lake.catalog.ordered() if spec.name.startswith("gold.funnel_")]
+    return [spec for spec in reader.lake.catalog.ordered()
+            if spec.name.startswith("gold.funnel_") and not spec.name.endswith("_entries")]
+
+
+# A chosen range longer than this many days reads the funnels' weekly rows (a few dozen points instead of
+# hundreds of daily ones; a unit entering on several days of a week is one weekly entry).
+WEEKLY_AFTER_DAYS = 62
+
+
+def funnel_grain(period: Period) -> str:
+    return "week" if period.days > WEEKLY_AFTER_DAYS else "day"
+
+
+def funnel_time_to_convert(reader: Reader, table: str, grain: str, breakdown: str, value: str,
+                           period: Period) -> Result:
+    """Median and p90 seconds from entry to each later step over every entry of the period (its days, or
+    the weeks starting in it), from the funnel's entries table: exact, where medians of daily rows cannot
+    be combined. `entrants` equals the summed entrants of the funnel's rows."""
+    return reader.run(f"""
+        SELECT e.step, n.step_name, count(*) AS entrants,
+               quantile_cont(e.seconds_to_step, 0.5) AS median_seconds_to_step,
+               quantile_cont(e.seconds_to_step, 0.9) AS p90_seconds_to_step
+        FROM {table}_entries AS e
+        JOIN (SELECT step, min(step_name) AS step_name FROM {table} GROUP BY step) AS n ON n.step = e.step
+        WHERE e.grain = ? AND e.breakdown = ? AND e.breakdown_value = ? AND e.period_start BETWEEN ? AND ?
+          AND e.step > 1
+        GROUP BY e.step, n.step_name ORDER BY e.step""", [grain, breakdown, value, period.start, period.end])
 
 
 def funnel(reader: Reader, filters: Filters) -> PageView:
     page = PageView("funnel", "Funnel", "the declared funnels (ordered steps of the same user or session within "
                                         "the conversion window) and cart abandonment",
-                    filters_used=("dates", "category", "brand"))
+                    filters_used=("dates", "category", "brand", "segment"))
     if filters.category:
         breakdown, value = "category_l1", filters.category
     elif filters.brand:
@@ -106,13 +133,16 @@ def funnel(reader: Reader, filters: Filters) -> PageView:
         breakdown, value = "all", "(all)"
     both = " (brand not applied: a funnel row is broken down by one of category or brand)" \
         if filters.category and filters.brand else ""
+    chosen_segment = filters.segment_of("users")
     for spec in _funnel_tables(reader):
         name = spec.name.removeprefix("gold.funnel_")
-        period = filters.resolve(reader, spec.name, "event_date")
+        period = filters.resolve(reader, f"{spec.name} WHERE grain = 'day'", "period_start")
         if period:
             page.periods.append(period)
-        rows = f"{spec.name} WHERE breakdown = ? AND breakdown_value = ? AND event_date BETWEEN ? AND ?"
-        params = [breakdown, value, *((period.start, period.end) if period else (None, None))]
+        grain = funnel_grain(period) if period else "day"
+        rows = (f"{spec.name} WHERE grain = ? AND breakdown = ? AND breakdown_value = ? "
+                "AND period_start BETWEEN ? AND ?")
+        params = [grain, breakdown, value, *((period.start, period.end) if period else (None, None))]
         steps = reader.run(f"""
             WITH s AS (SELECT step, min(step_name) AS step_name, sum(entrants) AS entrants,
                               bool_and(is_window_complete) AS is_window_complete
@@ -126,38 +156,65 @@ def funnel(reader: Reader, filters: Filters) -> PageView:
                    CASE WHEN step = 1 THEN 1.0 ELSE entrants / nullif(before, 0) END AS conversion_rate,
                    is_window_complete
             FROM f ORDER BY step""", params) if period else None
-        daily = reader.run(f"""
-            SELECT event_date, overall_conversion_rate, overall_conversion_low, overall_conversion_high, entrants,
+        over_time = reader.run(f"""
+            SELECT period_start, overall_conversion_rate, overall_conversion_low, overall_conversion_high, entrants,
                    is_window_complete
-            FROM {rows} AND step = (SELECT max(step) FROM {spec.name}) ORDER BY event_date""",
-                           params) if period else None
+            FROM {rows} AND step = (SELECT max(step) FROM {spec.name}) ORDER BY period_start""",
+                               params) if period else None
+        times = funnel_time_to_convert(reader, spec.name, grain, breakdown, value, period) if period else None
         split = reader.run(f"""
             SELECT breakdown_value AS category_l1, sum(entrants) FILTER (WHERE step = 1) AS entered,
                    sum(entrants) FILTER (WHERE step = (SELECT max(step) FROM {spec.name})) AS converted,
                    converted / nullif(entered, 0) AS overall_conversion_rate,
                    {wilson_sql('converted', 'entered', 'low')} AS overall_conversion_low,
                    {wilson_sql('converted', 'entered', 'high')} AS overall_conversion_high
-            FROM {spec.name} WHERE breakdown = 'category_l1' AND event_date BETWEEN ? AND ?
+            FROM {spec.name} WHERE grain = ? AND breakdown = 'category_l1' AND period_start BETWEEN ? AND ?
             GROUP BY 1 ORDER BY entered DESC, 1 LIMIT 20""",
-                           [period.start, period.end] if period else [None, None]) if period else None
+                           [grain, period.start, period.end] if period else [None, None]) if period else None
+        # The users' segment is scored after the build (ML), so it is joined here to the entries, not built
+        # into the funnel's rows: the latest scoring, entries of users it has not scored as "(not scored)".
+        by_segment = reader.run(f"""
+            WITH e AS (SELECT coalesce(u.segment_name, '(not scored)') AS segment_name, e.step
+                       FROM {spec.name}_entries AS e LEFT JOIN gold.user_segments AS u ON u.user_id = e.user_id
+                       WHERE e.grain = ? AND e.breakdown = ? AND e.breakdown_value = ?
+                         AND e.period_start BETWEEN ? AND ?)
+            SELECT segment_name, count(*) FILTER (WHERE step = 1) AS entered,
+                   count(*) FILTER (WHERE step = (SELECT max(step) FROM {spec.name})) AS converted,
+                   converted / nullif(entered, 0) AS overall_conversion_rate,
+                   {wilson_sql('converted', 'entered', 'low')} AS overall_conversion_low,
+                   {wilson_sql('converted', 'entered', 'high')} AS overall_conversion_high
+            FROM e GROUP BY 1 ORDER BY entered DESC, 1""", params) if period else None
         incomplete = [r for r in (steps.rows if steps else []) if r["is_window_complete"] is False]
         caveat = (" Some entries of the period have not had their whole window in the data yet: their conversion "
                   "can still grow." if incomplete else "")
         where = f"{breakdown} = {value}{both}; " if breakdown != "all" else ""
+        unit = "entry day" if grain == "day" else "entry week"
+        weekly = (f"; weekly rows (a range over {WEEKLY_AFTER_DAYS} days): the weeks starting in it, a unit "
+                  f"entering on several days of a week counted once" if grain == "week" else "")
         page.sections += in_period([
             chart(f"funnel-{name}-steps", f"{name}: conversion from the first step (Wilson 95% intervals)", steps,
                   charts.bars(steps.rows if steps else [], "step_name", "overall_conversion_rate", kind="rate",
                               error=("overall_conversion_low", "overall_conversion_high"),
                               title="of entrants"),
-                  f"{where}{spec.description.split(': ', 1)[0]}; {_period_note(period)}.{caveat}"),
-            chart(f"funnel-{name}-daily", f"{name}: conversion per entry day (last step, 95% band)", daily,
-                  charts.lines(daily.rows if daily else [], "event_date", {"overall_conversion_rate": "conversion"},
+                  f"{where}{spec.description.split(': ', 1)[0]}; {_period_note(period)}{weekly}.{caveat}"),
+            chart(f"funnel-{name}-over-time", f"{name}: conversion per {unit} (last step, 95% band)", over_time,
+                  charts.lines(over_time.rows if over_time else [], "period_start",
+                               {"overall_conversion_rate": "conversion"},
                                kind="rate", band=("overall_conversion_low", "overall_conversion_high")),
-                  f"{where}entries of each day, judged over the window after them"),
+                  f"{where}entries of each {unit.removeprefix('entry ')}, judged over the window after them"),
+            table(f"funnel-{name}-time", f"{name}: time to convert over the period", times,
+                  note=f"{where}median and 90th percentile of the seconds from entry to each step, over every "
+                       f"entry of the period that reached it (from gold.funnel_{name}_entries; not the median "
+                       f"of daily medians){weekly}"),
             table(f"funnel-{name}-breakdown", f"{name}: by category (first level)", split,
                   links={"category_l1": lambda r: "/funnel" + filters.query(category=r["category_l1"], brand=None)},
                   note="entrants of the first step and of the last, with the Wilson 95% interval of conversion; "
                        "a category's name filters the page by it"),
+            table(f"funnel-{name}-segments", f"{name}: by user segment (K-means, latest scoring)", by_segment,
+                  row_class=lambda r: "chosen" if r["segment_name"] == chosen_segment else "",
+                  note=f"{where}the users' segment of the latest ML scoring, joined at query time to the "
+                       f"funnel's entries (a user entering before being scored takes today's segment)"
+                       + (f"; the chosen segment ({chosen_segment}) is marked" if chosen_segment else "")),
         ], period)
     period = filters.resolve(reader, "gold.cart_abandonment", "event_date")
     if period:
@@ -232,7 +289,9 @@ def retention(reader: Reader, filters: Filters) -> PageView:
 
 
 def segments(reader: Reader, filters: Filters) -> PageView:
-    page = PageView("segments", "Segments", "latest scoring of the K-means segment models (not filtered)")
+    page = PageView("segments", "Segments", "latest scoring of the K-means segment models; a chosen segment is "
+                                            "marked and its rows shown", filters_used=("segment",))
+    users_segment, rfm_segment = filters.segment_of("users"), filters.segment_of("rfm")
     users = reader.run("SELECT * FROM gold.user_segment_profiles ORDER BY segment_id")
     customers = reader.run("SELECT * FROM gold.customer_segment_profiles ORDER BY segment_id")
     page.sections += [
@@ -244,7 +303,19 @@ def segments(reader: Reader, filters: Filters) -> PageView:
         table("segments-users-profile", "User segment profiles and recommended actions", users,
               ["segment_name", "count_users", "share_of_users", "mean_recency_days", "mean_frequency",
                "mean_monetary", "mean_count_purchases", "recommended_action", "model_version"],
-              currency=CLICK_CURRENCY),
+              currency=CLICK_CURRENCY, row_class=lambda r: "chosen" if r["segment_name"] == users_segment else "",
+              note=f"the chosen segment ({users_segment}) is marked" if users_segment else ""),
+    ]
+    if users_segment:
+        members = reader.run("""
+            SELECT user_id, segment_name, views_per_session, carts_per_session, purchases_per_session,
+                   model_version, scored_at
+            FROM gold.user_segments WHERE segment_name = ?
+            ORDER BY purchases_per_session DESC, carts_per_session DESC, user_id LIMIT 500""", [users_segment])
+        page.sections.append(table("segments-users-chosen", f"Users of the segment {users_segment}", members,
+                                   note="the 500 with the most purchases per session (then carts) of the "
+                                        "latest scoring; the model inputs of each"))
+    page.sections += [
         chart("segments-customers-share", "Retail customers by K-means segment", customers,
               charts.pie(customers.rows, "segment_name", "count_customers")),
         chart("segments-customers-value", "Share of net revenue by K-means segment", customers,
@@ -255,6 +326,20 @@ def segments(reader: Reader, filters: Filters) -> PageView:
               currency=RETAIL_CURRENCY,
               note="the standard named RFM segments are on the Customers page"),
     ]
+    if rfm_segment:
+        # A chosen RFM segment (the standard named one) concerns the customers' K-means segments through
+        # the customers both describe: where the RFM segment's customers fall among the K-means segments.
+        across = reader.run("""
+            SELECT k.segment_name, count(*) AS count_customers,
+                   count(*) / sum(count(*)) OVER () AS share_of_customers,
+                   sum(r.net_monetary) AS net_monetary
+            FROM gold.customer_rfm AS r JOIN gold.customer_segments AS k USING (customer_id)
+            WHERE r.rfm_segment = ?
+            GROUP BY k.segment_name ORDER BY count_customers DESC, k.segment_name""", [rfm_segment])
+        page.sections.append(table("segments-customers-rfm", f"RFM segment {rfm_segment} across the K-means "
+                                                              f"segments", across, currency=RETAIL_CURRENCY,
+                                   note=f"customers of the named RFM segment {rfm_segment} (gold.customer_rfm) "
+                                        f"by their K-means segment of the latest scoring"))
     return page
 
 
