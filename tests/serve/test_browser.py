@@ -244,6 +244,26 @@ def test_a_filter_changes_the_charts(browser, live_server, key, select, chart):
     assert after[chart] != before[chart], f"{select}={value} did not change {chart}"
 
 
+def test_the_funnel_over_a_long_range_draws_weeks_and_its_csv_and_sql_agree(browser, live_server, served):
+    first, last = run_query(served.lake, "SELECT min(event_date) AS a, max(event_date) AS b FROM gold.daily_funnel"
+                            ).to_pylist()[0].values()
+    start = first - timedelta(days=40)  # a range over 62 days: the funnels' weekly rows
+    weeks = run_query(served.lake, f"""SELECT count(DISTINCT period_start) AS n FROM gold.funnel_view_cart_purchase
+                                       WHERE grain = 'week' AND period_start BETWEEN DATE '{start}'
+                                         AND DATE '{last}'""").column("n")[0].as_py()
+    visit = Visit(browser)
+    try:
+        charts = visit.open(f"{live_server.url}/funnel?start={start}&end={last}")
+        checked = _check_csv_and_sql(visit, live_server, served, charts)
+        tables = visit.page.locator("#section-funnel-view_cart_purchase-time tbody tr").count()
+    finally:
+        visit.close()
+    drawn = {c["id"]: c["points"] for c in charts}
+    assert drawn["chart-funnel-view_cart_purchase-over-time"] == weeks > 1
+    assert tables == 2 and checked > 0  # time to convert: the cart and purchase steps
+    assert visit.errors == []
+
+
 def test_a_country_opens_its_rows(browser, live_server):
     visit = Visit(browser)
     try:

@@ -152,3 +152,65 @@ def test_a_filter_value_is_one_literal_never_sql(served):
     page = build_page(served.lake, "sales", parse_filters({"country": hostile, "start": "1900-01-01"}))
     ranked = next(s for s in page.sections if s.id == "sales-by-country")
     assert ranked.empty and "country = 'x'' OR ''1''=''1'" in ranked.sql
+
+
+def _section(page, section_id: str):
+    return next(s for s in page.sections if s.id == section_id)
+
+
+def _column(section, name: str) -> list:
+    index = section.columns.index(name)
+    return [row[index] for row in section.data]
+
+
+def test_the_funnel_reads_weekly_rows_over_a_long_range_and_its_figures_agree(served):
+    first, last = run_query(served.lake, "SELECT min(event_date) AS a, max(event_date) AS b FROM silver.events"
+                            ).to_pylist()[0].values()
+    name = "view_cart_purchase"
+    for start, grain in ((last - timedelta(days=13), "day"), (first - timedelta(days=40), "week")):
+        page = build_page(served.lake, "funnel", Filters(start, last), options=False)
+        over_time = _section(page, f"funnel-{name}-over-time")
+        periods = [date.fromisoformat(d) for d in _column(over_time, "period_start")]
+        expected = run_query(served.lake, f"""
+            SELECT period_start FROM gold.funnel_{name} WHERE grain = '{grain}' AND breakdown = 'all' AND step = 1
+              AND period_start BETWEEN DATE '{start}' AND DATE '{last}' ORDER BY 1""").column(0).to_pylist()
+        assert periods == expected and len(periods) > 1, grain
+        assert grain == "day" or all(d.isoweekday() == 1 for d in periods)
+        # the time to convert counts every entry of the period that reached a step: as many as the steps say
+        steps, times = _section(page, f"funnel-{name}-steps"), _section(page, f"funnel-{name}-time")
+        assert _column(times, "entrants") == _column(steps, "entrants")[1:]
+        medians = _column(times, "median_seconds_to_step")
+        assert all(m is not None and m >= 0 for m in medians)
+        # the user-segment breakdown partitions the entrants
+        segments = _section(page, f"funnel-{name}-segments")
+        assert sum(_column(segments, "entered")) == _column(steps, "entrants")[0]
+        assert sum(_column(segments, "converted")) == _column(steps, "entrants")[-1]
+        assert ("weekly rows" in _section(page, f"funnel-{name}-steps").note) == (grain == "week")
+    # a unit entering on several days of a week is one weekly entry: fewer weekly entrants than daily ones
+    both = run_query(served.lake, f"SELECT grain, sum(entrants) AS n FROM gold.funnel_{name} "
+                                  "WHERE breakdown = 'all' AND step = 1 GROUP BY 1").to_pylist()
+    totals = {r["grain"]: r["n"] for r in both}
+    assert 0 < totals["week"] < totals["day"]
+
+
+def test_the_segments_page_applies_the_segment_filter(served):
+    (users,) = run_query(served.lake, "SELECT segment_name AS s, count(*) AS n FROM gold.user_segments GROUP BY 1 "
+                                      "ORDER BY 2, 1 LIMIT 1").to_pylist()
+    page = build_page(served.lake, "segments", Filters(segment=f"users:{users['s']}"), options=False)
+    profile = _section(page, "segments-users-profile")
+    names = [row[0].text for row in profile.grid.rows]
+    assert [n == users["s"] for n in names] == [c == "chosen" for c in profile.grid.row_classes]
+    chosen = _section(page, "segments-users-chosen")
+    assert len(chosen.data) == min(users["n"], 500) and set(_column(chosen, "segment_name")) == {users["s"]}
+    funnel = build_page(served.lake, "funnel", Filters(segment=f"users:{users['s']}"), options=False)
+    marked = _section(funnel, "funnel-view_cart_purchase-segments").grid.row_classes
+    assert marked.count("chosen") == 1
+    (rfm,) = run_query(served.lake, "SELECT rfm_segment AS s, count(*) AS n FROM gold.customer_rfm "
+                                    "JOIN gold.customer_segments USING (customer_id) GROUP BY 1 "
+                                    "ORDER BY 2 DESC, 1 LIMIT 1").to_pylist()
+    across = _section(build_page(served.lake, "segments", Filters(segment=f"rfm:{rfm['s']}"), options=False),
+                      "segments-customers-rfm")
+    assert sum(_column(across, "count_customers")) == rfm["n"]
+    assert sum(_column(across, "share_of_customers")) == pytest.approx(1.0)
+    unfiltered = build_page(served.lake, "segments", Filters(), options=False)
+    assert {s.id for s in unfiltered.sections}.isdisjoint({"segments-users-chosen", "segments-customers-rfm"})
