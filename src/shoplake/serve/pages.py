@@ -124,7 +124,9 @@ def funnel_time_to_convert(reader: Reader, table: str, grain: str, breakdown: st
 def funnel(reader: Reader, filters: Filters) -> PageView:
     page = PageView("funnel", "Funnel", "the declared funnels (ordered steps of the same user or session within "
                                         "the conversion window) and cart abandonment",
-                    filters_used=("dates", "category", "brand", "segment"))
+                    # A chosen users segment only marks its row of the segment breakdown: the charts are
+                    # read from the funnel's rows, which have no segment (it is scored after the build).
+                    filters_used=("dates", "category", "brand"))
     if filters.category:
         breakdown, value = "category_l1", filters.category
     elif filters.brand:
