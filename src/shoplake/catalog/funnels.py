@@ -275,12 +275,16 @@ def entries_sql(funnel: FunnelDef) -> str:
     ctes.append(f"units AS (SELECT {unit_keys}, max(at_1) AS entered_at, {reached} FROM {last} "
                 f"GROUP BY {unit_keys})")
     session_out = "unit_session" if funnel.unit == "session" else "CAST(NULL AS VARCHAR)"
+    ctes.append("reached AS (" + " UNION ALL ".join(
+        f"SELECT grain, period_start, breakdown, breakdown_value, user_id, {session_out} AS session_id, "
+        f"{k} AS step, CAST(seconds_{k} AS DOUBLE) AS seconds_to_step, entered_at FROM units "
+        f"WHERE seconds_{k} IS NOT NULL" for k in range(1, n + 1)) + ")")
+    # A unit's rows (every grain, breakdown and step) side by side: its session id and entry time repeat
+    # there and compress to little (written unordered, the session ids made most of the table's bytes).
     return (
         f"-- {funnel.entries_table}: generated from the funnel declaration {funnel.name!r} "
-        f"(shoplake.catalog.funnels).\nWITH " + ",\n".join(ctes) + "\n" + "\nUNION ALL\n".join(
-            f"SELECT grain, period_start, breakdown, breakdown_value, user_id, {session_out} AS session_id, "
-            f"{k} AS step, CAST(seconds_{k} AS DOUBLE) AS seconds_to_step, entered_at FROM units "
-            f"WHERE seconds_{k} IS NOT NULL" for k in range(1, n + 1)) + "\n")
+        f"(shoplake.catalog.funnels).\nWITH " + ",\n".join(ctes) + "\nSELECT * FROM reached\n"
+        "ORDER BY user_id, session_id, grain, period_start, breakdown, breakdown_value, step\n")
 
 
 def funnel_sql(funnel: FunnelDef) -> str:
