@@ -214,3 +214,31 @@ def test_the_segments_page_applies_the_segment_filter(served):
     assert sum(_column(across, "share_of_customers")) == pytest.approx(1.0)
     unfiltered = build_page(served.lake, "segments", Filters(), options=False)
     assert {s.id for s in unfiltered.sections}.isdisjoint({"segments-users-chosen", "segments-customers-rfm"})
+
+
+def test_a_users_segment_filters_the_funnel_charts_through_the_entries(served):
+    name = "view_cart_purchase"
+    everyone = build_page(served.lake, "funnel", Filters(), options=False)
+    by_segment = _section(everyone, f"funnel-{name}-segments")
+    row = max(zip(_column(by_segment, "segment_name"), _column(by_segment, "entered"),
+                  _column(by_segment, "converted"), strict=True), key=lambda r: (r[2], r[1]))
+    segment, entered, converted = row
+    page = build_page(served.lake, "funnel", Filters(segment=f"users:{segment}"), options=False)
+    steps = _section(page, f"funnel-{name}-steps")
+    assert _column(steps, "entrants")[0] == entered and _column(steps, "entrants")[-1] == converted
+    assert _column(steps, "entrants") != _column(_section(everyone, f"funnel-{name}-steps"), "entrants")
+    # the time to convert and the category table count the same entries; the conversion per day too
+    assert _column(_section(page, f"funnel-{name}-time"), "entrants") == _column(steps, "entrants")[1:]
+    # each category counts the segment's entries of that category: fewer than everyone's
+    mine, all_of = (dict(zip(_column(section, "category_l1"), _column(section, "entered"), strict=True))
+                    for section in (_section(p, f"funnel-{name}-breakdown") for p in (page, everyone)))
+    assert all(n <= all_of.get(category, 0) for category, n in mine.items()) and sum(mine.values()) < sum(
+        all_of.values())
+    over_time = _section(page, f"funnel-{name}-over-time")
+    last_step = _column(over_time, "entrants")
+    assert sum(last_step) == converted
+    for section in page.sections:  # the view SQL of every section gives its rows
+        if section.sql:
+            again = run_query(served.lake, section.sql).to_pylist()
+            assert [[formats.plain(v) for v in r.values()] for r in again] == section.data, section.id
+    assert "segment" in page.filters_used

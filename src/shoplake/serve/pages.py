@@ -106,27 +106,54 @@ def funnel_grain(period: Period) -> str:
 
 
 def funnel_time_to_convert(reader: Reader, table: str, grain: str, breakdown: str, value: str,
-                           period: Period) -> Result:
+                           period: Period, segment: str | None = None) -> Result:
     """Median and p90 seconds from entry to each later step over every entry of the period (its days, or
     the weeks starting in it), from the funnel's entries table: exact, where medians of daily rows cannot
-    be combined. `entrants` equals the summed entrants of the funnel's rows."""
+    be combined. `entrants` equals the summed entrants of the funnel's rows. With `segment`, the entries of
+    the users of that K-means segment only."""
+    joined = "JOIN gold.user_segments AS u ON u.user_id = e.user_id AND u.segment_name = ?" if segment else ""
     return reader.run(f"""
         SELECT e.step, n.step_name, count(*) AS entrants,
                quantile_cont(e.seconds_to_step, 0.5) AS median_seconds_to_step,
                quantile_cont(e.seconds_to_step, 0.9) AS p90_seconds_to_step
         FROM {table}_entries AS e
         JOIN (SELECT step, min(step_name) AS step_name FROM {table} GROUP BY step) AS n ON n.step = e.step
+        {joined}
         WHERE e.grain = ? AND e.breakdown = ? AND e.breakdown_value = ? AND e.period_start BETWEEN ? AND ?
           AND e.step > 1
-        GROUP BY e.step, n.step_name ORDER BY e.step""", [grain, breakdown, value, period.start, period.end])
+        GROUP BY e.step, n.step_name ORDER BY e.step""",
+                      [*([segment] if segment else []), grain, breakdown, value, period.start, period.end])
+
+
+def _funnel_rows(table: str, segment: str | None) -> tuple[str, list[Any]]:
+    """The relation the Funnel page reads and its parameters: the funnel's rows, or, with a users segment
+    chosen, the same rows (every period, breakdown value and step) counted over that segment's entries.
+
+    The segment is scored after the build, so it is joined here to the entries table. A row's
+    `is_window_complete` stays the whole row's: every entry of the segment lies in it, so it is complete when
+    the row is."""
+    if segment is None:
+        return table, []
+    keys = ("grain", "period_start", "breakdown", "breakdown_value", "step")
+    counted = (
+        f"SELECT f.grain, f.period_start, f.breakdown, f.breakdown_value, f.step, f.step_name, "
+        f"f.is_window_complete, coalesce(c.entrants, 0) AS entrants FROM {table} AS f LEFT JOIN ("
+        f"SELECT e.grain, e.period_start, e.breakdown, e.breakdown_value, e.step, count(*) AS entrants "
+        f"FROM {table}_entries AS e JOIN gold.user_segments AS u ON u.user_id = e.user_id "
+        f"WHERE u.segment_name = ? GROUP BY {', '.join(f'e.{k}' for k in keys)}) AS c ON "
+        + " AND ".join(f"c.{k} = f.{k}" for k in keys))
+    firsts = (f"SELECT *, first_value(entrants) OVER (PARTITION BY grain, period_start, breakdown, "
+              f"breakdown_value ORDER BY step) AS first_entrants FROM ({counted}) AS counted")
+    return (f"(SELECT *, entrants / nullif(first_entrants, 0) AS overall_conversion_rate, "
+            f"{wilson_sql('entrants', 'first_entrants', 'low')} AS overall_conversion_low, "
+            f"{wilson_sql('entrants', 'first_entrants', 'high')} AS overall_conversion_high "
+            f"FROM ({firsts}) AS firsts) AS segment_rows"), [segment]
 
 
 def funnel(reader: Reader, filters: Filters) -> PageView:
     page = PageView("funnel", "Funnel", "the declared funnels (ordered steps of the same user or session within "
                                         "the conversion window) and cart abandonment",
-                    # A chosen users segment only marks its row of the segment breakdown: the charts are
-                    # read from the funnel's rows, which have no segment (it is scored after the build).
-                    filters_used=("dates", "category", "brand"))
+                    filters_used=("dates", "category", "brand", "segment"))
     if filters.category:
         breakdown, value = "category_l1", filters.category
     elif filters.brand:
@@ -142,9 +169,10 @@ def funnel(reader: Reader, filters: Filters) -> PageView:
         if period:
             page.periods.append(period)
         grain = funnel_grain(period) if period else "day"
-        rows = (f"{spec.name} WHERE grain = ? AND breakdown = ? AND breakdown_value = ? "
-                "AND period_start BETWEEN ? AND ?")
-        params = [grain, breakdown, value, *((period.start, period.end) if period else (None, None))]
+        source, chosen = _funnel_rows(spec.name, chosen_segment)
+        rows = f"{source} WHERE grain = ? AND breakdown = ? AND breakdown_value = ? AND period_start BETWEEN ? AND ?"
+        dates = [period.start, period.end] if period else [None, None]
+        params = [*chosen, grain, breakdown, value, *dates]
         steps = reader.run(f"""
             WITH s AS (SELECT step, min(step_name) AS step_name, sum(entrants) AS entrants,
                               bool_and(is_window_complete) AS is_window_complete
@@ -163,16 +191,16 @@ def funnel(reader: Reader, filters: Filters) -> PageView:
                    is_window_complete
             FROM {rows} AND step = (SELECT max(step) FROM {spec.name}) ORDER BY period_start""",
                                params) if period else None
-        times = funnel_time_to_convert(reader, spec.name, grain, breakdown, value, period) if period else None
+        times = funnel_time_to_convert(reader, spec.name, grain, breakdown, value, period,
+                                       chosen_segment) if period else None
         split = reader.run(f"""
             SELECT breakdown_value AS category_l1, sum(entrants) FILTER (WHERE step = 1) AS entered,
                    sum(entrants) FILTER (WHERE step = (SELECT max(step) FROM {spec.name})) AS converted,
                    converted / nullif(entered, 0) AS overall_conversion_rate,
                    {wilson_sql('converted', 'entered', 'low')} AS overall_conversion_low,
                    {wilson_sql('converted', 'entered', 'high')} AS overall_conversion_high
-            FROM {spec.name} WHERE grain = ? AND breakdown = 'category_l1' AND period_start BETWEEN ? AND ?
-            GROUP BY 1 ORDER BY entered DESC, 1 LIMIT 20""",
-                           [grain, period.start, period.end] if period else [None, None]) if period else None
+            FROM {source} WHERE grain = ? AND breakdown = 'category_l1' AND period_start BETWEEN ? AND ?
+            GROUP BY 1 ORDER BY entered DESC, 1 LIMIT 20""", [*chosen, grain, *dates]) if period else None
         # The users' segment is scored after the build (ML), so it is joined here to the entries, not built
         # into the funnel's rows: the latest scoring, entries of users it has not scored as "(not scored)".
         by_segment = reader.run(f"""
@@ -185,11 +213,12 @@ def funnel(reader: Reader, filters: Filters) -> PageView:
                    converted / nullif(entered, 0) AS overall_conversion_rate,
                    {wilson_sql('converted', 'entered', 'low')} AS overall_conversion_low,
                    {wilson_sql('converted', 'entered', 'high')} AS overall_conversion_high
-            FROM e GROUP BY 1 ORDER BY entered DESC, 1""", params) if period else None
+            FROM e GROUP BY 1 ORDER BY entered DESC, 1""", [grain, breakdown, value, *dates]) if period else None
         incomplete = [r for r in (steps.rows if steps else []) if r["is_window_complete"] is False]
         caveat = (" Some entries of the period have not had their whole window in the data yet: their conversion "
                   "can still grow." if incomplete else "")
-        where = f"{breakdown} = {value}{both}; " if breakdown != "all" else ""
+        by_value = f"{breakdown} = {value}{both}; " if breakdown != "all" else ""
+        where = by_value + (f"users of the segment {chosen_segment} (latest scoring); " if chosen_segment else "")
         unit = "entry day" if grain == "day" else "entry week"
         weekly = (f"; weekly rows (a range over {WEEKLY_AFTER_DAYS} days): the weeks starting in it, a unit "
                   f"entering on several days of a week counted once" if grain == "week" else "")
@@ -214,9 +243,9 @@ def funnel(reader: Reader, filters: Filters) -> PageView:
                        "a category's name filters the page by it"),
             table(f"funnel-{name}-segments", f"{name}: by user segment (K-means, latest scoring)", by_segment,
                   row_class=lambda r: "chosen" if r["segment_name"] == chosen_segment else "",
-                  note=f"{where}the users' segment of the latest ML scoring, joined at query time to the "
-                       f"funnel's entries (a user entering before being scored takes today's segment)"
-                       + (f"; the chosen segment ({chosen_segment}) is marked" if chosen_segment else "")),
+                  note=f"{by_value}the users' segment of the latest ML scoring, joined at query time to the "
+                       "funnel's entries (a user entering before being scored takes today's segment); every segment, "
+                       + (f"the chosen one ({chosen_segment}) marked" if chosen_segment else "as the charts above")),
         ], period)
     period = filters.resolve(reader, "gold.cart_abandonment", "event_date")
     if period:
