@@ -233,14 +233,16 @@ def entries_sql(funnel: FunnelDef) -> str:
     match = ("e.user_id = c.user_id AND e.unit_session = c.unit_session"
              + (" AND e.product_id = c.product_key" if funnel.same_product else ""))
     first = steps[0].event_type
+    # The chains are followed for the daily entries only. A weekly entry is the unit's first daily entry of
+    # the week (same key and breakdown value): its step-1 time is that entry's, and every later step depends
+    # only on that time and the unit's events, so it reaches what that daily entry reaches (taken below).
     entry_selects = []
-    for grain, period in GRAINS.items():
-        for breakdown, value in (("all", "'(all)'"), *((b, f"coalesce({b}, '(none)')") for b in BREAKDOWNS)):
-            by_value = "" if breakdown == "all" else f"{value}, "
-            entry_selects.append(
-                f"SELECT '{grain}' AS grain, {period} AS period_start, '{breakdown}' AS breakdown, "
-                f"{value} AS breakdown_value, user_id, unit_session, product_key, min(event_at) AS at_1 FROM ev "
-                f"WHERE event_type = '{first}' GROUP BY {period}, {by_value}user_id, unit_session, product_key")
+    for breakdown, value in (("all", "'(all)'"), *((b, f"coalesce({b}, '(none)')") for b in BREAKDOWNS)):
+        by_value = "" if breakdown == "all" else f"{value}, "
+        entry_selects.append(
+            f"SELECT 'day' AS grain, {GRAINS['day']} AS period_start, '{breakdown}' AS breakdown, "
+            f"{value} AS breakdown_value, user_id, unit_session, product_key, min(event_at) AS at_1 FROM ev "
+            f"WHERE event_type = '{first}' GROUP BY {GRAINS['day']}, {by_value}user_id, unit_session, product_key")
     ctes = [
         f"ev AS (SELECT user_id, {session} AS unit_session, {product} AS product_key, product_id, event_type, "
         f"event_at, event_date, category_l1, brand FROM silver.events WHERE event_type IN ({listed})"
@@ -258,7 +260,20 @@ def entries_sql(funnel: FunnelDef) -> str:
             f"ON e.event_type = '{step_type}' AND {match} AND e.event_at {after} c.at_{k - 1} "
             f"AND epoch(e.event_at) <= epoch(c.at_1) + {window} GROUP BY {kept})")
         carried.append(f"at_{k}")
-    last = f"chain_{n}"
+    # (the week's first daily entry of each key: the one with the smallest step-1 time, found by a join:
+    # DuckDB's arg_min would skip a NULL step time, i.e. take a step another day's entry reached)
+    week = GRAINS["week"].replace("event_date", "period_start")
+    entry_key = "breakdown, breakdown_value, user_id, unit_session, product_key"
+    ctes.append(f"week_firsts AS (SELECT {week} AS week_start, {entry_key}, min(at_1) AS at_1 FROM chain_{n} "
+                f"GROUP BY ALL)")
+    same = " AND ".join(f"w.{c} = c.{c}" for c in [*entry_key.split(", "), "at_1"])
+    columns = [*keys.split(", "), *carried]
+    week_columns = {"grain": "'week' AS grain", "period_start": "w.week_start AS period_start"}
+    ctes.append(f"weekly AS (SELECT {', '.join(week_columns.get(c, f'c.{c}') for c in columns)} "
+                f"FROM week_firsts AS w JOIN chain_{n} AS c ON {same})")
+    ctes.append(f"chains AS (SELECT {', '.join(columns)} FROM chain_{n} UNION ALL "
+                f"SELECT {', '.join(columns)} FROM weekly)")
+    last = "chains"
     for i, exclusion in enumerate(funnel.exclusions, start=1):
         a, b = exclusion.after_step, exclusion.before_step
         kept = ", ".join(f"c.{c}" for c in [*keys.split(", "), *carried])
