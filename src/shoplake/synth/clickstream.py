@@ -13,6 +13,13 @@ propensity; ``clickstream_truth_users.csv`` records both. K-means on log-scaled 
 carts, purchases and revenue recovers the types (adjusted Rand index about 0.98 at 200k to 2M
 events), while the funnel stays REES46-like: about 95.8% views, 2.2% carts, 1.8% purchases and
 0.1% removals.
+
+Recommendations have planted structure too, drawn from their own random stream (the counts above do not
+move): every user has an affine category, where the first view of half of the user's sessions falls
+(the session's later views mostly stay there, so carts and purchases follow), and every product has a
+companion in another category, bought second in a session whose first purchase is the product.
+``clickstream_truth_affinities.csv`` (user_id, category_id) and ``clickstream_truth_companions.csv``
+(product_id, companion_product_id) record both.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import pyarrow.compute as pc
 
 from shoplake.synth._common import (
     STREAM_CLICKSTREAM,
+    STREAM_CLICKSTREAM_AFFINITY,
     STREAM_CLICKSTREAM_EVENTS,
     DirtyInjector,
     GenerationResult,
@@ -61,6 +69,8 @@ CLICKSTREAM_DIRTY_KINDS = (
     "duplicate",
 )
 TRUTH_HEADER = "user_id,user_type,purchase_propensity"
+AFFINITY_HEADER = "user_id,category_id"
+COMPANION_HEADER = "product_id,companion_product_id"
 
 _VIEW, _CART, _REMOVE, _PURCHASE = range(4)
 _CHUNK_EVENTS = 500_000
@@ -77,6 +87,8 @@ _ACTION_SPAN_SECONDS = 900
 # Share of views after the first that stay in the category of the session's first product.
 _CATEGORY_FOCUS = 0.6
 _REMOVE_RATE = 0.07
+# Share of sessions whose first view is in the user's affine category (the rest draw it store-wide).
+_AFFINITY_SESSION_SHARE = 0.5
 
 # UTC hour profile (the REES46 store is in UTC+3: evening peak, a deep trough around 01:00 UTC)
 # and Monday..Sunday factors.
@@ -136,6 +148,9 @@ class _Plan:
     s_purchases: np.ndarray
     s_view_span: np.ndarray  # seconds spread over the gaps between views
     s_uuid: np.ndarray  # (sessions, 16) uint8
+    affinity: np.ndarray  # per user: index of the affine category
+    affine_session: np.ndarray  # per session: whether its first view is in the user's affine category
+    companion: np.ndarray  # per product (catalog index): its companion's catalog index
 
     @property
     def events(self) -> np.ndarray:
@@ -273,7 +288,30 @@ def _fit_sessions(rng: np.random.Generator, sessions: _Sessions, rows: int) -> _
     return sessions
 
 
-def _plan_sessions(rows: int, seed: int, start: dt.date, days: int) -> _Plan:
+def _plant_preferences(
+    seed: int, catalog: Catalog, n_users: int
+) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """Affine category per user (by category popularity) and companion per product (another category).
+
+    Drawn from their own stream, so the planted user types and session counts do not change.
+    """
+    rng = make_rng(seed, STREAM_CLICKSTREAM_AFFINITY)
+    n_cats = int(catalog.category.max()) + 1
+    weight = np.bincount(catalog.category, weights=catalog.popularity, minlength=n_cats)
+    affinity = rng.choice(n_cats, size=n_users, p=weight / weight.sum())
+    cdf = np.cumsum(catalog.popularity)
+    n = len(catalog)
+    companion = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), n - 1)
+    # A companion in the product's own category is redrawn (a few rounds leave almost none).
+    for _ in range(8):
+        same = np.flatnonzero(catalog.category[companion] == catalog.category)
+        if len(same) == 0:
+            break
+        companion[same] = np.minimum(np.searchsorted(cdf, rng.random(len(same)) * cdf[-1], side="right"), n - 1)
+    return rng, affinity, companion
+
+
+def _plan_sessions(rows: int, seed: int, start: dt.date, days: int, catalog: Catalog) -> _Plan:
     """Plans users and sessions so that they add up to exactly ``rows`` events."""
     rng = make_rng(seed, STREAM_CLICKSTREAM)
     n_users = max(1, int(round(rows / _EVENTS_PER_USER)))
@@ -291,6 +329,7 @@ def _plan_sessions(rows: int, seed: int, start: dt.date, days: int) -> _Plan:
     budget = (view_span + (views - 1) + _ACTION_SPAN_SECONDS * action_views + 1).astype(np.int64)
     s_start = _session_starts(rng, len(views), start, days, budget)
     order = np.argsort(s_start, kind="stable")
+    preferences, affinity, companion = _plant_preferences(seed, catalog, n_users)
     return _Plan(
         user_id=510_000_000 + np.cumsum(rng.integers(1, 40, size=n_users)),
         user_type=user_type,
@@ -303,6 +342,9 @@ def _plan_sessions(rows: int, seed: int, start: dt.date, days: int) -> _Plan:
         s_purchases=sessions.purchases[order],
         s_view_span=view_span[order],
         s_uuid=random_uuid_bytes(rng, len(views)),
+        affinity=affinity,
+        affine_session=preferences.random(len(views)) < _AFFINITY_SESSION_SHARE,
+        companion=companion,
     )
 
 
@@ -350,6 +392,11 @@ def _expand_sessions(
     for t in range(len(_BEHAVIOURS)):
         mask = ~focus & (view_type == t)
         product[mask] = sampler.pick(t, u[mask])
+    affine = is_first & plan.affine_session[first:last][local]
+    affine_category = plan.affinity[plan.s_user[first:last]][local]
+    for t in range(len(_BEHAVIOURS)):
+        mask = affine & (view_type == t)
+        product[mask] = sampler.pick_in_category(t, affine_category[mask], u[mask])
     focus_category = catalog.category[product[first_pos]][local]
     for t in range(len(_BEHAVIOURS)):
         mask = focus & (view_type == t)
@@ -362,6 +409,10 @@ def _expand_sessions(
     rank[order] = np.arange(n_views) - first_pos[local[order]]
     carts = plan.s_carts[first:last][local]
     purchases = plan.s_purchases[first:last][local]
+    # Co-purchases: the second product bought in a session is the companion of the first.
+    leader = order[first_pos]  # per session: its view of rank 0 (bought first)
+    second = (rank == 1) & (purchases >= 2)
+    product[second] = plan.companion[product[leader[local[second]]]]
     removes = plan.s_removes[first:last][local]
     has_cart = rank < carts
     has_purchase = rank < purchases
@@ -498,6 +549,18 @@ def _write_truth(path: Path, plan: _Plan) -> None:
     path.write_bytes(text.encode())
 
 
+def _write_preferences(out_dir: Path, plan: _Plan, catalog: Catalog) -> None:
+    """Writes the planted affine category of every user with events and every product's companion."""
+    users = np.unique(plan.s_user)
+    users = users[np.argsort(plan.user_id[users], kind="stable")]
+    rows = zip(plan.user_id[users].tolist(), catalog.category_ids[plan.affinity[users]].tolist(), strict=True)
+    text = AFFINITY_HEADER + "\n" + "".join(f"{u},{c}\n" for u, c in rows)
+    truth_path(out_dir, "clickstream_truth_affinities.csv").write_bytes(text.encode())
+    pairs = zip(catalog.product_id.tolist(), catalog.product_id[plan.companion].tolist(), strict=True)
+    text = COMPANION_HEADER + "\n" + "".join(f"{p},{c}\n" for p, c in pairs)
+    truth_path(out_dir, "clickstream_truth_companions.csv").write_bytes(text.encode())
+
+
 def generate_clickstream(
     out_dir: Path,
     *,
@@ -508,7 +571,7 @@ def generate_clickstream(
     dirty_fraction: float,
     progress: ProgressCallback | None,
 ) -> GenerationResult:
-    """Writes ``clickstream.csv.gz`` and ``clickstream_truth_users.csv``.
+    """Writes ``clickstream.csv.gz`` and the truth files (user types, affinities, companions).
 
     Args:
         out_dir: Existing output folder.
@@ -524,7 +587,7 @@ def generate_clickstream(
     """
     catalog = build_catalog(seed)
     sampler = _ProductSampler(catalog)
-    plan = _plan_sessions(rows, seed, start, days)
+    plan = _plan_sessions(rows, seed, start, days, catalog)
     rng = make_rng(seed, STREAM_CLICKSTREAM_EVENTS)
     formatter = _Formatter(plan, catalog)
     injector = DirtyInjector(
@@ -569,6 +632,7 @@ def generate_clickstream(
 
     truth = truth_path(out_dir, "clickstream_truth_users.csv")
     _write_truth(truth, plan)
+    _write_preferences(out_dir, plan, catalog)
     return GenerationResult(
         source="clickstream",
         files=[path],
