@@ -45,7 +45,7 @@ def shop_lake(tmp_path_factory) -> tuple[Lake, Path]:
 def trained(shop_lake) -> Trained:
     lake, data = shop_lake
     out = Trained(lake, data)
-    for kind in ("segments", "rfm", "propensity"):
+    for kind in ("segments", "rfm", "propensity", "recommender"):
         started = time.perf_counter()
         out.train[kind] = train_model(lake, kind, run_id=f"train-{kind}")
         out.seconds[kind] = time.perf_counter() - started

@@ -8,7 +8,7 @@ names the registered model and version that produced it. `ops.model_decisions` i
 
 from __future__ import annotations
 
-from shoplake.catalog.spec import TableSpec, col, in_range, not_null, unique
+from shoplake.catalog.spec import TableSpec, col, in_range, not_null, query_rule, row_rule, unique
 
 _MODEL_COLUMNS = (
     col("model_name", "VARCHAR", "registered MLflow model that produced the row"),
@@ -135,6 +135,66 @@ CONVERSION_PREDICTIONS = TableSpec(
     ),
 )
 
+_RANKS_WITHOUT_GAPS = """
+    SELECT {key} FROM candidate GROUP BY {key}
+    HAVING min(rank) <> 1 OR max(rank) <> count(*) OR count(DISTINCT rank) <> count(*)"""
+_SCORES_BY_RANK = """
+    SELECT a.{key} FROM candidate AS a JOIN candidate AS b ON a.{key} = b.{key} AND b.rank = a.rank + 1
+    WHERE b.score > a.score"""
+
+USER_RECOMMENDATIONS = TableSpec(
+    name="gold.user_recommendations",
+    description=("The next-best products of every active user (an event in the last active_days before "
+                 "cutoff_at): top N by the champion recommender, products the user bought before cutoff_at "
+                 "excluded, with the reason shown to the user."),
+    grain=("user_id", "rank"),
+    columns=(
+        col("user_id", "BIGINT"),
+        col("rank", "INTEGER", "1 = the best recommendation; 1..N without gaps"),
+        col("product_id", "BIGINT"),
+        col("score", "DOUBLE", "the recommender's score (comparable within one user's list; not a probability)"),
+        col("reason", "VARCHAR", "bought with <product_id>, popular in <category> or popular overall"),
+        col("cutoff_at", "TIMESTAMPTZ", "recommendations use only events strictly before it"),
+        *_MODEL_COLUMNS,
+    ),
+    inputs=("silver.events",),
+    build="external",
+    checks=(
+        unique("user_id", "rank"),
+        unique("user_id", "product_id"),
+        not_null("product_id", action="fail"),
+        query_rule("ranks_without_gaps", _RANKS_WITHOUT_GAPS.format(key="user_id"), action="fail"),
+        query_rule("scores_non_increasing_by_rank", _SCORES_BY_RANK.format(key="user_id"), action="fail"),
+    ),
+)
+
+SIMILAR_PRODUCTS = TableSpec(
+    name="gold.similar_products",
+    description=("The products most similar to every active product (an event in the last active_days before "
+                 "cutoff_at): carted or bought by the same users (cosine), then the most bought products of its "
+                 "category; at most N per product."),
+    grain=("product_id", "rank"),
+    columns=(
+        col("product_id", "BIGINT"),
+        col("rank", "INTEGER", "1 = the most similar; 1..N without gaps"),
+        col("similar_product_id", "BIGINT"),
+        col("score", "DOUBLE", "cosine of co-occurrence, plus a small same-category popularity term"),
+        col("reason", "VARCHAR", "bought together by n users, carted or bought by the same users, popular in "
+                                 "<category>"),
+        col("cutoff_at", "TIMESTAMPTZ", "similarities use only events strictly before it"),
+        *_MODEL_COLUMNS,
+    ),
+    inputs=("silver.events",),
+    build="external",
+    checks=(
+        unique("product_id", "rank"),
+        unique("product_id", "similar_product_id"),
+        row_rule("not_itself", "product_id = similar_product_id", action="fail"),
+        query_rule("ranks_without_gaps", _RANKS_WITHOUT_GAPS.format(key="product_id"), action="fail"),
+        query_rule("scores_non_increasing_by_rank", _SCORES_BY_RANK.format(key="product_id"), action="fail"),
+    ),
+)
+
 MODEL_DECISIONS = TableSpec(
     name="ops.model_decisions",
     description=("One row per registered model version: the champion decision of the training run that "
@@ -231,4 +291,5 @@ MODEL_MONITORING = TableSpec(
 )
 
 TABLES = (USER_SEGMENTS, USER_SEGMENT_PROFILES, CUSTOMER_SEGMENTS, CUSTOMER_SEGMENT_PROFILES,
-          CONVERSION_PREDICTIONS, PREDICTION_OUTCOMES, MODEL_DECISIONS, MODEL_MONITORING)
+          CONVERSION_PREDICTIONS, USER_RECOMMENDATIONS, SIMILAR_PRODUCTS, PREDICTION_OUTCOMES, MODEL_DECISIONS,
+          MODEL_MONITORING)

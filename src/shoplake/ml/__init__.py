@@ -1,4 +1,4 @@
-"""Machine learning on the lake: behavioural and RFM segments and conversion propensity.
+"""Machine learning on the lake: behavioural and RFM segments, conversion propensity and recommendations.
 
 Models are trained from catalog tables, tracked and registered in MLflow (`shoplake.ml.tracking`),
 and their predictions are written as Delta tables by the `champion` version of each model:
@@ -8,6 +8,7 @@ and their predictions are written as Delta tables by the `champion` version of e
 | `segments` | `shoplake-user-segments` | `gold.user_features` | `gold.user_segments`, `gold.user_segment_profiles` |
 | `rfm` | `shoplake-rfm-segments` | `gold.customer_rfm` | `gold.customer_segments`, `gold.customer_segment_profiles` |
 | `propensity` | `shoplake-propensity` | `silver.events` | `gold.conversion_predictions` |
+| `recommender` | `shoplake-recommender` | `silver.events` | `gold.user_recommendations`, `gold.similar_products` |
 
 Example:
     >>> from shoplake.ml import score_models, train_model

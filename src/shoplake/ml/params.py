@@ -1,4 +1,4 @@
-"""Hyperparameters of the three models, with their defaults.
+"""Hyperparameters of the models, with their defaults.
 
 Every training run logs the parameters it used (seed included) through `shoplake.ml.tracking`, so a
 run can be reproduced from MLflow alone. Callers change them by passing another instance to
@@ -140,12 +140,60 @@ class PropensityParams:
     random_state: int = DEFAULT_SEED
 
 
-Params = SegmentParams | RFMParams | PropensityParams
+RECOMMENDER_METHODS = ("popularity", "category_popularity", "cooccurrence", "affinity", "als")
+
+
+@dataclass(frozen=True)
+class RecommenderParams:
+    """Next-best products (`shoplake.ml.recommender`): the compared methods, the lists and the evaluation.
+
+    Attributes:
+        methods: methods compared on the validation cutoff; the best recall@10 is registered.
+        top_n: products per active user in gold.user_recommendations.
+        similar_n: similar products per product in gold.similar_products.
+        active_days: a user (product) with an event in the last `active_days` before the scoring cutoff
+            is active and gets recommendations (similar products).
+        horizon_days: the validation window after the validation cutoff (as propensity's horizon).
+        eval_ks: the k of recall@k, precision@k, NDCG@k and MAP@k.
+        affinity_*_weight: the affinity score is s = (category share + brand_weight x brand share) x
+            the product's share of its category's popularity + popularity_weight x its share of the
+            store's, plus cooccurrence_weight x the item-to-item score scaled to the user's best s
+            (defaults chosen on the validation week of a generated month, docs/ML.md).
+        als_*: implicit ALS factors, iterations, L2 regularisation and confidence scale (alpha).
+        threads: ALS threads (1: the machine is shared).
+        bootstrap_resamples: user resamples behind every 95 % interval.
+        champion_min_effect: the smallest recall@10 gain over the champion worth a promotion (the gain must
+            also exceed the half-width of its paired interval).
+        random_state: seed of ALS and the bootstrap.
+    """
+
+    methods: tuple[str, ...] = RECOMMENDER_METHODS
+    top_n: int = 10
+    similar_n: int = 10
+    active_days: int = 30
+    horizon_days: int = 7
+    eval_ks: tuple[int, ...] = (5, 10, 20)
+    affinity_brand_weight: float = 0.3
+    affinity_cooccurrence_weight: float = 0.1
+    affinity_popularity_weight: float = 1.0
+    als_factors: int = 32
+    als_iterations: int = 15
+    als_regularization: float = 0.05
+    als_alpha: float = 10.0
+    threads: int = 1
+    bootstrap_resamples: int = 200
+    champion_min_effect: float = 0.0
+    random_state: int = DEFAULT_SEED
+
+
+Params = SegmentParams | RFMParams | PropensityParams | RecommenderParams
 
 
 # The parameter class of each model kind (`shoplake.catalog.models`).
-PARAMS_OF_KIND: dict[str, type[SegmentParams] | type[RFMParams] | type[PropensityParams]] = {
-    "segments": SegmentParams, "rfm": RFMParams, "propensity": PropensityParams}
+PARAMS_OF_KIND: dict[str, type[SegmentParams] | type[RFMParams] | type[PropensityParams]
+                     | type[RecommenderParams]] = {
+    "segments": SegmentParams, "rfm": RFMParams, "propensity": PropensityParams,
+    "recommender": RecommenderParams}
 
 
 def default_params(kind: str) -> Params:

@@ -326,5 +326,13 @@ def _score_propensity(lake: Lake, tracker: Tracker, run_id: str, predict: Predic
                         mlflow_run, skipped)]
 
 
+def _score_recommender(lake: Lake, tracker: Tracker, run_id: str, predict: Predict) -> list[ScoreResult]:
+    from shoplake.ml import recommendations  # it uses `_write` from here
+
+    results: list[ScoreResult] = recommendations.score(lake, tracker, run_id, predict)
+    return results
+
+
 # How each model kind of `shoplake.catalog.models` scores (a test checks that every kind has one).
-_SCORERS = {"segments": _score_user_segments, "rfm": _score_rfm, "propensity": _score_propensity}
+_SCORERS = {"segments": _score_user_segments, "rfm": _score_rfm, "propensity": _score_propensity,
+            "recommender": _score_recommender}

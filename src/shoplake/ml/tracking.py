@@ -43,6 +43,8 @@ _DESCRIPTIONS = {
     "shoplake-rfm-segments": "RFM segments of retail customers (K-means on log-RFM; gold.customer_segments).",
     "shoplake-propensity": "Calibrated probability that a user buys a product within the horizon "
                            "(gold.conversion_predictions).",
+    "shoplake-recommender": "Next-best products per active user and similar products per product "
+                            "(gold.user_recommendations, gold.similar_products).",
 }
 
 
@@ -158,6 +160,20 @@ class RunLog:
             model, name="model", signature=signature, input_example=input_example,
             pip_requirements=_requirements(), pyfunc_predict_fn=predict_fn, metadata=_plain(metadata),
             serialization_format="skops", skops_trusted_types=untrusted)
+        return self._tracker.register(registered_name, info.model_uri, run_id=self.run_id, model_id=info.model_id)
+
+    def code_model(self, code_path: Path, *, registered_name: str, config: builtins.dict[str, Any],
+                   input_example: pd.DataFrame, output_example: pd.DataFrame,
+                   metadata: builtins.dict[str, Any], requirements: list[str]) -> ModelRef:
+        """Log a pyfunc "model from code" (the file at `code_path`, configured by `config`; no pickle) with
+        a signature and an input example, and register a new version."""
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(input_example, output_example)
+        info = self._mlflow.pyfunc.log_model(
+            name="model", python_model=str(code_path), model_config=_plain(config), signature=signature,
+            input_example=input_example, pip_requirements=_requirements() + requirements,
+            metadata=_plain(metadata))
         return self._tracker.register(registered_name, info.model_uri, run_id=self.run_id, model_id=info.model_id)
 
 
@@ -322,8 +338,11 @@ class Tracker:
             try:
                 with _model_loading_allowed(), tempfile.TemporaryDirectory(prefix="shoplake-model-") as tmp:
                     local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-                    model = mlflow.sklearn.load_model(local)
                     info = mlflow.models.Model.load(os.path.join(local, "MLmodel"))
+                    if "sklearn" in info.flavors:
+                        model = mlflow.sklearn.load_model(local)
+                    else:  # a model from code (the recommender): its Python object
+                        model = mlflow.pyfunc.load_model(local).unwrap_python_model()
             except MlflowException as exc:
                 raise ModelNotFoundError(f"cannot load {uri}: {str(exc).splitlines()[0]}") from exc
             after = self.champion(name)

@@ -440,6 +440,14 @@ def _champion_probabilities(tracker: Tracker, model_name: str, champion: ModelRe
     return propensity.predict(loaded.model, validation, columns, threads=params.threads)
 
 
+def _train_recommender(lake: Lake, params: Any, run_id: str, tracker: Tracker) -> TrainResult:
+    from shoplake.ml import recommendations  # it uses `_crown` from here
+
+    result: TrainResult = recommendations.train(lake, params, run_id, tracker)
+    return result
+
+
 # How each model kind of `shoplake.catalog.models` trains (a test checks that every kind has one).
 _TRAINERS: dict[str, Callable[[Lake, Any, str, Tracker], TrainResult]] = {
-    "segments": _train_user_segments, "rfm": _train_rfm, "propensity": _train_propensity}
+    "segments": _train_user_segments, "rfm": _train_rfm, "propensity": _train_propensity,
+    "recommender": _train_recommender}

@@ -15,7 +15,7 @@ events), while the funnel stays REES46-like: about 95.8% views, 2.2% carts, 1.8%
 0.1% removals.
 
 Recommendations have planted structure too, drawn from their own random stream (the counts above do not
-move): every user has an affine category, where the first view of half of the user's sessions falls
+move): every user has an affine category, where the first view of 80 % of the user's sessions falls
 (the session's later views mostly stay there, so carts and purchases follow), and every product has a
 companion in another category, bought second in a session whose first purchase is the product.
 ``clickstream_truth_affinities.csv`` (user_id, category_id) and ``clickstream_truth_companions.csv``
@@ -88,7 +88,7 @@ _ACTION_SPAN_SECONDS = 900
 _CATEGORY_FOCUS = 0.6
 _REMOVE_RATE = 0.07
 # Share of sessions whose first view is in the user's affine category (the rest draw it store-wide).
-_AFFINITY_SESSION_SHARE = 0.5
+_AFFINITY_SESSION_SHARE = 0.8
 
 # UTC hour profile (the REES46 store is in UTC+3: evening peak, a deep trough around 01:00 UTC)
 # and Monday..Sunday factors.

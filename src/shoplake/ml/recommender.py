@@ -1,0 +1,535 @@
+"""Next-best products: recommenders fitted on `silver.events` as of a cutoff, and their offline evaluation.
+
+Implicit feedback: each (user, product) pair weighs its events (view 1, cart 3, purchase 5; a removal from
+the cart adds nothing). Five methods are compared (`METHODS`):
+
+- `popularity`: the products bought by most users, the same list for everyone;
+- `category_popularity`: the most bought products of the user's main category (most weight), then the
+  store's;
+- `cooccurrence`: item-to-item, products carted or bought by the same users as the user's products
+  (cosine of the co-occurrence counts), summed over the user's history weighted by log(1 + weight);
+- `affinity`: the user's category and brand shares times the product's popularity within its category,
+  plus the item-to-item score and a little global popularity;
+- `als`: matrix factorisation (implicit ALS, `implicit` 0.7.3, CPU) on the log-weighted matrix.
+
+Products the user bought before the cutoff are never recommended (purchases of new products are what is
+measured). A model is its method and parameters: what it learns from the data (popularity, co-occurrence,
+factors) is refitted on the events before each cutoff, so scoring uses the events up to the scoring cutoff.
+
+Evaluation (`evaluate`), time-split like propensity: fit on the events before the validation cutoff, then,
+for every user with history before it who bought in [cutoff, cutoff + horizon) a product not bought before,
+compare the top k with those products: recall@k, precision@k, NDCG@k and MAP@k (averaged over users),
+catalog coverage (share of the products known at the cutoff that appear in some top k) and popularity bias
+(mean popularity percentile of the recommended products, 1 = the most bought). Every figure carries a
+bootstrap 95 % interval over users, the same resamples for every method (paired differences).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from shoplake.errors import InsufficientDataError
+from shoplake.ml.evaluation import Estimate, estimate_from
+from shoplake.ml.params import RECOMMENDER_METHODS as METHODS
+from shoplake.ml.params import RecommenderParams
+
+# Event weights of a pair (a removal from the cart signals nothing to recommend from).
+EVENT_WEIGHTS = {"view": 1.0, "cart": 3.0, "purchase": 5.0}
+_BATCH_USERS = 512  # users scored at once: batch x products float32 scores (~40 MB at 20k products)
+
+# The only reads of events: everything strictly before the cutoff ($1), one row per pair / per product.
+_PAIRS_SQL = """
+    SELECT user_id, product_id,
+           sum(CASE event_type WHEN 'view' THEN 1.0 WHEN 'cart' THEN 3.0 WHEN 'purchase' THEN 5.0
+               ELSE 0.0 END) AS weight,
+           bool_or(event_type = 'purchase') AS bought,
+           bool_or(event_type IN ('cart', 'purchase')) AS acted,
+           max(event_at) AS last_at
+    FROM silver.events
+    WHERE event_at < $1 AND user_id IS NOT NULL AND product_id IS NOT NULL
+    GROUP BY user_id, product_id
+"""
+_PRODUCTS_SQL = """
+    SELECT product_id,
+           arg_max(coalesce(CAST(category_id AS VARCHAR), ''), event_at) AS category_id,
+           arg_max(coalesce(category_code, ''), event_at) AS category_code,
+           arg_max(coalesce(brand, ''), event_at) AS brand
+    FROM silver.events
+    WHERE event_at < $1 AND product_id IS NOT NULL
+    GROUP BY product_id
+"""
+_PURCHASES_SQL = """
+    SELECT DISTINCT user_id, product_id FROM silver.events
+    WHERE event_type = 'purchase' AND event_at >= $1 AND event_at < $2
+      AND user_id IS NOT NULL AND product_id IS NOT NULL
+"""
+
+
+@dataclass
+class Interactions:
+    """Events before a cutoff as sparse users x products matrices, with product attributes by index."""
+
+    user_ids: np.ndarray
+    product_ids: np.ndarray
+    weight: sp.csr_matrix  # summed event weights
+    bought: sp.csr_matrix  # 1 where the user bought the product
+    acted: sp.csr_matrix  # 1 where the user carted or bought it
+    last_at: pd.Series  # per user id: the last event before the cutoff
+    category: np.ndarray  # per product: index into category_names
+    category_names: np.ndarray  # category code, or "category <id>" when the category has no code
+    brand: np.ndarray  # per product: index into brand_names, -1 without brand
+    brand_names: np.ndarray
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.product_ids)
+
+    def user_rows(self, user_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Row index of each user id (-1 for users without events)."""
+        ids = np.asarray(user_ids, dtype=np.int64)
+        pos = np.searchsorted(self.user_ids, ids)
+        pos = np.minimum(pos, max(self.n_users - 1, 0))
+        found = (self.n_users > 0) & (self.user_ids[pos] == ids) if self.n_users else np.zeros(len(ids), bool)
+        return np.where(found, pos, -1)
+
+
+def interactions_from(pairs: pd.DataFrame, products: pd.DataFrame) -> Interactions:
+    """Build the matrices from one row per (user_id, product_id) pair and one row per product."""
+    if pairs.empty:
+        raise InsufficientDataError("no events before the cutoff: a recommender needs clickstream history")
+    user_ids = np.unique(pairs["user_id"].to_numpy(np.int64))
+    products = products.sort_values("product_id", kind="stable").reset_index(drop=True)
+    product_ids = products["product_id"].to_numpy(np.int64)
+    rows = np.searchsorted(user_ids, pairs["user_id"].to_numpy(np.int64))
+    cols = np.searchsorted(product_ids, pairs["product_id"].to_numpy(np.int64))
+    shape = (len(user_ids), len(product_ids))
+
+    def matrix(values: np.ndarray) -> sp.csr_matrix:
+        m = sp.csr_matrix((values.astype(np.float32), (rows, cols)), shape=shape)
+        m.eliminate_zeros()
+        return m
+
+    codes = products["category_code"].fillna("").astype(str)
+    ids = products["category_id"].fillna("").astype(str)
+    label = np.where(codes != "", codes, np.where(ids != "", "category " + ids, "unknown category"))
+    category_names, category = np.unique(label, return_inverse=True)
+    brands = products["brand"].fillna("").astype(str).to_numpy()
+    brand_names, brand = np.unique(brands, return_inverse=True)
+    brand = np.where(brands == "", -1, brand)
+    last_at = pairs.groupby("user_id")["last_at"].max()
+    return Interactions(user_ids, product_ids, matrix(pairs["weight"].to_numpy(np.float64)),
+                        matrix(pairs["bought"].to_numpy(np.float64)), matrix(pairs["acted"].to_numpy(np.float64)),
+                        last_at, category.astype(np.int64), category_names, brand.astype(np.int64), brand_names)
+
+
+def read_interactions(engine, cutoff: datetime) -> Interactions:
+    """The events strictly before `cutoff` of `silver.events` (bound in `engine`)."""
+    pairs = engine.table(_PAIRS_SQL, [cutoff]).to_pandas()
+    products = engine.table(_PRODUCTS_SQL, [cutoff]).to_pandas()
+    return interactions_from(pairs, products)
+
+
+def read_purchases(engine, start: datetime, end: datetime) -> pd.DataFrame:
+    """Distinct (user_id, product_id) bought in [start, end)."""
+    return engine.table(_PURCHASES_SQL, [start, end]).to_pandas()
+
+
+EVENT_COLUMNS = ("user_id", "product_id", "event_type", "event_at", "category_id", "category_code", "brand")
+
+
+def interactions_from_events(events: pd.DataFrame) -> Interactions:
+    """`Interactions` from raw events (`EVENT_COLUMNS`), as the SQL above computes them."""
+    frame = events.assign(weight=events["event_type"].map(EVENT_WEIGHTS).fillna(0.0),
+                          bought=events["event_type"] == "purchase",
+                          acted=events["event_type"].isin(["cart", "purchase"]), last_at=events["event_at"])
+    pairs = frame.groupby(["user_id", "product_id"], as_index=False).agg(
+        weight=("weight", "sum"), bought=("bought", "max"), acted=("acted", "max"), last_at=("last_at", "max"))
+    latest = frame.sort_values("event_at", kind="stable").groupby("product_id").tail(1)
+    products = latest.loc[:, ["product_id", "category_id", "category_code", "brand"]].astype(
+        {"category_id": "string"})
+    return interactions_from(pairs, products)
+
+
+def params_config(method: str, params: RecommenderParams) -> dict[str, Any]:
+    """The registered model's configuration: its method and parameters (plain JSON)."""
+    from dataclasses import asdict
+
+    return {"method": method, "params": {k: list(v) if isinstance(v, tuple) else v
+                                         for k, v in asdict(params).items()}}
+
+
+def params_from_config(config: dict[str, Any]) -> tuple[str, RecommenderParams]:
+    """Inverse of `params_config` (parameters unknown to this version are ignored)."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(RecommenderParams)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.get("params", {}).items() if k in known}
+    return str(config["method"]), RecommenderParams(**values)
+
+
+def recommend_events(events: pd.DataFrame, config: dict[str, Any]) -> pd.DataFrame:
+    """Top N products (the config's `top_n`) of every user of `events` (the pyfunc model's predict)."""
+    method, params = params_from_config(config)
+    data = interactions_from_events(events)
+    model = Recommender(method, params, data)
+    rows = np.arange(data.n_users)
+    return model.user_frame(rows, params.top_n)
+
+
+# -- models -------------------------------------------------------------------------------------------
+
+def _row_normalized(m: sp.csr_matrix) -> sp.csr_matrix:
+    sums = np.asarray(m.sum(axis=1)).ravel()
+    inv = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
+    return sp.csr_matrix(sp.diags(inv.astype(np.float32)) @ m)
+
+
+class Recommender:
+    """One method fitted on `Interactions`: scores per user, top-N lists with reasons, similar products."""
+
+    def __init__(self, method: str, params: RecommenderParams, data: Interactions):
+        if method not in METHODS:
+            raise ValueError(f"unknown recommender method {method!r}: expected one of {', '.join(METHODS)}")
+        self.method, self.params, self.data = method, params, data
+        n_items = data.n_items
+        # Popularity: users who bought the product, ties broken by all interaction weight.
+        buyers = np.asarray(data.bought.sum(axis=0)).ravel()
+        weight = np.asarray(data.weight.sum(axis=0)).ravel()
+        self.popularity = buyers + weight / (weight.max() + 1.0)
+        self.pop_norm = (self.popularity / self.popularity.max()).astype(np.float32)
+        top_in_category = np.zeros(int(data.category.max()) + 1)
+        np.maximum.at(top_in_category, data.category, self.popularity)
+        self.pop_in_category = (self.popularity / top_in_category[data.category]).astype(np.float32)
+        category_total = np.bincount(data.category, weights=self.popularity, minlength=len(top_in_category))
+        self.share_in_category = (self.popularity / category_total[data.category]).astype(np.float32)
+        self.pop_share = (self.popularity / self.popularity.sum()).astype(np.float32)
+        # Co-occurrence of carts and purchases (cosine), and co-purchase counts for "bought with X".
+        acted = data.acted.astype(np.float32)
+        co = sp.csr_matrix(acted.T @ acted)
+        counts = np.sqrt(np.maximum(co.diagonal(), 1.0))
+        co.setdiag(0.0)
+        co.eliminate_zeros()
+        inv = sp.diags((1.0 / counts).astype(np.float32))
+        self.similarity = sp.csr_matrix(inv @ co @ inv)
+        bought = data.bought.astype(np.float32)
+        self.copurchase = sp.csr_matrix(bought.T @ bought)
+        self.copurchase.setdiag(0.0)
+        self.copurchase.eliminate_zeros()
+        self.history = data.weight.copy()
+        self.history.data = np.log1p(self.history.data)
+        n_cats = len(data.category_names)
+        cat_onehot = sp.csr_matrix((np.ones(n_items, np.float32), (np.arange(n_items), data.category)),
+                                   shape=(n_items, n_cats))
+        self.category_share = _row_normalized(sp.csr_matrix(data.weight @ cat_onehot))
+        has_brand = data.brand >= 0
+        brand_onehot = sp.csr_matrix((np.ones(int(has_brand.sum()), np.float32),
+                                      (np.flatnonzero(has_brand), data.brand[has_brand])),
+                                     shape=(n_items, max(len(data.brand_names), 1)))
+        self.brand_share = _row_normalized(sp.csr_matrix(data.weight @ brand_onehot))
+        self.item_factors: np.ndarray | None = None
+        self.user_factors: np.ndarray | None = None
+        if method == "als":
+            self._fit_als()
+
+    def _fit_als(self) -> None:
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        p = self.params
+        model = AlternatingLeastSquares(factors=p.als_factors, regularization=p.als_regularization,
+                                        alpha=p.als_alpha, iterations=p.als_iterations, random_state=p.random_state,
+                                        num_threads=p.threads)
+        # implicit warns about BLAS threads > 1; its own threads are the parallelism
+        with threadpool_limits(1, "blas"):
+            model.fit(sp.csr_matrix(self.history, dtype=np.float32), show_progress=False)
+        self.user_factors = np.asarray(model.user_factors)
+        self.item_factors = np.asarray(model.item_factors)
+
+    # -- scores ---------------------------------------------------------------------------------------
+    def _cooccurrence(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray((self.history[rows] @ self.similarity).todense(), dtype=np.float32)
+
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        """Scores of every product for the users at `rows` (higher = recommended first)."""
+        n = len(rows)
+        data, method = self.data, self.method
+        if method == "popularity":
+            return np.tile(self.pop_norm, (n, 1))
+        if method == "category_popularity":
+            shares = self.category_share[rows]
+            top = np.asarray(shares.argmax(axis=1)).ravel()
+            has = np.asarray(shares.max(axis=1).todense()).ravel() > 0
+            in_top = (data.category[None, :] == top[:, None]) & has[:, None]
+            return in_top.astype(np.float32) + self.pop_norm[None, :]
+        if method == "cooccurrence":
+            return self._cooccurrence(rows) + 1e-4 * self.pop_norm[None, :]
+        if method == "affinity":
+            p = self.params
+            # P(product | user) as a mixture: the user's category (and brand) shares times the product's
+            # share of its category's purchases, and the store's popularity share.
+            cats = np.asarray(self.category_share[rows].todense(), dtype=np.float32)[:, data.category]
+            brands = np.asarray(self.brand_share[rows].todense(), dtype=np.float32)
+            brand_of_item = np.where(data.brand >= 0, brands[:, np.maximum(data.brand, 0)], 0.0)
+            personal = (cats + p.affinity_brand_weight * brand_of_item) * self.share_in_category[None, :]
+            score = personal + p.affinity_popularity_weight * self.pop_share[None, :]
+            if p.affinity_cooccurrence_weight:
+                co = self._cooccurrence(rows)
+                co /= np.maximum(co.max(axis=1, keepdims=True), 1e-9)
+                score += p.affinity_cooccurrence_weight * co * score.max(axis=1, keepdims=True)
+            return score
+        assert self.user_factors is not None and self.item_factors is not None
+        return self.user_factors[rows] @ self.item_factors.T
+
+    def top(self, rows: np.ndarray, n: int, *, batch: int = _BATCH_USERS) -> tuple[np.ndarray, np.ndarray]:
+        """Top `n` product indices and scores per user row, best first, the user's purchases excluded
+        (fewer than `n` only when the catalog runs out: the index is then -1, the score -inf)."""
+        n = min(n, self.data.n_items)
+        items = np.full((len(rows), n), -1, dtype=np.int64)
+        values = np.full((len(rows), n), -np.inf, dtype=np.float64)
+        for start in range(0, len(rows), batch):
+            part = rows[start:start + batch]
+            s = self.scores(part).astype(np.float64)
+            bought = self.data.bought[part].tocoo()
+            s[bought.row, bought.col] = -np.inf
+            idx = np.argpartition(-s, n - 1, axis=1)[:, :n] if n < s.shape[1] else np.tile(
+                np.arange(s.shape[1]), (len(part), 1))
+            sel = np.take_along_axis(s, idx, axis=1)
+            # best first; equal scores by product index, so lists are reproducible
+            order = np.lexsort((idx, -sel), axis=1)
+            idx, sel = np.take_along_axis(idx, order, axis=1), np.take_along_axis(sel, order, axis=1)
+            idx = np.where(np.isfinite(sel), idx, -1)
+            items[start:start + len(part)], values[start:start + len(part)] = idx, sel
+        return items, values
+
+    def user_frame(self, rows: np.ndarray, n: int) -> pd.DataFrame:
+        """user_id, rank, product_id, score, reason: the top `n` of the users at `rows`."""
+        items, values = self.top(rows, n)
+        reasons = self.reasons(rows, items)
+        keep = items >= 0
+        ranks = np.cumsum(keep, axis=1)
+        return pd.DataFrame({
+            "user_id": np.repeat(self.data.user_ids[rows], keep.sum(axis=1)),
+            "rank": ranks[keep].astype(np.int32),
+            "product_id": self.data.product_ids[items[keep]],
+            "score": values[keep],
+            "reason": [t for texts, row_keep in zip(reasons, keep, strict=True)
+                       for t, k in zip(texts, row_keep, strict=True) if k],
+        })
+
+    def similar_frame(self, items: np.ndarray, n: int) -> pd.DataFrame:
+        """product_id, rank, similar_product_id, score, reason for the products at `items`."""
+        similar, values, reasons = self.similar(items, n)
+        keep = similar >= 0
+        ranks = np.cumsum(keep, axis=1)
+        return pd.DataFrame({
+            "product_id": np.repeat(self.data.product_ids[items], keep.sum(axis=1)),
+            "rank": ranks[keep].astype(np.int32),
+            "similar_product_id": self.data.product_ids[similar[keep]],
+            "score": values[keep],
+            "reason": [t for texts, row_keep in zip(reasons, keep, strict=True)
+                       for t, k in zip(texts, row_keep, strict=True) if k],
+        })
+
+    # -- reasons --------------------------------------------------------------------------------------
+    def reasons(self, rows: np.ndarray, items: np.ndarray) -> list[list[str]]:
+        """Why each recommended product: "bought with <product>" when another user bought it with one
+        of the user's purchases, else "popular in <category>" when the user browsed that category, else
+        "popular overall" (the explanation, not the method: ALS scores have no reason of their own)."""
+        data = self.data
+        out: list[list[str]] = []
+        for r, row_items in zip(rows.tolist(), items, strict=True):
+            own = data.bought.indices[data.bought.indptr[r]:data.bought.indptr[r + 1]]
+            cats = set(self.category_share.indices[self.category_share.indptr[r]:self.category_share.indptr[r + 1]])
+            block = self.copurchase[own] if len(own) and self.method != "popularity" else None
+            texts = []
+            for j, item in enumerate(row_items.tolist()):
+                if item < 0:
+                    texts.append("")
+                    continue
+                if block is not None:
+                    column = np.asarray(block[:, item].todense()).ravel()
+                    if column.max() > 0:
+                        texts.append(f"bought with {data.product_ids[own[int(column.argmax())]]}")
+                        continue
+                if self.method != "popularity" and data.category[item] in cats:
+                    texts.append(f"popular in {data.category_names[data.category[item]]}")
+                else:
+                    texts.append("popular overall")
+            out.append(texts)
+        return out
+
+    # -- similar products -----------------------------------------------------------------------------
+    def similar(self, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+        """Top `n` similar products per product index: carted or bought by the same users (cosine), then
+        the most bought products of the same category; with the reason."""
+        data = self.data
+        n = min(n, data.n_items - 1)
+        out_items = np.full((len(items), n), -1, dtype=np.int64)
+        out_scores = np.full((len(items), n), -np.inf)
+        reasons: list[list[str]] = []
+        for start in range(0, len(items), _BATCH_USERS):
+            part = items[start:start + _BATCH_USERS]
+            co = np.asarray(self.similarity[part].todense(), dtype=np.float64)
+            same = data.category[None, :] == data.category[part][:, None]
+            # co-occurrence first (cosine > 0 lies above 1e-3), then same-category popularity
+            s = co + 1e-3 * same * self.pop_norm[None, :]
+            s[np.arange(len(part)), part] = -np.inf
+            s[s <= 0] = -np.inf
+            idx = np.argpartition(-s, n - 1, axis=1)[:, :n]
+            sel = np.take_along_axis(s, idx, axis=1)
+            order = np.lexsort((idx, -sel), axis=1)
+            idx, sel = np.take_along_axis(idx, order, axis=1), np.take_along_axis(sel, order, axis=1)
+            idx = np.where(np.isfinite(sel), idx, -1)
+            out_items[start:start + len(part)], out_scores[start:start + len(part)] = idx, sel
+            for k, item in enumerate(part.tolist()):
+                bought_with = self.copurchase[item]
+                texts = []
+                for other in idx[k].tolist():
+                    if other < 0:
+                        texts.append("")
+                    elif bought_with[0, other] > 0:
+                        texts.append(f"bought together by {int(bought_with[0, other])} users")
+                    elif co[k, other] > 0:
+                        texts.append("carted or bought by the same users")
+                    else:
+                        texts.append(f"popular in {data.category_names[data.category[item]]}")
+                reasons.append(texts)
+        return out_items, out_scores, reasons
+
+
+# -- evaluation ---------------------------------------------------------------------------------------
+
+@dataclass
+class MethodResult:
+    """One method on the validation users: per-user metrics, their means with intervals, the lists."""
+
+    method: str
+    per_user: dict[str, np.ndarray]
+    estimates: dict[str, Estimate]
+    top: np.ndarray  # users x max k product ids (-1 padding)
+    seconds: float = 0.0
+
+
+@dataclass
+class Evaluation:
+    """Every method on the same validation users and the same bootstrap resamples."""
+
+    cutoff: datetime
+    horizon_end: datetime
+    user_ids: np.ndarray
+    relevant: list[set[int]]
+    ks: tuple[int, ...]
+    results: dict[str, MethodResult] = field(default_factory=dict)
+    resamples: np.ndarray | None = None  # resamples x users: indices of the users drawn
+    catalog_size: int = 0
+    history_users: int = 0
+    buyers: int = 0
+
+    def difference(self, a: str, b: str, metric: str) -> Estimate:
+        """Mean per-user `metric` of `a` minus `b`, with the paired bootstrap interval over users."""
+        assert self.resamples is not None
+        diff = self.results[a].per_user[metric] - self.results[b].per_user[metric]
+        return estimate_from(float(diff.mean()), diff[self.resamples].mean(axis=1))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cutoff": self.cutoff.isoformat(), "horizon_end": self.horizon_end.isoformat(),
+                "users": len(self.user_ids), "history_users": self.history_users, "buyers": self.buyers,
+                "catalog_size": self.catalog_size, "ks": list(self.ks),
+                "methods": {name: {m: {"value": e.value, "low": e.low, "high": e.high}
+                                   for m, e in r.estimates.items()} | {"seconds": r.seconds}
+                            for name, r in self.results.items()}}
+
+
+def _user_metrics(top: np.ndarray, relevant: list[set[int]], ks: Sequence[int]) -> dict[str, np.ndarray]:
+    hits = np.array([[int(p) in rel for p in row] for row, rel in zip(top.tolist(), relevant, strict=True)],
+                    dtype=np.float64).reshape(top.shape)
+    n_rel = np.array([len(r) for r in relevant], dtype=np.float64)
+    discount = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        h = hits[:, :k]
+        found = h.sum(axis=1)
+        out[f"recall_at_{k}"] = found / n_rel
+        out[f"precision_at_{k}"] = found / k
+        ideal = np.array([discount[:int(min(r, k))].sum() for r in n_rel])
+        out[f"ndcg_at_{k}"] = (h * discount[:k]).sum(axis=1) / ideal
+        precision_at = np.cumsum(h, axis=1) / np.arange(1, k + 1)
+        out[f"map_at_{k}"] = (precision_at * h).sum(axis=1) / np.minimum(n_rel, k)
+    return out
+
+
+def evaluate(train: Interactions, purchases: pd.DataFrame, params: RecommenderParams, *, cutoff: datetime,
+             horizon_end: datetime, methods: Sequence[tuple[str, str, Any]] | None = None) -> Evaluation:
+    """Fit each method on `train` (events before `cutoff`) and measure it on `purchases` (bought in
+    [cutoff, horizon_end)). `methods` is (name, method, its params) triples (default: every method of
+    `params.methods` with `params`); the users, ks and resamples come from `params`.
+
+    Raises `InsufficientDataError` when no user with history bought a product new to them in the window.
+    """
+    import time
+
+    known = train.user_rows(purchases["user_id"].to_numpy(np.int64)) >= 0
+    bought_before = set()
+    if known.any():
+        coo = train.bought.tocoo()
+        bought_before = set(zip(train.user_ids[coo.row].tolist(), train.product_ids[coo.col].tolist(), strict=True))
+    relevant_by_user: dict[int, set[int]] = {}
+    for user, product in zip(purchases["user_id"][known].tolist(), purchases["product_id"][known].tolist(),
+                             strict=True):
+        if (user, product) not in bought_before:
+            relevant_by_user.setdefault(int(user), set()).add(int(product))
+    if not relevant_by_user:
+        raise InsufficientDataError(
+            f"no user with events before {cutoff.isoformat()} bought a product new to them in "
+            f"[{cutoff.isoformat()}, {horizon_end.isoformat()}) ({purchases['user_id'].nunique()} buyer(s) in "
+            f"the window, none with history): a recommender cannot be evaluated on these events")
+    user_ids = np.array(sorted(relevant_by_user), dtype=np.int64)
+    relevant = [relevant_by_user[int(u)] for u in user_ids]
+    rows = train.user_rows(user_ids)
+    ks = tuple(sorted(params.eval_ks))
+    rng = np.random.default_rng(params.random_state)
+    resamples = rng.integers(0, len(user_ids), size=(params.bootstrap_resamples, len(user_ids)))
+    result = Evaluation(cutoff, horizon_end, user_ids, relevant, ks, resamples=resamples,
+                        catalog_size=train.n_items, history_users=train.n_users,
+                        buyers=int(purchases["user_id"].nunique()))
+    # popularity percentile of each product (1 = the most bought), for the popularity bias
+    fitted_pop = None
+    percentile = None
+    for name, method, own_params in (methods or [(m, m, params) for m in params.methods]):
+        started = time.perf_counter()
+        model = Recommender(method, own_params, train)
+        if fitted_pop is None:
+            fitted_pop = model.popularity
+            percentile = (np.argsort(np.argsort(fitted_pop, kind="stable"), kind="stable") + 1) / len(fitted_pop)
+        items, _ = model.top(rows, max(ks))
+        top = np.where(items >= 0, train.product_ids[np.maximum(items, 0)], -1)
+        per_user = _user_metrics(top, relevant, ks)
+        assert percentile is not None
+        per_user["popularity_bias"] = np.array([percentile[row[row >= 0][:10]].mean() if (row >= 0).any()
+                                                else np.nan for row in items])
+        estimates = {m: estimate_from(float(np.nanmean(v)), np.nanmean(v[resamples], axis=1))
+                     for m, v in per_user.items()}
+        k_cov = 10 if 10 in ks else max(ks)
+        listed = items[:, :k_cov]
+
+        def coverage(index: np.ndarray, listed: np.ndarray = listed) -> float:
+            chosen = listed[index]
+            return len(np.unique(chosen[chosen >= 0])) / train.n_items
+
+        # A count of distinct products: a resample repeats users, so its coverage is biased low and gives
+        # no honest interval; the value alone is reported.
+        estimates[f"coverage_at_{k_cov}"] = Estimate(coverage(np.arange(len(user_ids))), float("nan"),
+                                                     float("nan"))
+        result.results[name] = MethodResult(name, per_user, estimates, top, time.perf_counter() - started)
+    return result
