@@ -174,7 +174,8 @@ def params_from_config(config: dict[str, Any]) -> tuple[str, RecommenderParams]:
     from dataclasses import fields
 
     known = {f.name for f in fields(RecommenderParams)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.get("params", {}).items() if k in known}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                              for k, v in config.get("params", {}).items() if k in known}
     return str(config["method"]), RecommenderParams(**values)
 
 
@@ -237,6 +238,10 @@ class Recommender:
                                       (np.flatnonzero(has_brand), data.brand[has_brand])),
                                      shape=(n_items, max(len(data.brand_names), 1)))
         self.brand_share = _row_normalized(sp.csr_matrix(data.weight @ brand_onehot))
+        # Candidates: products bought at least once before the cutoff (all products when none was).
+        self.candidates = np.flatnonzero(buyers > 0) if buyers.any() else np.arange(n_items)
+        self.similarity_candidates = sp.csr_matrix(self.similarity[:, self.candidates])
+        self.bought_candidates = sp.csr_matrix(data.bought[:, self.candidates])
         self.item_factors: np.ndarray | None = None
         self.user_factors: np.ndarray | None = None
         if method == "als":
@@ -258,58 +263,62 @@ class Recommender:
 
     # -- scores ---------------------------------------------------------------------------------------
     def _cooccurrence(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray((self.history[rows] @ self.similarity).todense(), dtype=np.float32)
+        return np.asarray((self.history[rows] @ self.similarity_candidates).todense(), dtype=np.float32)
 
     def scores(self, rows: np.ndarray) -> np.ndarray:
-        """Scores of every product for the users at `rows` (higher = recommended first)."""
+        """Scores of the candidate products (`self.candidates`) for the users at `rows` (higher first)."""
         n = len(rows)
-        data, method = self.data, self.method
+        data, method, cols = self.data, self.method, self.candidates
+        category = data.category[cols]
         if method == "popularity":
-            return np.tile(self.pop_norm, (n, 1))
+            return np.tile(self.pop_norm[cols], (n, 1))
         if method == "category_popularity":
             shares = self.category_share[rows]
             top = np.asarray(shares.argmax(axis=1)).ravel()
             has = np.asarray(shares.max(axis=1).todense()).ravel() > 0
-            in_top = (data.category[None, :] == top[:, None]) & has[:, None]
-            return in_top.astype(np.float32) + self.pop_norm[None, :]
+            in_top = (category[None, :] == top[:, None]) & has[:, None]
+            return in_top.astype(np.float32) + self.pop_norm[cols][None, :]
         if method == "cooccurrence":
-            return self._cooccurrence(rows) + 1e-4 * self.pop_norm[None, :]
+            return self._cooccurrence(rows) + 1e-4 * self.pop_norm[cols][None, :]
         if method == "affinity":
             p = self.params
             # P(product | user) as a mixture: the user's category (and brand) shares times the product's
-            # share of its category's purchases, and the store's popularity share.
-            cats = np.asarray(self.category_share[rows].todense(), dtype=np.float32)[:, data.category]
-            brands = np.asarray(self.brand_share[rows].todense(), dtype=np.float32)
-            brand_of_item = np.where(data.brand >= 0, brands[:, np.maximum(data.brand, 0)], 0.0)
-            personal = (cats + p.affinity_brand_weight * brand_of_item) * self.share_in_category[None, :]
-            score = personal + p.affinity_popularity_weight * self.pop_share[None, :]
+            # share of its category's popularity, and its share of the store's.
+            weight = np.asarray(self.category_share[rows].todense(), dtype=np.float32)[:, category]
+            if p.affinity_brand_weight:
+                brand = data.brand[cols]
+                brands = np.asarray(self.brand_share[rows].todense(), dtype=np.float32)
+                weight += p.affinity_brand_weight * np.where(brand >= 0, brands[:, np.maximum(brand, 0)], 0.0)
+            score = weight * self.share_in_category[cols][None, :]
+            score += p.affinity_popularity_weight * self.pop_share[cols][None, :]
             if p.affinity_cooccurrence_weight:
                 co = self._cooccurrence(rows)
                 co /= np.maximum(co.max(axis=1, keepdims=True), 1e-9)
                 score += p.affinity_cooccurrence_weight * co * score.max(axis=1, keepdims=True)
             return score
         assert self.user_factors is not None and self.item_factors is not None
-        return self.user_factors[rows] @ self.item_factors.T
+        return self.user_factors[rows] @ self.item_factors[cols].T
 
     def top(self, rows: np.ndarray, n: int, *, batch: int = _BATCH_USERS) -> tuple[np.ndarray, np.ndarray]:
         """Top `n` product indices and scores per user row, best first, the user's purchases excluded
-        (fewer than `n` only when the catalog runs out: the index is then -1, the score -inf)."""
-        n = min(n, self.data.n_items)
+        (fewer than `n` only when the candidates run out: the index is then -1, the score -inf)."""
+        cols = self.candidates
+        n = min(n, len(cols))
         items = np.full((len(rows), n), -1, dtype=np.int64)
         values = np.full((len(rows), n), -np.inf, dtype=np.float64)
         for start in range(0, len(rows), batch):
             part = rows[start:start + batch]
-            s = self.scores(part).astype(np.float64)
-            bought = self.data.bought[part].tocoo()
+            s = self.scores(part).astype(np.float32, copy=False)
+            bought = self.bought_candidates[part].tocoo()
             s[bought.row, bought.col] = -np.inf
             idx = np.argpartition(-s, n - 1, axis=1)[:, :n] if n < s.shape[1] else np.tile(
                 np.arange(s.shape[1]), (len(part), 1))
-            sel = np.take_along_axis(s, idx, axis=1)
+            sel = np.take_along_axis(s, idx, axis=1).astype(np.float64)
             # best first; equal scores by product index, so lists are reproducible
             order = np.lexsort((idx, -sel), axis=1)
             idx, sel = np.take_along_axis(idx, order, axis=1), np.take_along_axis(sel, order, axis=1)
-            idx = np.where(np.isfinite(sel), idx, -1)
-            items[start:start + len(part)], values[start:start + len(part)] = idx, sel
+            items[start:start + len(part)] = np.where(np.isfinite(sel), cols[idx], -1)
+            values[start:start + len(part)] = sel
         return items, values
 
     def user_frame(self, rows: np.ndarray, n: int) -> pd.DataFrame:
@@ -342,27 +351,36 @@ class Recommender:
         })
 
     # -- reasons --------------------------------------------------------------------------------------
+    @staticmethod
+    def _row(m: sp.csr_matrix, r: int) -> tuple[np.ndarray, np.ndarray]:
+        return m.indices[m.indptr[r]:m.indptr[r + 1]], m.data[m.indptr[r]:m.indptr[r + 1]]
+
     def reasons(self, rows: np.ndarray, items: np.ndarray) -> list[list[str]]:
-        """Why each recommended product: "bought with <product>" when another user bought it with one
-        of the user's purchases, else "popular in <category>" when the user browsed that category, else
-        "popular overall" (the explanation, not the method: ALS scores have no reason of their own)."""
+        """Why each recommended product: "bought with <product>" when other users bought it with one
+        of the user's purchases (the most often), else "popular in <category>" when the user browsed that
+        category, else "popular overall" (the explanation, not the method: ALS scores have no reason of
+        their own; popularity lists are always "popular overall")."""
         data = self.data
         out: list[list[str]] = []
-        for r, row_items in zip(rows.tolist(), items, strict=True):
-            own = data.bought.indices[data.bought.indptr[r]:data.bought.indptr[r + 1]]
-            cats = set(self.category_share.indices[self.category_share.indptr[r]:self.category_share.indptr[r + 1]])
-            block = self.copurchase[own] if len(own) and self.method != "popularity" else None
+        for r, row_items in zip(rows.tolist(), items.tolist(), strict=True):
+            if self.method == "popularity":
+                out.append(["popular overall" if i >= 0 else "" for i in row_items])
+                continue
+            own = self._row(data.bought, r)[0]
+            cats = set(self._row(self.category_share, r)[0].tolist())
+            with_counts: dict[int, tuple[float, int]] = {}
+            for x in own.tolist():  # the best co-purchase count of each recommended product
+                others, counts = self._row(self.copurchase, x)
+                for other, count in zip(others.tolist(), counts.tolist(), strict=True):
+                    if count > with_counts.get(other, (0.0, 0))[0]:
+                        with_counts[other] = (count, x)
             texts = []
-            for j, item in enumerate(row_items.tolist()):
+            for item in row_items:
                 if item < 0:
                     texts.append("")
-                    continue
-                if block is not None:
-                    column = np.asarray(block[:, item].todense()).ravel()
-                    if column.max() > 0:
-                        texts.append(f"bought with {data.product_ids[own[int(column.argmax())]]}")
-                        continue
-                if self.method != "popularity" and data.category[item] in cats:
+                elif item in with_counts:
+                    texts.append(f"bought with {data.product_ids[with_counts[item][1]]}")
+                elif data.category[item] in cats:
                     texts.append(f"popular in {data.category_names[data.category[item]]}")
                 else:
                     texts.append("popular overall")
@@ -378,33 +396,35 @@ class Recommender:
         out_items = np.full((len(items), n), -1, dtype=np.int64)
         out_scores = np.full((len(items), n), -np.inf)
         reasons: list[list[str]] = []
-        for start in range(0, len(items), _BATCH_USERS):
-            part = items[start:start + _BATCH_USERS]
-            co = np.asarray(self.similarity[part].todense(), dtype=np.float64)
-            same = data.category[None, :] == data.category[part][:, None]
-            # co-occurrence first (cosine > 0 lies above 1e-3), then same-category popularity
-            s = co + 1e-3 * same * self.pop_norm[None, :]
-            s[np.arange(len(part)), part] = -np.inf
-            s[s <= 0] = -np.inf
-            idx = np.argpartition(-s, n - 1, axis=1)[:, :n]
-            sel = np.take_along_axis(s, idx, axis=1)
-            order = np.lexsort((idx, -sel), axis=1)
-            idx, sel = np.take_along_axis(idx, order, axis=1), np.take_along_axis(sel, order, axis=1)
-            idx = np.where(np.isfinite(sel), idx, -1)
-            out_items[start:start + len(part)], out_scores[start:start + len(part)] = idx, sel
-            for k, item in enumerate(part.tolist()):
-                bought_with = self.copurchase[item]
-                texts = []
-                for other in idx[k].tolist():
-                    if other < 0:
-                        texts.append("")
-                    elif bought_with[0, other] > 0:
-                        texts.append(f"bought together by {int(bought_with[0, other])} users")
-                    elif co[k, other] > 0:
-                        texts.append("carted or bought by the same users")
-                    else:
-                        texts.append(f"popular in {data.category_names[data.category[item]]}")
-                reasons.append(texts)
+        # Per category, its most popular products: the fallback candidates (n + 1: the product itself).
+        order = np.lexsort((np.arange(data.n_items), -self.popularity, data.category))
+        starts = np.searchsorted(data.category[order], np.arange(len(data.category_names)))
+        for k, item in enumerate(items.tolist()):
+            others, cosines = self._row(self.similarity, item)
+            cat = data.category[item]
+            fallback = order[starts[cat]:starts[cat] + n + 1]
+            fallback = fallback[data.category[fallback] == cat]
+            cand = np.concatenate([others, fallback])
+            score = np.concatenate([cosines.astype(np.float64), np.zeros(len(fallback))])
+            score += 1e-3 * self.pop_norm[cand]
+            keep = cand != item
+            cand, score = cand[keep], score[keep]
+            cand, first = np.unique(cand, return_index=True)  # a co-occurring product listed once
+            score = score[first]
+            best = np.lexsort((cand, -score))[:n]
+            out_items[k, :len(best)], out_scores[k, :len(best)] = cand[best], score[best]
+            bought_with = dict(zip(*(a.tolist() for a in self._row(self.copurchase, item)), strict=True))
+            cos = dict(zip(others.tolist(), cosines.tolist(), strict=True))
+            texts = []
+            for other in cand[best].tolist():
+                if bought_with.get(other, 0) > 0:
+                    users = int(bought_with[other])
+                    texts.append(f"bought together by {users} user{'' if users == 1 else 's'}")
+                elif cos.get(other, 0) > 0:
+                    texts.append("carted or bought by the same users")
+                else:
+                    texts.append(f"popular in {data.category_names[cat]}")
+            reasons.append(texts + [""] * (n - len(texts)))
         return out_items, out_scores, reasons
 
 
@@ -513,6 +533,8 @@ def evaluate(train: Interactions, purchases: pd.DataFrame, params: RecommenderPa
             fitted_pop = model.popularity
             percentile = (np.argsort(np.argsort(fitted_pop, kind="stable"), kind="stable") + 1) / len(fitted_pop)
         items, _ = model.top(rows, max(ks))
+        # fewer candidates than k: the missing places are misses
+        items = np.pad(items, ((0, 0), (0, max(ks) - items.shape[1])), constant_values=-1)
         top = np.where(items >= 0, train.product_ids[np.maximum(items, 0)], -1)
         per_user = _user_metrics(top, relevant, ks)
         assert percentile is not None
