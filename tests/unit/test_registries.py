@@ -18,16 +18,18 @@ def test_model_specs_name_catalog_tables():
 
 
 def test_model_registry_views_follow_the_specs():
-    assert KINDS == ("segments", "rfm", "propensity")
+    assert KINDS == ("segments", "rfm", "propensity", "recommender")
     assert MODEL_NAMES == {"segments": "shoplake-user-segments", "rfm": "shoplake-rfm-segments",
-                           "propensity": "shoplake-propensity"}
-    assert KEY_METRICS == {"segments": "silhouette", "rfm": "silhouette", "propensity": "val_roc_auc"}
-    with pytest.raises(ConfigError, match="unknown model kind 'churn': expected one of segments, rfm, propensity"):
+                           "propensity": "shoplake-propensity", "recommender": "shoplake-recommender"}
+    assert KEY_METRICS == {"segments": "silhouette", "rfm": "silhouette", "propensity": "val_roc_auc",
+                           "recommender": "val_recall_at_10"}
+    with pytest.raises(ConfigError, match="unknown model kind 'churn': expected one of segments, rfm, propensity, "
+                                          "recommender"):
         model_spec("churn")
 
 
 def test_every_model_kind_trains_scores_and_has_parameters():
-    from shoplake.ml import features, params, scoring, training
+    from shoplake.ml import features, params, recommendations, scoring, training
 
     assert set(training._TRAINERS) == set(KINDS)
     assert set(scoring._SCORERS) == set(KINDS)
@@ -36,6 +38,7 @@ def test_every_model_kind_trains_scores_and_has_parameters():
     assert model_spec("segments").inputs == (features.USER_SEGMENT_INPUT,)
     assert model_spec("rfm").inputs == (features.RFM_INPUT,)
     assert model_spec("propensity").inputs == (features.PROPENSITY_INPUT,)
+    assert model_spec("recommender").inputs == (recommendations.INPUT,)
 
 
 def test_sources_and_model_kinds_reach_the_command_line_and_the_generator():

@@ -13,6 +13,7 @@ event) and writes the top N of each active user and the similar products of each
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -107,12 +108,13 @@ def train(lake: Lake, params: RecommenderParams, run_id: str, tracker: Tracker):
     evaluation = recommender.evaluate(train_data, purchases, params, cutoff=cutoff, horizon_end=scoring)
     chosen = max(evaluation.results.values(), key=lambda r: r.estimates[KEY].value).method
     champion, champion_config = _champion_config(tracker, model_name)
-    compare = [("new", chosen, params)]
+    paired = dataclasses.replace(evaluation, results={})
     if champion_config and champion_config.get("method") in recommender.METHODS:
+        # the champion refitted on the same events, measured on the same users and resamples
         method, champion_params = recommender.params_from_config(champion_config)
-        compare.append(("champion", method, champion_params))
-    paired = recommender.evaluate(train_data, purchases, params, cutoff=cutoff, horizon_end=scoring,
-                                  methods=compare)
+        paired = recommender.evaluate(train_data, purchases, params, cutoff=cutoff, horizon_end=scoring,
+                                      methods=[("champion", method, champion_params)])
+    paired.results["new"] = evaluation.results[chosen]
     recorded = champion.tags.get("shoplake.key_metric_value") if champion is not None else None
     decided = decide(paired, champion_version=champion.version if champion is not None else None,
                      recorded_value=float(recorded) if recorded not in (None, "") else None,
