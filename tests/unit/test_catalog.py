@@ -14,7 +14,7 @@ from shoplake.errors import ConfigError, TableNotFoundError
 NON_CORE = {"gold.user_segments", "gold.customer_segments", "gold.conversion_predictions"}
 # gold.prediction_outcomes joins earlier predictions to the events that followed them.
 CLICK_ML = {"gold.user_segments", "gold.user_segment_profiles", "gold.conversion_predictions",
-            "gold.prediction_outcomes"}
+            "gold.prediction_outcomes", "gold.user_recommendations", "gold.similar_products"}
 RETAIL_ML = {"gold.customer_segments", "gold.customer_segment_profiles"}
 
 SILVER = ["silver.products", "silver.events", "silver.sales", "silver.returns"]
@@ -101,8 +101,9 @@ def test_catalog_upstream_is_the_declared_inputs(catalog):
 
 
 def test_catalog_downstream_is_who_reads_the_table(catalog):
-    assert set(catalog.downstream("silver.events")) == CLICK_GOLD | {"gold.conversion_predictions",
-                                                                     "gold.prediction_outcomes"}
+    assert set(catalog.downstream("silver.events")) == CLICK_GOLD | {
+        "gold.conversion_predictions", "gold.prediction_outcomes", "gold.user_recommendations",
+        "gold.similar_products"}
     assert set(catalog.downstream("bronze.retail")) == {"silver.sales", "silver.returns"}
     assert set(catalog.downstream("silver.products")) == {"silver.events"}
     assert catalog.downstream("gold.daily_funnel") == []

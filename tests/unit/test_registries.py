@@ -29,7 +29,7 @@ def test_model_registry_views_follow_the_specs():
 
 
 def test_every_model_kind_trains_scores_and_has_parameters():
-    from shoplake.ml import features, params, recommendations, scoring, training
+    from shoplake.ml import features, params, recommender, scoring, training
 
     assert set(training._TRAINERS) == set(KINDS)
     assert set(scoring._SCORERS) == set(KINDS)
@@ -38,7 +38,7 @@ def test_every_model_kind_trains_scores_and_has_parameters():
     assert model_spec("segments").inputs == (features.USER_SEGMENT_INPUT,)
     assert model_spec("rfm").inputs == (features.RFM_INPUT,)
     assert model_spec("propensity").inputs == (features.PROPENSITY_INPUT,)
-    assert model_spec("recommender").inputs == (recommendations.INPUT,)
+    assert model_spec("recommender").inputs == (recommender.INPUT,)
 
 
 def test_sources_and_model_kinds_reach_the_command_line_and_the_generator():

@@ -144,9 +144,9 @@ _SCORES_BY_RANK = """
 
 USER_RECOMMENDATIONS = TableSpec(
     name="gold.user_recommendations",
-    description=("The next-best products of every active user (an event in the last active_days before "
-                 "cutoff_at): top N by the champion recommender, products the user bought before cutoff_at "
-                 "excluded, with the reason shown to the user."),
+    description=("One row per (user_id, rank): the top N next-best products of every active user (an event in "
+                 "the last active_days before cutoff_at) by the champion recommender, products the user bought "
+                 "before cutoff_at excluded, with the reason shown to the user."),
     grain=("user_id", "rank"),
     columns=(
         col("user_id", "BIGINT"),
@@ -170,9 +170,9 @@ USER_RECOMMENDATIONS = TableSpec(
 
 SIMILAR_PRODUCTS = TableSpec(
     name="gold.similar_products",
-    description=("The products most similar to every active product (an event in the last active_days before "
-                 "cutoff_at): carted or bought by the same users (cosine), then the most bought products of its "
-                 "category; at most N per product."),
+    description=("One row per (product_id, rank): up to N products most similar to every active product (an "
+                 "event in the last active_days before cutoff_at): carted or bought by the same users (cosine), "
+                 "then the most bought products of its category."),
     grain=("product_id", "rank"),
     columns=(
         col("product_id", "BIGINT"),

@@ -264,6 +264,33 @@ def decide_champion(y: np.ndarray, new: np.ndarray, champion: np.ndarray | None,
                             compared_on)
 
 
+def decide_recommender_champion(value: float, own: Estimate, difference: Estimate | None,
+                                champion_value: float | None, *, champion_version: int | None,
+                                recorded_value: float | None, min_effect: float,
+                                metric: str = "recall_at_10") -> ChampionDecision:
+    """The recommender champion rule on `metric`: `difference` (new - champion, paired over the same users)
+    when the champion was refitted on this run's data, else the champion's recorded value against the new
+    version's own interval `own`. Promote only above the interval half-width and `min_effect`."""
+    if champion_version is None:
+        return ChampionDecision(True, "first version: champion", value, compared_on="no champion")
+    if difference is not None and champion_value is not None:
+        diff, compared_on = difference, "both refitted on this run's validation week"
+    elif recorded_value is not None:
+        diff = Estimate(value - recorded_value, own.low - recorded_value, own.high - recorded_value)
+        champion_value, compared_on = recorded_value, "the champion's recorded value"
+    else:
+        return ChampionDecision(True, f"champion v{champion_version} has no recorded {metric}: promoted", value,
+                                compared_on="nothing to compare")
+    required = max(diff.half_width, min_effect)
+    promote = diff.value > required
+    summary = (f"{metric} {value:.4f} vs champion v{champion_version} {champion_value:.4f}: difference "
+               f"{diff.value:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]")
+    decision = (f"{summary}: promoted" if promote else
+                f"{summary}: not promoted (gain not above {required:.4f}, the interval half-width or the "
+                f"minimum effect {min_effect:g})")
+    return ChampionDecision(promote, decision, value, champion_value, diff, required, compared_on=compared_on)
+
+
 def decide_segments_champion(new: np.ndarray, champion: np.ndarray | None, *, champion_version: int | None,
                              recorded_value: float | None, data_changed: bool | None,
                              params: SegmentParams | RFMParams, data_note: str = "",

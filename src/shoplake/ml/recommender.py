@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from shoplake.errors import InsufficientDataError
+from shoplake.ml import features
 from shoplake.ml.evaluation import Estimate, estimate_from
 from shoplake.ml.params import RECOMMENDER_METHODS as METHODS
 from shoplake.ml.params import RecommenderParams
@@ -143,6 +145,18 @@ def read_interactions(engine, cutoff: datetime) -> Interactions:
 def read_purchases(engine, start: datetime, end: datetime) -> pd.DataFrame:
     """Distinct (user_id, product_id) bought in [start, end)."""
     return engine.table(_PURCHASES_SQL, [start, end]).to_pandas()
+
+
+INPUT = "silver.events"
+KEY = "recall_at_10"
+MODEL_CODE = Path(__file__).with_name("recommender_model.py")  # the MLflow "model from code"
+
+
+def cutoffs(engine, params: RecommenderParams) -> tuple[datetime, datetime]:
+    """(validation cutoff, scoring cutoff): the scoring cutoff is the midnight after the last event."""
+    _, last = features.event_span(engine)
+    scoring = features.scoring_cutoff(last)
+    return scoring - timedelta(days=params.horizon_days), scoring
 
 
 EVENT_COLUMNS = ("user_id", "product_id", "event_type", "event_at", "category_id", "category_code", "brand")

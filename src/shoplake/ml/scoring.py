@@ -33,7 +33,7 @@ from shoplake.engines.base import Capability
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
 from shoplake.layers import ml as tables
-from shoplake.ml import drift, features, monitoring, propensity, rfm, segmentation
+from shoplake.ml import drift, features, monitoring, propensity, recommender, rfm, segmentation
 from shoplake.ml.errors import LeakageError
 from shoplake.ml.tracking import LoadedModel, Tracker
 from shoplake.quality.ledger import LedgerEntry
@@ -326,11 +326,45 @@ def _score_propensity(lake: Lake, tracker: Tracker, run_id: str, predict: Predic
                         mlflow_run, skipped)]
 
 
-def _score_recommender(lake: Lake, tracker: Tracker, run_id: str, predict: Predict) -> list[ScoreResult]:
-    from shoplake.ml import recommendations  # it uses `_write` from here
+# -- recommender --------------------------------------------------------------------------------------
 
-    results: list[ScoreResult] = recommendations.score(lake, tracker, run_id, predict)
-    return results
+def _score_recommender(lake: Lake, tracker: Tracker, run_id: str, predict: Predict) -> list[ScoreResult]:
+    """Write gold.user_recommendations and gold.similar_products with the champion's method, refitted on every
+    event before the scoring cutoff (`predict` is unused: the method scores in this process)."""
+    features.require_tables(lake, (recommender.INPUT,), hint=_BUILD_HINT)
+    loaded = tracker.load_champion(MODEL_NAMES["recommender"])
+    method, params = recommender.params_from_config(dict(getattr(loaded.model, "config", {}) or {}))
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
+        inputs = features.bind(lake, engine, recommender.INPUT)
+        _, cutoff = recommender.cutoffs(engine, params)
+        data = recommender.read_interactions(engine, cutoff)
+        active_from = cutoff - timedelta(days=params.active_days)
+        active_products = engine.table("SELECT DISTINCT product_id FROM silver.events WHERE event_at >= $1 "
+                                       "AND event_at < $2 AND product_id IS NOT NULL",
+                                       [active_from, cutoff]).to_pandas()["product_id"].to_numpy(np.int64)
+    model = recommender.Recommender(method, params, data)
+    last_at = data.last_at.reindex(data.user_ids)
+    active_rows = np.flatnonzero((last_at >= active_from).to_numpy())
+    scored_at = datetime.now(UTC)
+    columns = {"cutoff_at": cutoff, "model_name": loaded.ref.name, "model_version": loaded.ref.version,
+               "scored_at": scored_at}
+    users = model.user_frame(active_rows, params.top_n).assign(**columns)
+    item_rows = np.searchsorted(data.product_ids, active_products)
+    similar = model.similar_frame(np.sort(item_rows), params.similar_n).assign(**columns)
+    mlflow_run = _log_scoring(tracker, "recommender", run_id, loaded, {},
+                              {"cutoff_at": cutoff.isoformat(), "method": method, "active_days": params.active_days,
+                               "top_n": params.top_n}, len(active_rows))
+    out = []
+    for spec, frame, rows_in, rows_out in (
+            (tables.USER_RECOMMENDATIONS, users, len(active_rows), int(users["user_id"].nunique())),
+            (tables.SIMILAR_PRODUCTS, similar, len(item_rows), int(similar["product_id"].nunique()))):
+        version, written, skipped = _write(lake, spec, frame, run_id=run_id, loaded=loaded, rows_in=rows_in,
+                                           rows_out=rows_out, inputs=inputs)
+        out.append(ScoreResult(spec.name, written, loaded.ref.name, loaded.ref.version, version, {}, {},
+                               mlflow_run, skipped))
+    log.info("%s (%s): %d active users, %d active products", loaded.ref.name, method, len(active_rows),
+             len(item_rows))
+    return out
 
 
 # How each model kind of `shoplake.catalog.models` scores (a test checks that every kind has one).

@@ -13,12 +13,14 @@ decision and its numbers go to the new version's tags, the training run and `ops
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import metadata as _pkg
 from typing import Any
 
 import numpy as np
@@ -31,12 +33,13 @@ from shoplake.engines.base import Capability
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
 from shoplake.layers.ml import MODEL_DECISIONS
-from shoplake.ml import assessment, drift, features, leakage, plots, propensity, rfm, segmentation
+from shoplake.ml import assessment, drift, features, leakage, plots, propensity, recommender, rfm, segmentation
 from shoplake.ml.errors import ModelNotFoundError
 from shoplake.ml.params import (
     PARAMS_OF_KIND,
     Params,
     PropensityParams,
+    RecommenderParams,
     RFMParams,
     SegmentParams,
     default_params,
@@ -440,11 +443,92 @@ def _champion_probabilities(tracker: Tracker, model_name: str, champion: ModelRe
     return propensity.predict(loaded.model, validation, columns, threads=params.threads)
 
 
-def _train_recommender(lake: Lake, params: Any, run_id: str, tracker: Tracker) -> TrainResult:
-    from shoplake.ml import recommendations  # it uses `_crown` from here
+# -- recommender --------------------------------------------------------------------------------------
 
-    result: TrainResult = recommendations.train(lake, params, run_id, tracker)
-    return result
+def _recommender_champion_config(tracker: Tracker, name: str) -> tuple[ModelRef | None, dict[str, Any] | None]:
+    """The champion version and its configuration (None when it cannot be loaded)."""
+    champion = tracker.champion(name)
+    if champion is None:
+        return None, None
+    try:
+        loaded = tracker.load_champion(name)
+    except ModelNotFoundError as exc:
+        log.warning("%s: cannot evaluate the champion on this data (%s)", name, exc)
+        return champion, None
+    return champion, dict(getattr(loaded.model, "config", {}) or {})
+
+
+def _train_recommender(lake: Lake, params: RecommenderParams, run_id: str, tracker: Tracker) -> TrainResult:
+    """Compare the methods, register the best recall@10, apply the champion rule (`shoplake.ml.recommender`)."""
+    model_name = MODEL_NAMES["recommender"]
+    features.require_tables(lake, (recommender.INPUT,), hint=_BUILD_HINT)
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
+        versions = features.bind(lake, engine, recommender.INPUT)
+        cutoff, scoring = recommender.cutoffs(engine, params)
+        train_data = recommender.read_interactions(engine, cutoff)
+        purchases = recommender.read_purchases(engine, cutoff, scoring)
+        example = engine.table(f"SELECT {', '.join(recommender.EVENT_COLUMNS)} FROM silver.events "
+                               "WHERE event_at < $1 ORDER BY event_at, user_id, product_id LIMIT 200",
+                               [cutoff]).to_pandas()
+    # MLflow signatures hold timezone-naive datetimes only: the example's event_at in UTC
+    example["event_at"] = example["event_at"].dt.tz_convert("UTC").dt.tz_localize(None)
+    evaluation = recommender.evaluate(train_data, purchases, params, cutoff=cutoff, horizon_end=scoring)
+    chosen = max(evaluation.results.values(), key=lambda r: r.estimates[recommender.KEY].value).method
+    champion, champion_config = _recommender_champion_config(tracker, model_name)
+    paired = dataclasses.replace(evaluation, results={})
+    if champion_config and champion_config.get("method") in recommender.METHODS:
+        # the champion refitted on the same events, measured on the same users and resamples
+        method, champion_params = recommender.params_from_config(champion_config)
+        paired = recommender.evaluate(train_data, purchases, params, cutoff=cutoff, horizon_end=scoring,
+                                      methods=[("champion", method, champion_params)])
+    paired.results["new"] = evaluation.results[chosen]
+    recorded = champion.tags.get("shoplake.key_metric_value") if champion is not None else None
+    new = paired.results["new"].estimates[recommender.KEY]
+    compared = "champion" in paired.results
+    decided = assessment.decide_recommender_champion(
+        new.value, new, paired.difference("new", "champion", recommender.KEY) if compared else None,
+        paired.results["champion"].estimates[recommender.KEY].value if compared else None,
+        champion_version=champion.version if champion is not None else None,
+        recorded_value=float(recorded) if recorded not in (None, "") else None,
+        min_effect=params.champion_min_effect)
+    best = evaluation.results[chosen].estimates
+    popularity = "popularity" if "popularity" in evaluation.results else None
+    metrics: dict[str, float] = {f"val_{m}": e.value for m, e in best.items()}
+    metrics.update({f"val_{m}_low": e.low for m, e in best.items() if np.isfinite(e.low)})
+    metrics.update({f"val_{m}_high": e.high for m, e in best.items() if np.isfinite(e.high)})
+    metrics.update({"val_users": float(len(evaluation.user_ids)), "train_users": float(train_data.n_users),
+                    "train_products": float(train_data.n_items), "val_buyers": float(evaluation.buyers)})
+    for name, result in evaluation.results.items():
+        metrics.update({f"{name}.{m}": e.value for m, e in result.estimates.items()})
+        metrics[f"{name}.seconds"] = result.seconds
+    details: dict[str, Any] = {"evaluation": evaluation, "chosen": chosen}
+    if popularity is not None and chosen != popularity:
+        gain = evaluation.difference(chosen, popularity, recommender.KEY)
+        metrics.update({"gain_over_popularity": gain.value, "gain_over_popularity_low": gain.low,
+                        "gain_over_popularity_high": gain.high})
+        details["gain_over_popularity"] = gain
+    key_value = best[recommender.KEY].value
+    with tracker.start_run(model_name, run_name=f"train-recommender-{run_id}",
+                           tags={"shoplake.run_id": run_id, "shoplake.kind": "recommender",
+                                 "shoplake.run_type": "train", "shoplake.chosen_model": chosen}) as run:
+        run.params({**flat_params(params), "chosen_model": chosen, "validation_cutoff": cutoff.isoformat(),
+                    "scoring_cutoff": scoring.isoformat(),
+                    "relevant": "products bought in [cutoff, cutoff + horizon) not bought before the cutoff",
+                    **{f"input.{k}": v for k, v in versions.items()}})
+        run.metrics(metrics)
+        run.dict(evaluation.as_dict(), "evaluation.json")
+        config = recommender.params_config(chosen, params)
+        output = recommender.recommend_events(example, config)
+        metadata = {"shoplake_kind": "recommender", "model": chosen, "key_metric": "val_recall_at_10",
+                    "key_metric_value": key_value, "validation_cutoff": cutoff.isoformat(),
+                    "input_versions": versions, "run_id": run_id, "config": config}
+        ref = run.code_model(recommender.MODEL_CODE, registered_name=model_name, config=config, input_example=example,
+                             output_example=output, metadata=metadata,
+                             requirements=[f"implicit=={_pkg.version('implicit')}"])
+        is_champion, decision = _crown(lake, tracker, "recommender", ref, champion, run, run_id=run_id, decided=decided,
+                                       input_versions=versions)
+    return TrainResult(model_name, ref.version, metrics, is_champion, run.run_id, key_metric="val_recall_at_10",
+                       champion_value=decided.champion_value, decision=decision, details=details)
 
 
 # How each model kind of `shoplake.catalog.models` trains (a test checks that every kind has one).
