@@ -53,7 +53,9 @@ def _show_training(console, kind: Kind, run_id: str, result) -> None:
     if kind == "propensity":
         console.print(_assessment_table(result.details["assessment"],
                                         title=f"validation cutoff {result.details['plan']['validation_cutoff']}"))
-    else:
+    elif kind == "recommender" and "evaluation" in result.details:
+        console.print(_recommender_table(result.details["evaluation"], result.details["chosen"]))
+    elif "segments" in result.details:
         segments = Table("segment", "members", title=f"k = {int(result.metrics['k'])}")
         for name, size in result.details["segments"].items():
             segments.add_row(name, f"{size:,}")
@@ -61,6 +63,19 @@ def _show_training(console, kind: Kind, run_id: str, result) -> None:
     for warning in result.warnings:
         console.print(f"[yellow]warning: {warning}[/]")
     console.print(f"MLflow run {result.mlflow_run_id}; see `shoplake ml models` and `shoplake ml ui`")
+
+
+def _recommender_table(evaluation, chosen: str) -> Table:
+    metrics = ("recall_at_10", "precision_at_10", "ndcg_at_10", "map_at_10")
+    caption = (f"validation week from {evaluation.cutoff:%Y-%m-%d}: {len(evaluation.user_ids):,} users with history "
+               f"bought a product new to them (95 % bootstrap intervals over users; * chosen)")
+    out = Table("method", "recall@10", "precision@10", "NDCG@10", "MAP@10", "coverage@10", "popularity bias",
+                title=caption)
+    for name, result in evaluation.results.items():
+        estimates = result.estimates
+        out.add_row(name + (" *" if name == chosen else ""), *(estimates[m].as_text() for m in metrics),
+                    f"{estimates['coverage_at_10'].value:.3f}", f"{estimates['popularity_bias'].value:.3f}")
+    return out
 
 
 def _assessment_table(report, *, title: str) -> Table:
