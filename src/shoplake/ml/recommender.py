@@ -256,6 +256,14 @@ class Recommender:
         self.candidates = np.flatnonzero(buyers > 0) if buyers.any() else np.arange(n_items)
         self.similarity_candidates = sp.csr_matrix(self.similarity[:, self.candidates])
         self.bought_candidates = sp.csr_matrix(data.bought[:, self.candidates])
+        # category -> candidate and brand -> candidate, valued by the candidate's share of its category
+        share = self.share_in_category[self.candidates]
+        positions = np.arange(len(self.candidates))
+        self.category_items = sp.csr_matrix((share, (data.category[self.candidates], positions)),
+                                            shape=(n_cats, len(self.candidates)))
+        branded = data.brand[self.candidates] >= 0
+        self.brand_items = sp.csr_matrix((share[branded], (data.brand[self.candidates][branded], positions[branded])),
+                                         shape=(max(len(data.brand_names), 1), len(self.candidates)))
         self.item_factors: np.ndarray | None = None
         self.user_factors: np.ndarray | None = None
         if method == "als":
@@ -298,12 +306,11 @@ class Recommender:
             p = self.params
             # P(product | user) as a mixture: the user's category (and brand) shares times the product's
             # share of its category's popularity, and its share of the store's.
-            weight = np.asarray(self.category_share[rows].todense(), dtype=np.float32)[:, category]
+            # (sparse: a user's few categories and brands times their products' shares, then dense)
+            personal = self.category_share[rows] @ self.category_items
             if p.affinity_brand_weight:
-                brand = data.brand[cols]
-                brands = np.asarray(self.brand_share[rows].todense(), dtype=np.float32)
-                weight += p.affinity_brand_weight * np.where(brand >= 0, brands[:, np.maximum(brand, 0)], 0.0)
-            score = weight * self.share_in_category[cols][None, :]
+                personal = personal + p.affinity_brand_weight * (self.brand_share[rows] @ self.brand_items)
+            score = personal.toarray().astype(np.float32, copy=False)
             score += p.affinity_popularity_weight * self.pop_share[cols][None, :]
             if p.affinity_cooccurrence_weight:
                 co = self._cooccurrence(rows)
