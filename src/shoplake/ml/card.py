@@ -163,6 +163,21 @@ def model_card(lake, spec: str, *, store: bool = True) -> str:
         if reviewed:
             lines += ["", "Reviewed-feature exemptions (strong by design, not leaky):", ""]
             lines += [f"- `{name}`: {reason}" for name, reason in reviewed.items()]
+    elif kind == "recommender":
+        evaluation = tracker.run_json(_run_id(ref), "evaluation.json") or {}
+        lines += ["## Model and evaluation", "",
+                  f"- {params.get('chosen_model')}, refitted on every event before the scoring cutoff; validation "
+                  f"cutoff {params.get('validation_cutoff', '')[:10]}, {evaluation.get('users', '-')} users; relevant: "
+                  f"{params.get('relevant', '-')}", "",
+                  "| method | recall@10 | NDCG@10 | MAP@10 | coverage@10 | popularity bias |",
+                  "|---|---|---|---|---|---|"]
+        for name, m in evaluation.get("methods", {}).items():
+            cells = [f"{m[k]['value']:.3f} [{m[k]['low']:.3f}, {m[k]['high']:.3f}]"
+                     for k in ("recall_at_10", "ndcg_at_10", "map_at_10")]
+            lines.append(f"| {name} | {' | '.join(cells)} | {m['coverage_at_10']['value']:.3f} | "
+                         f"{m['popularity_bias']['value']:.3f} |")
+        gain = [_fmt(metrics.get(f"gain_over_popularity{end}")) for end in ("", "_low", "_high")]
+        lines += ["", f"- recall@10 gain over popularity: {gain[0]} [{gain[1]}, {gain[2]}]"]
     else:
         profiles = (tracker.run_json(_run_id(ref), "segment_profiles.json") or {}).get("segments", [])
         lines += ["## Model", "", f"- K-means, k = {int(metrics.get('k', 0))} ({params.get('k_criterion', '-')}); "
