@@ -1,9 +1,10 @@
 """Scoring on Spark (`shoplake --engine spark ml score`) writes the same predictions as embedded scoring.
 
-One small generated lake is built and its three champions trained once; the lake (with its MLflow
+One small generated lake is built and its champions trained once; the lake (with its MLflow
 store) is then copied, one copy is scored embedded and the other on Spark (MLflow's Spark UDF in a
 local Spark session, the one session of this module), and every prediction table is compared row by
-row: integers and names equal, floats to 1e-9 relative.
+row: integers and names equal, floats to 1e-9 relative. (The recommender refits its method in the
+scoring process on both engines: its tables must come out the same too.)
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ SEED = 11
 RELATIVE = 1e-9
 PREDICTION_TABLES = [spec.name for spec in (ml_tables.USER_SEGMENTS, ml_tables.USER_SEGMENT_PROFILES,
                                             ml_tables.CUSTOMER_SEGMENTS, ml_tables.CUSTOMER_SEGMENT_PROFILES,
-                                            ml_tables.CONVERSION_PREDICTIONS)]
+                                            ml_tables.CONVERSION_PREDICTIONS, ml_tables.USER_RECOMMENDATIONS,
+                                            ml_tables.SIMILAR_PRODUCTS)]
 
 
 class Scored:
@@ -45,7 +47,7 @@ def scored(tmp_path_factory) -> Scored:
     lake, _ = built_lake(root, click_events=CLICK_EVENTS, retail_rows=RETAIL_ROWS, seed=SEED, click_days=30,
                          lake_name="embedded")
     # Trained as `shoplake --engine spark ml train` would: training stays on the embedded engine.
-    for kind in ("segments", "rfm", "propensity"):
+    for kind in ("segments", "rfm", "propensity", "recommender"):
         train_model(open_lake(root / "embedded", engine="spark"), kind, run_id=f"train-{kind}")
     # The copy holds the same tables and the same MLflow store (its registry points at the same artifacts).
     shutil.copytree(root / "embedded", root / "spark")

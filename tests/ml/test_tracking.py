@@ -25,6 +25,8 @@ TABLES = {
     "gold.customer_segments": "shoplake-rfm-segments",
     "gold.customer_segment_profiles": "shoplake-rfm-segments",
     "gold.conversion_predictions": "shoplake-propensity",
+    "gold.user_recommendations": "shoplake-recommender",
+    "gold.similar_products": "shoplake-recommender",
 }
 KEY = {"shoplake-user-segments": "silhouette", "shoplake-rfm-segments": "silhouette",
        "shoplake-propensity": "val_roc_auc"}

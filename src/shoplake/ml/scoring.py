@@ -109,8 +109,10 @@ def _arrow(spec: TableSpec, frame: pd.DataFrame) -> pa.Table:
 
 
 def _write(lake: Lake, spec: TableSpec, frame: pd.DataFrame, *, run_id: str, loaded: LoadedModel,
-           rows_in: int, rows_out: int, inputs: dict[str, Any]) -> tuple[int, int, bool]:
-    """Check, write (overwrite) and account one table. Returns (table version, rows, skipped)."""
+           rows_in: int, rows_out: int, inputs: dict[str, Any],
+           diverted: dict[str, int] | None = None) -> tuple[int, int, bool]:
+    """Check, write (overwrite) and account one table (`diverted`: entities scored without a row, by
+    reason). Returns (table version, rows, skipped)."""
     key = f"ml:{spec.name}:{run_id}"
     table = _arrow(spec, frame)
     with locks.writing(lake.store.lake, [spec.name]), lake.engine(Capability.EMBEDDED_SQL) as engine:
@@ -127,7 +129,8 @@ def _write(lake: Lake, spec: TableSpec, frame: pd.DataFrame, *, run_id: str, loa
             check_table(lake, engine, spec, "candidate", run_id)
             # The commit carries its ledger entry (copied to ops.ledger by the sync below).
             entry = LedgerEntry(run_id=run_id, table_name=spec.name, write_key=f"ml:{spec.name}:v{{version}}",
-                                rows_in=rows_in, rows_out=rows_out, rows_written=table.num_rows,
+                                rows_in=rows_in, rows_out=rows_out, diverted=dict(diverted or {}),
+                                rows_written=table.num_rows,
                                 inputs={**inputs, "model": f"{loaded.ref.name}/{loaded.ref.version}"})
             version = lake.store.write(spec.name, table, mode="overwrite", description=spec.description,
                                        meta={"write_key": key, "run_id": run_id, "model_name": loaded.ref.name,
@@ -355,11 +358,14 @@ def _score_recommender(lake: Lake, tracker: Tracker, run_id: str, predict: Predi
                               {"cutoff_at": cutoff.isoformat(), "method": method, "active_days": params.active_days,
                                "top_n": params.top_n}, len(active_rows))
     out = []
+    # Ledger: entities in (active users, active products) = entities with a list + those left without one
+    # (every candidate already bought; a product alone in its category with no co-occurrence).
     for spec, frame, rows_in, rows_out in (
             (tables.USER_RECOMMENDATIONS, users, len(active_rows), int(users["user_id"].nunique())),
             (tables.SIMILAR_PRODUCTS, similar, len(item_rows), int(similar["product_id"].nunique()))):
+        empty = {"no_candidate": rows_in - rows_out} if rows_in > rows_out else {}
         version, written, skipped = _write(lake, spec, frame, run_id=run_id, loaded=loaded, rows_in=rows_in,
-                                           rows_out=rows_out, inputs=inputs)
+                                           rows_out=rows_out, inputs=inputs, diverted=empty)
         out.append(ScoreResult(spec.name, written, loaded.ref.name, loaded.ref.version, version, {}, {},
                                mlflow_run, skipped))
     log.info("%s (%s): %d active users, %d active products", loaded.ref.name, method, len(active_rows),
