@@ -550,3 +550,34 @@ def test_dates_follow_start_and_days(tmp_path: Path) -> None:
     _, shop_rows = _read_csv(shop.files[0])
     assert {row[0][:10] for row in click_rows} == {"2021-03-05", "2021-03-06", "2021-03-07"}
     assert {row[4][:10] for row in shop_rows} <= {"2021-03-05", "2021-03-06", "2021-03-07"}
+
+
+def test_clickstream_plants_category_affinities_and_companions(clickstream) -> None:
+    result, header, rows = clickstream
+    truth = result.files[0].parent / "_truth"
+    with open(truth / "clickstream_truth_affinities.csv", newline="") as handle:
+        affinity = {int(r["user_id"]): r["category_id"] for r in csv.DictReader(handle)}
+    with open(truth / "clickstream_truth_companions.csv", newline="") as handle:
+        companion = {int(r["product_id"]): int(r["companion_product_id"]) for r in csv.DictReader(handle)}
+    with open(truth / "clickstream_truth_users.csv", newline="") as handle:
+        assert set(affinity) == {int(r["user_id"]) for r in csv.DictReader(handle)}
+    col = {name: header.index(name) for name in ("event_type", "product_id", "category_id", "user_id",
+                                                 "user_session")}
+    purchases = [r for r in rows if len(r) == len(header) and r[col["event_type"]] == "purchase"
+                 and r[col["user_id"]] and r[col["category_id"]]]
+    users = [int(r[col["user_id"]]) for r in purchases]
+    categories = [r[col["category_id"]] for r in purchases]
+    own = np.mean([affinity[u] == c for u, c in zip(users, categories, strict=True)])
+    # chance: the same purchases against another user's planted category
+    shuffled = np.random.default_rng(0).permutation(users)
+    other = np.mean([affinity[int(u)] == c for u, c in zip(shuffled, categories, strict=True)])
+    print(f"\npurchases in the planted category {own:.3f}, in another user's {other:.3f}")
+    assert own >= other + 0.25, (own, other)
+    # Every session buying two or more products bought one product's companion with it.
+    bought: dict[str, set[int]] = defaultdict(set)
+    for r in purchases:
+        bought[r[col["user_session"]]].add(int(r[col["product_id"]]))
+    baskets = [b for b in bought.values() if len(b) >= 2]
+    with_pair = np.mean([any(companion.get(p) in b for p in b) for b in baskets])
+    print(f"{len(baskets)} baskets of 2+ products, {with_pair:.3f} holding a planted pair")
+    assert len(baskets) > 20 and with_pair >= 0.9, (len(baskets), with_pair)
