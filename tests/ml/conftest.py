@@ -3,7 +3,7 @@
 - `shop_lake`: a month of generated clickstream (1M events, planted user types) and a year of
   generated retail (planted customer types), ingested and built through the public API. Products are
   not ingested: the clickstream rows carry their category fields.
-- `trained`: the three models trained on `shop_lake` (MLflow store inside the lake) and scored once.
+- `trained`: the four models trained on `shop_lake` (MLflow store inside the lake) and scored once.
 - `uci_trained`: the real UCI Online Retail file (../shared/data/real), built up to gold.customer_rfm,
   RFM model trained and scored (its own MLflow store).
 Tests read the results, the tables and the MLflow stores; tests that train more use their own runs.
