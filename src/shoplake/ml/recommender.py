@@ -274,11 +274,11 @@ class Recommender:
         from threadpoolctl import threadpool_limits
 
         p = self.params
-        model = AlternatingLeastSquares(factors=p.als_factors, regularization=p.als_regularization,
-                                        alpha=p.als_alpha, iterations=p.als_iterations, random_state=p.random_state,
-                                        num_threads=p.threads)
-        # implicit warns about BLAS threads > 1; its own threads are the parallelism
+        # implicit's own threads are the parallelism; it warns (when built) if BLAS would add more
         with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(factors=p.als_factors, regularization=p.als_regularization,
+                                            alpha=p.als_alpha, iterations=p.als_iterations,
+                                            random_state=p.random_state, num_threads=p.threads)
             model.fit(sp.csr_matrix(self.history, dtype=np.float32), show_progress=False)
         self.user_factors = np.asarray(model.user_factors)
         self.item_factors = np.asarray(model.item_factors)
