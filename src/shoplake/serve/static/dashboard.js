@@ -28,7 +28,9 @@
       document.body.appendChild(link);
       link.click();
       link.remove();
-      setTimeout(function () { URL.revokeObjectURL(link.href); }, 1000);
+      // Revoke late: a busy browser may start reading the blob seconds after the click, and a revoked URL
+      // makes the download vanish without an error.
+      setTimeout(function () { URL.revokeObjectURL(link.href); }, 120000);
     });
   });
 })();
