@@ -57,10 +57,10 @@ WHERE customer_id IS NOT NULL AND invoice_date < ?
 GROUP BY customer_id, invoice_date
 """
 _RETURNS_SQL = """
-SELECT customer_id, sum(line_revenue) AS returns_value
+SELECT customer_id, invoice_date, sum(line_revenue) AS returns_value
 FROM silver.returns
 WHERE customer_id IS NOT NULL AND invoice_date < ?
-GROUP BY customer_id
+GROUP BY customer_id, invoice_date
 """
 _SPAN_SQL = "SELECT min(invoice_date) AS first_day, max(invoice_date) AS last_day FROM silver.sales"
 
@@ -72,10 +72,12 @@ def sales_span(engine) -> tuple[date | None, date | None]:
 
 
 def read_transactions(engine, cutoff: date, *, with_returns: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Purchase days and per-customer returns strictly before `cutoff` (the engine has the inputs bound)."""
+    """Purchase days and return days (per customer and invoice date) strictly before `cutoff` (the engine has
+    the inputs bound)."""
     days = engine.table(_PURCHASE_DAYS_SQL, [cutoff]).to_pandas()
     returns = (engine.table(_RETURNS_SQL, [cutoff]).to_pandas() if with_returns
-               else pd.DataFrame({"customer_id": pd.Series(dtype="int64"), "returns_value": pd.Series(dtype=float)}))
+               else pd.DataFrame({"customer_id": pd.Series(dtype="int64"), "invoice_date": pd.Series(dtype=object),
+                                  "returns_value": pd.Series(dtype=float)}))
     return days, returns
 
 
@@ -86,6 +88,7 @@ def summarise(days: pd.DataFrame, returns: pd.DataFrame, cutoff: date) -> pd.Dat
     monetary_value (net value per purchase day), spend_basis (`own` or `population`).
     """
     days = days[pd.to_datetime(days["invoice_date"]).dt.date < cutoff]
+    returns = returns[pd.to_datetime(returns["invoice_date"]).dt.date < cutoff]
     day = pd.to_datetime(days["invoice_date"])
     grouped = days.assign(day=day).groupby("customer_id")
     first, last = grouped["day"].min(), grouped["day"].max()
@@ -127,7 +130,7 @@ def _laplace(model, *, draws: int, seed: int) -> dict[str, np.ndarray]:
     `pm.find_MAP` does) BG/NBD's dropout parameter `a` runs to its boundary (1e-22 on the UCI file) where
     no Gaussian fits. The Hessian there is computed by PyTensor, not by finite differences.
     """
-    from pymc.blocking import DictToArrayBijection, RaveledVars
+    from pymc.blocking import DictToArrayBijection, RaveledVars  # type: ignore[import-untyped]
     from scipy import optimize
 
     start = model.initial_point()
@@ -195,6 +198,14 @@ class CLVFit:
             posterior = model.idata.posterior
             out.update({f"{prefix}.{n}": float(posterior[n].mean()) for n in names if n in posterior})
         return out
+
+    def get_raw_model(self) -> CLVFit:
+        """MLflow's pyfunc wrapper hands this object back (`Tracker.load_champion`)."""
+        return self
+
+    def predict(self, summary: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """The pyfunc entry point: `predict` on a `summarise` frame with 80 % intervals."""
+        return predict(self, summary, interval=0.8)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -346,7 +357,7 @@ def holdout(days: pd.DataFrame, returns: pd.DataFrame, *, calibration_cutoff: da
     """Fit on the transactions before `calibration_cutoff`, predict [calibration_cutoff, end) and compare
     with what the same customers did (purchase days and net sale revenue; the returns of the holdout are
     left out of the actual value, as the prediction is per purchase)."""
-    summary = summarise(days, returns[:0] if returns is None else returns, calibration_cutoff)
+    summary = summarise(days, returns, calibration_cutoff)
     model = fit(summary, calibration_cutoff, method=method, draws=draws, seed=seed)
     span = (end - calibration_cutoff).days
     purchases = expected_purchases(model, summary, span)

@@ -43,6 +43,7 @@ _DESCRIPTIONS = {
     "shoplake-rfm-segments": "RFM segments of retail customers (K-means on log-RFM; gold.customer_segments).",
     "shoplake-propensity": "Calibrated probability that a user buys a product within the horizon "
                            "(gold.conversion_predictions).",
+    "shoplake-clv": "Customer lifetime value: BG/NBD purchases and Gamma-Gamma net spend (gold.customer_clv).",
 }
 
 
@@ -158,6 +159,18 @@ class RunLog:
             model, name="model", signature=signature, input_example=input_example,
             pip_requirements=_requirements(), pyfunc_predict_fn=predict_fn, metadata=_plain(metadata),
             serialization_format="skops", skops_trusted_types=untrusted)
+        return self._tracker.register(registered_name, info.model_uri, run_id=self.run_id, model_id=info.model_id)
+
+
+    def model_directory(self, directory: Path, *, loader_module: str, registered_name: str,
+                        metadata: builtins.dict[str, Any], requirements: tuple[str, ...]) -> ModelRef:
+        """Log a model saved as plain files (no pickle) as a pyfunc whose `loader_module._load_pyfunc` reads
+        them back, and register a new version."""
+        import mlflow.pyfunc
+
+        reqs = [f"{p}=={_pkg.version(p)}" for p in requirements]
+        info = mlflow.pyfunc.log_model(name="model", loader_module=loader_module, data_path=str(directory),
+                                       pip_requirements=reqs, metadata=_plain(metadata))
         return self._tracker.register(registered_name, info.model_uri, run_id=self.run_id, model_id=info.model_id)
 
 
@@ -322,8 +335,13 @@ class Tracker:
             try:
                 with _model_loading_allowed(), tempfile.TemporaryDirectory(prefix="shoplake-model-") as tmp:
                     local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
-                    model = mlflow.sklearn.load_model(local)
                     info = mlflow.models.Model.load(os.path.join(local, "MLmodel"))
+                    if "sklearn" in info.flavors:
+                        model = mlflow.sklearn.load_model(local)
+                    else:  # a model of files read by its loader module (`RunLog.model_directory`)
+                        import mlflow.pyfunc
+
+                        model = mlflow.pyfunc.load_model(local).get_raw_model()
             except MlflowException as exc:
                 raise ModelNotFoundError(f"cannot load {uri}: {str(exc).splitlines()[0]}") from exc
             after = self.champion(name)
