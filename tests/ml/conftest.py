@@ -69,3 +69,17 @@ def uci_trained(tmp_path_factory) -> Trained:
     out.seconds["rfm"] = time.perf_counter() - started
     out.score = score_models(lake, run_id="score-uci", kinds=["rfm"])
     return out
+
+
+@pytest.fixture(scope="session")
+def uci_clv(uci_trained) -> Trained:
+    """The CLV model trained and scored once in the `uci_trained` lake (its Silver tables are built): the
+    training run's holdout is the issue's split, a fit up to 2011-09-09 predicting the last 91 days."""
+    lake = uci_trained.lake
+    started = time.perf_counter()
+    uci_trained.train["clv"] = train_model(lake, "clv", run_id="train-uci-clv")
+    uci_trained.seconds["clv"] = time.perf_counter() - started
+    started = time.perf_counter()
+    uci_trained.score += score_models(lake, run_id="score-uci-clv", kinds=["clv"])
+    uci_trained.seconds["clv_score"] = time.perf_counter() - started
+    return uci_trained
