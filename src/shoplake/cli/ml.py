@@ -53,6 +53,16 @@ def _show_training(console, kind: Kind, run_id: str, result) -> None:
     if kind == "propensity":
         console.print(_assessment_table(result.details["assessment"],
                                         title=f"validation cutoff {result.details['plan']['validation_cutoff']}"))
+    elif kind == "clv":
+        holdout = result.details.get("holdout")
+        if holdout is not None:
+            table = Table("repeat purchase days", "customers", "predicted purchases (80 %)", "actual",
+                          title=f"holdout: fit before {holdout.calibration_cutoff}, {holdout.days} days predicted")
+            for row in holdout.table.itertuples():
+                table.add_row(str(row.bucket), f"{row.customers:,}",
+                              f"{row.predicted:,.1f} [{row.predicted_low:,.1f}, {row.predicted_high:,.1f}]",
+                              f"{row.actual:,.0f}")
+            console.print(table)
     else:
         segments = Table("segment", "members", title=f"k = {int(result.metrics['k'])}")
         for name, size in result.details["segments"].items():

@@ -163,6 +163,17 @@ def model_card(lake, spec: str, *, store: bool = True) -> str:
         if reviewed:
             lines += ["", "Reviewed-feature exemptions (strong by design, not leaky):", ""]
             lines += [f"- `{name}`: {reason}" for name, reason in reviewed.items()]
+    elif kind == "clv":
+        holdout = tracker.run_json(_run_id(ref), "holdout.json")
+        lines += ["## Model", "", f"- BG/NBD + Gamma-Gamma ({params.get('fit_method', '-')}, "
+                  f"{params.get('draws', '-')} draws); cutoff {params.get('cutoff', '-')}; "
+                  f"{int(metrics.get('customers', 0)):,} customers, {int(metrics.get('spend_customers', 0)):,} in the "
+                  f"spend fit", f"- holdout: {params.get('holdout', '-')}", ""]
+        if holdout:
+            lines += ["## Holdout: predicted against actual purchase days", "",
+                      "| repeat purchase days | customers | predicted (80 %) | actual |", "|---|---|---|---|"]
+            lines += [f"| {b['bucket']} | {b['customers']:,} | {b['predicted']:,.1f} [{b['predicted_low']:,.1f}, "
+                      f"{b['predicted_high']:,.1f}] | {b['actual']:,.0f} |" for b in holdout["buckets"]]
     else:
         profiles = (tracker.run_json(_run_id(ref), "segment_profiles.json") or {}).get("segments", [])
         lines += ["## Model", "", f"- K-means, k = {int(metrics.get('k', 0))} ({params.get('k_criterion', '-')}); "

@@ -231,7 +231,7 @@ def load(directory: str | Path) -> CLVFit:
     from pymc_marketing.utils import from_netcdf
 
     directory = Path(directory)
-    fits = []
+    fits: list[Any] = []
     for kind, name in ((BetaGeoModel, "bgnbd"), (GammaGammaModel, "gamma_gamma")):
         idata = from_netcdf(directory / _FILES[name])
         for group in idata.groups():

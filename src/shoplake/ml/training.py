@@ -487,9 +487,16 @@ def _train_clv(lake: Lake, params: CLVParams, run_id: str, tracker: Tracker) -> 
     fit_args: dict[str, Any] = {"method": params.fit_method, "draws": params.draws, "seed": params.random_state}
     started = time.perf_counter()
     split = clv.holdout_split(last, first, params.holdout_days)
+    checked, holdout_note = None, "the data span less than three weeks"
+    if split is not None:
+        try:
+            checked = clv.holdout(days, returns, calibration_cutoff=split[0], end=split[1],
+                                  interval=params.interval, **fit_args)
+            holdout_note = f"fit before {split[0].isoformat()}, predicted until {split[1].isoformat()}"
+        except ValueError as exc:  # too few customers before the split: the model is still fit on all data
+            holdout_note = f"no holdout check: {exc}"
+            log.warning("%s: %s", model_name, holdout_note)
     try:
-        checked = (clv.holdout(days, returns, calibration_cutoff=split[0], end=split[1], interval=params.interval,
-                               **fit_args) if split is not None else None)
         summary = clv.summarise(days, returns, cutoff)
         model = clv.fit(summary, cutoff, **fit_args)
     except ValueError as exc:
@@ -511,6 +518,7 @@ def _train_clv(lake: Lake, params: CLVParams, run_id: str, tracker: Tracker) -> 
         run.params({**flat_params(params), "cutoff": cutoff.isoformat(),
                     "purchase": "a day with a sale line of the customer",
                     "monetary_value": "(sales + returns) / purchase days, before the cutoff",
+                    "holdout": holdout_note,
                     **{f"input.{k}": v for k, v in versions.items()}})
         run.metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         if checked is not None:
