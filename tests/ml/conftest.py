@@ -50,7 +50,7 @@ def trained(shop_lake) -> Trained:
         out.train[kind] = train_model(lake, kind, run_id=f"train-{kind}")
         out.seconds[kind] = time.perf_counter() - started
     started = time.perf_counter()
-    out.score = score_models(lake, run_id="score-1")
+    out.score = score_models(lake, run_id="score-1", kinds=["segments", "rfm", "propensity"])
     out.seconds["score"] = time.perf_counter() - started
     return out
 

@@ -18,11 +18,13 @@ def test_model_specs_name_catalog_tables():
 
 
 def test_model_registry_views_follow_the_specs():
-    assert KINDS == ("segments", "rfm", "propensity")
+    assert KINDS == ("segments", "rfm", "propensity", "clv")
     assert MODEL_NAMES == {"segments": "shoplake-user-segments", "rfm": "shoplake-rfm-segments",
-                           "propensity": "shoplake-propensity"}
-    assert KEY_METRICS == {"segments": "silhouette", "rfm": "silhouette", "propensity": "val_roc_auc"}
-    with pytest.raises(ConfigError, match="unknown model kind 'churn': expected one of segments, rfm, propensity"):
+                           "propensity": "shoplake-propensity", "clv": "shoplake-clv"}
+    assert KEY_METRICS == {"segments": "silhouette", "rfm": "silhouette", "propensity": "val_roc_auc",
+                           "clv": "holdout_accuracy"}
+    with pytest.raises(ConfigError,
+                       match="unknown model kind 'churn': expected one of segments, rfm, propensity, clv"):
         model_spec("churn")
 
 
@@ -36,6 +38,9 @@ def test_every_model_kind_trains_scores_and_has_parameters():
     assert model_spec("segments").inputs == (features.USER_SEGMENT_INPUT,)
     assert model_spec("rfm").inputs == (features.RFM_INPUT,)
     assert model_spec("propensity").inputs == (features.PROPENSITY_INPUT,)
+    from shoplake.ml import clv
+
+    assert model_spec("clv").inputs == clv.INPUTS
 
 
 def test_sources_and_model_kinds_reach_the_command_line_and_the_generator():
