@@ -123,7 +123,7 @@ def gamma_gamma_rows(summary: pd.DataFrame) -> pd.DataFrame:
 
 # -- fitting ------------------------------------------------------------------------------------------
 
-def _laplace(model, *, draws: int, seed: int) -> dict[str, np.ndarray]:
+def _laplace(model, *, draws: int, seed: int, compile_mode: str | None = "FAST_COMPILE") -> dict[str, np.ndarray]:
     """Laplace approximation of a PyMC model's posterior: `draws` draws of its free variables.
 
     The mode is found in the unconstrained space *with* the Jacobian of the transforms: without it (as
@@ -137,8 +137,10 @@ def _laplace(model, *, draws: int, seed: int) -> dict[str, np.ndarray]:
     start = model.initial_point()
     raveled = DictToArrayBijection.map(start)
     info = raveled.point_map_info
-    logp = model.compile_logp(jacobian=True)
-    dlogp = model.compile_dlogp(jacobian=True)
+    # FAST_COMPILE: graph rewrites cost seconds per function, more than the hundred or so evaluations
+    # the optimiser makes with the unoptimised graph (CLVParams.compile_mode).
+    logp = model.compile_logp(jacobian=True, mode=compile_mode)
+    dlogp = model.compile_dlogp(jacobian=True, mode=compile_mode)
 
     def point(x: np.ndarray) -> dict[str, np.ndarray]:
         return DictToArrayBijection.rmap(RaveledVars(x, info))
@@ -156,7 +158,8 @@ def _laplace(model, *, draws: int, seed: int) -> dict[str, np.ndarray]:
     # Back to the model's variables (deterministics such as BG/NBD's a and b included).
     names = [rv.name for rv in model.free_RVs + model.deterministics]
     outputs = model.replace_rvs_by_values([model[name] for name in names])
-    fn = model.compile_fn(outputs, inputs=model.value_vars, on_unused_input="ignore", point_fn=True)
+    fn = model.compile_fn(outputs, inputs=model.value_vars, on_unused_input="ignore", point_fn=True,
+                          mode=compile_mode)
     values = [fn(point(x)) for x in unconstrained]
     return {name: np.array([v[i] for v in values]) for i, name in enumerate(names)}
 
