@@ -144,7 +144,7 @@ def _clv_columns() -> tuple:
         for measure, what in (("purchases", "purchase days (days with a sale)"),
                               ("value", "net revenue, undiscounted, in the invoices' currency")):
             name = f"expected_{measure}_{label}"
-            out += [col(name, "DOUBLE", f"posterior mean of the expected {what} in the {days} days from cutoff_at"),
+            out += [col(name, "DOUBLE", f"posterior median of the expected {what} in the {days} days from cutoff_at"),
                     col(f"{name}_low", "DOUBLE", "10th percentile of that expectation over the parameter draws"),
                     col(f"{name}_high", "DOUBLE", "90th percentile")]
     return tuple(out)
@@ -170,7 +170,7 @@ CUSTOMER_CLV = TableSpec(
         col("customer_id", "BIGINT"),
         col("probability_alive", "DOUBLE", "posterior mean probability that the customer has not dropped out"),
         *_clv_columns(),
-        col("expected_spend_per_purchase", "DOUBLE", "posterior mean net spend per future purchase day"),
+        col("expected_spend_per_purchase", "DOUBLE", "posterior median net spend per future purchase day"),
         col("spend_basis", "VARCHAR", "own: the customer's net spend shrunk to the mean (Gamma-Gamma); "
                                       "population: the mean spend (net value <= 0, returns reach purchases)"),
         col("frequency", "BIGINT", "repeat purchase days before cutoff_at (purchase days - 1)"),

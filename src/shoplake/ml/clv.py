@@ -280,8 +280,22 @@ def fit(summary: pd.DataFrame, cutoff: date, *, method: str, draws: int, seed: i
                          f"purchase and positive net value; at least 10 of each)")
     frame = summary.loc[:, ["customer_id", "frequency", "recency", "T"]]
     bgnbd = _fit_one(BetaGeoModel(), frame, method=method, draws=draws, seed=seed)
-    gamma_gamma = _fit_one(GammaGammaModel(), spend, method=method, draws=draws, seed=seed + 1)
+    gamma_gamma = _finite_mean_spend(_fit_one(GammaGammaModel(), spend, method=method, draws=draws, seed=seed + 1))
     return CLVFit(bgnbd, gamma_gamma, cutoff, len(summary), len(spend))
+
+
+def _finite_mean_spend(gamma_gamma):
+    """Keep the Gamma-Gamma draws with q > 1: the population mean spend p v / (q - 1) exists only there
+    (a poorly determined fit on few customers puts draws below 1, where spends turn negative or
+    infinite). Refused when that leaves less than half of them."""
+    posterior = gamma_gamma.idata.posterior
+    keep = np.flatnonzero((posterior["q"].values > 1).all(axis=0))
+    if len(keep) < posterior.sizes["draw"] / 2:
+        raise ValueError(f"the mean spend is undefined (Gamma-Gamma q <= 1) in {posterior.sizes['draw'] - len(keep)} "
+                         f"of {posterior.sizes['draw']} draws: too little spend data")
+    if len(keep) < posterior.sizes["draw"]:
+        gamma_gamma.idata.posterior = posterior.isel(draw=keep)
+    return gamma_gamma
 
 
 # -- predicting ---------------------------------------------------------------------------------------
@@ -315,8 +329,11 @@ def expected_purchases(model: CLVFit, summary: pd.DataFrame, days: int) -> np.nd
 
 
 def predict(model: CLVFit, summary: pd.DataFrame, *, interval: float) -> pd.DataFrame:
-    """One row per customer of `summary`: probability alive and expected purchases and value per horizon,
-    each with its central `interval` over the parameter draws (`_low`, `_high`)."""
+    """One row per customer of `summary`: probability alive (posterior mean) and expected purchases and
+    value per horizon: the posterior median with its central `interval` over the parameter draws (`_low`,
+    `_high`). The median, not the mean: the value of a customer is a product of two fits' draws whose
+    distribution can be so skewed (a few draws of a huge mean spend) that its mean lies above its 90th
+    percentile."""
     low_q, high_q = (1 - interval) / 2, 1 - (1 - interval) / 2
     alive = _draws(model.bgnbd.expected_probability_alive(summary.loc[:, ["customer_id", "frequency", "recency",
                                                                           "T"]]))
@@ -328,10 +345,10 @@ def predict(model: CLVFit, summary: pd.DataFrame, *, interval: float) -> pd.Data
         paired_purchases, paired_spend = _pair(purchases, spend)
         value = paired_purchases * paired_spend
         for name, draws in ((f"expected_purchases_{label}", purchases), (f"expected_value_{label}", value)):
-            out[name] = draws.mean(axis=0)
+            out[name] = np.median(draws, axis=0)
             out[f"{name}_low"] = np.quantile(draws, low_q, axis=0)
             out[f"{name}_high"] = np.quantile(draws, high_q, axis=0)
-    out["expected_spend_per_purchase"] = spend.mean(axis=0)
+    out["expected_spend_per_purchase"] = np.median(spend, axis=0)
     return out
 
 
