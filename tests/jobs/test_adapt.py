@@ -74,7 +74,7 @@ def test_a_retail_only_lake_trains_rfm_and_skips_the_clickstream_models(tmp_path
     assert statuses["ingest_clickstream"][0] == "skipped" and statuses["ingest_retail"][0] == "succeeded"
     for model in ("train_segments", "train_propensity"):
         assert statuses[model][0] == "skipped" and "clickstream" in statuses[model][1], statuses[model]
-    assert statuses["train_rfm"][0] == "succeeded" and statuses["train_clv"][0] == "succeeded"
+    assert statuses["train_rfm"][0] == "succeeded" and statuses["train_clv"][0] == "succeeded", statuses["train_clv"]
     assert statuses["score"][0] == "succeeded" and "not scored: " in statuses["score"][1]
     assert "(rfm, clv)" in statuses["score"][1]
     assert statuses["maintain"][0] == "succeeded" and statuses["verify"][0] == "succeeded"
