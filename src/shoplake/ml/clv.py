@@ -144,7 +144,7 @@ def _laplace(model, *, draws: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def _laplace_in(model, *, draws: int, seed: int, mode: str | None) -> dict[str, np.ndarray]:
-    from pymc.blocking import DictToArrayBijection, RaveledVars  # type: ignore[import-untyped]
+    from pymc.blocking import DictToArrayBijection, RaveledVars
     from scipy import optimize
 
     raveled = DictToArrayBijection.map(model.initial_point())
