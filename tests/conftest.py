@@ -40,8 +40,8 @@ _MINUTES = {"ml": 5, "spark": 4, "integrity/test_crash.py": 3, "jobs/test_mainta
 
 
 # Fixtures that make a test `slow` (left out of `make test-fast`): trained models, Spark, the browser.
-_SLOW_FIXTURES = {"shop_lake", "trained", "uci_trained", "held_out", "scored", "spark_available", "parity_lakes",
-                  "browser", "live_server"}
+_SLOW_FIXTURES = {"shop_lake", "trained", "uci_trained", "uci_clv", "held_out", "scored", "spark_available",
+                  "parity_lakes", "browser", "live_server"}
 
 
 def pytest_collection_modifyitems(config, items):

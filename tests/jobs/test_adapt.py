@@ -36,11 +36,12 @@ def test_an_empty_lake_skips_every_task_with_its_reason(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     statuses = _last_status(tmp_path)
     assert {status for status, _ in statuses.values()} == {"skipped"}, statuses
-    assert len(statuses) == 11
+    assert len(statuses) == 12
     assert "no landing location" in statuses["ingest_retail"][1]
     assert "no source data ingested yet" in statuses["build"][1]
     assert "no data has been ingested into bronze.retail" in statuses["train_rfm"][1]
     assert "no data has been ingested into bronze.clickstream" in statuses["train_recommender"][1]
+    assert "no data has been ingested into bronze.retail" in statuses["train_clv"][1]
     assert statuses["score"][1].startswith("no model to score")
 
 
@@ -54,8 +55,10 @@ def test_a_clickstream_only_lake_trains_what_it_can_and_scores_it(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     statuses = _last_status(tmp_path)
     assert statuses["train_rfm"][0] == "skipped" and "gold.customer_rfm" in statuses["train_rfm"][1]
+    assert statuses["train_clv"][0] == "skipped" and "silver.sales" in statuses["train_clv"][1]
     assert statuses["train_segments"][0] == "succeeded"
     assert statuses["score"][0] == "succeeded" and "not scored: rfm" in statuses["score"][1]
+    assert "clv (" in statuses["score"][1]
     assert statuses["maintain"][0] == "succeeded" and statuses["verify"][0] == "succeeded"
     assert "succeeded" in result.stdout
 
@@ -72,8 +75,9 @@ def test_a_retail_only_lake_trains_rfm_and_skips_the_clickstream_models(tmp_path
     assert statuses["ingest_clickstream"][0] == "skipped" and statuses["ingest_retail"][0] == "succeeded"
     for model in ("train_segments", "train_propensity", "train_recommender"):
         assert statuses[model][0] == "skipped" and "clickstream" in statuses[model][1], statuses[model]
-    assert statuses["train_rfm"][0] == "succeeded"
+    assert statuses["train_rfm"][0] == "succeeded" and statuses["train_clv"][0] == "succeeded", statuses["train_clv"]
     assert statuses["score"][0] == "succeeded" and "not scored: " in statuses["score"][1]
+    assert "(rfm, clv)" in statuses["score"][1]
     assert statuses["maintain"][0] == "succeeded" and statuses["verify"][0] == "succeeded"
 
 

@@ -27,16 +27,15 @@ def test_shipped_daily_covers_the_platform(workspace):
     assert daily.origin == "shipped"
     assert [t.name for t in daily.ordered()] == [
         "ingest_products", "ingest_clickstream", "ingest_retail", "build", "train_segments", "train_rfm",
-        "train_propensity", "train_recommender", "score", "maintain", "verify"]
+        "train_propensity", "train_recommender", "train_clv", "score", "maintain", "verify"]
     assert {t.kind for t in daily.ordered()} == {"ingest", "build", "ml_train", "ml_score", "maintain", "verify"}
     assert daily.task("maintain").depends_on == ("score",)
     assert daily.task("verify").depends_on == ("maintain",)  # last: reconciles what the run (and maintenance) wrote
     assert daily.task("build").depends_on == ("ingest_products", "ingest_clickstream", "ingest_retail")
     assert daily.task("build").select is None  # every Silver and Gold table
-    assert {daily.task(f"train_{m}").model for m in ("segments", "rfm", "propensity", "recommender")} == {
-        "segments", "rfm", "propensity", "recommender"}
-    assert daily.task("score").depends_on == ("train_segments", "train_rfm", "train_propensity",
-                                              "train_recommender")
+    kinds = ("segments", "rfm", "propensity", "recommender", "clv")
+    assert {daily.task(f"train_{m}").model for m in kinds} == set(kinds)
+    assert daily.task("score").depends_on == tuple(f"train_{m}" for m in kinds)
     assert daily.schedule == "0 2 * * *"
     # Landing folders are relative to the landing root: <root>/<source>.
     assert daily.task("ingest_retail").landing_location("/data/landing") == "/data/landing/retail"
@@ -140,7 +139,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(workspace):
     assert "plan of job daily" in result.stdout
     assert "1 new file(s), 0 already ingested" in result.stdout
     assert "shoplake jobs task ml-train propensity" in result.stdout
-    assert "11 task(s) to run, at most 3 at once" in result.stdout
+    assert "shoplake jobs task ml-train clv" in result.stdout
+    assert "12 task(s) to run, at most 3 at once" in result.stdout
     assert not workspace.lake_path.exists()
 
 

@@ -142,16 +142,17 @@ def test_daily_runs_ml_tasks_through_shoplake_ml(workspace, monkeypatch):
         return [_Trained(5, 1), _Trained(7, 1)]
 
     fake.train_model, fake.score_models = train_model, score_models
-    fake.KINDS = ("segments", "rfm", "propensity", "recommender")
+    fake.KINDS = ("segments", "rfm", "propensity", "recommender", "clv")
     monkeypatch.setitem(sys.modules, "shoplake.ml", fake)
     workspace.land_all()
     result = _run(workspace, "daily", isolation="inline")
     assert result.ok, result.summary_lines()
     assert sorted(calls) == sorted([("train", "segments", result.run_id), ("train", "rfm", result.run_id),
-                                    ("train", "propensity", result.run_id), ("train", "recommender", result.run_id)] +
+                                    ("train", "propensity", result.run_id), ("train", "recommender", result.run_id),
+                                    ("train", "clv", result.run_id)] +
                                    [("score", [kind], result.run_id) for kind in fake.KINDS])
     assert calls[-1][0] == "score"
-    assert result.tasks["score"].rows_written == 48  # each kind scored on its own
+    assert result.tasks["score"].rows_written == 12 * len(fake.KINDS)  # each kind scored on its own
     assert result.tasks["train_rfm"].detail == "trained rfm (model version 1)"
 
 
@@ -161,7 +162,7 @@ def test_missing_ml_fails_the_ml_tasks_only(workspace, monkeypatch):
     result = _run(workspace, "daily", isolation="inline")
     assert result.status == "failed"
     assert {s.name for s in result.failed()} == {"train_segments", "train_rfm", "train_propensity",
-                                                 "train_recommender"}
+                                                 "train_recommender", "train_clv"}
     assert {s.name for s in result.skipped() if s.blocked} == {"score", "maintain", "verify"}
     assert result.tasks["build"].status == "succeeded"
     error = result.tasks["train_rfm"].error

@@ -26,6 +26,7 @@ from .lakes import built_lake, open_lake, rows, run_cli_main  # noqa: E402
 CLICK_EVENTS = 300_000
 RETAIL_ROWS = 20_000
 SEED = 11
+KINDS = ["segments", "rfm", "propensity", "recommender"]
 RELATIVE = 1e-9
 PREDICTION_TABLES = [spec.name for spec in (ml_tables.USER_SEGMENTS, ml_tables.USER_SEGMENT_PROFILES,
                                             ml_tables.CUSTOMER_SEGMENTS, ml_tables.CUSTOMER_SEGMENT_PROFILES,
@@ -47,13 +48,14 @@ def scored(tmp_path_factory) -> Scored:
     lake, _ = built_lake(root, click_events=CLICK_EVENTS, retail_rows=RETAIL_ROWS, seed=SEED, click_days=30,
                          lake_name="embedded")
     # Trained as `shoplake --engine spark ml train` would: training stays on the embedded engine.
-    for kind in ("segments", "rfm", "propensity", "recommender"):
+    for kind in KINDS:
         train_model(open_lake(root / "embedded", engine="spark"), kind, run_id=f"train-{kind}")
     # The copy holds the same tables and the same MLflow store (its registry points at the same artifacts).
     shutil.copytree(root / "embedded", root / "spark")
     spark_lake = open_lake(root / "spark", engine="spark", spark_driver_memory="1g")
-    score_models(lake, run_id="score-embedded")
-    spark_results = score_models(spark_lake, run_id="score-spark")
+    # The four kinds trained above (CLV has its own tests: tests/ml/test_clv.py).
+    score_models(lake, run_id="score-embedded", kinds=KINDS)
+    spark_results = score_models(spark_lake, run_id="score-spark", kinds=KINDS)
     return Scored(lake, spark_lake, spark_results)
 
 
@@ -113,7 +115,7 @@ def test_spark_scoring_goes_through_the_same_checks_ledger_and_write_keys(scored
 def test_cli_engine_spark_ml_score_again_writes_nothing(scored, monkeypatch, capsys):
     versions = {name: scored.spark.store.version(name) for name in PREDICTION_TABLES}
     code, out, err = run_cli_main(monkeypatch, capsys, "--lake", str(Path(scored.spark.settings.lake)),
-                                  "--engine", "spark", "ml", "score")
+                                  "--engine", "spark", "ml", "score", *(f"--kind={k}" for k in KINDS))
     assert code == 0, err
     # Same champion, same input versions: the predictions computed on Spark are already in the tables.
     assert out.count("(already written)") == len(PREDICTION_TABLES), out

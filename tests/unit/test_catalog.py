@@ -15,7 +15,7 @@ NON_CORE = {"gold.user_segments", "gold.customer_segments", "gold.conversion_pre
 # gold.prediction_outcomes joins earlier predictions to the events that followed them.
 CLICK_ML = {"gold.user_segments", "gold.user_segment_profiles", "gold.conversion_predictions",
             "gold.prediction_outcomes", "gold.user_recommendations", "gold.similar_products"}
-RETAIL_ML = {"gold.customer_segments", "gold.customer_segment_profiles"}
+RETAIL_ML = {"gold.customer_clv", "gold.customer_segments", "gold.customer_segment_profiles"}
 
 SILVER = ["silver.products", "silver.events", "silver.sales", "silver.returns"]
 CLICK_GOLD = {"gold.daily_funnel", "gold.user_features", "gold.product_performance", "gold.cart_abandonment",

@@ -18,13 +18,14 @@ def test_model_specs_name_catalog_tables():
 
 
 def test_model_registry_views_follow_the_specs():
-    assert KINDS == ("segments", "rfm", "propensity", "recommender")
+    assert KINDS == ("segments", "rfm", "propensity", "recommender", "clv")
     assert MODEL_NAMES == {"segments": "shoplake-user-segments", "rfm": "shoplake-rfm-segments",
-                           "propensity": "shoplake-propensity", "recommender": "shoplake-recommender"}
+                           "propensity": "shoplake-propensity", "recommender": "shoplake-recommender",
+                           "clv": "shoplake-clv"}
     assert KEY_METRICS == {"segments": "silhouette", "rfm": "silhouette", "propensity": "val_roc_auc",
-                           "recommender": "val_recall_at_10"}
+                           "recommender": "val_recall_at_10", "clv": "holdout_accuracy"}
     with pytest.raises(ConfigError, match="unknown model kind 'churn': expected one of segments, rfm, propensity, "
-                                          "recommender"):
+                                          "recommender, clv"):
         model_spec("churn")
 
 
@@ -39,6 +40,9 @@ def test_every_model_kind_trains_scores_and_has_parameters():
     assert model_spec("rfm").inputs == (features.RFM_INPUT,)
     assert model_spec("propensity").inputs == (features.PROPENSITY_INPUT,)
     assert model_spec("recommender").inputs == (recommender.INPUT,)
+    from shoplake.ml import clv
+
+    assert model_spec("clv").inputs == clv.INPUTS
 
 
 def test_sources_and_model_kinds_reach_the_command_line_and_the_generator():

@@ -55,6 +55,16 @@ def _show_training(console, kind: Kind, run_id: str, result) -> None:
                                         title=f"validation cutoff {result.details['plan']['validation_cutoff']}"))
     elif kind == "recommender" and "evaluation" in result.details:
         console.print(_recommender_table(result.details["evaluation"], result.details["chosen"]))
+    elif kind == "clv":
+        holdout = result.details.get("holdout")
+        if holdout is not None:
+            table = Table("repeat purchase days", "customers", "predicted purchases (80 %)", "actual",
+                          title=f"holdout: fit before {holdout.calibration_cutoff}, {holdout.days} days predicted")
+            for row in holdout.table.itertuples():
+                table.add_row(str(row.bucket), f"{row.customers:,}",
+                              f"{row.predicted:,.1f} [{row.predicted_low:,.1f}, {row.predicted_high:,.1f}]",
+                              f"{row.actual:,.0f}")
+            console.print(table)
     elif "segments" in result.details:
         segments = Table("segment", "members", title=f"k = {int(result.metrics['k'])}")
         for name, size in result.details["segments"].items():

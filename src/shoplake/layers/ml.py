@@ -195,6 +195,64 @@ SIMILAR_PRODUCTS = TableSpec(
     ),
 )
 
+
+_CLV_HORIZONS = (("3m", 91), ("6m", 183), ("12m", 365))  # shoplake.ml.clv.HORIZONS (a test checks they agree)
+
+
+def _clv_columns() -> tuple:
+    out = []
+    for label, days in _CLV_HORIZONS:
+        for measure, what in (("purchases", "purchase days (days with a sale)"),
+                              ("value", "net revenue, undiscounted, in the invoices' currency")):
+            name = f"expected_{measure}_{label}"
+            out += [col(name, "DOUBLE", f"posterior median of the expected {what} in the {days} days from cutoff_at"),
+                    col(f"{name}_low", "DOUBLE", "10th percentile of that expectation over the parameter draws"),
+                    col(f"{name}_high", "DOUBLE", "90th percentile")]
+    return tuple(out)
+
+
+def _clv_ordered() -> tuple:
+    checks = []
+    for label, _ in _CLV_HORIZONS:
+        for measure in ("purchases", "value"):
+            name = f"expected_{measure}_{label}"
+            checks.append(row_rule(f"interval_ordered_{name}",
+                                   f"NOT ({name}_low <= {name} AND {name} <= {name}_high)", action="fail"))
+    return tuple(checks)
+
+
+CUSTOMER_CLV = TableSpec(
+    name="gold.customer_clv",
+    description=("One row per customer_id with a sale line before cutoff_at: BG/NBD probability alive and expected "
+                 "purchase days, Gamma-Gamma expected net spend, and their product (expected value) over 3, 6 "
+                 "and 12 months, each with an 80 % interval over the parameters' posterior."),
+    grain=("customer_id",),
+    columns=(
+        col("customer_id", "BIGINT"),
+        col("probability_alive", "DOUBLE", "posterior mean probability that the customer has not dropped out"),
+        *_clv_columns(),
+        col("expected_spend_per_purchase", "DOUBLE", "posterior median net spend per future purchase day"),
+        col("spend_basis", "VARCHAR", "own: the customer's net spend shrunk to the mean (Gamma-Gamma); "
+                                      "population: the mean spend (net value <= 0, returns reach purchases)"),
+        col("frequency", "BIGINT", "repeat purchase days before cutoff_at (purchase days - 1)"),
+        col("recency_days", "BIGINT", "last - first purchase day"),
+        col("tenure_days", "BIGINT", "cutoff_at - first purchase day (BG/NBD's T)"),
+        col("net_value", "DOUBLE", "sale revenue + returns (negative) before cutoff_at"),
+        col("cutoff_at", "TIMESTAMPTZ", "the day after the last invoice date: the model reads only earlier days"),
+        *_MODEL_COLUMNS,
+    ),
+    inputs=("silver.sales", "silver.returns"),
+    build="external",
+    checks=(
+        unique("customer_id"),
+        in_range("probability_alive", low=0.0, high=1.0, action="fail"),
+        not_null("expected_value_12m", action="fail"),
+        row_rule("accepted_values_spend_basis", "spend_basis NOT IN ('own', 'population')",
+                 action="fail"),
+        *_clv_ordered(),
+    ),
+)
+
 MODEL_DECISIONS = TableSpec(
     name="ops.model_decisions",
     description=("One row per registered model version: the champion decision of the training run that "
@@ -291,5 +349,5 @@ MODEL_MONITORING = TableSpec(
 )
 
 TABLES = (USER_SEGMENTS, USER_SEGMENT_PROFILES, CUSTOMER_SEGMENTS, CUSTOMER_SEGMENT_PROFILES,
-          CONVERSION_PREDICTIONS, USER_RECOMMENDATIONS, SIMILAR_PRODUCTS, PREDICTION_OUTCOMES, MODEL_DECISIONS,
-          MODEL_MONITORING)
+          CONVERSION_PREDICTIONS, USER_RECOMMENDATIONS, SIMILAR_PRODUCTS, CUSTOMER_CLV, PREDICTION_OUTCOMES,
+          MODEL_DECISIONS, MODEL_MONITORING)

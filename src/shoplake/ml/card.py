@@ -178,6 +178,17 @@ def model_card(lake, spec: str, *, store: bool = True) -> str:
                          f"{m['popularity_bias']['value']:.3f} |")
         gain = [_fmt(metrics.get(f"gain_over_popularity{end}")) for end in ("", "_low", "_high")]
         lines += ["", f"- recall@10 gain over popularity: {gain[0]} [{gain[1]}, {gain[2]}]"]
+    elif kind == "clv":
+        holdout = tracker.run_json(_run_id(ref), "holdout.json")
+        lines += ["## Model", "", f"- BG/NBD + Gamma-Gamma ({params.get('fit_method', '-')}, "
+                  f"{params.get('draws', '-')} draws); cutoff {params.get('cutoff', '-')}; "
+                  f"{int(metrics.get('customers', 0)):,} customers, {int(metrics.get('spend_customers', 0)):,} in the "
+                  f"spend fit", f"- holdout: {params.get('holdout', '-')}", ""]
+        if holdout:
+            lines += ["## Holdout: predicted against actual purchase days", "",
+                      "| repeat purchase days | customers | predicted (80 %) | actual |", "|---|---|---|---|"]
+            lines += [f"| {b['bucket']} | {b['customers']:,} | {b['predicted']:,.1f} [{b['predicted_low']:,.1f}, "
+                      f"{b['predicted_high']:,.1f}] | {b['actual']:,.0f} |" for b in holdout["buckets"]]
     else:
         profiles = (tracker.run_json(_run_id(ref), "segment_profiles.json") or {}).get("segments", [])
         lines += ["## Model", "", f"- K-means, k = {int(metrics.get('k', 0))} ({params.get('k_criterion', '-')}); "

@@ -186,14 +186,36 @@ class RecommenderParams:
     random_state: int = DEFAULT_SEED
 
 
-Params = SegmentParams | RFMParams | PropensityParams | RecommenderParams
+@dataclass(frozen=True)
+class CLVParams:
+    """Customer lifetime value: BG/NBD and Gamma-Gamma (`shoplake.ml.clv`).
+
+    Attributes:
+        fit_method: `laplace` (posterior mode and the Gaussian of its curvature, seconds) or `mcmc`
+            (NUTS, 2 chains of `draws` after as many tuning steps: the reference, minutes on the UCI file).
+        draws: parameter draws behind every interval (per chain for `mcmc`).
+        interval: the central probability of the `_low` / `_high` columns (0.8: the 10th and 90th
+            percentiles).
+        holdout_days: the last days of the data predicted by a fit on the days before them (the holdout
+            check of every training run); at most a third of the data's span.
+        random_state: seed of the draws.
+    """
+
+    fit_method: str = "laplace"
+    draws: int = 500
+    interval: float = 0.8
+    holdout_days: int = 91
+    random_state: int = DEFAULT_SEED
+
+
+Params = SegmentParams | RFMParams | PropensityParams | RecommenderParams | CLVParams
 
 
 # The parameter class of each model kind (`shoplake.catalog.models`).
 PARAMS_OF_KIND: dict[str, type[SegmentParams] | type[RFMParams] | type[PropensityParams]
-                     | type[RecommenderParams]] = {
+                     | type[RecommenderParams] | type[CLVParams]] = {
     "segments": SegmentParams, "rfm": RFMParams, "propensity": PropensityParams,
-    "recommender": RecommenderParams}
+    "recommender": RecommenderParams, "clv": CLVParams}
 
 
 def default_params(kind: str) -> Params:

@@ -33,7 +33,7 @@ from shoplake.engines.base import Capability
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
 from shoplake.layers import ml as tables
-from shoplake.ml import drift, features, monitoring, propensity, recommender, rfm, segmentation
+from shoplake.ml import clv, drift, features, monitoring, propensity, recommender, rfm, segmentation
 from shoplake.ml.errors import LeakageError
 from shoplake.ml.tracking import LoadedModel, Tracker
 from shoplake.quality.ledger import LedgerEntry
@@ -373,6 +373,39 @@ def _score_recommender(lake: Lake, tracker: Tracker, run_id: str, predict: Predi
     return out
 
 
+# -- customer lifetime value -----------------------------------------------------------------------------
+
+def _score_clv(lake: Lake, tracker: Tracker, run_id: str, predict: Predict) -> list[ScoreResult]:
+    """gold.customer_clv: the champion's parameters on every customer's history up to the latest sale day.
+
+    Predictions come from pymc-marketing's formulas over the stored parameter draws in this process on
+    either engine (no per-customer model to distribute)."""
+    from shoplake.ml.training import CLV_FEATURES, clv_transactions
+
+    features.require_tables(lake, ("silver.sales",), hint=_BUILD_HINT)
+    loaded = tracker.load_champion(MODEL_NAMES["clv"])
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
+        inputs, _, cutoff, days, returns = clv_transactions(lake, engine)
+    summary = clv.summarise(days, returns, cutoff)
+    predicted = clv.predict(loaded.model, summary, interval=float(loaded.metadata.get("interval", 0.8)))
+    scored_at = datetime.now(UTC)
+    rows = predicted.assign(spend_basis=summary["spend_basis"].to_numpy(),
+                            frequency=summary["frequency"].astype("int64").to_numpy(),
+                            recency_days=summary["recency"].astype("int64").to_numpy(),
+                            tenure_days=summary["T"].astype("int64").to_numpy(),
+                            net_value=summary["net_value"].to_numpy(),
+                            cutoff_at=pd.Timestamp(cutoff, tz="UTC"), **_model_columns(loaded, scored_at))
+    frame = summary.loc[:, list(CLV_FEATURES)]
+    psi, warnings = _drift(loaded, frame, loaded.ref.name)
+    mlflow_run = _log_scoring(tracker, "clv", run_id, loaded, psi, {"cutoff_at": cutoff.isoformat()}, len(rows))
+    _monitor(lake, "clv", run_id, loaded, scored_at, frame, psi)
+    spec = tables.CUSTOMER_CLV
+    version, written, skipped = _write(lake, spec, rows, run_id=run_id, loaded=loaded, rows_in=len(summary),
+                                       rows_out=len(rows), inputs=inputs)
+    return [ScoreResult(spec.name, written, loaded.ref.name, loaded.ref.version, version, psi, warnings,
+                        mlflow_run, skipped)]
+
+
 # How each model kind of `shoplake.catalog.models` scores (a test checks that every kind has one).
 _SCORERS = {"segments": _score_user_segments, "rfm": _score_rfm, "propensity": _score_propensity,
-            "recommender": _score_recommender}
+            "recommender": _score_recommender, "clv": _score_clv}

@@ -45,6 +45,7 @@ _DESCRIPTIONS = {
                            "(gold.conversion_predictions).",
     "shoplake-recommender": "Next-best products per active user and similar products per product "
                             "(gold.user_recommendations, gold.similar_products).",
+    "shoplake-clv": "Customer lifetime value: BG/NBD purchases and Gamma-Gamma net spend (gold.customer_clv).",
 }
 
 
@@ -174,6 +175,18 @@ class RunLog:
             name="model", python_model=str(code_path), model_config=_plain(config), signature=signature,
             input_example=input_example, pip_requirements=_requirements() + requirements,
             metadata=_plain(metadata))
+        return self._tracker.register(registered_name, info.model_uri, run_id=self.run_id, model_id=info.model_id)
+
+
+    def model_directory(self, directory: Path, *, loader_module: str, registered_name: str,
+                        metadata: builtins.dict[str, Any], requirements: tuple[str, ...]) -> ModelRef:
+        """Log a model saved as plain files (no pickle) as a pyfunc whose `loader_module._load_pyfunc` reads
+        them back, and register a new version."""
+        import mlflow.pyfunc
+
+        reqs = [f"{p}=={_pkg.version(p)}" for p in requirements]
+        info = mlflow.pyfunc.log_model(name="model", loader_module=loader_module, data_path=str(directory),
+                                       pip_requirements=reqs, metadata=_plain(metadata))
         return self._tracker.register(registered_name, info.model_uri, run_id=self.run_id, model_id=info.model_id)
 
 
@@ -341,8 +354,15 @@ class Tracker:
                     info = mlflow.models.Model.load(os.path.join(local, "MLmodel"))
                     if "sklearn" in info.flavors:
                         model = mlflow.sklearn.load_model(local)
-                    else:  # a model from code (the recommender): its Python object
-                        model = mlflow.pyfunc.load_model(local).unwrap_python_model()
+                    else:
+                        import mlflow.pyfunc
+
+                        pyfunc = mlflow.pyfunc.load_model(local)
+                        loader = info.flavors.get("python_function", {}).get("loader_module", "")
+                        if loader.startswith("shoplake."):  # plain files read by our loader (`model_directory`)
+                            model = pyfunc.get_raw_model()
+                        else:  # a model from code (`code_model`): its Python object
+                            model = pyfunc.unwrap_python_model()
             except MlflowException as exc:
                 raise ModelNotFoundError(f"cannot load {uri}: {str(exc).splitlines()[0]}") from exc
             after = self.champion(name)

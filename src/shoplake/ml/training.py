@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as _pkg
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,13 +31,14 @@ import pyarrow as pa
 from shoplake import locks
 from shoplake.catalog.models import KEY_METRICS, KINDS, MODEL_NAMES, model_spec
 from shoplake.engines.base import Capability
-from shoplake.errors import ConfigError
+from shoplake.errors import ConfigError, InsufficientDataError
 from shoplake.lake import Lake
 from shoplake.layers.ml import MODEL_DECISIONS
-from shoplake.ml import assessment, drift, features, leakage, plots, propensity, recommender, rfm, segmentation
+from shoplake.ml import assessment, clv, drift, features, leakage, plots, propensity, recommender, rfm, segmentation
 from shoplake.ml.errors import ModelNotFoundError
 from shoplake.ml.params import (
     PARAMS_OF_KIND,
+    CLVParams,
     Params,
     PropensityParams,
     RecommenderParams,
@@ -531,7 +533,104 @@ def _train_recommender(lake: Lake, params: RecommenderParams, run_id: str, track
                        champion_value=decided.champion_value, decision=decision, details=details)
 
 
+# -- customer lifetime value -----------------------------------------------------------------------------
+
+CLV_FEATURES = ("frequency", "recency", "T", "monetary_value")
+
+
+def clv_transactions(lake: Lake, engine) -> tuple[dict[str, Any], Any, Any, pd.DataFrame, pd.DataFrame]:
+    """Bind the CLV inputs; (versions, first day, cutoff, purchase days, returns) of all the data."""
+    features.require_tables(lake, ("silver.sales",), hint=_BUILD_HINT)
+    inputs = [name for name in clv.INPUTS if lake.store.exists(name)]
+    versions = features.bind(lake, engine, *inputs)
+    first, last = clv.sales_span(engine)
+    if last is None:
+        raise InsufficientDataError("silver.sales holds no sale lines: no customer lifetime value to fit")
+    cutoff = last + pd.Timedelta(days=1).to_pytimedelta()
+    days, returns = clv.read_transactions(engine, cutoff, with_returns="silver.returns" in inputs)
+    return versions, first, cutoff, days, returns
+
+
+def _decide_clv(value: float, champion: ModelRef | None, data_changed: bool | None, data_note: str,
+                min_effect: float = 0.01) -> assessment.ChampionDecision:
+    """The CLV champion rule: a fit on new input data replaces the champion (it scores today's customers
+    from today's data; the holdout check is reported, not a veto); on the same data, a tie keeps it."""
+    if champion is None:
+        return assessment.ChampionDecision(True, "first version: champion", value, compared_on="no champion")
+    recorded = champion.tags.get("shoplake.key_metric_value")
+    champion_value = float(recorded) if recorded not in (None, "") else None
+    if data_changed:
+        return assessment.ChampionDecision(True, f"new input data ({data_note}): promoted", value, champion_value,
+                                           compared_on="the champion's recorded value", data_changed=True)
+    better = champion_value is None or (np.isfinite(value) and value > champion_value + min_effect)
+    decision = (f"holdout_accuracy {value:.4f} vs champion v{champion.version} "
+                f"{champion_value if champion_value is not None else float('nan'):.4f} on the same data: "
+                + ("promoted" if better else f"champion kept (a gain of more than {min_effect} is needed)"))
+    return assessment.ChampionDecision(bool(better), decision, value, champion_value, required_gain=min_effect,
+                                       compared_on="the champion's recorded value", data_changed=data_changed)
+
+
+def _train_clv(lake: Lake, params: CLVParams, run_id: str, tracker: Tracker) -> TrainResult:
+    model_name = MODEL_NAMES["clv"]
+    with lake.engine(Capability.EMBEDDED_SQL) as engine:
+        versions, first, cutoff, days, returns = clv_transactions(lake, engine)
+    last = cutoff - pd.Timedelta(days=1).to_pytimedelta()
+    fit_args: dict[str, Any] = {"method": params.fit_method, "draws": params.draws, "seed": params.random_state}
+    started = time.perf_counter()
+    split = clv.holdout_split(last, first, params.holdout_days)
+    checked, holdout_note = None, "the data span less than three weeks"
+    if split is not None:
+        try:
+            checked = clv.holdout(days, returns, calibration_cutoff=split[0], end=split[1],
+                                  interval=params.interval, **fit_args)
+            holdout_note = f"fit before {split[0].isoformat()}, predicted until {split[1].isoformat()}"
+        except ValueError as exc:  # too few customers before the split: the model is still fit on all data
+            holdout_note = f"no holdout check: {exc}"
+            log.warning("%s: %s", model_name, holdout_note)
+    try:
+        summary = clv.summarise(days, returns, cutoff)
+        model = clv.fit(summary, cutoff, **fit_args)
+    except ValueError as exc:
+        raise InsufficientDataError(f"customer lifetime value not fit: {exc}") from exc
+    fit_seconds = time.perf_counter() - started
+    metrics = {"customers": float(model.customers), "spend_customers": float(model.spend_customers),
+               "population_spend_customers": float((summary["spend_basis"] == "population").sum()),
+               "fit_seconds": fit_seconds, **model.parameters()}
+    if checked is not None:
+        metrics.update(checked.metrics())
+    value = float(metrics.get("holdout_accuracy", float("nan")))
+    champion = tracker.champion(model_name)
+    recorded_inputs = champion.tags.get("shoplake.input_versions") if champion is not None else None
+    data_changed, data_note = _data_change(versions, json.loads(recorded_inputs) if recorded_inputs else None)
+    decided = _decide_clv(value, champion, data_changed, data_note)
+    with tracker.start_run(model_name, run_name=f"train-clv-{run_id}",
+                           tags={"shoplake.run_id": run_id, "shoplake.kind": "clv", "shoplake.run_type": "train"}
+                           ) as run:
+        run.params({**flat_params(params), "cutoff": cutoff.isoformat(),
+                    "purchase": "a day with a sale line of the customer",
+                    "monetary_value": "(sales + returns) / purchase days, before the cutoff",
+                    "holdout": holdout_note,
+                    **{f"input.{k}": v for k, v in versions.items()}})
+        run.metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        if checked is not None:
+            run.dict(checked.as_dict(), "holdout.json")
+        metadata = {"shoplake_kind": "clv", "entity": "customer_id", "features": list(CLV_FEATURES),
+                    "drift_reference": drift.references(summary.loc[:, list(CLV_FEATURES)], CLV_FEATURES),
+                    "cutoff": cutoff.isoformat(), "interval": params.interval, "horizons": clv.HORIZONS,
+                    "key_metric": "holdout_accuracy", "key_metric_value": value, "input_versions": versions,
+                    "run_id": run_id}
+        with clv.saved(model) as tmp:
+            ref = run.model_directory(Path(tmp) / "model", loader_module="shoplake.ml.clv",
+                                      registered_name=model_name, metadata=metadata,
+                                      requirements=("pymc-marketing", "pymc", "arviz", "numpy", "pandas"))
+        is_champion, decision = _crown(lake, tracker, "clv", ref, champion, run, run_id=run_id, decided=decided,
+                                       input_versions=versions)
+        return TrainResult(model_name, ref.version, metrics, is_champion, run.run_id, key_metric="holdout_accuracy",
+                           champion_value=decided.champion_value, decision=decision,
+                           details={"holdout": checked, "fit_seconds": fit_seconds})
+
+
 # How each model kind of `shoplake.catalog.models` trains (a test checks that every kind has one).
 _TRAINERS: dict[str, Callable[[Lake, Any, str, Tracker], TrainResult]] = {
     "segments": _train_user_segments, "rfm": _train_rfm, "propensity": _train_propensity,
-    "recommender": _train_recommender}
+    "recommender": _train_recommender, "clv": _train_clv}
