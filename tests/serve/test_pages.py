@@ -58,6 +58,8 @@ def test_rates_change_in_points_and_a_returns_increase_is_bad():
     ({"start": "2019-10-05", "end": "2019-10-01"}, "the start 2019-10-05 is after the end 2019-10-01"),
     ({"start": "0001-01-01"}, "dates must lie between 1900-01-01 and 2199-12-31"),
     ({"segment": "Champions"}, "segment must look like rfm:Champions"),
+    ({"user": "1 OR 1=1"}, "user must be a user id"),
+    ({"product": "-5"}, "product must be a product id"),
 ])
 def test_filters_that_cannot_apply_are_refused(values, message):
     with pytest.raises(FilterError, match=message):
@@ -242,3 +244,42 @@ def test_a_users_segment_filters_the_funnel_charts_through_the_entries(served):
             again = run_query(served.lake, section.sql).to_pylist()
             assert [[formats.plain(v) for v in r.values()] for r in again] == section.data, section.id
     assert "segment" in page.filters_used
+def rows(served, sql: str) -> list[dict]:
+    return run_query(served.lake, sql).to_pylist()
+
+
+def test_the_recommendations_page_shows_the_chosen_users_list_and_similar_products(served):
+    lists = rows(served, "SELECT user_id, rank, product_id, reason FROM gold.user_recommendations ORDER BY 1, 2")
+    assert lists, "the served lake's daily job scored the recommender"
+    user = lists[-1]["user_id"]
+    page = build_page(served.lake, "recommendations", parse_filters({"user": str(user)}))
+    shown = next(s for s in page.sections if s.id == "recommendations-user")
+    at = {name: shown.columns.index(name) for name in ("rank", "product_id", "reason")}
+    assert [(r[at["rank"]], r[at["product_id"]], r[at["reason"]]) for r in shown.data] == \
+        [(r["rank"], r["product_id"], r["reason"]) for r in lists if r["user_id"] == user]
+    product = lists[-1]["product_id"]
+    page = build_page(served.lake, "recommendations", parse_filters({"product": str(product)}))
+    similar = next(s for s in page.sections if s.id == "recommendations-similar")
+    expected = rows(served, f"SELECT similar_product_id FROM gold.similar_products WHERE product_id = {product} "
+                            f"ORDER BY rank")
+    assert [r[similar.columns.index("similar_product_id")] for r in similar.data] == \
+        [r["similar_product_id"] for r in expected]
+
+
+def test_the_lifetime_value_page_ranks_customers_with_ordered_intervals_and_filters_by_segment(served):
+    page = build_page(served.lake, "clv", Filters())
+    top = next(s for s in page.sections if s.id == "clv-top-table")
+    at = {name: top.columns.index(name) for name in
+          ("expected_value_12m_low", "expected_value_12m", "expected_value_12m_high", "rfm_segment")}
+    values = [r[at["expected_value_12m"]] for r in top.data]
+    assert values and values == sorted(values, reverse=True)
+    assert all(r[at["expected_value_12m_low"]] <= r[at["expected_value_12m"]] <= r[at["expected_value_12m_high"]]
+               for r in top.data)
+    best = rows(served, "SELECT max(expected_value_12m) AS v FROM gold.customer_clv")[0]["v"]
+    assert values[0] == pytest.approx(best)
+    segment = top.data[0][at["rfm_segment"]]
+    chosen = build_page(served.lake, "clv", parse_filters({"segment": f"rfm:{segment}"}))
+    summary = next(s for s in chosen.sections if s.id == "clv-summary")
+    count = rows(served, f"SELECT count(*) AS n FROM gold.customer_clv JOIN gold.customer_rfm USING (customer_id) "
+                         f"WHERE rfm_segment = '{segment}'")[0]["n"]
+    assert summary.data[0][summary.columns.index("count_customers")] == count

@@ -524,6 +524,145 @@ def customers(reader: Reader, filters: Filters) -> PageView:
     return page
 
 
+def _reason_kind_sql(column: str) -> str:
+    """The kind of a recommendation reason: its text up to the id or category it names."""
+    return (f"CASE WHEN {column} LIKE 'bought with %' THEN 'bought with a product the user bought' "
+            f"WHEN {column} LIKE 'bought together by %' THEN 'bought together' "
+            f"WHEN {column} LIKE 'carted or bought by the same users%' THEN 'carted or bought by the same users' "
+            f"WHEN {column} LIKE 'popular in %' THEN 'popular in the category' ELSE {column} END")
+
+
+def recommendations(reader: Reader, filters: Filters) -> PageView:
+    page = PageView("recommendations", "Recommendations",
+                    "latest scoring of the recommender champion (gold.user_recommendations, gold.similar_products; "
+                    "not filtered by date: lists are as of the model's cutoff)",
+                    filters_used=("category", "brand", "user", "product"))
+    products = "LEFT JOIN gold.product_performance AS f ON f.product_id = r.product_id"
+    where, params = where_clause(_product_filters(filters, "f"))
+    meta = reader.one("SELECT model_name, model_version, cutoff_at, count(DISTINCT user_id) AS count_users, "
+                      "count(*) AS count_rows FROM gold.user_recommendations GROUP BY ALL "
+                      "ORDER BY model_version DESC LIMIT 1")
+    if meta:
+        cutoff = meta["cutoff_at"].strftime("%Y-%m-%d %H:%M UTC") if meta.get("cutoff_at") else "?"
+        page.scope += (f". Model {meta['model_name']} v{meta['model_version']}, cutoff {cutoff}: "
+                       f"{formats.shown(meta['count_users'])} active users with a list. A product the user "
+                       f"already bought is never recommended; scores rank within one user's list only.")
+    # The user shown: the chosen one, else the user whose first recommendation scores highest.
+    user = filters.user
+    if user is None:
+        first = reader.one(f"SELECT r.user_id FROM gold.user_recommendations AS r {products} {where} "
+                           f"ORDER BY (r.rank = 1) DESC, r.score DESC, r.user_id LIMIT 1", params)
+        user = first.get("user_id")
+    user_where, user_params = where_clause([("r.user_id = ?", user), *_product_filters(filters, "f")])
+    for_user = reader.run(f"""
+        SELECT r.rank, r.product_id, f.category_code, f.brand, r.score, r.reason, r.model_version
+        FROM gold.user_recommendations AS r {products} {user_where} ORDER BY r.rank""", user_params)
+    product = filters.product
+    if product is None:
+        top = reader.one(f"SELECT r.product_id FROM gold.similar_products AS r {products} {where} "
+                         f"ORDER BY f.count_purchases DESC NULLS LAST, r.product_id LIMIT 1", params)
+        product = top.get("product_id")
+    similar = reader.run("""
+        SELECT r.rank, r.similar_product_id, f.category_code, f.brand, f.count_purchases, r.score, r.reason
+        FROM gold.similar_products AS r LEFT JOIN gold.product_performance AS f ON f.product_id = r.similar_product_id
+        WHERE r.product_id = ? ORDER BY r.rank""", [product])
+    reasons = reader.run(f"""
+        SELECT {_reason_kind_sql('r.reason')} AS reason, count(*) AS count_recommendations,
+               count(*) / sum(count(*)) OVER () AS share_of_recommendations
+        FROM gold.user_recommendations AS r {products} {where} GROUP BY 1 ORDER BY 2 DESC, 1""", params)
+    most = reader.run(f"""
+        SELECT r.product_id, f.category_code, f.brand, count(*) AS count_users, avg(r.rank) AS mean_rank
+        FROM gold.user_recommendations AS r {products} {where} GROUP BY ALL ORDER BY 4 DESC, 1 LIMIT 20""", params)
+    users = reader.run(f"""
+        SELECT r.user_id, count(*) AS count_recommendations, max(r.score) AS top_score
+        FROM gold.user_recommendations AS r {products} {where} GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 20""", params)
+    chosen = "; ".join(f"{k} = {v}" for k, v in (("category", filters.category), ("brand", filters.brand)) if v)
+    product_link = lambda row: "/recommendations" + filters.query(product=row["product_id"])  # noqa: E731
+    page.sections += [
+        table("recommendations-user", f"Top products for user {user if user is not None else '(none)'}", for_user,
+              links={"product_id": product_link},
+              note="rank 1 first; a product id opens its similar products"
+                   + (f"; {chosen} (only the user's products in it)" if chosen else "")),
+        table("recommendations-similar",
+              f"Products similar to product {product if product is not None else '(none)'}", similar,
+              links={"similar_product_id": lambda row: "/recommendations" + filters.query(
+                  product=row["similar_product_id"])},
+              note="carted or bought by the same users first, then the most bought of its category"),
+        chart("recommendations-reasons", "Why products are recommended (share of all list entries)", reasons,
+              charts.bars(reasons.rows, "reason", "share_of_recommendations", kind="rate", horizontal=True), chosen),
+        table("recommendations-products", "Most recommended products (users whose list holds them)", most,
+              links={"product_id": product_link}, note=chosen),
+        table("recommendations-users", "Users with the highest-scoring lists", users,
+              links={"user_id": lambda row: "/recommendations" + filters.query(user=row["user_id"])},
+              note="a user id opens the user's list"),
+    ]
+    return page
+
+
+_CLV_HORIZON_NOTE = ("Expected net revenue in the 12 months after the cutoff (BG/NBD purchases × Gamma-Gamma spend, "
+                     "returns netted); low / high: the 80 % interval of each customer's expectation over the "
+                     "model's parameter uncertainty (per customer: the intervals of a sum are not sums of them).")
+
+
+def lifetime_value(reader: Reader, filters: Filters) -> PageView:
+    page = PageView("clv", "Lifetime value", f"latest scoring of the CLV champion (gold.customer_clv, "
+                                             f"{RETAIL_CURRENCY}; not filtered by date: as of the model's cutoff)",
+                    filters_used=("segment",))
+    segment = filters.segment_of("rfm")
+    joins = "FROM gold.customer_clv AS c LEFT JOIN gold.customer_rfm AS s USING (customer_id)"
+    where, params = where_clause([("s.rfm_segment = ?", segment)])
+    meta = reader.one("SELECT model_name, model_version, cutoff_at FROM gold.customer_clv "
+                      "ORDER BY model_version DESC LIMIT 1")
+    if meta:
+        cutoff = meta["cutoff_at"].strftime("%Y-%m-%d") if meta.get("cutoff_at") else "?"
+        page.scope += f". Model {meta['model_name']} v{meta['model_version']}, cutoff {cutoff}."
+    summary = reader.run(f"""
+        SELECT count(*) AS count_customers, sum(c.expected_value_12m) AS expected_value_12m,
+               sum(c.expected_purchases_12m) AS expected_purchases_12m,
+               avg(c.probability_alive) AS mean_probability_alive,
+               quantile_cont(c.expected_value_12m, 0.5) AS median_expected_value_12m,
+               count_if(c.spend_basis = 'population') AS count_population_spend
+        {joins} {where}""", params)
+    # Value bins on a log scale: a few customers are worth hundreds of times the median.
+    bins = reader.run(f"""
+        WITH b AS (SELECT floor(log10(greatest(c.expected_value_12m, 1)) * 4) AS bin, count(*) AS count_customers
+                   {joins} {where} GROUP BY 1)
+        SELECT CASE WHEN bin = 0 THEN 0 ELSE pow(10, bin / 4) END AS value_low, pow(10, (bin + 1) / 4) AS value_high,
+               count_customers
+        FROM b ORDER BY bin""", params)
+    binned = [{"value_range": f"{formats.shown(r['value_low'], 'money', RETAIL_CURRENCY)}–"
+                              f"{formats.shown(r['value_high'], 'money', RETAIL_CURRENCY)}",
+               "count_customers": r["count_customers"]} for r in bins.rows]
+    top = reader.run(f"""
+        SELECT c.customer_id, s.rfm_segment, c.expected_value_12m, c.expected_value_12m_low,
+               c.expected_value_12m_high, c.expected_purchases_12m, c.probability_alive, c.net_value, c.frequency
+        {joins} {where} ORDER BY c.expected_value_12m DESC, c.customer_id LIMIT 20""", params)
+    by_segment = reader.run("""
+        SELECT s.rfm_segment, count(*) AS count_customers, avg(c.expected_value_12m) AS mean_expected_value_12m,
+               sum(c.expected_value_12m) AS expected_value_12m, avg(c.probability_alive) AS mean_probability_alive
+        FROM gold.customer_clv AS c LEFT JOIN gold.customer_rfm AS s USING (customer_id)
+        GROUP BY 1 ORDER BY 4 DESC NULLS LAST""")
+    chosen = f"RFM segment = {segment}" if segment else ""
+    top_rows = [{**r, "customer": str(r["customer_id"])} for r in top.rows]
+    page.sections += [
+        table("clv-summary", "Customers scored and their expected value over 12 months", summary,
+              currency=RETAIL_CURRENCY, note=(chosen + "; " if chosen else "") +
+              "count_population_spend: customers valued at the mean spend (their returns reach their purchases)"),
+        chart("clv-distribution", f"Customers by expected 12-month value ({RETAIL_CURRENCY}, log-scale bins)", bins,
+              charts.bars(binned, "value_range", "count_customers"), chosen),
+        chart("clv-top", f"Top customers by expected 12-month value with 80 % intervals ({RETAIL_CURRENCY})", top,
+              charts.bars(top_rows, "customer", "expected_value_12m", kind="money", currency=RETAIL_CURRENCY,
+                          horizontal=True, error=("expected_value_12m_low", "expected_value_12m_high")),
+              _CLV_HORIZON_NOTE),
+        table("clv-top-table", "Top customers: expected value, interval and what it rests on", top,
+              currency=RETAIL_CURRENCY, note=chosen),
+        chart("clv-segments", f"Expected 12-month value per RFM segment ({RETAIL_CURRENCY})", by_segment,
+              charts.bars(by_segment.rows, "rfm_segment", "expected_value_12m", kind="money",
+                          currency=RETAIL_CURRENCY, horizontal=True), "all customers (the segment filter marks none)"),
+    ]
+    return page
+
+
 def _model_meaning(reader: Reader, rows: list[dict]) -> str:
     """What a probability means, from the model version's recorded parameters in MLflow."""
     if not rows:
@@ -775,6 +914,8 @@ PAGES: dict[str, tuple[str, PageBuilder]] = {
     "sales": ("Sales", sales),
     "customers": ("Customers", customers),
     "predictions": ("Predictions", predictions),
+    "recommendations": ("Recommendations", recommendations),
+    "clv": ("Lifetime value", lifetime_value),
     "health": ("Data health", health),
 }
 HIDDEN_PAGES: dict[str, tuple[str, PageBuilder]] = {"rows": ("Rows", rows_page)}

@@ -31,7 +31,7 @@ from shoplake.serve.formats import Kind
 # Dates the dashboard accepts: any shop's data lies between these, and periods (and the previous period of
 # equal length) computed from them stay far from the calendar's ends.
 FIRST_DATE, LAST_DATE = date(1900, 1, 1), date(2199, 12, 31)
-FILTER_NAMES = ("start", "end", "country", "category", "brand", "segment")
+FILTER_NAMES = ("start", "end", "country", "category", "brand", "segment", "user", "product")
 SEGMENT_KINDS = {"rfm": "retail customers (RFM segment)", "users": "clickstream users (K-means segment)"}
 
 
@@ -113,6 +113,8 @@ class Filters:
     category: str | None = None
     brand: str | None = None
     segment: str | None = None  # "rfm:<segment>" or "users:<segment>"
+    user: int | None = None  # the user whose recommendations the Recommendations page shows
+    product: int | None = None  # the product whose similar products it shows
 
     @property
     def chosen_dates(self) -> bool:
@@ -127,7 +129,7 @@ class Filters:
     def query(self, **changes: Any) -> str:
         """The URL query string of these filters (with `changes`), empty values left out."""
         values = {name: getattr(self, name) for name in FILTER_NAMES} | changes
-        pairs = [(k, v.isoformat() if isinstance(v, date) else v) for k, v in values.items() if v]
+        pairs = [(k, v.isoformat() if isinstance(v, date) else v) for k, v in values.items() if v not in (None, "")]
         return "?" + urlencode(pairs) if pairs else ""
 
     def resolve(self, reader: Reader, table: str, column: str) -> Period | None:
@@ -159,8 +161,14 @@ def parse_filters(values: dict[str, str | None]) -> Filters:
     segment = clean.get("segment")
     if segment and segment.split(":", 1)[0] not in SEGMENT_KINDS:
         raise FilterError(f"segment must look like rfm:Champions or users:<name>, got {segment!r}")
+    ids: dict[str, int | None] = {}
+    for name in ("user", "product"):
+        text = clean.get(name)
+        if text is not None and not (text.isascii() and text.isdigit() and len(text) <= 18):
+            raise FilterError(f"{name} must be a {name} id (digits only), got {text!r}")
+        ids[name] = int(text) if text is not None else None
     return Filters(dates["start"], dates["end"], clean.get("country"), clean.get("category"), clean.get("brand"),
-                   segment)
+                   segment, ids["user"], ids["product"])
 
 
 def _month_end(day: date) -> date:
