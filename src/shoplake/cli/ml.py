@@ -216,8 +216,8 @@ def ui(
 
 
 # The `ml` group of the shoplake command line.
-group = typer.Typer(no_args_is_help=True, help="Machine learning: segments, RFM, conversion propensity "
-                                               "(tracked in MLflow).")
+group = typer.Typer(no_args_is_help=True, help="Machine learning: segments, RFM, conversion propensity, "
+                                               "recommendations, customer lifetime value (tracked in MLflow).")
 group.command("train")(train)
 group.command("score")(score)
 group.command("models")(models)
