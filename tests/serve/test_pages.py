@@ -21,6 +21,9 @@ def test_numbers_have_separators_shares_are_percent_and_money_has_its_currency()
     assert cells == ["510054370", "12345", "2,607", "£735,197", "69.52%", "2019-11-10 00:00:00", "", "0", "−£52.50"]
     assert formats.shown(1234.5, "money", None) == "1,234 price units"
     assert formats.shown(8400.0, "count") == "8,400"
+    # an interval bound is of its estimate's kind: money stays money, a conversion bound is a share
+    assert [formats.kind_of(c) for c in ("expected_value_12m_low", "expected_value_12m_high", "conversion_low",
+                                         "abandonment_high", "bin_low")] == ["money", "money", "rate", "rate", "rate"]
 
 
 def test_the_default_period_is_the_last_complete_month_else_week_else_everything():

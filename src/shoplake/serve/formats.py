@@ -22,14 +22,21 @@ CLICK_CURRENCY = SOURCES["clickstream"].currency
 UNSTATED = "price units"
 
 _MONEY_WORDS = ("revenue", "monetary", "value", "price", "mean_net")
-_RATE_WORDS = ("rate", "share", "probability", "_low", "_high")
+_RATE_WORDS = ("rate", "share", "probability")
+_BOUNDS = ("_low", "_high")
 
 
 def kind_of(column: str) -> Kind:
-    """The kind of a column by its name (ids and versions are labels: no separators)."""
+    """The kind of a column by its name (ids and versions are labels: no separators).
+
+    An interval bound (`*_low`, `*_high`) is of its estimate's kind when that is money, a count or seconds
+    (`expected_value_12m_low` is money); otherwise a share (`conversion_low`, `bin_low` of a probability)."""
     name = column.lower()
     if name.endswith("_id") or name.endswith("version") or name in ("rfm", "step"):
         return "label"
+    if name.endswith(_BOUNDS):
+        estimate = kind_of(name.rsplit("_", 1)[0])
+        return estimate if estimate in ("money", "count", "seconds") else "rate"
     if any(word in name for word in _RATE_WORDS):
         return "rate"
     if "seconds" in name:
