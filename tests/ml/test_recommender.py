@@ -77,3 +77,50 @@ def test_ranking_metrics_by_hand():
     # DCG 1/log2(3); ideal for two relevant in 3 places: 1 + 1/log2(3)
     assert out["ndcg_at_3"][0] == pytest.approx((1 / np.log2(3)) / (1 + 1 / np.log2(3)))
     assert out["map_at_3"].tolist() == pytest.approx([(1 / 2) / 2, 1.0])
+
+
+def _reasons_by_loop(model: recommender.Recommender, rows_at: np.ndarray, items: np.ndarray) -> list[list[str]]:
+    """The reasons as contract §9.3 states them, one user and one product at a time (the oracle)."""
+    data, out = model.data, []
+    for r, row_items in zip(rows_at.tolist(), items.tolist(), strict=True):
+        own = data.bought.indices[data.bought.indptr[r]:data.bought.indptr[r + 1]].tolist()
+        shares = model.category_share
+        cats = set(shares.indices[shares.indptr[r]:shares.indptr[r + 1]].tolist())
+        texts = []
+        for item in row_items:
+            counts = [(model.copurchase[x, item], -k, x) for k, x in enumerate(own)]
+            best = max(counts, default=(0, 0, -1))
+            if item < 0:
+                texts.append("")
+            elif model.method == "popularity":
+                texts.append("popular overall")
+            elif best[0] > 0:
+                texts.append(f"bought with {data.product_ids[best[2]]}")
+            elif data.category[item] in cats:
+                texts.append(f"popular in {data.category_names[data.category[item]]}")
+            else:
+                texts.append("popular overall")
+        out.append(texts)
+    return out
+
+
+@pytest.mark.parametrize("method", ["cooccurrence", "affinity"])
+def test_reasons_follow_the_contract_for_every_listed_product(trained, method):
+    from datetime import timedelta
+
+    from shoplake.engines.base import Capability
+    from shoplake.ml import features
+    from shoplake.ml.params import RecommenderParams
+
+    params = RecommenderParams()
+    with trained.lake.engine(Capability.EMBEDDED_SQL) as engine:
+        features.bind(trained.lake, engine, recommender.INPUT)
+        _, cutoff = recommender.cutoffs(engine, params)
+        data = recommender.read_interactions(engine, cutoff)
+    model = recommender.Recommender(method, params, data)
+    active = np.flatnonzero((data.last_at.reindex(data.user_ids) >= cutoff - timedelta(days=7)).to_numpy())[:3000]
+    items, _ = model.top(active, params.top_n)
+    got = model.reasons(active, items)
+    assert got.tolist() == _reasons_by_loop(model, active, items)
+    kinds = {text.split(" ")[0] for text in got.ravel()}
+    assert {"bought", "popular"} <= kinds  # both kinds of reason occur, so both paths are compared

@@ -353,8 +353,7 @@ class Recommender:
             "rank": ranks[keep].astype(np.int32),
             "product_id": self.data.product_ids[items[keep]],
             "score": values[keep],
-            "reason": [t for texts, row_keep in zip(reasons, keep, strict=True)
-                       for t, k in zip(texts, row_keep, strict=True) if k],
+            "reason": reasons[keep],
         })
 
     def similar_frame(self, items: np.ndarray, n: int) -> pd.DataFrame:
@@ -376,36 +375,49 @@ class Recommender:
     def _row(m: sp.csr_matrix, r: int) -> tuple[np.ndarray, np.ndarray]:
         return m.indices[m.indptr[r]:m.indptr[r + 1]], m.data[m.indptr[r]:m.indptr[r + 1]]
 
-    def reasons(self, rows: np.ndarray, items: np.ndarray) -> list[list[str]]:
-        """Why each recommended product: "bought with <product>" when other users bought it with one
-        of the user's purchases (the most often), else "popular in <category>" when the user browsed that
-        category, else "popular overall" (the explanation, not the method: ALS scores have no reason of
-        their own; popularity lists are always "popular overall")."""
+    def reasons(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Why each recommended product (an array shaped like `items`, "" where no product): "bought with
+        <product>" when other users bought it with one of the user's purchases (the most often; on a tie
+        the first of the user's purchases in index order), else "popular in <category>" when the user
+        browsed that category, else "popular overall" (the explanation, not the method: ALS scores have no
+        reason of their own; popularity lists are always "popular overall")."""
         data = self.data
-        out: list[list[str]] = []
-        for r, row_items in zip(rows.tolist(), items.tolist(), strict=True):
-            if self.method == "popularity":
-                out.append(["popular overall" if i >= 0 else "" for i in row_items])
-                continue
-            own = self._row(data.bought, r)[0]
-            cats = set(self._row(self.category_share, r)[0].tolist())
-            with_counts: dict[int, tuple[float, int]] = {}
-            for x in own.tolist():  # the best co-purchase count of each recommended product
-                others, counts = self._row(self.copurchase, x)
-                for other, count in zip(others.tolist(), counts.tolist(), strict=True):
-                    if count > with_counts.get(other, (0.0, 0))[0]:
-                        with_counts[other] = (count, x)
-            texts = []
-            for item in row_items:
-                if item < 0:
-                    texts.append("")
-                elif item in with_counts:
-                    texts.append(f"bought with {data.product_ids[with_counts[item][1]]}")
-                elif data.category[item] in cats:
-                    texts.append(f"popular in {data.category_names[data.category[item]]}")
-                else:
-                    texts.append("popular overall")
-            out.append(texts)
+        out = np.full(items.shape, "", dtype=object)
+        listed = items >= 0
+        if self.method == "popularity":
+            out[listed] = "popular overall"
+            return out
+        user, slot = np.nonzero(listed)
+        item = items[user, slot]
+        # (user, recommended item, the user's purchase x) triples: co-purchase count of x with the item
+        own = data.bought[rows]
+        own_count = np.diff(own.indptr)
+        per_pair = own_count[user]
+        pair = np.repeat(np.arange(len(user)), per_pair)
+        first = np.repeat(own.indptr[user], per_pair)
+        position = np.arange(len(pair)) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
+        purchase = own.indices[first + position]
+        counts = (np.asarray(self.copurchase[purchase, item[pair]]).ravel() if len(pair)
+                  else np.zeros(0))
+        hit = counts > 0
+        pair, purchase, counts, position = pair[hit], purchase[hit], counts[hit], position[hit]
+        # per pair: the highest count, then the earliest purchase (as a scan keeping the first maximum)
+        order = np.lexsort((position, -counts, pair))
+        pair, purchase = pair[order], purchase[order]
+        best = np.ones(len(pair), dtype=bool)
+        best[1:] = pair[1:] != pair[:-1]
+        with_product = np.full(len(user), -1, dtype=np.int64)
+        with_product[pair[best]] = purchase[best]
+        # categories the user has events in
+        shares = self.category_share[rows]
+        n_cats = len(data.category_names)
+        browsed = np.repeat(np.arange(len(rows)), np.diff(shares.indptr)) * n_cats + shares.indices
+        in_browsed = np.isin(user * n_cats + data.category[item], browsed)
+        popular_in = np.array([f"popular in {name}" for name in data.category_names], dtype=object)
+        text = np.where(in_browsed, popular_in[data.category[item]], "popular overall").astype(object)
+        bought = with_product >= 0
+        text[bought] = [f"bought with {pid}" for pid in data.product_ids[with_product[bought]].tolist()]
+        out[user, slot] = text
         return out
 
     # -- similar products -----------------------------------------------------------------------------
