@@ -52,6 +52,10 @@ class QueryError(ShoplakeError):
     """A SQL query was refused or failed."""
 
 
+class EngineMemoryError(QueryError):
+    """The engine could not fit a query in its memory limit (the part of the work that cannot spill)."""
+
+
 class EngineUnavailableError(ShoplakeError):
     """The requested engine cannot run here (missing extra, no Java, ...)."""
 

@@ -208,3 +208,21 @@ def test_engines_implement_the_protocol_and_declare_capabilities(tmp_path):
     assert SparkEngine.capabilities == {Capability.DISTRIBUTED_INFERENCE}
     with Lake(Settings(lake=tmp_path)).engine() as engine:
         assert isinstance(engine, Engine)
+
+
+def test_running_out_of_memory_is_one_line_naming_the_setting(tmp_path):
+    """A query that cannot fit the engine's memory limit (a list aggregate does not spill) fails with an
+    error a user can act on, which the build reports as a failed table instead of a traceback."""
+    from shoplake.engines.duckdb import DuckDBEngine
+    from shoplake.errors import EngineMemoryError
+
+    lake = Lake(Settings(lake=tmp_path, memory_limit="32MB", threads=1))
+    with DuckDBEngine(lake.settings, lake.store) as engine:
+        for run in (lambda sql: engine.materialize("big", sql), engine.table, engine.rows):
+            with pytest.raises(EngineMemoryError) as raised:
+                run("SELECT list(i) AS l FROM range(20000000) AS t(i)")
+            assert isinstance(raised.value, QueryError)
+            message = str(raised.value)
+            assert "\n" not in message and "memory_limit 32MB" in message and "SHOPLAKE_MEMORY_LIMIT" in message
+        engine.materialize("small", "SELECT 1 AS one")  # the session still works
+        assert engine.rows("SELECT one FROM small") == [(1,)]

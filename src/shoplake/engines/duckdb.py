@@ -24,7 +24,7 @@ from shoplake.catalog.spec import TableSpec
 from shoplake.config import Settings
 from shoplake.engines.base import Capability
 from shoplake.engines.delta import DeltaStore
-from shoplake.errors import QueryError, SourceFormatError
+from shoplake.errors import EngineMemoryError, QueryError, SourceFormatError
 from shoplake.sources.lines import MAX_LINE_BYTES, LineAccount, scan_csv, write_parse_input
 from shoplake.sources.schemas import SourceColumn, judge_sql
 
@@ -211,7 +211,10 @@ class DuckDBEngine:
 
         `params` are positional (`?`) or, as a mapping, named (`$name`).
         """
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_quote_ident(name)} AS {sql}", params or [])
+        try:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_quote_ident(name)} AS {sql}", params or [])
+        except duckdb.Error as exc:
+            raise self._query_error(exc) from exc
 
     def define_view(self, name: str, sql: str) -> None:
         """A named query that later SQL can read (recomputed on each read, never stored)."""
@@ -230,19 +233,28 @@ class DuckDBEngine:
         try:
             return self.con.execute(sql, params or []).to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
-            raise QueryError(_one_line(exc)) from exc
+            raise self._query_error(exc) from exc
 
     def table(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         try:
             return self.con.execute(sql, params or []).to_arrow_table()
         except duckdb.Error as exc:
-            raise QueryError(_one_line(exc)) from exc
+            raise self._query_error(exc) from exc
 
     def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
         try:
             return self.con.execute(sql, params or []).fetchall()
         except duckdb.Error as exc:
-            raise QueryError(_one_line(exc)) from exc
+            raise self._query_error(exc) from exc
+
+    def _query_error(self, exc: duckdb.Error) -> QueryError:
+        """One line for a failed query; running out of memory says which setting to raise."""
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            limit = self.settings.memory_limit or "DuckDB's default"
+            return EngineMemoryError(f"the embedded engine ran out of memory (memory_limit {limit}): "
+                                     f"{_one_line(exc)}; raise memory_limit (shoplake.toml or "
+                                     "SHOPLAKE_MEMORY_LIMIT) or lower threads")
+        return QueryError(_one_line(exc))
 
     # -- writing tables ----------------------------------------------------------------------------
     def write_table(self, store: DeltaStore, spec: TableSpec, sql: str, *, mode: str, meta: dict[str, Any],
