@@ -226,3 +226,39 @@ def test_running_out_of_memory_is_one_line_naming_the_setting(tmp_path):
             assert "\n" not in message and "memory_limit 32MB" in message and "SHOPLAKE_MEMORY_LIMIT" in message
         engine.materialize("small", "SELECT 1 AS one")  # the session still works
         assert engine.rows("SELECT one FROM small") == [(1,)]
+
+
+def test_a_query_whose_shared_ctes_do_not_fit_runs_again_with_them_inlined(tmp_path):
+    """DuckDB holds a CTE read twice in memory; when that runs out of memory, `materialize` runs the
+    query again with every CTE inlined (recomputed where read, so it streams and spills). DuckDB's own
+    out-of-memory error is simulated here (the real case needs 10M events: bench/RESULTS.md)."""
+    import duckdb
+
+    from shoplake.engines.duckdb import DuckDBEngine
+    from shoplake.errors import EngineMemoryError
+
+    class ShortOfMemory:
+        """The connection, but every statement with a materialized CTE runs out of memory."""
+
+        def __init__(self, con):
+            self.con, self.statements = con, []
+
+        def execute(self, sql, params=None):
+            self.statements.append(sql)
+            if ("WITH " in sql and "NOT MATERIALIZED" not in sql) or "range(" in sql:
+                raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block")
+            return self.con.execute(sql, params or [])
+
+    lake = Lake(Settings(lake=tmp_path))
+    with DuckDBEngine(lake.settings, lake.store) as engine:
+        short = ShortOfMemory(engine.con)
+        engine.con = short
+        try:
+            engine.materialize("result", "WITH a AS (SELECT 2 AS x), b AS (SELECT x * 3 AS y FROM a) "
+                                         "SELECT x, y FROM a, b")
+            assert len(short.statements) == 2 and short.statements[-1].count("AS NOT MATERIALIZED (") == 2
+            assert engine.rows("SELECT x, y FROM result") == [(2, 6)]
+            with pytest.raises(EngineMemoryError, match="memory_limit"):  # no CTE: nothing else to try
+                engine.materialize("plain", "SELECT count(*) AS n FROM range(3)")
+        finally:
+            engine.con = short.con

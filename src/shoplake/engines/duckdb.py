@@ -211,8 +211,23 @@ class DuckDBEngine:
 
         `params` are positional (`?`) or, as a mapping, named (`$name`).
         """
+        statement = f"CREATE OR REPLACE TEMP TABLE {_quote_ident(name)} AS {sql}"
         try:
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_quote_ident(name)} AS {sql}", params or [])
+            self.con.execute(statement, params or [])
+            return
+        except duckdb.OutOfMemoryException as exc:
+            # DuckDB keeps a CTE read more than once in memory (it cannot spill), which is the fast plan
+            # until the CTE outgrows the memory limit (a funnel's chains at 10M events). Then the plan that
+            # recomputes each CTE where it is read streams and spills, slower but within the limit.
+            inlined = _ctes_inlined(statement)
+            if inlined is None:
+                raise self._query_error(exc) from exc
+            log.warning("%s: out of memory with shared CTEs (%s); running again with the CTEs inlined",
+                        name, _one_line(exc))
+        except duckdb.Error as exc:
+            raise self._query_error(exc) from exc
+        try:
+            self.con.execute(inlined, params or [])
         except duckdb.Error as exc:
             raise self._query_error(exc) from exc
 
@@ -364,6 +379,18 @@ _REJECT_REASONS = {
     "invalid_state": "malformed_csv",
     "cast": "invalid_value",
 }
+
+
+def _ctes_inlined(sql: str) -> str | None:
+    """`sql` with every CTE marked NOT MATERIALIZED, or None when it has none (or cannot be parsed)."""
+    try:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+    except sqlglot.errors.ParseError:
+        return None
+    ctes = list(tree.find_all(exp.CTE))
+    for cte in ctes:
+        cte.set("materialized", False)
+    return tree.sql("duckdb") if ctes else None
 
 
 def _one_line(exc: BaseException) -> str:
