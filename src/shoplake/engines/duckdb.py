@@ -385,7 +385,7 @@ def _ctes_inlined(sql: str) -> str | None:
     """`sql` with every CTE marked NOT MATERIALIZED, or None when it has none (or cannot be parsed)."""
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
-    except sqlglot.errors.ParseError:
+    except sqlglot.errors.SqlglotError:
         return None
     ctes = list(tree.find_all(exp.CTE))
     for cte in ctes:

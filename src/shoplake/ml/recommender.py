@@ -345,29 +345,25 @@ class Recommender:
     def user_frame(self, rows: np.ndarray, n: int) -> pd.DataFrame:
         """user_id, rank, product_id, score, reason: the top `n` of the users at `rows`."""
         items, values = self.top(rows, n)
-        reasons = self.reasons(rows, items)
-        keep = items >= 0
-        ranks = np.cumsum(keep, axis=1)
-        return pd.DataFrame({
-            "user_id": np.repeat(self.data.user_ids[rows], keep.sum(axis=1)),
-            "rank": ranks[keep].astype(np.int32),
-            "product_id": self.data.product_ids[items[keep]],
-            "score": values[keep],
-            "reason": reasons[keep],
-        })
+        return self._ranked(("user_id", self.data.user_ids[rows]), "product_id", items, values,
+                            self.reasons(rows, items))
 
     def similar_frame(self, items: np.ndarray, n: int) -> pd.DataFrame:
         """product_id, rank, similar_product_id, score, reason for the products at `items`."""
         similar, values, reasons = self.similar(items, n)
-        keep = similar >= 0
-        ranks = np.cumsum(keep, axis=1)
+        return self._ranked(("product_id", self.data.product_ids[items]), "similar_product_id", similar, values,
+                            np.array(reasons, dtype=object).reshape(similar.shape))
+
+    def _ranked(self, key: tuple[str, np.ndarray], listed: str, items: np.ndarray, values: np.ndarray,
+                reasons: np.ndarray) -> pd.DataFrame:
+        """One row per listed product (index >= 0) of each key's list, ranked 1..n in list order."""
+        keep = items >= 0
         return pd.DataFrame({
-            "product_id": np.repeat(self.data.product_ids[items], keep.sum(axis=1)),
-            "rank": ranks[keep].astype(np.int32),
-            "similar_product_id": self.data.product_ids[similar[keep]],
+            key[0]: np.repeat(key[1], keep.sum(axis=1)),
+            "rank": np.cumsum(keep, axis=1)[keep].astype(np.int32),
+            listed: self.data.product_ids[items[keep]],
             "score": values[keep],
-            "reason": [t for texts, row_keep in zip(reasons, keep, strict=True)
-                       for t, k in zip(texts, row_keep, strict=True) if k],
+            "reason": reasons[keep],
         })
 
     # -- reasons --------------------------------------------------------------------------------------
