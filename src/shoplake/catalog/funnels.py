@@ -220,85 +220,113 @@ def _quantile_sql(column: str, rank: str, count: str, tenths: int) -> str:
 GRAINS = {"day": "event_date", "week": "CAST(date_trunc('week', event_date) AS DATE)"}
 
 
+def _next_event_sql(probes: str, event_type: str, probe_time: str, *, strictly_after: bool,
+                    carried: list[str]) -> str:
+    """For each probe row of `probes`, the unit's earliest `event_type` event at or after (strictly after)
+    its `probe_time`, as `next_at`: one sort of the probes and those events per unit, where a range join
+    would pair every probe with every later event of its unit.
+
+    Probes and events are put in one time order; at equal times a probe comes before the events when they
+    count (at or after) and after them when they do not (strictly after). Then the earliest event time at or
+    after a row is a minimum over the rows that follow it.
+    """
+    unit = "user_id, unit_session, product_key"
+    probe_order, event_order = (1, 0) if strictly_after else (0, 1)
+    columns = ", ".join(carried)
+    nulls = ", ".join(f"CAST(NULL AS TIMESTAMPTZ) AS {c}" for c in carried if c not in unit.split(", "))
+    return (
+        f"SELECT {columns}, CASE WHEN {probe_time} IS NOT NULL THEN next_at END AS next_at FROM ("
+        f"SELECT {columns}, is_probe, min(event_at) OVER (PARTITION BY {unit} ORDER BY t, tie "
+        f"ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS next_at FROM ("
+        f"SELECT {columns}, TRUE AS is_probe, {probe_time} AS t, {probe_order} AS tie, "
+        f"CAST(NULL AS TIMESTAMPTZ) AS event_at FROM {probes} "
+        f"UNION ALL SELECT {unit}, {nulls}, FALSE AS is_probe, event_at AS t, {event_order} AS tie, event_at "
+        f"FROM ev WHERE event_type = '{event_type}') AS merged) AS ordered WHERE is_probe")
+
+
 def entries_sql(funnel: FunnelDef) -> str:
     """The DuckDB-dialect SQL of `gold.funnel_<name>_entries`: one row per entry (unit, grain, period and
-    breakdown value) and step it reached, with the seconds from the entry to that step."""
+    breakdown value) and step it reached, with the seconds from the entry to that step.
+
+    Which steps an entry reaches depends only on its unit (and product) and its step-1 time, not on its
+    grain or breakdown value: the chains of steps are followed once per distinct (unit, product, step-1
+    time), the *probes*, and every entry then takes its probe's step times.
+    """
     steps, window = funnel.steps, funnel.window_seconds
     n = len(steps)
     types = sorted({s.event_type for s in steps} | {e.event_type for e in funnel.exclusions})
     listed = ", ".join(f"'{t}'" for t in types)
     session = "session_id" if funnel.unit == "session" else "''"
     product = "product_id" if funnel.same_product else "CAST(0 AS BIGINT)"
-    keys = "grain, period_start, breakdown, breakdown_value, user_id, unit_session, product_key"
-    match = ("e.user_id = c.user_id AND e.unit_session = c.unit_session"
-             + (" AND e.product_id = c.product_key" if funnel.same_product else ""))
+    unit = "user_id, unit_session, product_key"
     first = steps[0].event_type
-    # The chains are followed for the daily entries only. A weekly entry is the unit's first daily entry of
-    # the week (same key and breakdown value): its step-1 time is that entry's, and every later step depends
-    # only on that time and the unit's events, so it reaches what that daily entry reaches (taken below).
-    entry_selects = []
+    daily = []
     for breakdown, value in (("all", "'(all)'"), *((b, f"coalesce({b}, '(none)')") for b in BREAKDOWNS)):
         by_value = "" if breakdown == "all" else f"{value}, "
-        entry_selects.append(
+        daily.append(
             f"SELECT 'day' AS grain, {GRAINS['day']} AS period_start, '{breakdown}' AS breakdown, "
-            f"{value} AS breakdown_value, user_id, unit_session, product_key, min(event_at) AS at_1 FROM ev "
-            f"WHERE event_type = '{first}' GROUP BY {GRAINS['day']}, {by_value}user_id, unit_session, product_key")
+            f"{value} AS breakdown_value, {unit}, min(event_at) AS at_1 FROM ev "
+            f"WHERE event_type = '{first}' GROUP BY {GRAINS['day']}, {by_value}{unit}")
+    week = GRAINS["week"].replace("event_date", "period_start")
     ctes = [
-        f"ev AS (SELECT user_id, {session} AS unit_session, {product} AS product_key, product_id, event_type, "
-        f"event_at, event_date, category_l1, brand FROM silver.events WHERE event_type IN ({listed})"
+        f"ev AS (SELECT user_id, {session} AS unit_session, {product} AS product_key, event_type, event_at, "
+        f"event_date, category_l1, brand FROM silver.events WHERE event_type IN ({listed})"
         + (" AND session_id IS NOT NULL" if funnel.unit == "session" else "") + ")",
-        "chain_1 AS (" + " UNION ALL ".join(entry_selects) + ")",
+        "daily AS (" + " UNION ALL ".join(daily) + ")",
+        # A weekly entry is the week's first daily entry of the same key and breakdown value (same step-1
+        # time, so the same steps reached).
+        f"entries AS (SELECT * FROM daily UNION ALL SELECT 'week' AS grain, {week} AS period_start, breakdown, "
+        f"breakdown_value, {unit}, min(at_1) AS at_1 FROM daily GROUP BY ALL)",
+        f"probe_1 AS (SELECT DISTINCT {unit}, at_1 FROM daily)",
     ]
-    carried = ["at_1"]
+    carried = [*unit.split(", "), "at_1"]
     for k in range(2, n + 1):
         step_type = steps[k - 1].event_type
         # A step repeating the previous step's event type needs a later event, not the same one again.
-        after = ">" if step_type == steps[k - 2].event_type else ">="
-        kept = ", ".join(f"c.{c}" for c in [*keys.split(", "), *carried])
-        ctes.append(
-            f"chain_{k} AS (SELECT {kept}, min(e.event_at) AS at_{k} FROM chain_{k - 1} AS c LEFT JOIN ev AS e "
-            f"ON e.event_type = '{step_type}' AND {match} AND e.event_at {after} c.at_{k - 1} "
-            f"AND epoch(e.event_at) <= epoch(c.at_1) + {window} GROUP BY {kept})")
+        nearest = _next_event_sql(f"probe_{k - 1}", step_type, f"at_{k - 1}",
+                                  strictly_after=step_type == steps[k - 2].event_type, carried=carried)
+        ctes.append(f"probe_{k} AS (SELECT {', '.join(carried)}, CASE WHEN epoch(next_at) <= epoch(at_1) + "
+                    f"{window} THEN next_at END AS at_{k} FROM ({nearest}) AS nearest)")
         carried.append(f"at_{k}")
-    # (the week's first daily entry of each key: the one with the smallest step-1 time, found by a join:
-    # DuckDB's arg_min would skip a NULL step time, i.e. take a step another day's entry reached)
-    week = GRAINS["week"].replace("event_date", "period_start")
-    entry_key = "breakdown, breakdown_value, user_id, unit_session, product_key"
-    ctes.append(f"week_firsts AS (SELECT {week} AS week_start, {entry_key}, min(at_1) AS at_1 FROM chain_{n} "
-                f"GROUP BY ALL)")
-    same = " AND ".join(f"w.{c} = c.{c}" for c in [*entry_key.split(", "), "at_1"])
-    columns = [*keys.split(", "), *carried]
-    week_columns = {"grain": "'week' AS grain", "period_start": "w.week_start AS period_start"}
-    ctes.append(f"weekly AS (SELECT {', '.join(week_columns.get(c, f'c.{c}') for c in columns)} "
-                f"FROM week_firsts AS w JOIN chain_{n} AS c ON {same})")
-    ctes.append(f"chains AS (SELECT {', '.join(columns)} FROM chain_{n} UNION ALL "
-                f"SELECT {', '.join(columns)} FROM weekly)")
-    last = "chains"
+    last = f"probe_{n}"
     for i, exclusion in enumerate(funnel.exclusions, start=1):
         a, b = exclusion.after_step, exclusion.before_step
-        kept = ", ".join(f"c.{c}" for c in [*keys.split(", "), *carried])
+        # The earliest excluded event after step a is the one to test: if it is not before step b (or,
+        # step b not reached, inside the window), none is.
+        nearest = _next_event_sql(last, exclusion.event_type, f"at_{a}", strictly_after=True, carried=carried)
         ctes.append(
-            f"excluded_{i} AS (SELECT {kept} FROM {last} AS c LEFT JOIN ev AS e "
-            f"ON e.event_type = '{exclusion.event_type}' AND {match} AND e.event_at > c.at_{a} "
-            f"AND (e.event_at < c.at_{b} OR (c.at_{b} IS NULL AND epoch(e.event_at) <= epoch(c.at_1) + {window})) "
-            f"GROUP BY {kept} HAVING count(e.event_at) = 0)")
+            f"excluded_{i} AS (SELECT {', '.join(carried)} FROM ({nearest}) AS nearest WHERE next_at IS NULL "
+            f"OR (at_{b} IS NOT NULL AND next_at >= at_{b}) "
+            f"OR (at_{b} IS NULL AND epoch(next_at) > epoch(at_1) + {window}))")
         last = f"excluded_{i}"
     unit_keys = "grain, period_start, breakdown, breakdown_value, user_id, unit_session"
-    # A unit's entry of a row spans its products (same-product funnels): it reaches a step when any product
-    # does, at the smallest time from its entry.
-    reached = ", ".join(f"min(epoch(at_{k}) - epoch(at_1)) AS seconds_{k}" for k in range(1, n + 1))
-    ctes.append(f"units AS (SELECT {unit_keys}, max(at_1) AS entered_at, {reached} FROM {last} "
-                f"GROUP BY {unit_keys})")
+    seconds = ", ".join(f"epoch(p.at_{k}) - epoch(p.at_1) AS seconds_{k}" for k in range(1, n + 1))
+    ctes.append(f"reached_by_product AS (SELECT e.grain, e.period_start, e.breakdown, e.breakdown_value, "
+                f"e.user_id, e.unit_session, e.at_1, {seconds} FROM entries AS e JOIN {last} AS p "
+                f"ON p.user_id = e.user_id AND p.unit_session = e.unit_session AND p.product_key = e.product_key "
+                f"AND p.at_1 = e.at_1)")
+    if funnel.same_product:
+        # A unit's entry of a row spans its products: it reaches a step when any product does, at the
+        # smallest time from its entry.
+        reached = ", ".join(f"min(seconds_{k}) AS seconds_{k}" for k in range(1, n + 1))
+        ctes.append(f"units AS (SELECT {unit_keys}, max(at_1) AS entered_at, {reached} FROM reached_by_product "
+                    f"GROUP BY {unit_keys})")
+    else:
+        ctes.append(f"units AS (SELECT {unit_keys}, at_1 AS entered_at, "
+                    f"{', '.join(f'seconds_{k}' for k in range(1, n + 1))} FROM reached_by_product)")
     session_out = "unit_session" if funnel.unit == "session" else "CAST(NULL AS VARCHAR)"
-    ctes.append("reached AS (" + " UNION ALL ".join(
-        f"SELECT grain, period_start, breakdown, breakdown_value, user_id, {session_out} AS session_id, "
-        f"{k} AS step, CAST(seconds_{k} AS DOUBLE) AS seconds_to_step, entered_at FROM units "
-        f"WHERE seconds_{k} IS NOT NULL" for k in range(1, n + 1)) + ")")
+    step_seconds = " ".join(f"WHEN {k} THEN seconds_{k}" for k in range(1, n + 1))
+    step_numbers = ", ".join(f"({k})" for k in range(1, n + 1))
+    ctes.append(
+        f"reached AS (SELECT grain, period_start, breakdown, breakdown_value, user_id, {session_out} AS session_id, "
+        f"step, CAST(CASE step {step_seconds} END AS DOUBLE) AS seconds_to_step, entered_at FROM units "
+        f"CROSS JOIN (VALUES {step_numbers}) AS steps (step))")
     # A unit's rows (every grain, breakdown and step) side by side: its session id and entry time repeat
     # there and compress to little (written unordered, the session ids made most of the table's bytes).
     return (
         f"-- {funnel.entries_table}: generated from the funnel declaration {funnel.name!r} "
-        f"(shoplake.catalog.funnels).\nWITH " + ",\n".join(ctes) + "\nSELECT * FROM reached\n"
+        f"(shoplake.catalog.funnels).\nWITH " + ",\n".join(ctes) + "\nSELECT * FROM reached "
+        "WHERE seconds_to_step IS NOT NULL\n"
         "ORDER BY user_id, session_id, grain, period_start, breakdown, breakdown_value, step\n")
 
 
