@@ -11,6 +11,7 @@ The generated gzip and its decompressed copy are cached in bench/.cache (git-ign
 
     python bench/pipeline.py --events 10000000
     python bench/pipeline.py --events 1000000 --engine both     # DuckDB and Spark, with the ratio
+    python bench/pipeline.py --engine spark --files 8 --spark-master spark://127.0.0.1:7077
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def _child(argv: list[str]) -> None:
         from shoplake.ingest import ingest_files
         from shoplake.lake import Lake
 
-        lake = Lake(load_settings(env={}, lake=argv[2], engine=argv[3]))
+        lake = Lake(load_settings(env={}, lake=argv[2], engine=argv[3], spark_master=argv[4]))
         stages = {}
         started = time.perf_counter()
         results = ingest_files(lake, "clickstream", [argv[1]], run_id="bench-ingest")
@@ -131,11 +132,33 @@ def _child(argv: list[str]) -> None:
         raise SystemExit(f"unknown step {step}")
 
 
+def _split(csv_file: Path, folder: Path, files: int, rows: int) -> None:
+    """The gzip file as `files` plain CSV files, each with the header: splittable input Spark reads in parallel."""
+    import gzip
+
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    per_file = -(-rows // files)
+    with gzip.open(csv_file, "rb") as source:
+        header = source.readline()
+        for index in range(files):
+            with open(partial / f"clickstream-{index + 1:03d}.csv", "wb") as out:
+                out.write(header)
+                last = index == files - 1
+                out.writelines(source if last else (line for _, line in zip(range(per_file), source, strict=False)))
+    partial.rename(folder)  # complete or absent: an interrupted split is not reused
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--engine", default="duckdb", choices=["duckdb", "spark", "both"])
     parser.add_argument("--keep", action="store_true", help="keep the lake folders")
+    parser.add_argument("--spark-master", default="local[*]", metavar="URL",
+                        help="master of the spark engine: local[N] or spark://host:port (default local[*])")
+    parser.add_argument("--files", type=int, default=1, metavar="N",
+                        help="ingest the events as N plain CSV files in one landing folder (default 1: the gzip file)")
     args = parser.parse_args()
     engines = ["duckdb", "spark"] if args.engine == "both" else [args.engine]
 
@@ -147,6 +170,12 @@ def main() -> None:
         print(f"  generated in {wall:.1f} s", flush=True)
     size_mb = csv_file.stat().st_size / 1e6
     plain_file = _decompressed(csv_file)
+    landing = csv_file
+    if args.files > 1:
+        landing = data_dir / f"landing-{args.files}"
+        if not landing.exists():
+            print(f"splitting into {args.files} CSV files in {landing} (cached) ...", flush=True)
+            _split(csv_file, landing, args.files, args.events)
 
     refs = {}  # step -> (engine, JSON output, wall seconds, peak RSS bytes)
     for label, engine, command in (
@@ -162,7 +191,7 @@ def main() -> None:
         print(f"running the pipeline on {engine} ...", flush=True)
         lake_dir = Path(tempfile.mkdtemp(prefix=f"shoplake-bench-{engine}-"))
         try:
-            runs[engine] = _run_child(["pipeline", str(csv_file), str(lake_dir), engine])
+            runs[engine] = _run_child(["pipeline", str(landing), str(lake_dir), engine, args.spark_master])
         finally:
             if args.keep:
                 print(f"  lake kept at {lake_dir}")
@@ -173,6 +202,10 @@ def main() -> None:
     print(f"\ninput: {csv_file} ({size_mb:,.0f} MB gzip CSV, {plain_file.stat().st_size / 1e6:,.0f} MB "
           f"uncompressed, {rows:,} rows); cores: {os.cpu_count()}")
     print("rows: rows read (parse, shoplake) or written to Silver (lean jobs: after cleaning and dedup)")
+    if args.files > 1:
+        print(f"ingested as: {landing} ({args.files} plain CSV files)")
+    if "spark" in engines:
+        print(f"spark master: {args.spark_master}")
     header = f"{'engine':8} {'step':38} {'rows':>12} {'seconds':>9} {'rows/s':>12} {'peak RSS':>10}"
     print(header)
     print("-" * len(header))

@@ -36,12 +36,13 @@ def _group(relative: str) -> str:
 # them out first, so no long group starts last and holds up the end of the run. Only the order uses them.
 _MINUTES = {"ml": 5, "spark": 4, "integrity/test_crash.py": 3, "jobs/test_maintain_daily.py": 2,
             "serve": 2, "integrity/test_concurrency.py": 1.5, "integrity/test_guarantees.py": 1.5,
-            "jobs/test_adapt.py": 1.5, "jobs/test_runner.py": 0.5, "jobs/test_kill.py": 0.5}
+            "jobs/test_adapt.py": 1.5, "parity/test_standalone_cluster.py": 1.1, "jobs/test_runner.py": 0.5,
+            "jobs/test_kill.py": 0.5}
 
 
 # Fixtures that make a test `slow` (left out of `make test-fast`): trained models, Spark, the browser.
 _SLOW_FIXTURES = {"shop_lake", "trained", "uci_trained", "uci_clv", "held_out", "scored", "spark_available",
-                  "parity_lakes", "browser", "live_server"}
+                  "parity_lakes", "spark_cluster", "browser", "live_server"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import socket
 import sys
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -170,6 +172,48 @@ def test_spark_without_pyspark_is_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)
     with pytest.raises(EngineUnavailableError, match="spark"):
         Lake(Settings(lake=tmp_path, engine="spark")).engine()
+
+
+def _session_options(monkeypatch) -> dict:
+    """Stop `spark_session` where it would start the JVM; the options it gave the builder land in the dict."""
+    from pyspark.sql import SparkSession
+
+    given: dict = {}
+
+    def no_jvm(builder):
+        given.update(builder._options)
+        raise RuntimeError("the test stops before the JVM")
+
+    monkeypatch.setattr(SparkSession.Builder, "getOrCreate", no_jvm)
+    return given
+
+
+def test_unreachable_spark_master_is_one_line_error_before_spark_starts(tmp_path, monkeypatch):
+    pytest.importorskip("pyspark")
+    given = _session_options(monkeypatch)
+    with socket.socket() as unused:  # a loopback port that nothing listens on once closed
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    settings = Settings(lake=tmp_path, engine="spark", spark_master=f"spark://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(EngineUnavailableError,
+                       match=rf"^spark master spark://127.0.0.1:{port} is not reachable \(127.0.0.1:{port}: "):
+        Lake(settings).engine()
+    assert given == {} and time.monotonic() - started < 5
+
+
+def test_loopback_spark_master_keeps_the_driver_on_loopback(tmp_path, monkeypatch):
+    """Executors of a master on 127.0.0.1 connect back to the driver: it must listen there too."""
+    pytest.importorskip("pyspark")
+    given = _session_options(monkeypatch)
+    with socket.socket() as master:
+        master.bind(("127.0.0.1", 0))
+        master.listen()
+        url = f"spark://127.0.0.1:{master.getsockname()[1]}"
+        with pytest.raises(EngineUnavailableError, match="the test stops before the JVM"):
+            Lake(Settings(lake=tmp_path, engine="spark", spark_master=url)).engine()
+    assert given["spark.master"] == url
+    assert (given["spark.driver.host"], given["spark.driver.bindAddress"]) == ("127.0.0.1", "127.0.0.1")
 
 
 def test_interactive_sql_runs_embedded_with_the_spark_engine_configured(tmp_path):

@@ -3,14 +3,17 @@ share it). PySpark is an optional extra: without it, asking for Spark is a one-l
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from shoplake.config import Settings
-from shoplake.errors import EngineUnavailableError
+from shoplake.errors import ConfigError, EngineUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +22,8 @@ def spark_session(settings: Settings):
     """Return the active Spark session, or start one configured from `settings`.
 
     Local sessions pin the time zone to UTC (as the embedded engine does) and write Parquet timestamps
-    as microseconds, which `deltalake`, DuckDB and Polars all read.
+    as microseconds, which `deltalake`, DuckDB and Polars all read. A standalone master (`spark://`) must
+    accept a TCP connection first; one on loopback keeps the driver on loopback too.
     """
     try:
         from pyspark.sql import SparkSession
@@ -43,9 +47,13 @@ def spark_session(settings: Settings):
                    # Small data on few cores: 200 shuffle partitions would mostly schedule empty tasks.
                    .config("spark.sql.shuffle.partitions", str(max(4, 2 * (os.cpu_count() or 2))))
                    .config("spark.sql.adaptive.enabled", "true"))
-        if settings.spark_master.startswith("local"):
-            # One process: keep the driver's RPC and block manager on loopback, rather than on the address
-            # the host name resolves to (Spark's default, which may be another interface or none at all).
+        masters = _standalone_masters(settings.spark_master)
+        if masters:
+            _check_reachable(settings.spark_master, masters)
+        if settings.spark_master.startswith("local") or (masters and all(_is_loopback(h) for h, _ in masters)):
+            # One machine: keep the driver's RPC and block manager on loopback, rather than on the address
+            # the host name resolves to (Spark's default, which may be another interface or none at all);
+            # executors of a loopback master must connect back to the driver there.
             builder = (builder.config("spark.driver.host", "127.0.0.1")
                        .config("spark.driver.bindAddress", "127.0.0.1"))
     builder = (builder.config("spark.sql.session.timeZone", "UTC")
@@ -60,3 +68,43 @@ def spark_session(settings: Settings):
         # Failed tasks are reported by shoplake as one line; Spark would print their stack traces first.
         session.sparkContext.setLogLevel("FATAL")
     return session
+
+
+def _standalone_masters(master: str) -> list[tuple[str, int]]:
+    """The (host, port) pairs of a standalone master URL (`spark://h1:7077[,h2:7077]`); [] for other URLs."""
+    if not master.startswith("spark://"):
+        return []
+    pairs = []
+    for part in master.removeprefix("spark://").split(","):
+        address = urlsplit(f"//{part}")
+        try:
+            port = address.port or 7077
+        except ValueError as exc:
+            raise ConfigError(f"spark_master {master!r}: {part!r} is not host:port") from exc
+        if not address.hostname:
+            raise ConfigError(f"spark_master {master!r}: {part!r} is not host:port")
+        pairs.append((address.hostname, port))
+    return pairs
+
+
+def _check_reachable(master: str, masters: list[tuple[str, int]], timeout: float = 0.5) -> None:
+    """Fail in a moment when no master accepts a connection: Spark itself retries for over a minute (74 s
+    measured), then fails with a message that does not name the master."""
+    failures = []
+    for host, port in masters:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            return
+        except OSError as exc:
+            failures.append(f"{host}:{port}: {exc.strerror or exc or type(exc).__name__}")
+    raise EngineUnavailableError(f"spark master {master} is not reachable ({'; '.join(failures)}): start the "
+                                 f"master (docs/CLUSTER.md, \"A standalone cluster\") or set spark_master")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost
+        return False
