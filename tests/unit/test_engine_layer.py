@@ -282,14 +282,16 @@ def test_a_query_whose_shared_ctes_do_not_fit_runs_again_with_them_inlined(tmp_p
     from shoplake.errors import EngineMemoryError
 
     class ShortOfMemory:
-        """The connection, but every statement with a materialized CTE runs out of memory."""
+        """The connection, but every statement with a materialized CTE (or a stored shared one) runs out of
+        memory."""
 
         def __init__(self, con):
             self.con, self.statements = con, []
 
         def execute(self, sql, params=None):
             self.statements.append(sql)
-            if ("WITH " in sql and "NOT MATERIALIZED" not in sql) or "range(" in sql:
+            stores_shared = sql.startswith('CREATE OR REPLACE TEMP TABLE "__shared_')
+            if ("WITH " in sql and "NOT MATERIALIZED" not in sql) or "range(" in sql or stores_shared:
                 raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block")
             return self.con.execute(sql, params or [])
 
@@ -300,9 +302,48 @@ def test_a_query_whose_shared_ctes_do_not_fit_runs_again_with_them_inlined(tmp_p
         try:
             engine.materialize("result", "WITH a AS (SELECT 2 AS x), b AS (SELECT x * 3 AS y FROM a) "
                                          "SELECT x, y FROM a, b")
-            assert len(short.statements) == 2 and short.statements[-1].count("AS NOT MATERIALIZED (") == 2
+            # tried: the query, its shared CTE `a` stored first (out of memory too here), then all inlined
+            assert len(short.statements) == 4 and short.statements[-1].count("AS NOT MATERIALIZED (") == 2
             assert engine.rows("SELECT x, y FROM result") == [(2, 6)]
             with pytest.raises(EngineMemoryError, match="memory_limit"):  # no CTE: nothing else to try
                 engine.materialize("plain", "SELECT count(*) AS n FROM range(3)")
         finally:
             engine.con = short.con
+
+
+def test_shared_ctes_out_of_memory_are_stored_once_as_temporary_tables(tmp_path):
+    """When a query's shared CTEs run out of memory, each CTE read more than once is stored first as a
+    temporary table (which spills), the CTEs read once stay inline, the result is the query's own, and the
+    temporary tables are dropped afterwards. DuckDB's out-of-memory error is simulated."""
+    import duckdb
+
+    from shoplake.engines.duckdb import DuckDBEngine
+
+    class SharedCtesOutOfMemory:
+        def __init__(self, con):
+            self.con, self.statements = con, []
+
+        def execute(self, sql, params=None):
+            self.statements.append(sql)
+            if "WITH " in sql and "NOT MATERIALIZED" not in sql:
+                raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block")
+            return self.con.execute(sql, params or [])
+
+    query = ("WITH base AS (SELECT range AS x FROM range(5)), once AS (SELECT x + 1 AS y FROM base), "
+             "twice AS (SELECT y * 10 AS z FROM once WHERE y > 1) "
+             "SELECT a.z AS a, b.z AS b FROM twice AS a JOIN twice AS b ON b.z = a.z + 10 "
+             "UNION ALL SELECT x, NULL FROM base WHERE x = 0")
+    lake = Lake(Settings(lake=tmp_path))
+    with DuckDBEngine(lake.settings, lake.store) as engine:
+        expected = sorted(engine.rows(query), key=str)
+        short = SharedCtesOutOfMemory(engine.con)
+        engine.con = short
+        try:
+            engine.materialize("result", query)
+        finally:
+            engine.con = short.con
+        stored = [s for s in short.statements if s.startswith("CREATE OR REPLACE TEMP TABLE \"__shared_")]
+        assert [s.split('"')[1] for s in stored] == ["__shared_base", "__shared_twice"]  # `once` is read once
+        assert "once AS NOT MATERIALIZED" in stored[1]
+        assert sorted(engine.rows("SELECT a, b FROM result"), key=str) == expected and len(expected) == 4
+        assert engine.rows("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE '__shared_%'") == [(0,)]

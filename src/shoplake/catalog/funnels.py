@@ -260,6 +260,7 @@ def entries_sql(funnel: FunnelDef) -> str:
     # since grouping and joining tens of millions of rows on (user, session id text) took twice as long.
     session = ("dense_rank() OVER (PARTITION BY user_id ORDER BY session_id)" if funnel.unit == "session"
                else "CAST(0 AS BIGINT)")
+    events = f"event_type IN ({listed})" + (" AND session_id IS NOT NULL" if funnel.unit == "session" else "")
     product = "product_id" if funnel.same_product else "CAST(0 AS BIGINT)"
     unit = "user_id, unit_session, product_key"
     first = steps[0].event_type
@@ -272,9 +273,8 @@ def entries_sql(funnel: FunnelDef) -> str:
             f"WHERE event_type = '{first}' GROUP BY {GRAINS['day']}, {by_value}{unit}")
     week = GRAINS["week"].replace("event_date", "period_start")
     ctes = [
-        f"ev AS (SELECT user_id, {session} AS unit_session, session_id, {product} AS product_key, event_type, "
-        f"event_at, event_date, category_l1, brand FROM silver.events WHERE event_type IN ({listed})"
-        + (" AND session_id IS NOT NULL" if funnel.unit == "session" else "") + ")",
+        f"ev AS (SELECT user_id, {session} AS unit_session, {product} AS product_key, event_type, event_at, "
+        f"event_date, category_l1, brand FROM silver.events WHERE {events})",
         "daily AS (" + " UNION ALL ".join(daily) + ")",
         # A weekly entry is the week's first daily entry of the same key and breakdown value (same step-1
         # time, so the same steps reached).
@@ -318,7 +318,10 @@ def entries_sql(funnel: FunnelDef) -> str:
         ctes.append(f"units AS (SELECT {unit_keys}, at_1 AS entered_at, "
                     f"{', '.join(f'seconds_{k}' for k in range(1, n + 1))} FROM reached_by_product)")
     if funnel.unit == "session":
-        ctes.append("session_ids AS (SELECT DISTINCT user_id, unit_session, session_id FROM ev)")
+        # Numbered again from the distinct sessions (dense_rank gives each the same number): the events CTE,
+        # which the engine keeps in memory, then carries no session id text.
+        ctes.append(f"session_ids AS (SELECT user_id, session_id, {session} AS unit_session FROM "
+                    f"(SELECT DISTINCT user_id, session_id FROM silver.events WHERE {events}) AS sessions)")
         units, session_out = "units JOIN session_ids USING (user_id, unit_session)", "session_id"
     else:
         units, session_out = "units", "CAST(NULL AS VARCHAR)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -222,8 +223,12 @@ class DuckDBEngine:
             return
         except duckdb.OutOfMemoryException as exc:
             # DuckDB keeps a CTE read more than once in memory (it cannot spill), which is the fast plan
-            # until the CTE outgrows the memory limit (a funnel's chains at 10M events). Then the plan that
-            # recomputes each CTE where it is read streams and spills, slower but within the limit.
+            # until the CTE outgrows the memory limit (a funnel's chains at 10M events). Then each shared
+            # CTE is stored once as a temporary table, which spills; failing that, the plan that recomputes
+            # each CTE where it is read streams and spills, slower but within the limit.
+            staged = None if params else _ctes_staged(statement)
+            if staged is not None and self._run_staged(name, *staged, exc):
+                return
             inlined = _ctes_inlined(statement)
             if inlined is None:
                 raise self._query_error(exc) from exc
@@ -235,6 +240,24 @@ class DuckDBEngine:
             self.con.execute(inlined, params or [])
         except duckdb.Error as exc:
             raise self._query_error(exc) from exc
+
+    def _run_staged(self, name: str, creates: list[tuple[str, str]], final: str, cause: BaseException) -> bool:
+        """Run a statement split by `_ctes_staged`; False when it runs out of memory all the same."""
+        log.warning("%s: out of memory with shared CTEs (%s); running again with them stored as temporary "
+                    "tables (%s)", name, _one_line(cause), ", ".join(t for t, _ in creates))
+        try:
+            for _, create in creates:
+                self.con.execute(create)
+            self.con.execute(final)
+            return True
+        except duckdb.OutOfMemoryException as exc:
+            log.warning("%s: out of memory again (%s)", name, _one_line(exc))
+            return False
+        except duckdb.Error as exc:
+            raise self._query_error(exc) from exc
+        finally:
+            for table, _ in creates:
+                self.con.execute(f"DROP TABLE IF EXISTS {_quote_ident(table)}")
 
     def define_view(self, name: str, sql: str) -> None:
         """A named query that later SQL can read (recomputed on each read, never stored)."""
@@ -384,6 +407,72 @@ _REJECT_REASONS = {
     "invalid_state": "malformed_csv",
     "cast": "invalid_value",
 }
+
+
+# The argument holding a query's WITH clause (sqlglot 30 renamed it from "with").
+_WITH = "with_" if "with_" in exp.Select.arg_types else "with"
+
+
+def _ctes_staged(sql: str) -> tuple[list[tuple[str, str]], str] | None:
+    """`sql` split so that each CTE it reads more than once is stored first as a temporary table: the
+    (table name, CREATE statement) pairs in order, and the statement reading them. The other CTEs stay
+    inline where they are read. None when no CTE is read twice (or the SQL cannot be parsed).
+
+    A temporary table spills to the temp directory when it outgrows the memory limit; a shared CTE cannot.
+    """
+    try:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+    except sqlglot.errors.SqlglotError:
+        return None
+    query = tree.expression if isinstance(tree, exp.Create) else tree
+    with_ = query.args.get(_WITH) if isinstance(query, exp.Query) else None
+    if with_ is None:
+        return None
+    bodies = {cte.alias: cte.this for cte in with_.expressions}
+    main = query.copy()
+    main.set(_WITH, None)
+
+    def reads(node: exp.Expr) -> list[str]:
+        return [t.name for t in node.find_all(exp.Table) if not t.db and t.name in bodies]
+
+    counts = Counter(name for node in (*bodies.values(), main) for name in reads(node))
+    stored = {name: f"__shared_{name}" for name in bodies if counts[name] > 1}
+    if not stored:
+        return None
+
+    def renamed(node: exp.Expr) -> exp.Expr:
+        node = node.copy()
+        for table in list(node.find_all(exp.Table)):
+            if not table.db and table.name in stored:
+                if not table.alias:  # columns qualified by the CTE's name keep resolving
+                    table.set("alias", exp.TableAlias(this=exp.to_identifier(table.name)))
+                table.set("this", exp.to_identifier(stored[table.name]))
+        return node
+
+    def with_inline(node: exp.Expr) -> exp.Expr:
+        """`node` (renamed) with the CTEs it still reads, and theirs, inline ahead of it."""
+        needed: set[str] = set()
+        todo = [n for n in reads(node) if n not in stored]
+        while todo:
+            name = todo.pop()
+            if name not in needed:
+                needed.add(name)
+                todo += [n for n in reads(bodies[name]) if n not in stored]
+        if needed:
+            node.set(_WITH, exp.With(expressions=[
+                exp.CTE(this=renamed(bodies[n]), alias=exp.TableAlias(this=exp.to_identifier(n)), materialized=False)
+                for n in bodies if n in needed]))
+        return node
+
+    creates = [(table, f"CREATE OR REPLACE TEMP TABLE {_quote_ident(table)} AS "
+                       f"{with_inline(renamed(bodies[name])).sql('duckdb')}") for name, table in stored.items()]
+    final = tree.copy()
+    final_query = with_inline(renamed(main))
+    if isinstance(final, exp.Create):
+        final.set("expression", final_query)
+    else:
+        final = final_query
+    return creates, final.sql("duckdb")
 
 
 def _ctes_inlined(sql: str) -> str | None:
