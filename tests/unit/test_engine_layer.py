@@ -339,7 +339,7 @@ def test_shared_ctes_out_of_memory_are_stored_once_as_temporary_tables(tmp_path)
         short = SharedCtesOutOfMemory(engine.con)
         engine.con = short
         try:
-            engine.materialize("result", query)
+            engine.materialize("result", f"SELECT CAST(a AS BIGINT) AS a, b FROM ({query}) AS typed")  # as a build
         finally:
             engine.con = short.con
         stored = [s for s in short.statements if s.startswith("CREATE OR REPLACE TEMP TABLE \"__shared_")]

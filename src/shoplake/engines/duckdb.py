@@ -424,24 +424,27 @@ def _ctes_staged(sql: str) -> tuple[list[tuple[str, str]], str] | None:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except sqlglot.errors.SqlglotError:
         return None
-    query = tree.expression if isinstance(tree, exp.Create) else tree
-    with_ = query.args.get(_WITH) if isinstance(query, exp.Query) else None
+    # The first WITH clause, wherever it is (a build wraps the declared query in a typed SELECT).
+    rest = tree.copy()
+    with_ = rest.find(exp.With)
     if with_ is None:
         return None
+    owner = with_.parent  # the query the CTEs belong to
+    if owner is None:
+        return None
     bodies = {cte.alias: cte.this for cte in with_.expressions}
-    main = query.copy()
-    main.set(_WITH, None)
+    with_.pop()
 
     def reads(node: exp.Expr) -> list[str]:
         return [t.name for t in node.find_all(exp.Table) if not t.db and t.name in bodies]
 
-    counts = Counter(name for node in (*bodies.values(), main) for name in reads(node))
+    counts = Counter(name for node in (*bodies.values(), rest) for name in reads(node))
     stored = {name: f"__shared_{name}" for name in bodies if counts[name] > 1}
     if not stored:
         return None
 
-    def renamed(node: exp.Expr) -> exp.Expr:
-        node = node.copy()
+    def renamed(node: exp.Expr, *, copy: bool = True) -> exp.Expr:
+        node = node.copy() if copy else node
         for table in list(node.find_all(exp.Table)):
             if not table.db and table.name in stored:
                 if not table.alias:  # columns qualified by the CTE's name keep resolving
@@ -466,13 +469,9 @@ def _ctes_staged(sql: str) -> tuple[list[tuple[str, str]], str] | None:
 
     creates = [(table, f"CREATE OR REPLACE TEMP TABLE {_quote_ident(table)} AS "
                        f"{with_inline(renamed(bodies[name])).sql('duckdb')}") for name, table in stored.items()]
-    final = tree.copy()
-    final_query = with_inline(renamed(main))
-    if isinstance(final, exp.Create):
-        final.set("expression", final_query)
-    else:
-        final = final_query
-    return creates, final.sql("duckdb")
+    renamed(rest, copy=False)
+    with_inline(owner)
+    return creates, rest.sql("duckdb")
 
 
 def _ctes_inlined(sql: str) -> str | None:
