@@ -347,3 +347,51 @@ def test_shared_ctes_out_of_memory_are_stored_once_as_temporary_tables(tmp_path)
         assert "once AS NOT MATERIALIZED" in stored[1]
         assert sorted(engine.rows("SELECT a, b FROM result"), key=str) == expected and len(expected) == 4
         assert engine.rows("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE '__shared_%'") == [(0,)]
+
+
+_SPILLING_CHILD = """
+import sys
+from pathlib import Path
+from shoplake.config import Settings
+from shoplake.engines.duckdb import DuckDBEngine
+from shoplake.lake import Lake
+
+lake = Lake(Settings(lake=Path(sys.argv[1]), spill_dir=Path(sys.argv[2]), memory_limit="64MB", threads=1))
+with DuckDBEngine(lake.settings, lake.store) as engine:
+    spill = engine.rows("SELECT current_setting('temp_directory')")[0][0]
+    print(spill, flush=True)
+    for _ in range(3):
+        # Sorting 4M rows of text under a 64MB limit spills; the checksum proves no spilled block was lost.
+        engine.materialize("sorted", "SELECT i, md5(CAST(i AS VARCHAR)) AS h FROM range(4000000) AS t(i) ORDER BY h")
+        rows = engine.rows("SELECT count(*), sum(i), count(DISTINCT h) FROM sorted")
+        assert rows == [(4000000, 4000000 * 3999999 // 2, 4000000)], rows
+print("ok", flush=True)
+"""
+
+
+def test_two_processes_spilling_into_one_spill_dir_keep_their_own_files(tmp_path):
+    """DuckDB names spill files by block size and number only: two processes spilling into one folder
+    deleted each other's files ("Could not remove file ..."). Each engine session spills into a folder of
+    its own, removed when it closes; a folder left by a dead process is removed by the next session."""
+    import subprocess
+
+    from shoplake.engines.duckdb import DuckDBEngine
+
+    spill_root = tmp_path / "spill"
+    stale = spill_root / "duckdb-999999999-x"  # no process has this id
+    stale.mkdir(parents=True)
+    children = [subprocess.Popen([sys.executable, "-c", _SPILLING_CHILD, str(tmp_path / f"lake{i}"),
+                                  str(spill_root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for i in range(2)]
+    outputs = [child.communicate(timeout=600) for child in children]
+    for child, (out, err) in zip(children, outputs, strict=True):
+        assert child.returncode == 0, err[-2000:]
+        assert out.splitlines()[-1] == "ok"
+    folders = [out.splitlines()[0] for out, _ in outputs]
+    assert folders[0] != folders[1] and all(folder.startswith(str(spill_root)) for folder in folders)
+    assert not stale.exists()
+    assert list(spill_root.iterdir()) == []  # each session removed its folder on close
+    lake = Lake(Settings(lake=tmp_path / "lake", spill_dir=spill_root))
+    with DuckDBEngine(lake.settings, lake.store):
+        assert len(list(spill_root.iterdir())) == 1
+    assert list(spill_root.iterdir()) == []

@@ -8,6 +8,8 @@ query a single committed version of each table while writers go on (readers neve
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -45,6 +47,30 @@ def _files_scan(uris: Sequence[str]) -> exp.Expression:
     return exp.Anonymous(this="read_parquet", expressions=[files, by_name])
 
 
+_SPILL_PREFIX = "duckdb-"
+
+
+def _session_spill_dir(root: Path) -> Path:
+    """A new spill folder for one engine session under `root`, named after the process; folders left by
+    processes that no longer run (killed before they could clean up) are removed on the way."""
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob(f"{_SPILL_PREFIX}*-*"):
+        pid = old.name[len(_SPILL_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _process_runs(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{_SPILL_PREFIX}{os.getpid()}-", dir=root))
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it runs
+        return True
+    return True
+
+
 class DuckDBEngine:
     """Runs declared SQL on DuckDB; reads Delta snapshots; streams results as Arrow."""
 
@@ -61,7 +87,11 @@ class DuckDBEngine:
             config["threads"] = settings.threads
         if settings.memory_limit:
             config["memory_limit"] = settings.memory_limit
-        config["temp_directory"] = str(settings.spill_dir or Path(tempfile.gettempdir()) / "shoplake-spill")
+        # A folder of this session's own: DuckDB names its spill files by block size and number only, so two
+        # processes spilling into one folder overwrote and deleted each other's files.
+        self._spill_dir = _session_spill_dir(Path(settings.spill_dir or Path(tempfile.gettempdir()) /
+                                                  "shoplake-spill"))
+        config["temp_directory"] = str(self._spill_dir)
         # memory_limit bounds DuckDB's buffer pool, not what its allocator keeps after a query frees it: a
         # build of several large tables in one session kept ~0.8 GB over the limit (10M events: peak 3.5 GiB
         # at a 2GB limit). Returning freed memory to the OS in the background keeps the peak at 2.7 GiB.
@@ -82,6 +112,7 @@ class DuckDBEngine:
 
     def close(self) -> None:
         self.con.close()
+        shutil.rmtree(self._spill_dir, ignore_errors=True)
 
     def sandbox(self, *, spill_limit: str | None = None) -> None:
         """Forbid this session any file, network or settings access, for good.
