@@ -89,7 +89,7 @@ def definition_hash(spec: TableSpec) -> str:
     """Changes when the table's SQL, columns or checks change, so a code upgrade rebuilds it."""
     text = json.dumps([spec.sql(), [(c.name, c.type) for c in spec.columns],
                        [(c.name, c.failing_sql, c.action) for c in spec.checks], spec.accounting_sql,
-                       spec.owns_rows], sort_keys=True)
+                       spec.owns_rows, list(spec.write_order)], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -290,7 +290,9 @@ def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult
         meta = {"write_key": f"{spec.name}:{run_id}", "run_id": run_id, "inputs": versions, "definition": definition}
         if entry:
             meta["ledger"] = entry.as_meta()
-        version = engine.write_table(lake.store, spec, "SELECT * FROM candidate", mode="overwrite", meta=meta)
+        order = ", ".join(f'"{c}"' for c in spec.write_order)
+        rows = "SELECT * FROM candidate" + (f" ORDER BY {order}" if order else "")
+        version = engine.write_table(lake.store, spec, rows, mode="overwrite", meta=meta)
     finally:
         engine.drop("candidate")
     if entry:

@@ -335,3 +335,34 @@ def test_funnel_time_to_convert_over_a_period_is_exact_not_a_median_of_medians(w
     # weekly entries: 7200 (user 2, week of 09-30), 1800 and 600 (week of 10-07)
     assert (week["entrants"], week["median_seconds_to_step"]) == (3, 1800.0)
     assert week["p90_seconds_to_step"] == pytest.approx(1800 + 0.8 * 5400)
+
+
+def test_funnel_entries_are_stored_in_their_write_order(funnel_shop):
+    """The entries lie in the order of the dashboard's filters (grain, breakdown, then the unit), so a page
+    reads only the row groups of its slice; the sort runs at write time, on the checked rows."""
+    import pyarrow.parquet as pq
+
+    spec = funnel_shop.lake.catalog.get("gold.funnel_vp_same_session_entries")
+    assert spec.write_order[:4] == ("grain", "breakdown", "user_id", "session_id")
+    table = funnel_shop.lake.store.open(spec.name)
+    files = table.file_uris()
+    assert len(files) == 1  # so the file's row order is the table's
+    stored = pq.read_table(files[0]).select(list(spec.write_order)).to_pylist()
+    keys = [tuple(row[c] for c in spec.write_order) for row in stored]
+    assert len(keys) > 10 and len({k[:2] for k in keys}) == 6
+    assert keys == sorted(keys)
+
+
+def test_write_order_names_declared_columns_of_a_full_table():
+    from shoplake.catalog.spec import TableSpec, col
+
+    def spec(**kwargs):
+        return TableSpec(name="gold.things", description="One row per x.", grain=("x",),
+                         columns=(col("x", "BIGINT"), col("y", "VARCHAR")), sql_text="SELECT 1 AS x, 'a' AS y",
+                         **kwargs)
+
+    assert spec(write_order=("y", "x")).write_order == ("y", "x")
+    with pytest.raises(ValueError, match=r"write_order columns \['z'\]"):
+        spec(write_order=("y", "z"))
+    with pytest.raises(ValueError, match="only full tables"):
+        spec(write_order=("x",), build="incremental", source="clickstream")

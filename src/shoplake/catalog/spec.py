@@ -159,6 +159,10 @@ class TableSpec:
         ledgered: whether its writes carry `ops.ledger` entries. Default (None): every table but the ops
             tables, which are the bookkeeping itself; an ops table derived from other rows (the ML
             decision and monitoring logs) sets True.
+        write_order: columns a full table's rows are written sorted by, so a reader filtering on the first
+            of them reads only the row groups of its slice (the file statistics tell which). The sort runs
+            on the checked candidate at write time, apart from the query, so it never adds to the query's
+            memory.
     """
 
     name: str
@@ -176,6 +180,7 @@ class TableSpec:
     accounting_sql: str | None = None
     maintenance: Maintenance = Maintenance()
     ledgered: bool | None = None
+    write_order: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         layer, _, short = self.name.partition(".")
@@ -199,6 +204,11 @@ class TableSpec:
         unknown = [c for c in self.maintenance.zorder_by if c not in names]
         if unknown:
             raise ValueError(f"{self.name}: zorder_by columns {unknown} are not declared columns")
+        unknown = [c for c in self.write_order if c not in names]
+        if unknown:
+            raise ValueError(f"{self.name}: write_order columns {unknown} are not declared columns")
+        if self.write_order and self.build != "full":
+            raise ValueError(f"{self.name}: only full tables have a write_order (appends keep arrival order)")
 
     @property
     def layer(self) -> str:
