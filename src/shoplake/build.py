@@ -267,6 +267,35 @@ def _as_text(bronze: TableSpec, column: str) -> str:
     return f'CAST(b."{column}" AS VARCHAR)'
 
 
+def _materialize_candidate(lake: Lake, engine, spec: TableSpec, versions: dict[str, int | None]) -> None:
+    """Compute the table's rows as the temporary table `candidate`.
+
+    A table split by a column (`TableSpec.split_by`) over more input rows than one query should hold runs
+    its SQL on each part of the inputs (the column's value modulo the number of parts), reading the versions
+    already bound, and appends each part's rows. The inputs are bound whole again afterwards, for the checks
+    and the accounting.
+    """
+    select = _typed_select(spec, f"({spec.sql()}) AS t")
+    rows = sum(engine.rows(f"SELECT count(*) FROM {name}")[0][0] for name in spec.inputs) if spec.split_by else 0
+    count = engine.parts_for(rows) if spec.split_by else 1
+    if count <= 1:
+        engine.materialize("candidate", select)
+        return
+    log.info("%s: %d input rows, built in %d parts by %s", spec.name, rows, count, spec.split_by)
+    column = f'"{spec.split_by}"'
+    try:
+        for index in range(count):
+            # Both engines' % keeps the dividend's sign, hence the second modulo; NULLs go to the first part.
+            where = f"({column} % {count} + {count}) % {count} = {index}" + (
+                f" OR {column} IS NULL" if index == 0 else "")
+            for name in spec.inputs:
+                engine.bind(lake.catalog.get(name), version=versions[name], where=where)
+            engine.materialize("candidate", select, append=index > 0)
+    finally:
+        for name in spec.inputs:
+            engine.bind(lake.catalog.get(name), version=versions[name])
+
+
 def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult:
     versions = _bind_inputs(lake, engine, spec)
     definition = definition_hash(spec)
@@ -274,7 +303,7 @@ def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult
     if last and last.meta.get("definition") == definition and inputs_unchanged(lake, last.meta.get("inputs"), versions):
         return BuildResult(spec.name, "unchanged", version=lake.store.version(spec.name), message="inputs unchanged")
 
-    engine.materialize("candidate", _typed_select(spec, f"({spec.sql()}) AS t"))
+    _materialize_candidate(lake, engine, spec, versions)
     try:
         total = engine.rows("SELECT count(*) FROM candidate")[0][0]
         quality = check_table(lake, engine, spec, "candidate", run_id)

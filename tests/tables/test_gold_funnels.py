@@ -366,3 +366,37 @@ def test_write_order_names_declared_columns_of_a_full_table():
         spec(write_order=("y", "z"))
     with pytest.raises(ValueError, match="only full tables"):
         spec(write_order=("x",), build="incremental", source="clickstream")
+
+
+def test_funnel_entries_built_in_parts_of_users_equal_the_entries_built_at_once(funnel_shop, tmp_path,
+                                                                                 monkeypatch, caplog):
+    """Over many events the entries are computed in parts of users (each a bounded query) and written as
+    one table; every part reads the same input version, and the rows equal those of one query."""
+    import logging
+
+    from shoplake.engines.duckdb import DuckDBEngine
+
+    from .shop import Shop
+
+    asked = []
+
+    def three_parts(self, rows):
+        asked.append(rows)
+        return 3
+
+    monkeypatch.setattr(DuckDBEngine, "parts_for", three_parts)
+    split = Shop(tmp_path, funnel_shop.lake.catalog)
+    split.ingest("clickstream", CLICKSTREAM_HEADER, *ROWS)
+    with caplog.at_level(logging.INFO, logger="shoplake.build"):
+        results = split.build("gold.funnel_vcp_user+ silver.events+")
+    events = split.count("silver.events")
+    assert asked and set(asked) == {events}
+    assert "built in 3 parts by user_id" in caplog.text
+    for name in ("vp_same_session", "vcp_excl", "view_cart_purchase", "product_view_to_purchase"):
+        table = f"gold.funnel_{name}_entries"
+        assert results[table].status == "built"
+        once, parts = funnel_shop.query(f"SELECT * FROM {table}"), split.query(f"SELECT * FROM {table}")
+        assert len(parts) > 5 and sorted(map(repr, parts)) == sorted(map(repr, once))
+        users = {row["user_id"] for row in parts}
+        assert len({user % 3 for user in users}) == 3  # every part contributed rows
+        assert split.balance(table)[3] is True

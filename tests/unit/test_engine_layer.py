@@ -395,3 +395,22 @@ def test_two_processes_spilling_into_one_spill_dir_keep_their_own_files(tmp_path
     with DuckDBEngine(lake.settings, lake.store):
         assert len(list(spill_root.iterdir())) == 1
     assert list(spill_root.iterdir()) == []
+
+
+def test_parts_for_a_split_build_grow_with_the_rows_and_shrink_with_the_memory_limit(tmp_path):
+    from shoplake.engines.duckdb import SPLIT_ROWS_PER_GB, DuckDBEngine, _size_bytes
+
+    assert [_size_bytes(t) for t in ("1.8 GiB", "2GB", "500 MB", "512KiB")] == [
+        int(1.8 * 2**30), 2 * 10**9, 500 * 10**6, 512 * 1024]
+    with pytest.raises(ValueError, match="not a size"):
+        _size_bytes("lots")
+    counts = {}
+    for limit in ("1GB", "4GB"):
+        lake = Lake(Settings(lake=tmp_path, memory_limit=limit))
+        with DuckDBEngine(lake.settings, lake.store) as engine:
+            per_part = int(SPLIT_ROWS_PER_GB * _size_bytes(engine.rows("SELECT current_setting('memory_limit')")[0][0])
+                           / 2**30)
+            assert 0.9 * SPLIT_ROWS_PER_GB * int(limit[0]) * 10**9 / 2**30 < per_part
+            assert [engine.parts_for(n) for n in (0, 1, per_part, per_part + 1)] == [1, 1, 1, 2]
+            counts[limit] = engine.parts_for(42_000_000)
+    assert counts["1GB"] > counts["4GB"] > 1

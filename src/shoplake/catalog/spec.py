@@ -163,6 +163,11 @@ class TableSpec:
             of them reads only the row groups of its slice (the file statistics tell which). The sort runs
             on the checked candidate at write time, apart from the query, so it never adds to the query's
             memory.
+        split_by: a column of every input whose values never meet in the SQL (the rows of one value come
+            only from input rows of that value, e.g. each user's funnel entries from that user's events).
+            A full build over many input rows may then run the SQL on parts of the inputs, split by the
+            column's value, and write their union: its memory is that of one part (`parts_for` of the
+            engine decides how many).
     """
 
     name: str
@@ -181,6 +186,7 @@ class TableSpec:
     maintenance: Maintenance = Maintenance()
     ledgered: bool | None = None
     write_order: tuple[str, ...] = ()
+    split_by: str | None = None
 
     def __post_init__(self) -> None:
         layer, _, short = self.name.partition(".")
@@ -207,6 +213,8 @@ class TableSpec:
         unknown = [c for c in self.write_order if c not in names]
         if unknown:
             raise ValueError(f"{self.name}: write_order columns {unknown} are not declared columns")
+        if self.split_by and self.build != "full":
+            raise ValueError(f"{self.name}: only full tables are split by a column")
         if self.write_order and self.build != "full":
             raise ValueError(f"{self.name}: only full tables have a write_order (appends keep arrival order)")
 

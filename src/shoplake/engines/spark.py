@@ -130,10 +130,19 @@ class SparkEngine:
         """Bind an in-memory Arrow table under `schema.name` or a bare name."""
         self._register(view_name(name), self.spark.createDataFrame(data))
 
-    def materialize(self, name: str, sql: str, params: Sequence[Any] | None = None) -> None:
-        """Compute `sql` once (checkpointed) as the temporary view `name`, for several reads."""
+    def parts_for(self, rows: int) -> int:
+        """One: Spark spills each stage of a large query itself, and a part would be one more pass."""
+        return 1
+
+    def materialize(self, name: str, sql: str, params: Sequence[Any] | None = None, *,
+                    append: bool = False) -> None:
+        """Compute `sql` once (checkpointed) as the temporary view `name`, for several reads; `append` adds
+        its rows to those `name` holds."""
+        frame = self._frame(sql, params)
+        if append:
+            frame = self._cached[name].unionByName(frame)
+        frame = frame.localCheckpoint(eager=True)
         self.drop(name)
-        frame = self._frame(sql, params).localCheckpoint(eager=True)
         self._cached[name] = frame
         self._register(name, frame)
 
