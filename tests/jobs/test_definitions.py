@@ -42,6 +42,29 @@ def test_shipped_daily_covers_the_platform(workspace):
     assert daily.task("ingest_retail").landing_location("s3://b/landing") == "s3://b/landing/retail/"
 
 
+def test_trainings_of_different_models_may_run_side_by_side_but_never_beside_their_scoring(workspace):
+    catalog = default_catalog()
+    daily = _load(workspace).get("daily")
+    kinds = ("segments", "rfm", "propensity", "recommender", "clv")
+    trains = {m: daily.task(f"train_{m}").writes(catalog) for m in kinds}
+    for m in kinds:
+        assert all(not (trains[m] & trains[other]) for other in kinds if other != m)
+    score = daily.task("score").writes(catalog)
+    assert all(trains[m] & score for m in kinds)  # a champion never moves while it scores
+    assert {"gold.user_recommendations", "gold.customer_clv"} <= score
+    jobs, problems = _parse("""
+version: 1
+jobs:
+  j:
+    tasks:
+      t: {kind: ml_train, model: rfm}
+      s: {kind: ml_score, models: [segments]}
+""")
+    assert not problems
+    only = jobs["j"]
+    assert not (only.task("t").writes(catalog) & only.task("s").writes(catalog))
+
+
 def test_shipped_file_is_package_data():
     assert "daily:" in shipped_text()
 
