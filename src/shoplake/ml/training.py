@@ -372,7 +372,7 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
     decided = assessment.decide_champion(y, chosen.probabilities, champion_p,
                                          champion_version=champion.version if champion is not None else None,
                                          recorded_value=float(recorded) if recorded not in (None, "") else None,
-                                         params=params)
+                                         params=params, new_draws=report.draws[chosen.name])
     champion_value = decided.champion_value
     with tracker.start_run(model_name, run_name=f"train-propensity-{run_id}",
                            tags={"shoplake.run_id": run_id, "shoplake.kind": "propensity",
