@@ -225,3 +225,14 @@ def test_processes_starting_on_a_new_lake_at_once_create_one_tracking_store(tmp_
     assert (store / "mlflow.db").is_file() and not list(store.glob("*.new"))
     client = MlflowClient(tracking_uri=tracking_uri(open_lake(lake).settings))
     assert {f"model-{i}" for i in range(3)} <= {e.name for e in client.search_experiments()}
+
+
+def test_asking_a_new_lake_for_its_champion_creates_no_store(tmp_path):
+    from shoplake.ml.tracking import Tracker
+
+    lake = open_lake(tmp_path / "lake")
+    tracker = Tracker(lake.settings)
+    assert tracker.champion("shoplake-rfm-segments") is None
+    assert not (tmp_path / "lake" / "_mlflow" / "mlflow.db").exists()  # created by the first logged run only
+    tracker.experiment_id("shoplake-rfm-segments")
+    assert (tmp_path / "lake" / "_mlflow" / "mlflow.db").is_file() and tracker.champion("shoplake-rfm-segments") is None

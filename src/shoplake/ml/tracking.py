@@ -283,10 +283,19 @@ class Tracker:
     def version(self, name: str, version: int) -> ModelRef:
         return self._ref(self.client().get_model_version(name, str(version)))
 
+    def store_missing(self) -> bool:
+        """Whether the tracking store is a SQLite file not created yet (nothing was ever logged to it)."""
+        return self.uri.startswith("sqlite:///") and not Path(self.uri[len("sqlite:///"):]).exists()
+
     def champion(self, name: str) -> ModelRef | None:
-        """The version holding the `champion` alias, or None (no model or no champion yet)."""
+        """The version holding the `champion` alias, or None (no model or no champion yet).
+
+        A store not created yet holds no champion: it is not created (seconds of schema migrations) to
+        find that out, so the trainings that start side by side on a new lake do not wait for it."""
         from mlflow.exceptions import MlflowException
 
+        if self.store_missing():
+            return None
         try:
             return self._ref(self.client().get_model_version_by_alias(name, CHAMPION))
         except MlflowException:
