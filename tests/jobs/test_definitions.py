@@ -26,21 +26,23 @@ def test_shipped_daily_covers_the_platform(workspace):
     daily = book.get("daily")
     assert daily.origin == "shipped"
     assert [t.name for t in daily.ordered()] == [
-        "ingest_products", "ingest_clickstream", "ingest_retail", "build", "train_segments", "train_rfm",
-        "train_propensity", "train_recommender", "train_clv", "score_propensity", "score", "maintain", "verify"]
+        "ingest_products", "ingest_clickstream", "ingest_retail", "build", "train_propensity", "train_recommender",
+        "train_clv", "train_segments", "train_rfm", "score_propensity", "score_recommender", "score", "maintain",
+        "verify"]  # the longest trainings first: tasks start in this order
     assert {t.kind for t in daily.ordered()} == {"ingest", "build", "ml_train", "ml_score", "maintain", "verify"}
-    assert daily.task("maintain").depends_on == ("score", "score_propensity")
+    assert daily.task("maintain").depends_on == ("score", "score_propensity", "score_recommender")
     assert daily.task("verify").depends_on == ("maintain",)  # last: reconciles what the run (and maintenance) wrote
     assert daily.task("build").depends_on == ("ingest_products", "ingest_clickstream", "ingest_retail")
     assert daily.task("build").select is None  # every Silver and Gold table
     kinds = ("segments", "rfm", "propensity", "recommender", "clv")
     assert {daily.task(f"train_{m}").model for m in kinds} == set(kinds)
-    # propensity (the longest training) is scored as soon as it is trained, the others together once they are
-    others = ("segments", "rfm", "recommender", "clv")
+    # the two long scorings each as soon as their model is trained, the three short ones together
+    others = ("segments", "rfm", "clv")
     assert daily.task("score").models == others
     assert daily.task("score").depends_on == tuple(f"train_{m}" for m in others)
-    assert daily.task("score_propensity").models == ("propensity",)
-    assert daily.task("score_propensity").depends_on == ("train_propensity",)
+    for model in ("propensity", "recommender"):
+        assert daily.task(f"score_{model}").models == (model,)
+        assert daily.task(f"score_{model}").depends_on == (f"train_{model}",)
     assert daily.schedule == "0 2 * * *"
     # Landing folders are relative to the landing root: <root>/<source>.
     assert daily.task("ingest_retail").landing_location("/data/landing") == "/data/landing/retail"
@@ -54,12 +56,13 @@ def test_trainings_of_different_models_may_run_side_by_side_but_never_beside_the
     trains = {m: daily.task(f"train_{m}").writes(catalog) for m in kinds}
     for m in kinds:
         assert all(not (trains[m] & trains[other]) for other in kinds if other != m)
-    score, score_propensity = daily.task("score").writes(catalog), daily.task("score_propensity").writes(catalog)
-    # a champion never moves while it scores; the scoring of other models runs beside it
-    assert all(trains[m] & score for m in kinds if m != "propensity") and not trains["propensity"] & score
-    assert trains["propensity"] & score_propensity and not score & score_propensity
-    assert {"gold.user_recommendations", "gold.customer_clv"} <= score
-    assert "gold.conversion_predictions" in score_propensity
+    scores = {name: daily.task(name).writes(catalog) for name in ("score", "score_propensity", "score_recommender")}
+    scored_by = {"segments": "score", "rfm": "score", "clv": "score", "propensity": "score_propensity",
+                 "recommender": "score_recommender"}
+    for m in kinds:  # a champion never moves while it scores; the scorings of other models run beside it
+        assert all(bool(trains[m] & writes) == (name == scored_by[m]) for name, writes in scores.items()), m
+    assert "gold.customer_clv" in scores["score"] and "gold.user_recommendations" in scores["score_recommender"]
+    assert "gold.conversion_predictions" in scores["score_propensity"]
     jobs, problems = _parse("""
 version: 1
 jobs:
@@ -171,7 +174,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(workspace):
     assert "1 new file(s), 0 already ingested" in result.stdout
     assert "shoplake jobs task ml-train propensity" in result.stdout
     assert "shoplake jobs task ml-train clv" in result.stdout
-    assert "13 task(s) to run, at most 3 at once" in result.stdout
+    assert "14 task(s) to run, at most 3 at once" in result.stdout
     assert not workspace.lake_path.exists()
 
 

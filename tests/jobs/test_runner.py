@@ -152,8 +152,8 @@ def test_daily_runs_ml_tasks_through_shoplake_ml(workspace, monkeypatch):
                                     ("train", "clv", result.run_id)] +
                                    [("score", [kind], result.run_id) for kind in fake.KINDS])
     assert calls[-1][0] == "score"
-    assert result.tasks["score"].rows_written == 12 * 4  # each kind scored on its own
-    assert result.tasks["score_propensity"].rows_written == 12
+    assert result.tasks["score"].rows_written == 12 * 3  # each kind scored on its own
+    assert result.tasks["score_propensity"].rows_written == result.tasks["score_recommender"].rows_written == 12
     assert result.tasks["train_rfm"].detail == "trained rfm (model version 1)"
 
 
@@ -164,7 +164,8 @@ def test_missing_ml_fails_the_ml_tasks_only(workspace, monkeypatch):
     assert result.status == "failed"
     assert {s.name for s in result.failed()} == {"train_segments", "train_rfm", "train_propensity",
                                                  "train_recommender", "train_clv"}
-    assert {s.name for s in result.skipped() if s.blocked} == {"score", "score_propensity", "maintain", "verify"}
+    assert {s.name for s in result.skipped() if s.blocked} == {"score", "score_propensity", "score_recommender",
+                                                                 "maintain", "verify"}
     assert result.tasks["build"].status == "succeeded"
     error = result.tasks["train_rfm"].error
     assert "shoplake.ml" in error and not result.tasks["train_rfm"].retryable
