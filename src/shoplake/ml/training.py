@@ -460,6 +460,24 @@ def _recommender_champion_config(tracker: Tracker, name: str) -> tuple[ModelRef 
     return champion, dict(getattr(loaded.model, "config", {}) or {})
 
 
+def champion_refitted(evaluation: recommender.Evaluation, champion_config: dict[str, Any] | None,
+                      train_data: recommender.Interactions, purchases: pd.DataFrame, params: RecommenderParams, *,
+                      cutoff: datetime, horizon_end: datetime) -> recommender.MethodResult | None:
+    """The champion's method refitted on this run's events, measured on the same users and resamples (None
+    when its configuration is unusable).
+
+    A method is what it learns from the events before the cutoff, so when the champion's configuration is one
+    this run has just evaluated (its method with these very parameters: a scheduled retraining on new data
+    with unchanged parameters), that result is the refit's and is reused; otherwise the method is fitted."""
+    if not champion_config or champion_config.get("method") not in recommender.METHODS:
+        return None
+    method, champion_params = recommender.params_from_config(champion_config)
+    if champion_params == params and method in evaluation.results:
+        return evaluation.results[method]
+    return recommender.evaluate(train_data, purchases, params, cutoff=cutoff, horizon_end=horizon_end,
+                                methods=[("champion", method, champion_params)]).results["champion"]
+
+
 def _train_recommender(lake: Lake, params: RecommenderParams, run_id: str, tracker: Tracker) -> TrainResult:
     """Compare the methods, register the best recall@10, apply the champion rule (`shoplake.ml.recommender`)."""
     model_name = MODEL_NAMES["recommender"]
@@ -478,11 +496,10 @@ def _train_recommender(lake: Lake, params: RecommenderParams, run_id: str, track
     chosen = max(evaluation.results.values(), key=lambda r: r.estimates[recommender.KEY].value).method
     champion, champion_config = _recommender_champion_config(tracker, model_name)
     paired = dataclasses.replace(evaluation, results={})
-    if champion_config and champion_config.get("method") in recommender.METHODS:
-        # the champion refitted on the same events, measured on the same users and resamples
-        method, champion_params = recommender.params_from_config(champion_config)
-        paired = recommender.evaluate(train_data, purchases, params, cutoff=cutoff, horizon_end=scoring,
-                                      methods=[("champion", method, champion_params)])
+    refitted = champion_refitted(evaluation, champion_config, train_data, purchases, params, cutoff=cutoff,
+                                 horizon_end=scoring)
+    if refitted is not None:
+        paired.results["champion"] = refitted
     paired.results["new"] = evaluation.results[chosen]
     recorded = champion.tags.get("shoplake.key_metric_value") if champion is not None else None
     new = paired.results["new"].estimates[recommender.KEY]
