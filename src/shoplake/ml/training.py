@@ -304,10 +304,11 @@ def _window_metadata(plan: features.CutoffPlan, window: features.WindowSettings)
             "scoring_cutoff": plan.scoring.isoformat()}
 
 
-def collect_examples(engine, params: PropensityParams, *, plan: features.CutoffPlan | None = None
+def collect_examples(engine, params: PropensityParams, *, plan: features.CutoffPlan | None = None,
+                     keep_validation: str | None = None
                      ) -> tuple[features.CutoffPlan, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Cutoff plan (default: planned from the event span), training examples (sampled negatives,
-    weighted) and all validation candidates."""
+    weighted) and all validation candidates (`keep_validation`: also left in that temp table)."""
     plan = plan or features.plan_cutoffs(*features.event_span(engine), params.window)
     per_cutoff = max(1, params.max_train_negatives // len(plan.train))
     parts: list[pd.DataFrame] = []
@@ -319,7 +320,8 @@ def collect_examples(engine, params: PropensityParams, *, plan: features.CutoffP
         stats["train"][cutoff.isoformat()] = counts
     train_frame = pd.concat(parts, ignore_index=True)
     validation, counts = features.labelled_examples(engine, plan.validation, plan, negative_rate=1.0,
-                                                    max_negatives=0, seed=params.random_state)
+                                                    max_negatives=0, seed=params.random_state,
+                                                    keep_candidates=keep_validation)
     stats["validation"] = counts
     return plan, train_frame, validation, stats
 
@@ -332,10 +334,12 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
     features.require_tables(lake, inputs, hint=_BUILD_HINT)
     with lake.engine(Capability.EMBEDDED_SQL) as engine:
         versions = features.bind(lake, engine, *inputs)
-        plan, train_frame, validation, stats = collect_examples(engine, params)
+        plan, train_frame, validation, stats = collect_examples(engine, params, keep_validation="validation_pairs")
         # Audit 1 (cutoff invariance over every bound input) on the validation cutoff, before anything is
-        # fitted or logged.
-        leakage.audit_cutoff_invariance(lake, engine, plan.validation, plan.lookback, versions=versions)
+        # fitted or logged: the validation features just computed on every input in full, against the same
+        # computed on the inputs bound as of the cutoff.
+        leakage.audit_cutoff_invariance(lake, engine, plan.validation, plan.lookback, versions=versions,
+                                        computed="validation_pairs")
     plan.check()  # audit 3: windows do not overlap
     # Audit 2, a warning: a feature that alone nearly separates the validation labels is reported.
     aucs = leakage.single_feature_aucs(validation, features.PAIR_FEATURES)
