@@ -36,13 +36,15 @@ def test_an_empty_lake_skips_every_task_with_its_reason(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     statuses = _last_status(tmp_path)
     assert {status for status, _ in statuses.values()} == {"skipped"}, statuses
-    assert len(statuses) == 12
+    assert len(statuses) == 14
     assert "no landing location" in statuses["ingest_retail"][1]
     assert "no source data ingested yet" in statuses["build"][1]
     assert "no data has been ingested into bronze.retail" in statuses["train_rfm"][1]
     assert "no data has been ingested into bronze.clickstream" in statuses["train_recommender"][1]
     assert "no data has been ingested into bronze.retail" in statuses["train_clv"][1]
     assert statuses["score"][1].startswith("no model to score")
+    assert statuses["score_propensity"][1].startswith("no model to score: propensity (")
+    assert statuses["score_recommender"][1].startswith("no model to score: recommender (")
 
 
 @pytest.mark.slow
@@ -59,6 +61,7 @@ def test_a_clickstream_only_lake_trains_what_it_can_and_scores_it(tmp_path):
     assert statuses["train_segments"][0] == "succeeded"
     assert statuses["score"][0] == "succeeded" and "not scored: rfm" in statuses["score"][1]
     assert "clv (" in statuses["score"][1]
+    assert statuses["score_propensity"][0] == "succeeded" and statuses["score_recommender"][0] == "succeeded"
     assert statuses["maintain"][0] == "succeeded" and statuses["verify"][0] == "succeeded"
     assert "succeeded" in result.stdout
 
@@ -78,6 +81,8 @@ def test_a_retail_only_lake_trains_rfm_and_skips_the_clickstream_models(tmp_path
     assert statuses["train_rfm"][0] == "succeeded" and statuses["train_clv"][0] == "succeeded", statuses["train_clv"]
     assert statuses["score"][0] == "succeeded" and "not scored: " in statuses["score"][1]
     assert "(rfm, clv)" in statuses["score"][1]
+    for task in ("score_propensity", "score_recommender"):
+        assert statuses[task][0] == "skipped" and "no model to score" in statuses[task][1]
     assert statuses["maintain"][0] == "succeeded" and statuses["verify"][0] == "succeeded"
 
 

@@ -27,19 +27,53 @@ def test_shipped_daily_covers_the_platform(workspace):
     assert daily.origin == "shipped"
     assert [t.name for t in daily.ordered()] == [
         "ingest_products", "ingest_clickstream", "ingest_retail", "build", "train_segments", "train_rfm",
-        "train_propensity", "train_recommender", "train_clv", "score", "maintain", "verify"]
+        "train_propensity", "train_recommender", "train_clv", "score_propensity", "score_recommender", "score",
+        "maintain", "verify"]
     assert {t.kind for t in daily.ordered()} == {"ingest", "build", "ml_train", "ml_score", "maintain", "verify"}
-    assert daily.task("maintain").depends_on == ("score",)
+    assert daily.task("maintain").depends_on == ("score", "score_propensity", "score_recommender")
     assert daily.task("verify").depends_on == ("maintain",)  # last: reconciles what the run (and maintenance) wrote
     assert daily.task("build").depends_on == ("ingest_products", "ingest_clickstream", "ingest_retail")
     assert daily.task("build").select is None  # every Silver and Gold table
     kinds = ("segments", "rfm", "propensity", "recommender", "clv")
     assert {daily.task(f"train_{m}").model for m in kinds} == set(kinds)
-    assert daily.task("score").depends_on == tuple(f"train_{m}" for m in kinds)
+    # the two long scorings each as soon as their model is trained, the three short ones together
+    others = ("segments", "rfm", "clv")
+    assert daily.task("score").models == others
+    assert daily.task("score").depends_on == tuple(f"train_{m}" for m in others)
+    for model in ("propensity", "recommender"):
+        assert daily.task(f"score_{model}").models == (model,)
+        assert daily.task(f"score_{model}").depends_on == (f"train_{model}",)
     assert daily.schedule == "0 2 * * *"
     # Landing folders are relative to the landing root: <root>/<source>.
     assert daily.task("ingest_retail").landing_location("/data/landing") == "/data/landing/retail"
     assert daily.task("ingest_retail").landing_location("s3://b/landing") == "s3://b/landing/retail/"
+
+
+def test_trainings_of_different_models_may_run_side_by_side_but_never_beside_their_scoring(workspace):
+    catalog = default_catalog()
+    daily = _load(workspace).get("daily")
+    kinds = ("segments", "rfm", "propensity", "recommender", "clv")
+    trains = {m: daily.task(f"train_{m}").writes(catalog) for m in kinds}
+    for m in kinds:
+        assert all(not (trains[m] & trains[other]) for other in kinds if other != m)
+    scores = {name: daily.task(name).writes(catalog) for name in ("score", "score_propensity", "score_recommender")}
+    scored_by = {"segments": "score", "rfm": "score", "clv": "score", "propensity": "score_propensity",
+                 "recommender": "score_recommender"}
+    for m in kinds:  # a champion never moves while it scores; the scorings of other models run beside it
+        assert all(bool(trains[m] & writes) == (name == scored_by[m]) for name, writes in scores.items()), m
+    assert "gold.customer_clv" in scores["score"] and "gold.user_recommendations" in scores["score_recommender"]
+    assert "gold.conversion_predictions" in scores["score_propensity"]
+    jobs, problems = _parse("""
+version: 1
+jobs:
+  j:
+    tasks:
+      t: {kind: ml_train, model: rfm}
+      s: {kind: ml_score, models: [segments]}
+""")
+    assert not problems
+    only = jobs["j"]
+    assert not (only.task("t").writes(catalog) & only.task("s").writes(catalog))
 
 
 def test_shipped_file_is_package_data():
@@ -140,7 +174,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(workspace):
     assert "1 new file(s), 0 already ingested" in result.stdout
     assert "shoplake jobs task ml-train propensity" in result.stdout
     assert "shoplake jobs task ml-train clv" in result.stdout
-    assert "12 task(s) to run, at most 3 at once" in result.stdout
+    assert "14 task(s) to run, at most 3 at once" in result.stdout
     assert not workspace.lake_path.exists()
 
 

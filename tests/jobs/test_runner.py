@@ -152,7 +152,8 @@ def test_daily_runs_ml_tasks_through_shoplake_ml(workspace, monkeypatch):
                                     ("train", "clv", result.run_id)] +
                                    [("score", [kind], result.run_id) for kind in fake.KINDS])
     assert calls[-1][0] == "score"
-    assert result.tasks["score"].rows_written == 12 * len(fake.KINDS)  # each kind scored on its own
+    assert result.tasks["score"].rows_written == 12 * 3  # each kind scored on its own
+    assert result.tasks["score_propensity"].rows_written == result.tasks["score_recommender"].rows_written == 12
     assert result.tasks["train_rfm"].detail == "trained rfm (model version 1)"
 
 
@@ -163,7 +164,8 @@ def test_missing_ml_fails_the_ml_tasks_only(workspace, monkeypatch):
     assert result.status == "failed"
     assert {s.name for s in result.failed()} == {"train_segments", "train_rfm", "train_propensity",
                                                  "train_recommender", "train_clv"}
-    assert {s.name for s in result.skipped() if s.blocked} == {"score", "maintain", "verify"}
+    assert {s.name for s in result.skipped() if s.blocked} == {"score", "score_propensity", "score_recommender",
+                                                                 "maintain", "verify"}
     assert result.tasks["build"].status == "succeeded"
     error = result.tasks["train_rfm"].error
     assert "shoplake.ml" in error and not result.tasks["train_rfm"].retryable
@@ -191,7 +193,9 @@ def test_a_deterministic_failure_is_not_retried(workspace, monkeypatch):
     assert state.status == "failed" and not state.retryable and state.attempt == 1
     assert calls.count("propensity") == 1
     assert state.error.startswith("a feature query reads gold.product_performance")
-    assert result.tasks["train_rfm"].status == "succeeded" and "score" in {s.name for s in result.skipped()}
+    assert result.tasks["train_rfm"].status == "succeeded"
+    assert "score_propensity" in {s.name for s in result.skipped()}  # the other models are still scored
+    assert result.tasks["score"].status == "succeeded"
     assert [a.status for a in workspace.attempts(result.run_id) if a.task == "train_propensity"] == ["failed"]
 
 

@@ -104,3 +104,25 @@ def test_model_decisions_table_records_every_registered_version(trained):
     assert row["difference"] == pytest.approx(0.0, abs=1e-12) and row["required_gain"] >= 0
     assert row["compared_on"] == "both on this run's validation cutoff"
     assert tracker.champion("shoplake-propensity").version == trained.train["propensity"].version
+
+
+def test_the_new_versions_draws_from_the_assessment_give_the_same_decision():
+    # Training passes the chosen model's bootstrap draws from its assessment instead of computing them again:
+    # the resamples depend only on the labels and the seed, so the decision is the very same.
+    from shoplake.ml import evaluation
+
+    rng, y, signal, champion = _validation()
+    new = 1 / (1 + np.exp(-(signal + 0.8 * y * rng.random(len(y)) - 6)))
+    draws = evaluation.paired_draws(y, {"new": new}, ks=PARAMS.eval_ks, resamples=PARAMS.bootstrap_resamples,
+                                    seed=PARAMS.random_state)["new"]
+    for version, champion_p, recorded in ((3, champion, None), (3, None, 0.8), (None, None, None)):
+        alone = decide_champion(y, new, champion_p, champion_version=version, recorded_value=recorded, params=PARAMS)
+        reused = decide_champion(y, new, champion_p, champion_version=version, recorded_value=recorded,
+                                 params=PARAMS, new_draws=draws)
+        assert reused == alone
+    # draws of other labels would pair other resamples: the decision would differ
+    other = evaluation.paired_draws(np.roll(y, 1), {"new": new}, ks=PARAMS.eval_ks,
+                                    resamples=PARAMS.bootstrap_resamples, seed=PARAMS.random_state)["new"]
+    assert decide_champion(y, new, champion, champion_version=3, recorded_value=None, params=PARAMS,
+                           new_draws=other) != decide_champion(y, new, champion, champion_version=3,
+                                                                recorded_value=None, params=PARAMS)

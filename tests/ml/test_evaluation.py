@@ -75,3 +75,52 @@ def test_coverage_interval_and_evaluation_without_positives():
     assert c.value == pytest.approx(19 / 3_194) and c.low < c.value < c.high < 0.01
     with pytest.raises(ValueError, match="at least one positive and one negative"):
         evaluation.evaluate_scores(np.zeros(5), {"m": np.ones(5)})
+
+
+def _per_group_metrics(y: np.ndarray, p: np.ndarray, w: np.ndarray, ks) -> dict[str, float]:
+    """The metrics with one weight sum per distinct score (how `_Ranked` computed them before it summed
+    by segments): the reference the faster sums must equal exactly."""
+    order = np.argsort(-p, kind="stable")
+    starts = np.r_[True, p[order][1:] != p[order][:-1]]
+    group = np.empty(len(p), dtype=np.int64)
+    group[order] = np.cumsum(starts) - 1
+    n = int(starts.sum())
+    pos = np.flatnonzero(y == 1)
+    pos_g, all_g = np.bincount(group[pos], w[pos], n), np.bincount(group, w, n)
+    total_pos, total = float(w[pos].sum()), float(all_g.sum())
+    total_neg = total - total_pos
+    cum_pos, cum_all = np.cumsum(pos_g), np.cumsum(all_g)
+    g = np.unique(group[pos])
+    out = {"roc_auc": float(np.einsum("i,i->", pos_g[g], total_neg - (cum_all[g] - cum_pos[g])
+                                      + (all_g[g] - pos_g[g]) / 2)) / (total_pos * total_neg),
+           "pr_auc": float(np.einsum("i,i->", pos_g[g], np.divide(cum_pos[g], cum_all[g], out=np.zeros(len(g)),
+                                                                  where=cum_all[g] > 0))) / total_pos}
+    predicted_g = np.bincount(group, w * p, n)
+    cum_predicted = np.cumsum(predicted_g)
+    for k in ks:
+        whole = int(np.searchsorted(cum_all, k, side="right"))
+        hits = cum_pos[whole - 1] if whole else 0.0
+        predicted = cum_predicted[whole - 1] if whole else 0.0
+        if whole < n:
+            share = (k - (cum_all[whole - 1] if whole else 0.0)) / all_g[whole]
+            hits += pos_g[whole] * share
+            predicted += predicted_g[whole] * share
+        out[f"precision_at_{k}"] = float(hits) / min(k, total)
+        out[f"recall_at_{k}"] = float(hits) / total_pos
+        out[f"predicted_precision_at_{k}"] = float(predicted) / min(k, total)
+    return out
+
+
+@pytest.mark.parametrize("top_rows", [0, 1, 50, 10_000])
+def test_segment_sums_equal_one_sum_per_distinct_score(top_rows):
+    # Sums by segment (positive groups and the runs between them) and a top region for the k-th places give
+    # the very numbers of one weight sum per distinct score, on the rows and on resamples; a top region lighter
+    # than the largest k (top_rows 1 or 50 here, and resamples that drop rows) falls back to all groups.
+    y, p = _rare(7, 6_000)
+    p = np.where(np.random.default_rng(3).random(len(p)) < 0.5, p, np.round(p, 2))  # ties and singletons
+    ks = (5, 100, 1000)
+    ranked = evaluation._Ranked(y.astype(float), p, top_rows)
+    weights = [np.ones(len(y)), *evaluation.resample_weights(y, resamples=20, seed=5)]
+    for w in weights:
+        got, want = ranked.metrics(w, ks), _per_group_metrics(y, p, w, ks)
+        assert {k: got[k] for k in want} == want

@@ -177,3 +177,29 @@ def test_the_current_features_pass_the_invariance_audit(shop_lake, plan):
         versions = features.bind(lake, engine, "silver.events")
         for cutoff in (plan.train[0], plan.validation):
             leakage.audit_cutoff_invariance(lake, engine, cutoff, plan.lookback, versions=versions)
+
+
+@pytest.mark.parametrize("peek", [False, True])
+def test_the_audit_on_the_validation_features_training_computed(shop_lake, plan, monkeypatch, peek):
+    """Training hands the audit the validation candidates it computed on every input in full (no second
+    computation): the audit passes on the honest features and still catches a peeking window."""
+    lake, _ = shop_lake
+    if peek:
+        peeking = features.feature_window_sql().replace(
+            "event_at < $cutoff", "event_at < CAST($cutoff AS TIMESTAMPTZ) + INTERVAL 7 DAY")
+        monkeypatch.setattr(features, "feature_window_sql", lambda: peeking)
+        monkeypatch.setattr(features, "check_feature_queries", lambda: None)
+        monkeypatch.setattr(as_of, "check_window_sql", lambda sql: as_of.AS_OF_INPUTS["silver.events"])
+    with lake.engine() as engine:
+        versions = features.bind(lake, engine, "silver.events")
+        validation, _ = features.labelled_examples(engine, plan.validation, plan, negative_rate=1.0,
+                                                   max_negatives=0, seed=1, keep_candidates="kept")
+        assert engine.rows("SELECT count(*) FROM kept")[0][0] == len(validation)
+        if peek:
+            with pytest.raises(LeakageError, match="change when the rows of silver.events at or after the cutoff"):
+                leakage.audit_cutoff_invariance(lake, engine, plan.validation, plan.lookback, versions=versions,
+                                                computed="kept")
+        else:
+            leakage.audit_cutoff_invariance(lake, engine, plan.validation, plan.lookback, versions=versions,
+                                            computed="kept")
+        assert not engine.rows("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'kept'")[0][0]  # dropped

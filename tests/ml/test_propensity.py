@@ -92,3 +92,29 @@ def test_feature_list_is_what_the_registered_model_reads(trained):
     expected = features.BASELINE_FEATURES if info.metadata["model"] == "popularity" else features.PAIR_FEATURES
     assert tuple(info.metadata["features"]) == expected
     assert [c["name"] for c in info.signature.inputs.to_dict()] == list(expected)
+
+
+def test_baselines_fit_on_distinct_scores_give_the_row_by_row_probabilities():
+    # The Platt fit of a baseline rule runs on the distinct (score, label) pairs with summed weights: the same
+    # weighted likelihood as row by row, so the same probabilities (to rounding).
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(4)
+
+    def frame(n: int) -> pd.DataFrame:
+        up, uc, pp = rng.poisson(0.3, n), rng.poisson(0.8, n), rng.poisson(3, n)
+        y = (rng.random(n) < 0.003 * (1 + up + 0.1 * pp)).astype(int)
+        return pd.DataFrame({"user_purchases": up, "user_carts": uc, "product_purchases": pp, "label": y,
+                             "weight": np.where(y == 1, 1.0, rng.choice([1.0, 5.0], n))})
+
+    cal, validation = frame(30_000), frame(50_000)
+    got = propensity.baseline_probabilities(cal, validation)
+    for name in propensity.BASELINES:
+        x = np.log1p(propensity.baseline_score(name, cal)).reshape(-1, 1)
+        row_by_row = LogisticRegression().fit(x, cal["label"], sample_weight=cal["weight"])
+        want = row_by_row.predict_proba(np.log1p(propensity.baseline_score(name, validation)).reshape(-1, 1))[:, 1]
+        assert np.abs(got[name] - want).max() < 1e-9, name
+    x, w, y = propensity.aggregate_pairs(np.array([1.0, 1.0, 2.0, 1.0]), np.array([0, 1, 0, 0]),
+                                         np.array([2.0, 1.0, 3.0, 5.0]))
+    assert (x.tolist(), w.tolist(), y.tolist()) == ([1.0, 1.0, 2.0], [7.0, 1.0, 3.0], [0, 1, 0])

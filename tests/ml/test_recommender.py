@@ -124,3 +124,55 @@ def test_reasons_follow_the_contract_for_every_listed_product(trained, method):
     assert got.tolist() == _reasons_by_loop(model, active, items)
     kinds = {text.split(" ")[0] for text in got.ravel()}
     assert {"bought", "popular"} <= kinds  # both kinds of reason occur, so both paths are compared
+
+
+def _synthetic_week(seed: int = 3):
+    """Events of 300 users over 60 products in 6 categories before a cutoff, and the purchases after it."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    n = 6_000
+    product = rng.integers(1, 61, n)
+    events = pd.DataFrame({
+        "user_id": rng.integers(1, 301, n), "product_id": product,
+        "event_type": rng.choice(["view", "cart", "purchase"], n, p=[0.7, 0.2, 0.1]),
+        "event_at": pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 20 * 86400, n), unit="s"),
+        "category_id": product % 6, "category_code": [f"cat.{p % 6}" for p in product], "brand": product % 4})
+    purchases = pd.DataFrame({"user_id": rng.integers(1, 301, 400), "product_id": rng.integers(1, 61, 400)})
+    return recommender.interactions_from_events(events), purchases.drop_duplicates()
+
+
+def test_the_champion_refit_is_reused_when_it_is_a_method_this_run_evaluated(monkeypatch):
+    # The champion rule compares the new version with the champion refitted on the same events. When the
+    # champion is one of this run's methods with the same parameters, the refit is that result: no second fit.
+    from datetime import datetime
+
+    from shoplake.ml.params import RecommenderParams
+    from shoplake.ml.training import champion_refitted
+
+    data, purchases = _synthetic_week()
+    params = RecommenderParams(methods=("popularity", "cooccurrence", "affinity"), bootstrap_resamples=50)
+    window = {"cutoff": datetime(2026, 1, 21), "horizon_end": datetime(2026, 1, 28)}
+    evaluation = recommender.evaluate(data, purchases, params, **window)
+    refit = champion_refitted(evaluation, recommender.params_config("affinity", params), data, purchases, params,
+                              **window)
+    fitted = recommender.evaluate(data, purchases, params, methods=[("champion", "affinity", params)], **window)
+    assert refit is evaluation.results["affinity"]
+    for metric, values in fitted.results["champion"].per_user.items():  # what a refit gives
+        np.testing.assert_array_equal(refit.per_user[metric], values, err_msg=metric)
+    np.testing.assert_array_equal(fitted.resamples, evaluation.resamples)
+    # other parameters, or a method this run did not evaluate: fitted
+    calls = []
+    real = recommender.evaluate
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("methods"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recommender, "evaluate", counting)
+    other = RecommenderParams(methods=params.methods, bootstrap_resamples=50, affinity_brand_weight=0.9)
+    champion_refitted(evaluation, recommender.params_config("affinity", other), data, purchases, params, **window)
+    champion_refitted(evaluation, recommender.params_config("category_popularity", params), data, purchases, params,
+                      **window)
+    assert [m[0][1] for m in calls] == ["affinity", "category_popularity"]
+    assert champion_refitted(evaluation, None, data, purchases, params, **window) is None

@@ -198,3 +198,41 @@ def test_unchanged_inputs_keep_the_champion_and_write_no_table(trained):
     # An explicit retrain (the default) does train and register a new version.
     retrained = train_model(lake, "rfm", run_id="explicit-again")
     assert not retrained.details.get("skipped") and retrained.version > champion
+
+
+_CREATE_STORE = """
+import sys
+from pathlib import Path
+from shoplake.config import Settings
+from shoplake.ml.tracking import Tracker
+tracker = Tracker(Settings(lake=Path(sys.argv[1])))
+print(tracker.experiment_id(sys.argv[2]))
+"""
+
+
+def test_processes_starting_on_a_new_lake_at_once_create_one_tracking_store(tmp_path):
+    # The daily job's trainings of different models start side by side on a new lake: each must find a
+    # whole store (one process migrates it aside and renames it into place), none a half-made one.
+    import subprocess
+    import sys
+
+    lake = tmp_path / "lake"
+    procs = [subprocess.Popen([sys.executable, "-c", _CREATE_STORE, str(lake), f"model-{i}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    outcomes = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    assert all(code == 0 for _, _, code in outcomes), [err[-2000:] for _, err, _ in outcomes]
+    store = lake / "_mlflow"
+    assert (store / "mlflow.db").is_file() and not list(store.glob("*.new"))
+    client = MlflowClient(tracking_uri=tracking_uri(open_lake(lake).settings))
+    assert {f"model-{i}" for i in range(3)} <= {e.name for e in client.search_experiments()}
+
+
+def test_asking_a_new_lake_for_its_champion_creates_no_store(tmp_path):
+    from shoplake.ml.tracking import Tracker
+
+    lake = open_lake(tmp_path / "lake")
+    tracker = Tracker(lake.settings)
+    assert tracker.champion("shoplake-rfm-segments") is None
+    assert not (tmp_path / "lake" / "_mlflow" / "mlflow.db").exists()  # created by the first logged run only
+    tracker.experiment_id("shoplake-rfm-segments")
+    assert (tmp_path / "lake" / "_mlflow" / "mlflow.db").is_file() and tracker.champion("shoplake-rfm-segments") is None

@@ -50,6 +50,7 @@ from pydantic_core import PydanticCustomError
 
 from shoplake.catalog import Catalog
 from shoplake.catalog.models import KINDS as MODEL_KINDS
+from shoplake.catalog.models import model_spec
 from shoplake.config import Settings
 from shoplake.errors import ConfigError, ShoplakeError
 from shoplake.sources.lines import check_encoding
@@ -265,7 +266,9 @@ class MlTrainTask(_Task):
         return ["ml-train", self.model]
 
     def writes(self, catalog: Catalog) -> frozenset[str]:
-        return frozenset({"ml"})  # the models' tables and the tracking store: one ML task at a time
+        # One task per model at a time: trainings of different models run side by side (the tracking
+        # store is SQLite with a busy timeout; the decisions table is appended under its writer lock).
+        return frozenset({f"ml.{self.model}"})
 
 
 class MlScoreTask(_Task):
@@ -288,7 +291,10 @@ class MlScoreTask(_Task):
         return ["ml-score", *[arg for model in self.models for arg in ("--model", model)]]
 
     def writes(self, catalog: Catalog) -> frozenset[str]:
-        return frozenset({"ml"})
+        # The models it scores (never beside their training) and the tables they write.
+        kinds = self.models or MODEL_KINDS
+        outputs = {name for kind in kinds for name in model_spec(kind).outputs}
+        return frozenset({f"ml.{kind}" for kind in kinds} | outputs)
 
 
 class MaintainTask(_Task):

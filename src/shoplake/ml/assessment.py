@@ -41,6 +41,8 @@ class Assessment:
     estimates: dict[str, dict[str, Estimate]]
     chosen: str = ""
     probabilities: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # model -> (point values, per-resample values): what the estimates came from (the champion rule reuses them)
+    draws: dict[str, tuple[dict[str, float], dict[str, np.ndarray]]] = field(default_factory=dict, repr=False)
 
     @property
     def baselines(self) -> list[str]:
@@ -80,15 +82,16 @@ def assess(cal: pd.DataFrame, evaluated: pd.DataFrame, candidates: list[propensi
     for name, p in propensity.baseline_probabilities(cal, evaluated).items():
         scores[BASELINE_PREFIX + name] = p
     try:
-        estimates = evaluation.evaluate_scores(y, scores, ks=params.eval_ks, resamples=params.bootstrap_resamples,
-                                               seed=params.random_state)
+        draws = evaluation.paired_draws(y, scores, ks=params.eval_ks, resamples=params.bootstrap_resamples,
+                                        seed=params.random_state)
     except ValueError as exc:
         raise InsufficientDataError(f"cannot evaluate the cutoff {cutoff.date()}: {exc}; ingest more clickstream "
                                  f"data") from exc
+    estimates = evaluation.estimates_of(draws)
     cover = evaluation.coverage(counts["positives"], counts["conversions"], resamples=params.bootstrap_resamples,
                                 seed=params.random_state)
     return Assessment(cutoff, counts["candidates"], counts["positives"], counts["conversions"], cover, estimates,
-                      chosen, scores)
+                      chosen, scores, draws)
 
 
 # -- rolling-origin backtest -----------------------------------------------------------------------------
@@ -217,22 +220,31 @@ class ChampionDecision:
 
 
 def decide_champion(y: np.ndarray, new: np.ndarray, champion: np.ndarray | None, *, champion_version: int | None,
-                    recorded_value: float | None, params: PropensityParams, metric: str = "roc_auc"
-                    ) -> ChampionDecision:
+                    recorded_value: float | None, params: PropensityParams, metric: str = "roc_auc",
+                    new_draws: tuple[dict[str, float], dict[str, np.ndarray]] | None = None) -> ChampionDecision:
     """The propensity champion rule.
 
     Promote only when the new version beats the champion on `metric` by more than the half-width of the
     difference's 95 % interval (and by more than `params.champion_min_effect`), and is not worse on
     PR-AUC or Brier skill by more than their tolerances. Noise cannot promote a model, nor block one that
     is clearly better; a tie keeps the champion.
+
+    `new_draws`: the new version's `evaluation.paired_draws` on `y` with these parameters, when the caller
+    has them (`Assessment.draws`): the resamples depend only on `y` and the seed, so the champion's draws
+    computed alone pair with them, and the new version's are not computed twice.
     """
-    names = {"new": new} if champion is None else {"new": new, "champion": champion}
+    if champion_version is None:
+        value = new_draws[0][metric] if new_draws is not None else evaluation.point_metrics(y, new)[metric]
+        return ChampionDecision(True, "first version: champion", value, compared_on="no champion")
+    names = {"champion": champion} if champion is not None else {}
+    if new_draws is None:
+        names["new"] = new
     draws = evaluation.paired_draws(y, names, ks=params.eval_ks, resamples=params.bootstrap_resamples,
-                                    seed=params.random_state)
+                                    seed=params.random_state) if names else {}
+    if new_draws is not None:
+        draws["new"] = new_draws
     point, samples = draws["new"]
     value = point[metric]
-    if champion_version is None:
-        return ChampionDecision(True, "first version: champion", value, compared_on="no champion")
     if champion is not None:
         diff = evaluation.difference(*draws["new"], *draws["champion"], metric)
         pr_diff: float | None = point["pr_auc"] - draws["champion"][0]["pr_auc"]

@@ -48,9 +48,17 @@ class _Ranked:
 
     Everything that does not depend on the resample's weights is computed here once; `metrics` then costs
     a few bincounts and dot products per resample (it runs for every model on every resample).
+
+    The rank metrics need the weight of the groups only where a positive is (ROC-AUC, PR-AUC) and near the
+    top (precision@k): each row is mapped once to its *segment*, the positive group it is in or the run of
+    groups between two positive groups, so a resample sums its weights into 2 x positives + 1 segments
+    instead of one bin per distinct score; the best groups holding `top_rows` rows (the `top region`) keep
+    their own sums for the k-th places. Every sum is the same sum of the same rows in the same order as
+    one bin per group gives (counts are whole numbers), so the values are the same; a resample whose top
+    region weighs no more than the largest k falls back to one bin per group.
     """
 
-    def __init__(self, y: np.ndarray, p: np.ndarray):
+    def __init__(self, y: np.ndarray, p: np.ndarray, top_rows: int = 0):
         order = np.argsort(-p, kind="stable")
         sorted_p = p[order]
         starts = np.r_[True, sorted_p[1:] != sorted_p[:-1]]
@@ -66,27 +74,56 @@ class _Ranked:
         edges = np.unique(np.quantile(p, np.linspace(0, 1, ECE_BINS + 1)[1:-1]))
         self.bin = np.searchsorted(edges, p, side="right")
         self.n_bins = len(edges) + 1
+        # segments: 2j = the groups between positive groups j - 1 and j, 2j + 1 = positive group j
+        m = len(self.positive_groups)
+        before = np.searchsorted(self.positive_groups, self.group, side="left")
+        inside = (before < m) & (self.positive_groups[np.minimum(before, max(m - 1, 0))] == self.group) if m else 0
+        self.segment = 2 * before + inside
+        self.n_segments = 2 * m + 1
+        self.positive_index = np.searchsorted(self.positive_groups, self.group[self.positives])
+        # the top region: the best groups holding at least `top_rows` rows (all groups without a positive top_rows)
+        sizes = np.diff(np.flatnonzero(np.r_[starts, True]))
+        self.n_top = (min(self.n_groups, int(np.searchsorted(np.cumsum(sizes), top_rows, side="left")) + 1)
+                      if top_rows > 0 else self.n_groups)
+        self.top_rows = np.flatnonzero(self.group < self.n_top)  # in row order, as a bincount over all rows
+        self.top_group = self.group[self.top_rows]
+        top_positive = self.group[self.positives] < self.n_top
+        self.top_positive_at = np.flatnonzero(top_positive)  # positions within self.positives
+        self.top_positive_group = self.group[self.positives][top_positive]
 
     def metrics(self, w: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
         p = self.p
         pos, pos_w = self.positives, w[self.positives]
         wp = w * p
-        pos_g = np.bincount(self.group[pos], pos_w, self.n_groups)
-        all_g = np.bincount(self.group, w, self.n_groups)
-        total_pos, total = float(pos_w.sum()), float(all_g.sum())
+        m = len(self.positive_groups)
+        # per positive group j: its positive weight, its whole weight, and the cumulative sums up to it
+        pos_at = np.bincount(self.positive_index, pos_w, m)
+        seg = np.bincount(self.segment, w, self.n_segments)
+        cum_seg = np.cumsum(seg)
+        total_pos, total = float(pos_w.sum()), float(seg.sum())
         total_neg = total - total_pos
-        cum_pos, cum_all = np.cumsum(pos_g), np.cumsum(all_g)
-        # The sums over groups below only have terms in the groups that hold a positive.
-        g = self.positive_groups
+        all_at, cum_all_at, cum_pos_at = seg[1::2], cum_seg[1::2], np.cumsum(pos_at)
         out: dict[str, float] = {}
         # ROC-AUC: each positive beats the negatives of lower groups and ties half of its own group's.
-        neg_below = total_neg - (cum_all[g] - cum_pos[g])
-        neg_tied = all_g[g] - pos_g[g]
-        out["roc_auc"] = _dot(pos_g[g], neg_below + neg_tied / 2) / (total_pos * total_neg)
+        neg_below = total_neg - (cum_all_at - cum_pos_at)
+        neg_tied = all_at - pos_at
+        out["roc_auc"] = _dot(pos_at, neg_below + neg_tied / 2) / (total_pos * total_neg)
         # PR-AUC as average precision: precision at the end of each group, weighted by its positives.
-        precision = np.divide(cum_pos[g], cum_all[g], out=np.zeros(len(g)), where=cum_all[g] > 0)
-        out["pr_auc"] = _dot(pos_g[g], precision) / total_pos
-        predicted_g = np.bincount(self.group, wp, self.n_groups)
+        precision = np.divide(cum_pos_at, cum_all_at, out=np.zeros(m), where=cum_all_at > 0)
+        out["pr_auc"] = _dot(pos_at, precision) / total_pos
+        # per group of the top region (all groups when it weighs too little for the largest k)
+        all_g = np.bincount(self.top_group, w[self.top_rows], self.n_top)
+        cum_all = np.cumsum(all_g)
+        top_pos_w, top_pos_group = pos_w[self.top_positive_at], self.top_positive_group
+        predicted_g = np.bincount(self.top_group, wp[self.top_rows], self.n_top)
+        if self.n_top < self.n_groups and not cum_all[-1] > max(ks, default=0):
+            all_g = np.bincount(self.group, w, self.n_groups)
+            cum_all = np.cumsum(all_g)
+            top_pos_w, top_pos_group = pos_w, self.group[pos]
+            predicted_g = np.bincount(self.group, wp, self.n_groups)
+        n_listed = len(all_g)
+        pos_g = np.bincount(top_pos_group, top_pos_w, n_listed)
+        cum_pos = np.cumsum(pos_g)
         cum_predicted = np.cumsum(predicted_g)
         for k in ks:
             # The groups ending at or before the k-th place count whole; the group holding the k-th place
@@ -94,7 +131,7 @@ class _Ranked:
             whole = int(np.searchsorted(cum_all, k, side="right"))
             hits = cum_pos[whole - 1] if whole else 0.0
             predicted = cum_predicted[whole - 1] if whole else 0.0
-            if whole < self.n_groups:
+            if whole < n_listed:
                 share = (k - (cum_all[whole - 1] if whole else 0.0)) / all_g[whole]
                 hits += pos_g[whole] * share
                 predicted += predicted_g[whole] * share
@@ -138,9 +175,22 @@ def evaluate_scores(y: np.ndarray, scores: Mapping[str, np.ndarray], *, ks: Sequ
 
     Returns model -> metric -> Estimate. Raises ValueError without both a positive and a negative.
     """
-    paired = paired_draws(y, scores, ks=ks, resamples=resamples, seed=seed)
+    return estimates_of(paired_draws(y, scores, ks=ks, resamples=resamples, seed=seed))
+
+
+def estimates_of(paired: Mapping[str, tuple[dict[str, float], dict[str, np.ndarray]]]
+                 ) -> dict[str, dict[str, Estimate]]:
+    """`paired_draws` as model -> metric -> Estimate."""
     return {name: {metric: estimate_from(point[metric], draws[metric]) for metric in point}
             for name, (point, draws) in paired.items()}
+
+
+def point_metrics(y: np.ndarray, p: np.ndarray, *, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """The metrics of one score vector on the evaluated rows (no resampling)."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.min() == y.max():
+        raise ValueError("evaluation needs at least one positive and one negative candidate")
+    return _Ranked(y, np.asarray(p, dtype=np.float64)).metrics(np.ones(len(y)), ks)
 
 
 def paired_draws(y: np.ndarray, scores: Mapping[str, np.ndarray], *, ks: Sequence[int] = DEFAULT_KS,
@@ -150,7 +200,8 @@ def paired_draws(y: np.ndarray, scores: Mapping[str, np.ndarray], *, ks: Sequenc
     y = np.asarray(y, dtype=np.float64)
     if y.min() == y.max():
         raise ValueError("evaluation needs at least one positive and one negative candidate")
-    ranked = {name: _Ranked(y, np.asarray(p, dtype=np.float64)) for name, p in scores.items()}
+    top_rows = 4 * max(ks, default=0) + 1000  # a top region that outweighs the largest k (else: all groups)
+    ranked = {name: _Ranked(y, np.asarray(p, dtype=np.float64), top_rows) for name, p in scores.items()}
     points = {name: r.metrics(np.ones(len(y)), ks) for name, r in ranked.items()}
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in ranked}
     for w in resample_weights(y, resamples=resamples, seed=seed):

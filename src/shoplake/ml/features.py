@@ -372,18 +372,21 @@ def pair_features(engine, cutoff: datetime, lookback: timedelta) -> pd.DataFrame
 
 
 def labelled_examples(engine, cutoff: datetime, plan: CutoffPlan, *, negative_rate: float | None,
-                      max_negatives: int, seed: int) -> tuple[pd.DataFrame, dict[str, int]]:
+                      max_negatives: int, seed: int, keep_candidates: str | None = None
+                      ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Candidates of a labelled cutoff with `label` and a sampling `weight`.
 
     All positives are kept. Negatives are kept at `negative_rate` (or the rate that keeps about
     `max_negatives`), chosen by a seeded hash of the pair so the sample is reproducible, and carry
     weight 1 / rate so that weighted metrics and fitted probabilities refer to all candidates.
+    `keep_candidates`: leave the candidates and their features in this temp table (the caller drops it).
     """
     start, end = plan.label_window(cutoff)
-    n = materialize_pair_features(engine, cutoff, plan.lookback, into="pair_candidates")
+    candidates = keep_candidates or "pair_candidates"
+    n = materialize_pair_features(engine, cutoff, plan.lookback, into=candidates)
     engine.materialize("pair_labels", label_sql(), [start, end])
     try:
-        positives = int(engine.rows("SELECT count(*) FROM pair_candidates JOIN pair_labels "
+        positives = int(engine.rows(f"SELECT count(*) FROM {candidates} JOIN pair_labels "
                                     "USING (user_id, product_id)")[0][0])
         # every pair bought in the label window, candidate or not: what candidate coverage is measured on
         conversions = int(engine.rows("SELECT count(*) FROM pair_labels")[0][0])
@@ -393,12 +396,16 @@ def labelled_examples(engine, cutoff: datetime, plan: CutoffPlan, *, negative_ra
         frame = engine.table(f"""
             SELECT c.*, CAST(l.user_id IS NOT NULL AS INTEGER) AS label,
                    CASE WHEN l.user_id IS NOT NULL THEN 1.0 ELSE 1.0 / {rate!r} END AS weight
-            FROM pair_candidates AS c
+            FROM {candidates} AS c
             LEFT JOIN pair_labels AS l USING (user_id, product_id)
             WHERE l.user_id IS NOT NULL OR hash(c.user_id, c.product_id, ?, ?) % 1000000 < {threshold}
             ORDER BY c.user_id, c.product_id""", [cutoff.isoformat(), seed]).to_pandas()
+    except BaseException:
+        engine.drop(candidates)
+        raise
     finally:
-        engine.drop("pair_candidates")
+        if keep_candidates is None:
+            engine.drop(candidates)
         engine.drop("pair_labels")
     frame.insert(0, "cutoff_at", cutoff)
     return frame, {"candidates": n, "positives": positives, "conversions": conversions,

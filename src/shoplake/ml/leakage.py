@@ -91,17 +91,21 @@ def bound_inputs() -> tuple[as_of.AsOfInput, ...]:
 
 
 def audit_cutoff_invariance(lake, engine, cutoff: datetime, lookback: timedelta, *,
-                            versions: Mapping[str, int | None]) -> None:
+                            versions: Mapping[str, int | None], computed: str | None = None) -> None:
     """Features of `cutoff` with every input bound in full must equal those with every input bound as of `cutoff`.
 
     `engine` has each input of `bound_inputs()` bound at its version in `versions` (a missing one: the
-    latest); each is bound there again, in full, afterwards.
+    latest); each is bound there again, in full, afterwards. `computed`: a temp table holding the features
+    of `cutoff` already computed on this engine with that binding (training's validation candidates); it
+    is those features, so they are not computed again, and it is dropped.
     """
     inputs = bound_inputs()
     # The recorded versions are data versions; read the newest version with those rows (its files are
     # the ones a vacuum keeps).
     versions = {name: v if v is None else lake.store.readable_version(name, v) for name, v in versions.items()}
-    features.materialize_pair_features(engine, cutoff, lookback, into="audit_all_events")
+    all_events = computed or "audit_all_events"
+    if computed is None:
+        features.materialize_pair_features(engine, cutoff, lookback, into=all_events)
     try:
         try:
             for source in inputs:
@@ -111,9 +115,9 @@ def audit_cutoff_invariance(lake, engine, cutoff: datetime, lookback: timedelta,
         finally:
             for source in inputs:
                 engine.bind(lake.catalog.get(source.table), version=versions.get(source.table))
-        diff = feature_differences(engine, "audit_all_events", "audit_before_cutoff", features.PAIR_FEATURES)
+        diff = feature_differences(engine, all_events, "audit_before_cutoff", features.PAIR_FEATURES)
     finally:
-        engine.drop("audit_all_events")
+        engine.drop(all_events)
         engine.drop("audit_before_cutoff")
     if diff:
         detail = ", ".join(f"{k}: {v} rows" for k, v in sorted(diff.items()))

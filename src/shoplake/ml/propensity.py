@@ -184,14 +184,30 @@ def baseline_score(name: str, frame: pd.DataFrame) -> np.ndarray:
 
 
 def baseline_probabilities(cal: pd.DataFrame, validation: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Every baseline's probabilities on `validation`, Platt-scaled on `cal` (weighted like the candidates)."""
+    """Every baseline's probabilities on `validation`, Platt-scaled on `cal` (weighted like the candidates).
+
+    A rule's score takes few distinct values (tens to hundreds over the calibration rows), so the logistic
+    fit runs on the distinct (score, label) pairs with their summed weights: the weighted log-likelihood is
+    a sum over rows, so it is the same objective with the same minimum, and the probabilities of a score
+    are computed once per distinct value."""
     out = {}
+    y, weight = cal["label"].to_numpy(), cal["weight"].to_numpy()
     for name in BASELINES:
+        x, w, label = aggregate_pairs(np.log1p(baseline_score(name, cal)), y, weight)
         platt = LogisticRegression()
-        platt.fit(np.log1p(baseline_score(name, cal)).reshape(-1, 1), cal["label"].to_numpy(),
-                  sample_weight=cal["weight"].to_numpy())
-        out[name] = platt.predict_proba(np.log1p(baseline_score(name, validation)).reshape(-1, 1))[:, 1]
+        platt.fit(x.reshape(-1, 1), label, sample_weight=w)
+        values, inverse = np.unique(np.log1p(baseline_score(name, validation)), return_inverse=True)
+        out[name] = platt.predict_proba(values.reshape(-1, 1))[:, 1][inverse.ravel()]
     return out
+
+
+def aggregate_pairs(x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (x, y) pairs of a 0/1 label y with the sum of their weights: (x, summed weight, y)."""
+    values, inverse = np.unique(np.asarray(x, dtype=np.float64), return_inverse=True)
+    code = 2 * inverse.ravel() + np.asarray(y, dtype=np.int64)
+    present = np.flatnonzero(np.bincount(code, minlength=2 * len(values)))
+    summed = np.bincount(code, weights=np.asarray(weight, dtype=np.float64), minlength=2 * len(values))
+    return values[present // 2], summed[present], (present % 2).astype(np.asarray(y).dtype)
 
 
 def importance(candidate: Candidate, validation: pd.DataFrame, *, seed: int, max_negatives: int = 5_000,

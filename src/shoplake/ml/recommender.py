@@ -307,15 +307,19 @@ class Recommender:
             # P(product | user) as a mixture: the user's category (and brand) shares times the product's
             # share of its category's popularity, and its share of the store's.
             # (sparse: a user's few categories and brands times their products' shares, then dense)
-            personal = self.category_share[rows] @ self.category_items
+            # (each sparse part summed into one dense float32 block: the sums of a sparse addition, without
+            # building it; every operation below is in float32, in the same order as the formula)
+            score = np.zeros((n, len(cols)), dtype=np.float32)
+            score += (self.category_share[rows] @ self.category_items).toarray()
             if p.affinity_brand_weight:
-                personal = personal + p.affinity_brand_weight * (self.brand_share[rows] @ self.brand_items)
-            score = personal.toarray().astype(np.float32, copy=False)
+                score += (p.affinity_brand_weight * (self.brand_share[rows] @ self.brand_items)).toarray()
             score += p.affinity_popularity_weight * self.pop_share[cols][None, :]
             if p.affinity_cooccurrence_weight:
                 co = self._cooccurrence(rows)
                 co /= np.maximum(co.max(axis=1, keepdims=True), 1e-9)
-                score += p.affinity_cooccurrence_weight * co * score.max(axis=1, keepdims=True)
+                co *= p.affinity_cooccurrence_weight
+                co *= score.max(axis=1, keepdims=True)
+                score += co
             return score
         assert self.user_factors is not None and self.item_factors is not None
         return self.user_factors[rows] @ self.item_factors[cols].T

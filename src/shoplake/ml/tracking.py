@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from shoplake import locks
 from shoplake.config import Settings
 from shoplake.errors import ShoplakeError
 from shoplake.faults import crash_point
@@ -212,11 +213,11 @@ class Tracker:
                 database = Path(self.uri[len("sqlite:///"):])
                 database.parent.mkdir(parents=True, exist_ok=True)
                 if not database.exists():
-                    # Create the store ourselves: MLflow would give its `Default` experiment an artifact
-                    # location under the working directory (./mlruns), outside the lake.
-                    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-                    SqlAlchemyStore(self.uri, self.artifact_root)
+                    # Trainings of different models run side by side: one process creates the store
+                    # (its schema migrations, seconds) aside and renames it into place; the others wait.
+                    with locks.writing(database.parent, ["mlflow-store"]):
+                        if not database.exists():
+                            _create_store(database, self.artifact_root)
             self._mlflow = mlflow
         # Global in mlflow: set on every use, so two lakes in one process never mix.
         mlflow.set_tracking_uri(self.uri)
@@ -282,10 +283,19 @@ class Tracker:
     def version(self, name: str, version: int) -> ModelRef:
         return self._ref(self.client().get_model_version(name, str(version)))
 
+    def store_missing(self) -> bool:
+        """Whether the tracking store is a SQLite file not created yet (nothing was ever logged to it)."""
+        return self.uri.startswith("sqlite:///") and not Path(self.uri[len("sqlite:///"):]).exists()
+
     def champion(self, name: str) -> ModelRef | None:
-        """The version holding the `champion` alias, or None (no model or no champion yet)."""
+        """The version holding the `champion` alias, or None (no model or no champion yet).
+
+        A store not created yet holds no champion: it is not created (seconds of schema migrations) to
+        find that out, so the trainings that start side by side on a new lake do not wait for it."""
         from mlflow.exceptions import MlflowException
 
+        if self.store_missing():
+            return None
         try:
             return self._ref(self.client().get_model_version_by_alias(name, CHAMPION))
         except MlflowException:
@@ -414,6 +424,22 @@ class Tracker:
 
 # The UI only browses: MLflow's server-side job runner (GenAI evaluation jobs, a dozen processes) is off.
 UI_ENVIRONMENT = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def _create_store(database: Path, artifact_root: str | None) -> None:
+    """A new SQLite tracking store at `database`, never seen half-migrated by another process.
+
+    Created by us, not by MLflow on first use: MLflow would give its `Default` experiment an artifact
+    location under the working directory (./mlruns), outside the lake."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    aside = database.with_name(f"{database.name}.{os.getpid()}.new")
+    aside.unlink(missing_ok=True)
+    try:
+        SqlAlchemyStore("sqlite:///" + str(aside), artifact_root).engine.dispose()
+        os.replace(aside, database)
+    finally:
+        aside.unlink(missing_ok=True)
 
 
 @contextmanager

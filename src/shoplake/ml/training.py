@@ -304,10 +304,11 @@ def _window_metadata(plan: features.CutoffPlan, window: features.WindowSettings)
             "scoring_cutoff": plan.scoring.isoformat()}
 
 
-def collect_examples(engine, params: PropensityParams, *, plan: features.CutoffPlan | None = None
+def collect_examples(engine, params: PropensityParams, *, plan: features.CutoffPlan | None = None,
+                     keep_validation: str | None = None
                      ) -> tuple[features.CutoffPlan, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Cutoff plan (default: planned from the event span), training examples (sampled negatives,
-    weighted) and all validation candidates."""
+    weighted) and all validation candidates (`keep_validation`: also left in that temp table)."""
     plan = plan or features.plan_cutoffs(*features.event_span(engine), params.window)
     per_cutoff = max(1, params.max_train_negatives // len(plan.train))
     parts: list[pd.DataFrame] = []
@@ -319,7 +320,8 @@ def collect_examples(engine, params: PropensityParams, *, plan: features.CutoffP
         stats["train"][cutoff.isoformat()] = counts
     train_frame = pd.concat(parts, ignore_index=True)
     validation, counts = features.labelled_examples(engine, plan.validation, plan, negative_rate=1.0,
-                                                    max_negatives=0, seed=params.random_state)
+                                                    max_negatives=0, seed=params.random_state,
+                                                    keep_candidates=keep_validation)
     stats["validation"] = counts
     return plan, train_frame, validation, stats
 
@@ -332,10 +334,12 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
     features.require_tables(lake, inputs, hint=_BUILD_HINT)
     with lake.engine(Capability.EMBEDDED_SQL) as engine:
         versions = features.bind(lake, engine, *inputs)
-        plan, train_frame, validation, stats = collect_examples(engine, params)
+        plan, train_frame, validation, stats = collect_examples(engine, params, keep_validation="validation_pairs")
         # Audit 1 (cutoff invariance over every bound input) on the validation cutoff, before anything is
-        # fitted or logged.
-        leakage.audit_cutoff_invariance(lake, engine, plan.validation, plan.lookback, versions=versions)
+        # fitted or logged: the validation features just computed on every input in full, against the same
+        # computed on the inputs bound as of the cutoff.
+        leakage.audit_cutoff_invariance(lake, engine, plan.validation, plan.lookback, versions=versions,
+                                        computed="validation_pairs")
     plan.check()  # audit 3: windows do not overlap
     # Audit 2, a warning: a feature that alone nearly separates the validation labels is reported.
     aucs = leakage.single_feature_aucs(validation, features.PAIR_FEATURES)
@@ -372,7 +376,7 @@ def _train_propensity(lake: Lake, params: PropensityParams, run_id: str, tracker
     decided = assessment.decide_champion(y, chosen.probabilities, champion_p,
                                          champion_version=champion.version if champion is not None else None,
                                          recorded_value=float(recorded) if recorded not in (None, "") else None,
-                                         params=params)
+                                         params=params, new_draws=report.draws[chosen.name])
     champion_value = decided.champion_value
     with tracker.start_run(model_name, run_name=f"train-propensity-{run_id}",
                            tags={"shoplake.run_id": run_id, "shoplake.kind": "propensity",
@@ -460,6 +464,24 @@ def _recommender_champion_config(tracker: Tracker, name: str) -> tuple[ModelRef 
     return champion, dict(getattr(loaded.model, "config", {}) or {})
 
 
+def champion_refitted(evaluation: recommender.Evaluation, champion_config: dict[str, Any] | None,
+                      train_data: recommender.Interactions, purchases: pd.DataFrame, params: RecommenderParams, *,
+                      cutoff: datetime, horizon_end: datetime) -> recommender.MethodResult | None:
+    """The champion's method refitted on this run's events, measured on the same users and resamples (None
+    when its configuration is unusable).
+
+    A method is what it learns from the events before the cutoff, so when the champion's configuration is one
+    this run has just evaluated (its method with these very parameters: a scheduled retraining on new data
+    with unchanged parameters), that result is the refit's and is reused; otherwise the method is fitted."""
+    if not champion_config or champion_config.get("method") not in recommender.METHODS:
+        return None
+    method, champion_params = recommender.params_from_config(champion_config)
+    if champion_params == params and method in evaluation.results:
+        return evaluation.results[method]
+    return recommender.evaluate(train_data, purchases, params, cutoff=cutoff, horizon_end=horizon_end,
+                                methods=[("champion", method, champion_params)]).results["champion"]
+
+
 def _train_recommender(lake: Lake, params: RecommenderParams, run_id: str, tracker: Tracker) -> TrainResult:
     """Compare the methods, register the best recall@10, apply the champion rule (`shoplake.ml.recommender`)."""
     model_name = MODEL_NAMES["recommender"]
@@ -478,11 +500,10 @@ def _train_recommender(lake: Lake, params: RecommenderParams, run_id: str, track
     chosen = max(evaluation.results.values(), key=lambda r: r.estimates[recommender.KEY].value).method
     champion, champion_config = _recommender_champion_config(tracker, model_name)
     paired = dataclasses.replace(evaluation, results={})
-    if champion_config and champion_config.get("method") in recommender.METHODS:
-        # the champion refitted on the same events, measured on the same users and resamples
-        method, champion_params = recommender.params_from_config(champion_config)
-        paired = recommender.evaluate(train_data, purchases, params, cutoff=cutoff, horizon_end=scoring,
-                                      methods=[("champion", method, champion_params)])
+    refitted = champion_refitted(evaluation, champion_config, train_data, purchases, params, cutoff=cutoff,
+                                 horizon_end=scoring)
+    if refitted is not None:
+        paired.results["champion"] = refitted
     paired.results["new"] = evaluation.results[chosen]
     recorded = champion.tags.get("shoplake.key_metric_value") if champion is not None else None
     new = paired.results["new"].estimates[recommender.KEY]
