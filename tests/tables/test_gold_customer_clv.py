@@ -111,3 +111,24 @@ def test_customer_clv_scoring_is_ledgered_and_checked(clv_shop):
     ledger = clv_shop.ledger("gold.customer_clv")
     assert [(e["rows_in"], e["rows_out"]) for e in ledger] == [(13, 13)]
     assert clv_shop.scored[0].rows_written == 13
+
+
+def test_clv_too_few_customers_is_skipped_and_any_other_fit_error_is_a_failure(shop, monkeypatch):
+    """Too little data skips the training (InsufficientDataError, a job's `skipped`); an unexpected error
+    inside the fit (here a ValueError the fit code does not raise itself) is a failure, never a skip."""
+    from shoplake.errors import InsufficientDataError
+    from shoplake.ml import clv
+
+    shop.ingest("retail", RETAIL_HEADER, *_rows()[:8])
+    shop.build("+silver.returns")
+    shop.build("+silver.sales")
+    with pytest.raises(InsufficientDataError, match="too few customers to fit"):
+        train_model(shop.lake, "clv", run_id="train-few", params=CLVParams(draws=100))
+
+    def broken(*args, **kwargs):
+        raise ValueError("could not convert string to float: '/some/lake'")
+
+    monkeypatch.setattr(clv, "fit", broken)
+    with pytest.raises(ValueError, match="could not convert") as raised:
+        train_model(shop.lake, "clv", run_id="train-broken", params=CLVParams(draws=100))
+    assert not isinstance(raised.value, InsufficientDataError)

@@ -123,6 +123,11 @@ def gamma_gamma_rows(summary: pd.DataFrame) -> pd.DataFrame:
 
 # -- fitting ------------------------------------------------------------------------------------------
 
+class ClvFitError(ValueError):
+    """The data cannot support the fit (too few customers, no usable posterior mode or spend): the
+    training is skipped for want of data. Any other error is a failure, not a skip."""
+
+
 def _laplace(model, *, draws: int, seed: int) -> dict[str, np.ndarray]:
     """Laplace approximation of a PyMC model's posterior: `draws` draws of its free variables.
 
@@ -138,7 +143,7 @@ def _laplace(model, *, draws: int, seed: int) -> dict[str, np.ndarray]:
     """
     try:
         return _laplace_in(model, draws=draws, seed=seed, mode="FAST_COMPILE")
-    except ValueError as exc:
+    except ValueError as exc:  # the optimised functions are tried on any failure of the fast ones
         log.info("Laplace fit in FAST_COMPILE mode failed (%s): retried with optimised functions", exc)
         return _laplace_in(model, draws=draws, seed=seed, mode=None)
 
@@ -158,7 +163,7 @@ def _laplace_in(model, *, draws: int, seed: int, mode: str | None) -> dict[str, 
     found = optimize.minimize(lambda x: -float(logp(point(x))), raveled.data, jac=lambda x: -dlogp(point(x)),
                               method="BFGS", options={"maxiter": 2000, "gtol": 1e-6})
     if not (np.isfinite(found.fun) and np.isfinite(found.x).all()):
-        raise ValueError(f"the posterior mode was not found ({found.message})")
+        raise ClvFitError(f"the posterior mode was not found ({found.message})")
     precision = _precision(lambda x: -np.asarray(dlogp(point(x)), dtype=float), found.x)
     try:
         if not np.isfinite(precision).all():
@@ -166,7 +171,7 @@ def _laplace_in(model, *, draws: int, seed: int, mode: str | None) -> dict[str, 
         covariance = np.linalg.inv(precision)
         np.linalg.cholesky(covariance)
     except np.linalg.LinAlgError as exc:
-        raise ValueError(f"the posterior mode has no usable curvature ({found.message})") from exc
+        raise ClvFitError(f"the posterior mode has no usable curvature ({found.message})") from exc
     rng = np.random.default_rng(seed)
     unconstrained = rng.multivariate_normal(found.x, covariance, size=draws)
     # Back to the model's variables (deterministics such as BG/NBD's a and b included).
@@ -176,7 +181,7 @@ def _laplace_in(model, *, draws: int, seed: int, mode: str | None) -> dict[str, 
     values = [fn(point(x)) for x in unconstrained]
     samples = {name: np.array([v[i] for v in values]) for i, name in enumerate(names)}
     if not all(np.isfinite(v).all() for v in samples.values()):
-        raise ValueError("non-finite parameter draws")
+        raise ClvFitError("non-finite parameter draws")
     return samples
 
 
@@ -276,7 +281,7 @@ def fit(summary: pd.DataFrame, cutoff: date, *, method: str, draws: int, seed: i
 
     spend = gamma_gamma_rows(summary)
     if len(summary) < 10 or len(spend) < 10:
-        raise ValueError(f"too few customers to fit ({len(summary)} with purchases, {len(spend)} with a repeat "
+        raise ClvFitError(f"too few customers to fit ({len(summary)} with purchases, {len(spend)} with a repeat "
                          f"purchase and positive net value; at least 10 of each)")
     frame = summary.loc[:, ["customer_id", "frequency", "recency", "T"]]
     bgnbd = _fit_one(BetaGeoModel(), frame, method=method, draws=draws, seed=seed)
@@ -301,7 +306,7 @@ def _finite_mean_spend(gamma_gamma):
     posterior = gamma_gamma.idata.posterior
     keep = np.flatnonzero((posterior["q"].values > 1).all(axis=0))
     if len(keep) < posterior.sizes["draw"] / 2:
-        raise ValueError(f"the mean spend is undefined (Gamma-Gamma q <= 1) in {posterior.sizes['draw'] - len(keep)} "
+        raise ClvFitError(f"the mean spend is undefined (Gamma-Gamma q <= 1) in {posterior.sizes['draw'] - len(keep)} "
                          f"of {posterior.sizes['draw']} draws: too little spend data")
     if len(keep) < posterior.sizes["draw"]:
         gamma_gamma.idata.posterior = posterior.isel(draw=keep)

@@ -605,13 +605,13 @@ def _train_clv(lake: Lake, params: CLVParams, run_id: str, tracker: Tracker) -> 
             checked = clv.holdout(days, returns, calibration_cutoff=split[0], end=split[1],
                                   interval=params.interval, **fit_args)
             holdout_note = f"fit before {split[0].isoformat()}, predicted until {split[1].isoformat()}"
-        except ValueError as exc:  # too few customers before the split: the model is still fit on all data
+        except clv.ClvFitError as exc:  # too few customers before the split: still fit on all data
             holdout_note = f"no holdout check: {exc}"
             log.warning("%s: %s", model_name, holdout_note)
     try:
         summary = clv.summarise(days, returns, cutoff)
         model = clv.fit(summary, cutoff, **fit_args)
-    except ValueError as exc:
+    except clv.ClvFitError as exc:
         raise InsufficientDataError(f"customer lifetime value not fit: {exc}") from exc
     fit_seconds = time.perf_counter() - started
     metrics = {"customers": float(model.customers), "spend_customers": float(model.spend_customers),
