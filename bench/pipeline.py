@@ -124,9 +124,9 @@ def _child(argv: list[str]) -> None:
         started = time.perf_counter()
         built = build_tables(lake, "gold", run_id="bench-gold")
         stages["gold (all gold tables)"] = time.perf_counter() - started
-        failed = [b.table for b in built if b.status == "failed"]
+        failed = [f"{b.table}: {b.message}" for b in built if b.status == "failed"]
         if failed:
-            raise SystemExit(f"failed: {failed}")
+            raise SystemExit("failed: " + "; ".join(failed))
         print(json.dumps({"rows": rows, "stages": stages}))
     else:
         raise SystemExit(f"unknown step {step}")
