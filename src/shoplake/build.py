@@ -267,22 +267,24 @@ def _as_text(bronze: TableSpec, column: str) -> str:
     return f'CAST(b."{column}" AS VARCHAR)'
 
 
-def _materialize_candidate(lake: Lake, engine, spec: TableSpec, versions: dict[str, int | None]) -> None:
-    """Compute the table's rows as the temporary table `candidate`.
+def _materialize_candidate(lake: Lake, engine, spec: TableSpec, versions: dict[str, int | None]) -> list[str]:
+    """Compute the table's rows as `candidate`; returns the temporary tables of its parts (none when it
+    is computed at once, as a temporary table).
 
     A table split by a column (`TableSpec.split_by`) over more input rows than one query should hold runs
     its SQL on each part of the inputs (the column's value modulo the number of parts), reading the versions
-    already bound, and appends each part's rows. The inputs are bound whole again afterwards, for the checks
-    and the accounting.
+    already bound, into a table per part; `candidate` is then the view of their union. The inputs are bound
+    whole again afterwards, for the checks and the accounting.
     """
     select = _typed_select(spec, f"({spec.sql()}) AS t")
     rows = sum(engine.rows(f"SELECT count(*) FROM {name}")[0][0] for name in spec.inputs) if spec.split_by else 0
     count = engine.parts_for(rows) if spec.split_by else 1
     if count <= 1:
         engine.materialize("candidate", select)
-        return
+        return []
     log.info("%s: %d input rows, built in %d parts by %s", spec.name, rows, count, spec.split_by)
     column = f'"{spec.split_by}"'
+    parts: list[str] = []
     try:
         for index in range(count):
             # Both engines' % keeps the dividend's sign, hence the second modulo; NULLs go to the first part.
@@ -290,10 +292,17 @@ def _materialize_candidate(lake: Lake, engine, spec: TableSpec, versions: dict[s
                 f" OR {column} IS NULL" if index == 0 else "")
             for name in spec.inputs:
                 engine.bind(lake.catalog.get(name), version=versions[name], where=where)
-            engine.materialize("candidate", select, append=index > 0)
+            parts.append(f"candidate_part_{index}")
+            engine.materialize(parts[-1], select)
+    except BaseException:
+        for part in parts:
+            engine.drop(part)
+        raise
     finally:
         for name in spec.inputs:
             engine.bind(lake.catalog.get(name), version=versions[name])
+    engine.define_view("candidate", " UNION ALL ".join(f"SELECT * FROM {part}" for part in parts))
+    return parts
 
 
 def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult:
@@ -303,7 +312,7 @@ def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult
     if last and last.meta.get("definition") == definition and inputs_unchanged(lake, last.meta.get("inputs"), versions):
         return BuildResult(spec.name, "unchanged", version=lake.store.version(spec.name), message="inputs unchanged")
 
-    _materialize_candidate(lake, engine, spec, versions)
+    parts = _materialize_candidate(lake, engine, spec, versions)
     try:
         total = engine.rows("SELECT count(*) FROM candidate")[0][0]
         quality = check_table(lake, engine, spec, "candidate", run_id)
@@ -319,11 +328,17 @@ def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult
         meta = {"write_key": f"{spec.name}:{run_id}", "run_id": run_id, "inputs": versions, "definition": definition}
         if entry:
             meta["ledger"] = entry.as_meta()
+        # A split table is written part after part, each sorted on its own: its files' row groups are in
+        # write order part by part, which skips as many row groups as one sort would, and one part's sort
+        # fits in memory where the whole table's spilled tens of GB.
         order = ", ".join(f'"{c}"' for c in spec.write_order)
-        rows = "SELECT * FROM candidate" + (f" ORDER BY {order}" if order else "")
+        rows = [f"SELECT * FROM {part}" + (f" ORDER BY {order}" if order else "") for part in parts or ["candidate"]]
         version = engine.write_table(lake.store, spec, rows, mode="overwrite", meta=meta)
     finally:
-        engine.drop("candidate")
+        if parts:
+            engine.drop_view("candidate")
+        for table in parts or ["candidate"]:
+            engine.drop(table)
     if entry:
         entry.write_key = f"build:{spec.name}:v{version}"
         entry.table_version = version

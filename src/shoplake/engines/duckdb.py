@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -270,15 +270,12 @@ class DuckDBEngine:
         per_part = max(1, int(SPLIT_ROWS_PER_GB * limit / 2**30))
         return max(1, -(-rows // per_part))
 
-    def materialize(self, name: str, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None, *,
-                    append: bool = False) -> None:
+    def materialize(self, name: str, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> None:
         """Run `sql` once into a temporary table `name`, for several reads of the same result.
 
-        `params` are positional (`?`) or, as a mapping, named (`$name`). `append` adds the rows to the
-        table `name` made before (all of them or none).
+        `params` are positional (`?`) or, as a mapping, named (`$name`).
         """
-        statement = (f"INSERT INTO {_quote_ident(name)} {sql}" if append
-                     else f"CREATE OR REPLACE TEMP TABLE {_quote_ident(name)} AS {sql}")
+        statement = f"CREATE OR REPLACE TEMP TABLE {_quote_ident(name)} AS {sql}"
         try:
             self.con.execute(statement, params or [])
             return
@@ -361,14 +358,27 @@ class DuckDBEngine:
         return QueryError(_one_line(exc))
 
     # -- writing tables ----------------------------------------------------------------------------
-    def write_table(self, store: DeltaStore, spec: TableSpec, sql: str, *, mode: str, meta: dict[str, Any],
-                    params: Sequence[Any] | None = None) -> int:
-        """Stream the result of `sql` into `spec` as one Delta commit carrying `meta`; returns the version."""
-        reader = self.stream(sql, params)
+    def write_table(self, store: DeltaStore, spec: TableSpec, sql: str | Sequence[str], *, mode: str,
+                    meta: dict[str, Any], params: Sequence[Any] | None = None) -> int:
+        """Stream the result of `sql` (or of several queries, one after another) into `spec` as one Delta
+        commit carrying `meta`; returns the version."""
+        queries = [sql] if isinstance(sql, str) else list(sql)
+        first = self.stream(queries[0], params)
+        readers = [first]
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            # One result at a time: the next query runs once the previous one is read to the end.
+            yield from first
+            for query in queries[1:]:
+                readers.append(self.stream(query, params))
+                yield from readers[-1]
+
         try:
+            reader = first if len(queries) == 1 else pa.RecordBatchReader.from_batches(first.schema, batches())
             return store.write(spec.name, reader, mode=mode, meta=meta, description=spec.description)
         finally:
-            reader.close()
+            for opened in readers:
+                opened.close()
 
     # -- reading source files --------------------------------------------------------------------
     def read_source(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],

@@ -134,15 +134,10 @@ class SparkEngine:
         """One: Spark spills each stage of a large query itself, and a part would be one more pass."""
         return 1
 
-    def materialize(self, name: str, sql: str, params: Sequence[Any] | None = None, *,
-                    append: bool = False) -> None:
-        """Compute `sql` once (checkpointed) as the temporary view `name`, for several reads; `append` adds
-        its rows to those `name` holds."""
-        frame = self._frame(sql, params)
-        if append:
-            frame = self._cached[name].unionByName(frame)
-        frame = frame.localCheckpoint(eager=True)
+    def materialize(self, name: str, sql: str, params: Sequence[Any] | None = None) -> None:
+        """Compute `sql` once (checkpointed) as the temporary view `name`, for several reads."""
         self.drop(name)
+        frame = self._frame(sql, params).localCheckpoint(eager=True)
         self._cached[name] = frame
         self._register(name, frame)
 
@@ -185,15 +180,18 @@ class SparkEngine:
         return [tuple(row.values()) for row in self._collect(sql, params).to_pylist()]
 
     # -- writing tables ----------------------------------------------------------------------------
-    def write_table(self, store: DeltaStore, spec: TableSpec, sql: str, *, mode: str, meta: dict[str, Any],
-                    params: Sequence[Any] | None = None) -> int:
+    def write_table(self, store: DeltaStore, spec: TableSpec, sql: str | Sequence[str], *, mode: str,
+                    meta: dict[str, Any], params: Sequence[Any] | None = None) -> int:
         """Write the result of `sql` to `spec` in one Delta commit carrying `meta`; returns the version.
 
         Spark writes Parquet into a staging folder inside the table folder (invisible to Delta readers,
         which follow the log); the files then move next to the table's other files and `DeltaStore`
         commits them. Nothing is visible until that commit, so a failed job leaves only unreferenced files.
         """
-        frame = self._frame(sql, params)
+        queries = [sql] if isinstance(sql, str) else list(sql)
+        frame = self._frame(queries[0], params)
+        for query in queries[1:]:  # several queries: their union (Spark keeps no order across them)
+            frame = frame.unionByName(self._frame(query, params))
         target = store.path(spec.name)
         try:
             if self.settings.spark_delta_jars:
