@@ -329,8 +329,8 @@ def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult
         if entry:
             meta["ledger"] = entry.as_meta()
         # A split table is written part after part, each sorted on its own: its files' row groups are in
-        # write order part by part, which skips as many row groups as one sort would, and one part's sort
-        # fits in memory where the whole table's spilled tens of GB.
+        # write order part by part, which skips as many row groups as one sort would, and each sort holds
+        # one part instead of a second copy of the whole table.
         order = ", ".join(f'"{c}"' for c in spec.write_order)
         rows = [f"SELECT * FROM {part}" + (f" ORDER BY {order}" if order else "") for part in parts or ["candidate"]]
         version = engine.write_table(lake.store, spec, rows, mode="overwrite", meta=meta)
