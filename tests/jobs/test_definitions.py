@@ -26,8 +26,8 @@ def test_shipped_daily_covers_the_platform(workspace):
     daily = book.get("daily")
     assert daily.origin == "shipped"
     assert [t.name for t in daily.ordered()] == [
-        "ingest_products", "ingest_clickstream", "ingest_retail", "build", "train_segments", "train_rfm",
-        "train_propensity", "train_recommender", "train_clv", "score_propensity", "score_recommender", "score",
+        "ingest_products", "ingest_clickstream", "ingest_retail", "build", "train_propensity",
+        "train_recommender", "train_segments", "train_rfm", "train_clv", "score_propensity", "score_recommender", "score",
         "maintain", "verify"]
     assert {t.kind for t in daily.ordered()} == {"ingest", "build", "ml_train", "ml_score", "maintain", "verify"}
     assert daily.task("maintain").depends_on == ("score", "score_propensity", "score_recommender")

@@ -26,8 +26,10 @@ def _write_job(ws, jobs_env, **hooks) -> None:
                  "build": jobs_env.task("build", depends_on=upstream, retries=0, **hooks)}, max_parallel=3)
 
 
-def _all_locks_free(lake) -> bool:
-    return all(locks.is_free(lake, path.stem) for path in (lake / locks.LOCK_FOLDER).glob("*.lock"))
+def _held_locks(lake) -> list[str]:
+    """The lake's locks someone still holds, each with its last holder."""
+    return [f"{path.stem}: {locks.holder(lake, path.stem)}" for path in (lake / locks.LOCK_FOLDER).glob("*.lock")
+            if not locks.is_free(lake, path.stem)]
 
 
 def _snapshot(ws) -> dict:
@@ -67,13 +69,14 @@ def _wait(condition, what: str, seconds: float = DEADLINE) -> None:
 
 
 def _workers(lake: Path) -> list[int]:
-    """PIDs of task workers still running on this lake."""
+    """PIDs of task workers still running on this lake (what `ps` shows of them)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            # NUL-separated arguments, or one title with spaces (a worker forked from the warm server)
+            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").split()
         except OSError:
             continue
         if str(lake).encode() in argv and b"task" in argv and b"jobs" in argv:
@@ -137,7 +140,7 @@ def test_sigkill_mid_build_then_rerun_equals_a_clean_run(make_workspace, jobs_en
     else:  # the same runner through the Python API, tasks in this process (faster)
         result = _run_inline(ws, resume=killed_run if resume else None)
         assert result.ok
-    assert _all_locks_free(ws.lake_path)
+    assert _held_locks(ws.lake_path) == []
 
     after = _snapshot(ws)
     assert after["gold"] == clean["gold"]
@@ -164,4 +167,4 @@ def test_sigterm_stops_the_running_attempts_and_records_them(workspace, jobs_env
     assert not _workers(workspace.lake_path)
     (attempt,) = workspace.attempts()
     assert (attempt.task, attempt.attempt, attempt.status, attempt.error) == ("build", 1, "failed", "interrupted")
-    assert _all_locks_free(workspace.lake_path)
+    assert _held_locks(workspace.lake_path) == []

@@ -2,8 +2,9 @@
 
 How it works:
 
-- **One process per task attempt.** Each attempt runs `python -m shoplake ... jobs task ...` (the same
-  command a Databricks task runs), in its own process group. The runner's main thread starts and polls
+- **One process per task attempt.** Each attempt runs as `python -m shoplake ... jobs task ...` would (the
+  same command a Databricks task runs), in its own process group, forked from a server that has already
+  imported the heavy libraries (`workers.py`). The runner's main thread starts and polls
   these processes; nothing else runs in threads. A timeout is therefore enforceable: the attempt's process
   group gets SIGTERM, then SIGKILL after a grace period. The core is crash-safe (atomic Delta commits
   carrying idempotent write keys), so a killed attempt leaves nothing half-written for the retry.
@@ -47,6 +48,7 @@ from pathlib import Path
 
 from shoplake import locks
 from shoplake.errors import ConfigError, LockedError, is_transient
+from shoplake.jobs import workers
 from shoplake.jobs.definitions import IngestTask, JobDef, TaskDef
 from shoplake.jobs.history import Attempt, read_attempts, record_attempt, run_history
 from shoplake.jobs.tasks import TaskOutcome, execute
@@ -84,7 +86,7 @@ class TaskState:
     retryable: bool = False
     blocked: bool = False  # skipped because an upstream task failed (not for want of inputs)
     # Process bookkeeping of the running attempt.
-    proc: subprocess.Popen | None = field(default=None, repr=False)
+    proc: workers.Worker | None = field(default=None, repr=False)
     began: float = 0.0
     deadline: float = 0.0
     terminated_at: float | None = None
@@ -362,14 +364,17 @@ class _Runner:
             self._finish(state, self._run_inline(state))
             return
         assert self.workdir is not None, "a run in worker processes has a work folder"
+        if state.task.kind != "ingest":
+            # The fork server imports in the background from the first task past the ingests (which gain
+            # little from it: no MLflow, no scikit-learn), while that task runs as a command; the ingests,
+            # which share the 2 cores three at a time, do not share them with it as well.
+            workers.warm_up()
         state.result_file = self.workdir / f"{state.name}.{state.attempt}.json"
         state.log_file = self.workdir / f"{state.name}.{state.attempt}.log"
         command = worker_command(self.lake, self.job, state.task, run_id=self.run_id, attempt=state.attempt,
                                  landing=self.landing, result_file=state.result_file)
-        with open(state.log_file, "wb") as out:
-            # Its own process group, so a timeout can stop the worker and anything it started.
-            state.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                          env=worker_env(self.lake), start_new_session=True)
+        # In a session of its own, so a timeout can stop the worker and anything it started.
+        state.proc = workers.start(command, env=worker_env(self.lake), log_file=state.log_file)
 
     def _run_inline(self, state: TaskState) -> TaskOutcome:
         task = state.task
@@ -490,9 +495,15 @@ def worker_env(lake: Lake) -> dict[str, str]:
     return env
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+def _signal_group(proc: workers.Worker, sig: int) -> None:
+    try:
         os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        # A forked worker that has not yet made its own group (the first instants of its life).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(proc.pid, sig)
+    except PermissionError:
+        pass
 
 
 def _last_line(path: Path | None) -> str:

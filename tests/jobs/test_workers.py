@@ -1,0 +1,85 @@
+"""Task workers forked from the warm server: each must be what its command line would have started (its
+own arguments, environment, working folder, log file, session and exit code), and must not outlive the
+server's runner."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shoplake.jobs import workers
+
+JOB = """version: 1
+jobs:
+  {name}:
+    tasks:
+      v: {{kind: verify}}
+"""
+
+
+def _shoplake(*args: str) -> list[str]:
+    return [sys.executable, "-m", "shoplake", *args]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPLAKE_")}
+    env.update(NO_COLOR="1", COLUMNS="200", **extra)
+    return env
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "command"])
+def test_a_worker_gets_its_own_folder_environment_and_log(tmp_path, monkeypatch, fork):
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    (here / "shoplake-jobs.yaml").write_text(JOB.format(name="from_the_folder"))
+    (there / "jobs.yaml").write_text(JOB.format(name="from_the_environment"))
+    monkeypatch.chdir(here)
+    # The environment is the worker's own: a variable the runner's process does not have reaches it.
+    assert "SHOPLAKE_JOBS_FILE" not in os.environ
+    assert workers.server_ready(120)  # warmed up: from now on attempts are forked
+    log_file = tmp_path / "list.log"
+    log_file.write_text("left from an earlier attempt\n")
+    worker = workers.start(_shoplake("jobs", "list"), env=_env(), log_file=log_file, fork=fork)
+    assert isinstance(worker, workers.ForkedWorker) is fork
+    assert worker.wait(60) == 0
+    out = log_file.read_text()
+    assert "from_the_folder" in out and "from_the_environment" not in out, out
+    assert "left from an earlier attempt" not in out
+    assert "\x1b[" not in out  # NO_COLOR of its environment, not the colours of the server's terminal
+
+    worker = workers.start(_shoplake("jobs", "list"), env=_env(SHOPLAKE_JOBS_FILE=str(there / "jobs.yaml")),
+                           log_file=log_file, fork=fork)
+    assert worker.wait(60) == 0
+    out = log_file.read_text()
+    assert "from_the_environment" in out and "from_the_folder" not in out, out
+
+    worker = workers.start(_shoplake("describe", "gold.no_such_table"), env=_env(), log_file=log_file, fork=fork)
+    assert worker.wait(60) == 1
+    assert log_file.read_text().startswith("error:")
+
+
+def test_a_forked_worker_leads_its_own_group_and_shows_its_command(tmp_path):
+    assert workers.server_ready(120)
+    worker = workers.start(_shoplake("jobs", "task", "--task", "x", "--parent-pid", str(os.getpid()), "verify"),
+                           env=_env(SHOPLAKE_LAKE=str(tmp_path / "lake")), log_file=tmp_path / "w.log")
+    deadline = time.monotonic() + 30
+    while worker.poll() is None and time.monotonic() < deadline:
+        try:
+            title = Path(f"/proc/{worker.pid}/cmdline").read_bytes().decode()
+            group = os.getpgid(worker.pid)
+        except (OSError, ProcessLookupError):
+            break
+        if title.startswith(f"{sys.executable} -m shoplake jobs task") and group == worker.pid:
+            # Its parent is the fork server, whose PID replaced the runner's for --parent-pid.
+            assert f"--parent-pid {os.getpid()} " not in title
+            os.killpg(worker.pid, signal.SIGKILL)  # the group it leads
+            assert worker.wait(10) == -signal.SIGKILL
+            return
+        time.sleep(0.01)
+    pytest.fail(f"the worker never showed its command (exit {worker.poll()}): {(tmp_path / 'w.log').read_text()}")
