@@ -27,8 +27,8 @@ def test_shipped_daily_covers_the_platform(workspace):
     assert daily.origin == "shipped"
     assert [t.name for t in daily.ordered()] == [
         "ingest_products", "ingest_clickstream", "ingest_retail", "build", "train_propensity",
-        "train_recommender", "train_segments", "train_rfm", "train_clv", "score_propensity", "score_recommender", "score",
-        "maintain", "verify"]
+        "train_recommender", "train_segments", "train_rfm", "train_clv", "score_propensity", "score_recommender",
+        "score", "maintain", "verify"]
     assert {t.kind for t in daily.ordered()} == {"ingest", "build", "ml_train", "ml_score", "maintain", "verify"}
     assert daily.task("maintain").depends_on == ("score", "score_propensity", "score_recommender")
     assert daily.task("verify").depends_on == ("maintain",)  # last: reconciles what the run (and maintenance) wrote

@@ -413,3 +413,41 @@ def test_funnel_entries_built_in_parts_of_users_equal_the_entries_built_at_once(
     for run in runs:
         keys = [tuple(row[c] for c in spec.write_order) for row in run]
         assert keys == sorted(keys)
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_a_split_table_is_checked_for_duplicates_part_by_part_with_the_same_count(funnel_shop, tmp_path,
+                                                                                   monkeypatch, parts):
+    """The grain's uniqueness groups by user_id, the split column: its duplicates never span two parts, so a
+    split build counts them one part at a time (the whole table's groups need not fit in memory) and finds
+    as many as a build at once."""
+    from dataclasses import replace
+
+    from shoplake.catalog import Catalog
+    from shoplake.engines.duckdb import DuckDBEngine
+
+    from .shop import Shop
+
+    name = "gold.funnel_vp_same_session_entries"
+    spec = funnel_shop.lake.catalog.get(name)
+    # Every entry of an even user twice: the uniqueness check must fail on exactly those rows.
+    doubled = replace(spec, sql_text=f"SELECT * FROM ({spec.sql_text}) AS e UNION ALL "
+                                     f"SELECT * FROM ({spec.sql_text}) AS e WHERE user_id % 2 = 0")
+    catalog = Catalog(doubled if s.name == name else s for s in funnel_shop.lake.catalog)
+    monkeypatch.setattr(DuckDBEngine, "parts_for", lambda self, rows: parts)
+    views = []
+    define_view = DuckDBEngine.define_view
+    monkeypatch.setattr(DuckDBEngine, "define_view",
+                        lambda self, view, sql: views.append((view, sql)) or define_view(self, view, sql))
+    shop = Shop(tmp_path, catalog)
+    shop.ingest("clickstream", CLICKSTREAM_HEADER, *ROWS)
+    shop.build("silver.events")
+    result = shop.build(name)[name]
+    assert result.status == "failed" and "check failed: unique_" in result.message
+    expected = funnel_shop.query(f"SELECT count(*) AS n FROM {name} WHERE user_id % 2 = 0")[0]["n"]
+    (failed,) = [r["rows_failed"] for r in shop.query("SELECT * FROM ops.data_quality")
+                 if r["table_name"] == name and r["rule"].startswith("unique_")]
+    assert expected > 0 and failed == expected
+    per_part = [sql for view, sql in views if view == "candidate" and "UNION" not in sql]
+    assert per_part == ([] if parts == 1 else [f"SELECT * FROM candidate_part_{i}" for i in range(parts)])
+    assert shop.lake.store.version(name) is None  # nothing was written

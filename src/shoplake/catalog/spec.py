@@ -53,13 +53,16 @@ class Check:
 
     `failing_sql` is a boolean SQL expression over one row that is TRUE when the row breaks the rule
     (row-level rules), or, for `kind == "query"`, a query returning the failing rows of the candidate
-    table `candidate` (table-level rules such as grain uniqueness).
+    table `candidate` (table-level rules such as grain uniqueness). `keys`: columns a query rule groups the
+    rows by (uniqueness), so its failing rows never mix two values of them: a table built in parts of one
+    of them (`TableSpec.split_by`) is checked part by part.
     """
 
     name: str
     kind: Literal["row", "query"]
     failing_sql: str
     action: Action = "warn"
+    keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind == "query" and self.action == "quarantine":
@@ -98,7 +101,8 @@ def row_rule(name: str, failing_sql: str, *, action: Action = "warn") -> Check:
 def unique(*columns: str, action: Action = "fail") -> Check:
     keys = ", ".join(columns)
     return Check(f"unique_{'_'.join(columns)}", "query",
-                 f"SELECT {keys}, count(*) AS n FROM candidate GROUP BY {keys} HAVING count(*) > 1", action)
+                 f"SELECT {keys}, count(*) AS n FROM candidate GROUP BY {keys} HAVING count(*) > 1", action,
+                 keys=columns)
 
 
 def query_rule(name: str, failing_rows_sql: str, *, action: Action = "warn") -> Check:
