@@ -34,7 +34,8 @@ DATA_LINES = 10  # lines 2..12 except the blank line 3 (line 5 is inside quotes:
 def _scan(path, fmt):
     scan = scan_csv(path, fmt, expected_fields=3, encoding="utf-8", display=str(path))
     found = ({i + 1: r for i, r in scan.set_aside.items()}, scan.data_lines, scan.multiline_records,
-             scan.starts.tolist(), np.flatnonzero(scan.continuation).tolist(), scan.mixed_line_ends)
+             scan.locate(np.arange(scan.physical_lines + 1))[0].tolist(), scan.continuation_lines().tolist(),
+             scan.mixed_line_ends)
     return scan, found
 
 

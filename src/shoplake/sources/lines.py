@@ -76,51 +76,88 @@ class BrokenLine:
 
 @dataclass
 class LineScan:
-    """Where the physical lines of one CSV file start, and which of them form records."""
+    """Where the physical lines of one CSV file are, and which of them form records.
 
-    starts: np.ndarray  # byte offset of every physical line (decompressed), plus the end offset
-    content_lengths: np.ndarray  # bytes of each line without LF / CRLF
-    blank: np.ndarray  # per line
-    continuation: np.ndarray  # per line: inside a record that began on an earlier line
+    Nothing is kept per line: memory is two numbers per scanned block plus the exceptional lines (blank,
+    set aside, multi-line records), so a file of any length is scanned in bounded memory (at 100M lines,
+    arrays per line took 1.8 GB). A line's bytes are found again by reading its block of the plain file.
+    """
+
+    physical_lines: int
+    end_offset: int  # bytes of the file, uncompressed
+    block_lines: np.ndarray  # 0-based index of the first line of each scanned block, in order
+    block_offsets: np.ndarray  # byte offset of that line (decompressed)
+    blank_lines: np.ndarray  # sorted 0-based indexes of the blank lines
     set_aside: dict[int, str]  # 0-based line index -> reason
     encoding: str
     plain: Path  # the file's bytes uncompressed: the file itself, or the copy made while scanning a gzip file
     spool_dir: Path | None = None  # where temporary copies go
     mixed_line_ends: bool = False  # some lines end in CRLF, others in LF
-    multiline_records: int = 0
+    records: dict[int, int] = field(default_factory=dict)  # a multi-line record: its first line -> its last
     _cleanup: list[Path] = field(default_factory=list)
 
     @property
-    def physical_lines(self) -> int:
-        return len(self.starts) - 1
+    def multiline_records(self) -> int:
+        return len(self.records)
+
+    def continuation_lines(self) -> np.ndarray:
+        """Sorted 0-based lines inside a record that began on an earlier line."""
+        if not self.records:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.arange(first + 1, last + 1, dtype=np.int64)
+                               for first, last in sorted(self.records.items())])
 
     @property
     def data_lines(self) -> int:
         """Lines after the header, except blank lines outside quoted fields: what destinations must sum to."""
-        outside_blank = self.blank & ~self.continuation
-        return int(self.physical_lines - 1 - np.count_nonzero(outside_blank[1:]))
+        blank = self.blank_lines[self.blank_lines > 0]
+        outside = np.count_nonzero(~np.isin(blank, self.continuation_lines()))
+        return int(self.physical_lines - 1 - outside)
 
-    def units(self) -> np.ndarray:
-        """0-based first lines of what a CSV parser sees as one line each, in order, over the parse input.
-
-        The header, every blank line outside a record and every record (one per multi-line record); lines
-        set aside are not in the parse input.
-        """
-        keep = ~self.continuation
-        keep[list(self.set_aside)] = False
-        return np.flatnonzero(keep)
+    def excluded_units(self, *, multiline: bool = True) -> np.ndarray:
+        """Sorted lines that are not the first line of what a CSV parser sees as one line: lines set aside
+        (not in the parse input) and, for a parser reading quoted fields across lines, continuation lines."""
+        aside = np.array(sorted(self.set_aside), dtype=np.int64)
+        return np.union1d(aside, self.continuation_lines()) if multiline else aside
 
     def spans(self, first_lines: np.ndarray) -> np.ndarray:
         """Physical lines covered by the records starting at `first_lines` (0-based)."""
-        is_start = ~self.continuation
-        next_start = np.append(np.flatnonzero(is_start), self.physical_lines)
-        position = np.searchsorted(next_start, first_lines, side="right")
-        return next_start[position] - first_lines
+        if not self.records:
+            return np.ones(len(first_lines), dtype=np.int64)
+        return np.array([self.records.get(int(f), int(f)) - int(f) + 1 for f in first_lines], dtype=np.int64)
+
+    def locate(self, lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(byte offset, bytes without the line end) of each 0-based line in `lines`; a line equal to
+        `physical_lines` is the end of the file (offset `end_offset`, length 0). Reads each block that holds
+        one of them once."""
+        lines = np.asarray(lines, dtype=np.int64)
+        starts, lengths = np.zeros(len(lines), dtype=np.int64), np.zeros(len(lines), dtype=np.int64)
+        at_end = lines >= self.physical_lines
+        starts[at_end] = self.end_offset
+        inside = np.flatnonzero(~at_end)
+        blocks = np.searchsorted(self.block_lines, lines[inside], side="right") - 1
+        bounds = np.append(self.block_offsets, self.end_offset)
+        with open(self.plain, "rb") as handle:
+            for block in np.unique(blocks):
+                begin, end = int(bounds[block]), int(bounds[block + 1])
+                handle.seek(begin)
+                data = np.frombuffer(handle.read(end - begin), dtype=np.uint8)
+                ends = np.flatnonzero(data == _LF)
+                if len(ends) == 0 or ends[-1] != len(data) - 1:
+                    ends = np.append(ends, len(data))  # the file's last line, without LF
+                line_starts = np.concatenate(([0], ends[:-1] + 1))
+                wanted = inside[blocks == block]
+                local = lines[wanted] - int(self.block_lines[block])
+                first, stop = line_starts[local], ends[local]
+                has_cr = (stop > first) & (data[np.maximum(stop - 1, 0)] == _CR)
+                starts[wanted] = begin + first
+                lengths[wanted] = stop - first - has_cr
+        return starts, lengths
 
     def raw(self, line_index: int) -> bytes:
         """The bytes of one physical line (0-based) as in the file, without its line end."""
-        start = int(self.starts[line_index])
-        return self.read(start, start + int(self.content_lengths[line_index]))
+        (start,), (length,) = self.locate(np.array([line_index]))
+        return self.read(int(start), int(start + length))
 
     def read(self, start: int, end: int) -> bytes:
         """Bytes `start:end` of the file, uncompressed."""
@@ -129,13 +166,24 @@ class LineScan:
             return handle.read(end - start)
 
     def set_aside_lines(self) -> list[BrokenLine]:
-        return [BrokenLine(i + 1, reason, self.raw(i)) for i, reason in sorted(self.set_aside.items())]
+        lines = np.array(sorted(self.set_aside), dtype=np.int64)
+        starts, lengths = self.locate(lines)
+        return [BrokenLine(int(i) + 1, self.set_aside[int(i)], self.read(int(s), int(s + n)))
+                for i, s, n in zip(lines, starts, lengths, strict=True)]
 
     def close(self) -> None:
         for path in self._cleanup:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         self._cleanup.clear()
+
+
+def kept_lines(excluded: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The `positions`-th (0-based) integers from 0 up that are not in the sorted, distinct `excluded`:
+    the k-th kept line is k plus the excluded lines at or below it, found without listing the kept ones."""
+    shifted = excluded - np.arange(len(excluded), dtype=np.int64)  # non-decreasing
+    positions = np.asarray(positions, dtype=np.int64)
+    return positions + np.searchsorted(shifted, positions, side="right")
 
 
 def _raw_chunks(path: Path, fmt: str, *, display: str) -> Iterator[bytes]:
@@ -222,7 +270,10 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
             uncompressed while it is scanned: the parser then reads plain bytes, in parallel, instead of
             inflating the file a second time on one thread; refused lines are read back from it.
     """
-    starts_parts, lengths_parts, odd_parts, flags_parts = [], [], [], []
+    block_lines: list[int] = []
+    block_offsets: list[int] = []
+    odd_parts: list[np.ndarray] = []  # line indexes with an odd number of quotes
+    blank_parts: list[np.ndarray] = []
     set_aside: dict[int, str] = {}
     decoder_check = _decodable_check(encoding)
     offset = 0  # of the next region in the decompressed stream
@@ -280,10 +331,10 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
                 global_index = line_base + int(index)
                 if global_index > 0 and bytes(region[starts[index]: starts[index] + lengths[index]]) == header_content:
                     set_aside.setdefault(global_index, "repeated_header")
-        starts_parts.append(starts + offset)
-        lengths_parts.append(lengths.astype(np.int64))
-        odd_parts.append(odd)  # only the parity of a line's quotes matters
-        flags_parts.append(lengths == 0)
+        block_lines.append(line_base)
+        block_offsets.append(offset)
+        odd_parts.append(np.flatnonzero(odd) + line_base)  # only the parity of a line's quotes matters
+        blank_parts.append(np.flatnonzero(lengths == 0) + line_base)
         line_base += len(starts)
         offset += end - begin
 
@@ -313,9 +364,10 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
             raise SourceFormatError(f"{display}: the header line has a {set_aside[0].replace('_', ' ')} problem; "
                                     f"expected a plain CSV header line ending in LF or CRLF (are the line ends "
                                     f"CR alone? convert them); nothing was written")
-        starts = np.append(np.concatenate(starts_parts), offset)
-        scan = LineScan(starts=starts, content_lengths=np.concatenate(lengths_parts),
-                        blank=np.concatenate(flags_parts), continuation=np.zeros(line_base, dtype=bool),
+        scan = LineScan(physical_lines=line_base, end_offset=offset,
+                        block_lines=np.array(block_lines, dtype=np.int64),
+                        block_offsets=np.array(block_offsets, dtype=np.int64),
+                        blank_lines=np.concatenate(blank_parts).astype(np.int64),
                         set_aside=set_aside, encoding=encoding, mixed_line_ends=all(line_ends),
                         plain=plain_copy or path, spool_dir=spool_dir)
         if plain_copy is not None:
@@ -324,7 +376,7 @@ def scan_csv(path: Path, fmt: str, *, expected_fields: int | None, encoding: str
         if plain_copy is not None:
             plain_copy.unlink(missing_ok=True)
         raise
-    odd = np.flatnonzero(np.concatenate(odd_parts))
+    odd = np.concatenate(odd_parts).astype(np.int64)
     odd = odd[odd > 0]
     if len(odd):
         _pair_quoted_lines(scan, odd, expected_fields)
@@ -359,21 +411,23 @@ def _pair_quoted_lines(scan: LineScan, odd: np.ndarray, expected_fields: int | N
     Loops over odd lines only (rare), not over all lines.
     """
     pending = [int(i) for i in odd if int(i) not in scan.set_aside]
+    starts, lengths = scan.locate(np.array(pending, dtype=np.int64))  # one read of each block holding one
+    where = {line: (int(start), int(start + length)) for line, start, length in zip(pending, starts, lengths,
+                                                                                    strict=True)}
     i = 0
     while i < len(pending):
         first = pending[i]
         last = pending[i + 1] if i + 1 < len(pending) else None
-        if last is not None and _is_one_record(scan, first, last, expected_fields):
-            scan.continuation[first + 1: last + 1] = True
-            scan.multiline_records += 1
+        if last is not None and _is_one_record(scan, first, last, where[first][0], where[last][1], expected_fields):
+            scan.records[first] = last
             i += 2
         else:
             scan.set_aside[first] = "unterminated_quote"
             i += 1
 
 
-def _is_one_record(scan: LineScan, first: int, last: int, expected_fields: int | None) -> bool:
-    start, end = int(scan.starts[first]), int(scan.starts[last]) + int(scan.content_lengths[last])
+def _is_one_record(scan: LineScan, first: int, last: int, start: int, end: int, expected_fields: int | None) -> bool:
+    """Whether lines `first` to `last` (bytes `start:end`) make one CSV record."""
     if end - start > MAX_LINE_BYTES or last - first + 1 > MAX_RECORD_LINES:
         return False
     if any(first < line <= last for line in scan.set_aside):
@@ -408,11 +462,15 @@ def write_parse_input(scan: LineScan) -> tuple[Path, str]:
     name = _temp_file(scan.spool_dir, "shoplake-parse-")
     scan._cleanup.append(name)
     decoder = codecs.getincrementaldecoder(scan.encoding)() if scan.encoding != "utf-8" else None
+    aside = np.array(sorted(scan.set_aside), dtype=np.int64)
+    starts, _ = scan.locate(np.concatenate((aside, aside + 1)))
+    begins = dict(zip(aside.tolist(), starts[: len(aside)].tolist(), strict=True))
+    afters = dict(zip(aside.tolist(), starts[len(aside):].tolist(), strict=True))
     with open(name, "wb") as out, open(scan.plain, "rb") as handle:
         position = 0
         pending_cr = b""
-        for line in [*sorted(scan.set_aside), None]:
-            end = int(scan.starts[line]) if line is not None else int(scan.starts[-1])
+        for line in [*aside.tolist(), None]:
+            end = begins[line] if line is not None else scan.end_offset
             handle.seek(position)
             size = end - position
             while size > 0:
@@ -428,7 +486,7 @@ def write_parse_input(scan: LineScan) -> tuple[Path, str]:
                     block = block[: len(block) - len(pending_cr)].replace(b"\r\n", b"\n")
                 out.write(block)
             if line is not None:
-                position = int(scan.starts[line + 1])
+                position = afters[line]
         out.write(pending_cr)
     return name, "csv"
 
@@ -446,21 +504,17 @@ class LineAccount:
         self.parser_rejects: list[tuple[int, str]] = []  # (1-based line number in the parse input, reason)
         # Set by an engine whose refusals are only known once its reader is consumed.
         self.before_check: Callable[[], None] | None = None
-        self._readable: np.ndarray | None = None
+        self._readable: np.ndarray | None = None  # lines beginning no readable row (`_unreadable`)
 
     @property
     def physical_lines(self) -> int | None:
         """The file's physical data lines, as counted by the scan (None for Parquet: count its rows)."""
         return self.scan.data_lines if self.scan is not None else None
 
-    def units(self) -> np.ndarray:
-        """0-based physical first line of each line the parser counts in its input."""
+    def _excluded_units(self) -> np.ndarray:
+        """Sorted lines that do not begin a line of the parser's input (see `LineScan.excluded_units`)."""
         assert self.scan is not None
-        if self.multiline:
-            return self.scan.units()
-        keep = np.ones(self.scan.physical_lines, dtype=bool)
-        keep[list(self.scan.set_aside)] = False
-        return np.flatnonzero(keep)
+        return self.scan.excluded_units(multiline=self.multiline)
 
     def _spans(self, first_lines: np.ndarray) -> np.ndarray:
         if self.multiline:
@@ -469,8 +523,9 @@ class LineAccount:
         return np.ones(len(first_lines), dtype=np.int64)
 
     def _rejected_units(self) -> np.ndarray:
-        units = self.units()
-        return np.array([units[line - 1] for line, _ in self.parser_rejects], dtype=np.int64)
+        """0-based first lines of the records the parser refused (it numbers its input's lines from 1)."""
+        numbers = np.array([line for line, _ in self.parser_rejects], dtype=np.int64)
+        return kept_lines(self._excluded_units(), numbers - 1)
 
     def _collect(self) -> None:
         if self.before_check is not None:
@@ -484,30 +539,37 @@ class LineAccount:
         self._collect()
         found = self.scan.set_aside_lines()
         firsts = self._rejected_units()
-        for first, span, (_, reason) in zip(firsts, self._spans(firsts), self.parser_rejects, strict=True):
-            last = int(first + span - 1)
-            raw = self.scan.read(int(self.scan.starts[first]),
-                                 int(self.scan.starts[last] + self.scan.content_lengths[last]))
+        spans = self._spans(firsts)
+        starts, _ = self.scan.locate(firsts)
+        last_starts, last_lengths = self.scan.locate(firsts + spans - 1)
+        for first, span, start, last_start, last_length, (_, reason) in zip(
+                firsts, spans, starts, last_starts, last_lengths, self.parser_rejects, strict=True):
+            raw = self.scan.read(int(start), int(last_start + last_length))
             found.append(BrokenLine(int(first) + 1, reason, raw, int(span)))
         return sorted(found, key=lambda b: b.line)
 
     def __call__(self) -> list[BrokenLine]:
         return self.rejected()
 
-    def readable_units(self) -> np.ndarray:
-        """0-based first lines of the rows the parser returned, in order (once its refusals are known)."""
-        self._collect()
+    def _unreadable(self) -> np.ndarray:
+        """Sorted lines that begin no readable row: not parser lines, the header, blank lines the parser
+        skips, and the records it refused."""
         if self._readable is None:
-            units = self.units()
-            units = units[units > 0]
+            self._collect()
             assert self.scan is not None
-            units = units[~self.scan.blank[units]]
-            self._readable = units[~np.isin(units, self._rejected_units())]
+            excluded = self._excluded_units()
+            blank = self.scan.blank_lines[~np.isin(self.scan.blank_lines, excluded)]
+            self._readable = np.union1d(np.union1d(excluded, blank), np.append(self._rejected_units(), 0))
         return self._readable
+
+    def readable_rows(self) -> int:
+        """How many rows the parser should return, from the scan alone (once its refusals are known)."""
+        assert self.scan is not None
+        return self.scan.physical_lines - len(self._unreadable())
 
     def row_lines(self, source_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(1-based first physical line, physical lines spanned) of readable rows numbered `source_rows`."""
-        firsts = self.readable_units()[np.asarray(source_rows, dtype=np.int64) - 1]
+        firsts = kept_lines(self._unreadable(), np.asarray(source_rows, dtype=np.int64) - 1)
         return firsts + 1, self._spans(firsts)
 
     def check(self, readable_rows: int, display: str) -> None:
@@ -515,7 +577,7 @@ class LineAccount:
         if self.scan is None:
             return
         self._collect()
-        expected = len(self.readable_units())
+        expected = self.readable_rows()
         if readable_rows != expected:
             raise SourceFormatError(
                 f"{display}: the CSV parser read {readable_rows:,} rows and refused {len(self.parser_rejects):,}, "
