@@ -352,7 +352,8 @@ def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult
         # one part instead of a second copy of the whole table.
         order = ", ".join(f'"{c}"' for c in spec.write_order)
         rows = [f"SELECT * FROM {part}" + (f" ORDER BY {order}" if order else "") for part in parts or ["candidate"]]
-        version = engine.write_table(lake.store, spec, rows, mode="overwrite", meta=meta)
+        # The rows are stored already: the write only reads and sorts them (`scans_stored`).
+        version = engine.write_table(lake.store, spec, rows, mode="overwrite", meta=meta, scans_stored=True)
     finally:
         if parts:
             engine.drop_view("candidate")

@@ -414,3 +414,22 @@ def test_parts_for_a_split_build_grow_with_the_rows_and_shrink_with_the_memory_l
             assert [engine.parts_for(n) for n in (0, 1, per_part, per_part + 1)] == [1, 1, 1, 2]
             counts[limit] = engine.parts_for(42_000_000)
     assert counts["1GB"] > counts["4GB"] > 1
+
+
+def test_a_write_of_stored_rows_leaves_part_of_the_memory_limit_to_the_delta_writer(tmp_path):
+    from shoplake.catalog import default_catalog
+    from shoplake.engines.duckdb import WRITE_MEMORY_SHARE, DuckDBEngine, _size_bytes
+
+    store = DeltaStore(tmp_path)
+    spec = default_catalog().get("gold.daily_funnel")  # only its name is used: the rows are the query's
+    limit_now = "SELECT current_setting('memory_limit') AS limit_in_query"
+    seen = {}
+    with DuckDBEngine(Settings(lake=tmp_path, memory_limit="1GB", spill_dir=tmp_path / "spill"), store) as engine:
+        before = engine.rows(limit_now)[0][0]
+        for scans_stored in (True, False):
+            engine.write_table(store, spec, limit_now, mode="overwrite", meta={"write_key": str(scans_stored)},
+                               scans_stored=scans_stored)
+            seen[scans_stored] = DeltaTable(str(store.path(spec.name))).to_pyarrow_table()["limit_in_query"][0].as_py()
+            assert engine.rows(limit_now)[0][0] == before  # the configured limit is back after the write
+    assert _size_bytes(seen[False]) == _size_bytes(before)
+    assert _size_bytes(seen[True]) == pytest.approx(WRITE_MEMORY_SHARE * 1e9, rel=0.06)  # shown rounded

@@ -76,7 +76,10 @@ class Engine(Protocol):
     def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]: ...
 
     def write_table(self, store: DeltaStore, spec: TableSpec, sql: str | Sequence[str], *, mode: str,
-                    meta: dict[str, Any], params: Sequence[Any] | None = None) -> int: ...
+                    meta: dict[str, Any], params: Sequence[Any] | None = None, scans_stored: bool = False) -> int:
+        """Write the rows of `sql` as one commit; `scans_stored` says the queries only read rows the
+        session already holds (an engine may then leave more of its memory to the writer)."""
+        ...
 
     def read_source(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
                     columns: Sequence[SourceColumn], *, display: str,

@@ -50,6 +50,10 @@ def _files_scan(uris: Sequence[str]) -> exp.Expression:
 
 # Input rows per GB of memory_limit in one part of a split build (`parts_for`): 2GB gives 8M-row parts.
 SPLIT_ROWS_PER_GB = 4_000_000
+# The share of memory_limit a write of stored rows runs under (`write_table(scans_stored=True)`): the Delta
+# writer buffers row groups outside DuckDB's limit. Writing the product funnel entries of 10M events (two
+# sorted parts) peaked at 2,995 MiB at the full 2GB limit and at 2,092 MiB at 1GB (bench/RESULTS.md).
+WRITE_MEMORY_SHARE = 0.5
 _SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGT]?)(i?)B\s*$", re.IGNORECASE)
 
 
@@ -359,9 +363,30 @@ class DuckDBEngine:
 
     # -- writing tables ----------------------------------------------------------------------------
     def write_table(self, store: DeltaStore, spec: TableSpec, sql: str | Sequence[str], *, mode: str,
-                    meta: dict[str, Any], params: Sequence[Any] | None = None) -> int:
+                    meta: dict[str, Any], params: Sequence[Any] | None = None, scans_stored: bool = False) -> int:
         """Stream the result of `sql` (or of several queries, one after another) into `spec` as one Delta
-        commit carrying `meta`; returns the version."""
+        commit carrying `meta`; returns the version.
+
+        `scans_stored`: the queries only read (and sort) rows the session already holds. DuckDB then runs
+        them under a share of its memory limit (`WRITE_MEMORY_SHARE`), because the Delta writer, which
+        encodes and buffers the same rows beside it, is outside that limit.
+        """
+        if not scans_stored:
+            return self._write_table(store, spec, sql, mode=mode, meta=meta, params=params)
+        configured = self.settings.memory_limit or self.rows("SELECT current_setting('memory_limit')")[0][0]
+        share = int(_size_bytes(self.rows("SELECT current_setting('memory_limit')")[0][0]) * WRITE_MEMORY_SHARE)
+        try:
+            self.con.execute(f"SET memory_limit = '{share}B'")
+        except duckdb.Error as exc:  # it could not evict enough to get under the share: write at the full limit
+            log.debug("write of %s at the full memory limit: %s", spec.name, _one_line(exc))
+        try:
+            return self._write_table(store, spec, sql, mode=mode, meta=meta, params=params)
+        finally:
+            # The configured text, not the setting read back: DuckDB shows it rounded ('1.8 GiB' for 2GB).
+            self.con.execute(f"SET memory_limit = '{configured}'")
+
+    def _write_table(self, store: DeltaStore, spec: TableSpec, sql: str | Sequence[str], *, mode: str,
+                     meta: dict[str, Any], params: Sequence[Any] | None) -> int:
         queries = [sql] if isinstance(sql, str) else list(sql)
         first = self.stream(queries[0], params)
         readers = [first]

@@ -181,8 +181,9 @@ class SparkEngine:
 
     # -- writing tables ----------------------------------------------------------------------------
     def write_table(self, store: DeltaStore, spec: TableSpec, sql: str | Sequence[str], *, mode: str,
-                    meta: dict[str, Any], params: Sequence[Any] | None = None) -> int:
+                    meta: dict[str, Any], params: Sequence[Any] | None = None, scans_stored: bool = False) -> int:
         """Write the result of `sql` to `spec` in one Delta commit carrying `meta`; returns the version.
+        (`scans_stored` changes nothing here: Spark's executors write the files, not this process.)
 
         Spark writes Parquet into a staging folder inside the table folder (invisible to Delta readers,
         which follow the log); the files then move next to the table's other files and `DeltaStore`
