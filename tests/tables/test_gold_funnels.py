@@ -451,3 +451,45 @@ def test_a_split_table_is_checked_for_duplicates_part_by_part_with_the_same_coun
     per_part = [sql for view, sql in views if view == "candidate" and "UNION" not in sql]
     assert per_part == ([] if parts == 1 else [f"SELECT * FROM candidate_part_{i}" for i in range(parts)])
     assert shop.lake.store.version(name) is None  # nothing was written
+
+
+def test_a_commit_to_the_input_between_two_parts_is_not_read_by_the_build(funnel_shop, tmp_path, monkeypatch):
+    """Every part of a split build reads the input versions bound before the first part: another process
+    that ingests and builds `silver.events` while the parts run changes nothing in this build (no part
+    sees rows the others miss), and the next build sees the new rows."""
+    import subprocess
+    import sys
+
+    from shoplake.engines.duckdb import DuckDBEngine
+
+    from .shop import Shop
+
+    name = "gold.funnel_vp_same_session_entries"
+    monkeypatch.setattr(DuckDBEngine, "parts_for", lambda self, rows: 3)
+    shop = Shop(tmp_path / "shop", funnel_shop.lake.catalog)
+    shop.ingest("clickstream", CLICKSTREAM_HEADER, *ROWS)
+    shop.build("silver.events")
+    bound = shop.lake.store.version("silver.events")
+    # User 301 (part 1 of 3) views and buys product 1 in one session: one more entry in every part's view.
+    late = shop.csv(CLICKSTREAM_HEADER, ev("2019-10-01 16:00:00", "view", 1, 301, "s301"),
+                    ev("2019-10-01 16:05:00", "purchase", 1, 301, "s301"))
+    other_writer = [sys.executable, "-m", "shoplake", "--lake", str(shop.lake.settings.lake)]
+    materialize = DuckDBEngine.materialize
+
+    def then_another_process_commits(self, table, sql, params=None):
+        materialize(self, table, sql, params)
+        if table == "candidate_part_0":
+            for command in (["ingest", "clickstream", str(late)], ["build", "silver.events"]):
+                done = subprocess.run(other_writer + command, capture_output=True, text=True, timeout=120)
+                assert done.returncode == 0, done.stderr
+            assert shop.lake.store.version("silver.events") > bound  # committed while this build runs
+
+    monkeypatch.setattr(DuckDBEngine, "materialize", then_another_process_commits)
+    assert shop.build(name)[name].status == "built"
+    monkeypatch.setattr(DuckDBEngine, "materialize", materialize)
+    assert not shop.query(f"SELECT * FROM {name} WHERE user_id = 301")
+    assert shop.lake.store.last_write(name).meta["inputs"]["silver.events"] == bound
+    assert sorted(map(repr, shop.query(f"SELECT * FROM {name}"))) == \
+        sorted(map(repr, funnel_shop.query(f"SELECT * FROM {name}")))
+    assert shop.build(name)[name].status == "built"  # its input changed: built again, with user 301
+    assert {row["step"] for row in shop.query(f"SELECT * FROM {name} WHERE user_id = 301")} == {1, 2}
