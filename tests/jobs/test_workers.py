@@ -83,3 +83,27 @@ def test_a_forked_worker_leads_its_own_group_and_shows_its_command(tmp_path):
             return
         time.sleep(0.01)
     pytest.fail(f"the worker never showed its command (exit {worker.poll()}): {(tmp_path / 'w.log').read_text()}")
+
+
+def _start_method_after_reset(out) -> None:
+    import multiprocessing
+
+    workers.like_a_new_interpreter()
+    out.send(multiprocessing.get_start_method())
+
+
+def test_a_forked_worker_starts_processes_and_makes_locks_as_a_new_interpreter_would():
+    """A fork server's children inherit its start method; a worker resets it to a new interpreter's, so the
+    locks libraries make are not registered with the runner's resource tracker (which warned of leaks)."""
+    import multiprocessing
+    import subprocess
+
+    fresh = subprocess.run([sys.executable, "-c", "import multiprocessing; print(multiprocessing.get_start_method())"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    context = multiprocessing.get_context("forkserver")
+    ours, theirs = context.Pipe()
+    child = context.Process(target=_start_method_after_reset, args=(theirs,))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
+    assert ours.recv() == fresh != "forkserver"

@@ -176,7 +176,17 @@ def _run_forked(command: list[str], env: dict[str, str], cwd: str, log_file: str
     os.environ.clear()
     os.environ.update(env)
     sys.argv = [str(Path(sys.executable).with_name("shoplake")), *args]
-    logging.getLogger().handlers.clear()  # the server's, if any: the CLI configures its own
+    like_a_new_interpreter()
     from shoplake.cli.app import run
 
     run()
+
+
+def like_a_new_interpreter() -> None:
+    """Undo in a forked worker what the fork server's children inherit and a new interpreter lacks."""
+    logging.getLogger().handlers.clear()  # the server's, if any: the CLI configures its own
+    # A fork server's child has "forkserver" as its start method. With it, every multiprocessing lock a
+    # library makes is a named semaphore registered with the runner's resource tracker, and the worker,
+    # which leaves without interpreter teardown, never unregisters it: the runner then warned of "leaked
+    # semaphore objects" at exit. The platform's default (as in a new interpreter) does not name them.
+    multiprocessing.set_start_method(None, force=True)
