@@ -14,7 +14,8 @@ started, relative to the run's start; issue 18 measured the demo's daily job wit
     make demo    # or just its three `shoplake generate` lines: data/demo/{products,clickstream,retail}.csv.gz
     python bench/ml_daily.py --files data/demo --tasks
 
-(`--files DIR`: land those generated files instead of generating; the run is the demo's `daily` on a new lake).
+(`--files DIR`: land those generated files instead of generating; the run is the demo's `daily` on a new lake;
+`--jobs-file FILE`: run the `daily` of that job file instead of the shipped one, to compare variants).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from shoplake.lake import Lake
 from shoplake.synth import generate
 
 
-def run_once(events: int, seed: int, root: Path, files: Path | None = None) -> dict:
+def run_once(events: int, seed: int, root: Path, files: Path | None = None, jobs_file: Path | None = None) -> dict:
     landing = root / "landing"
+    if jobs_file is not None:  # a variant of the daily job: the working folder's job file replaces the shipped one
+        shutil.copy(jobs_file, root / "shoplake-jobs.yaml")
     if files is not None:
         made = {source: [files / f"{source}.csv.gz"] for source in ("products", "clickstream", "retail")}
     else:
@@ -74,13 +77,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--files", type=Path, help="land these generated files (e.g. data/demo) instead")
     parser.add_argument("--tasks", action="store_true", help="print each task's seconds too")
+    parser.add_argument("--jobs-file", type=Path, help="a job file whose `daily` replaces the shipped one")
     args = parser.parse_args()
     print("| events | seed | exit | wall s | train_propensity attempts | status | warnings | error |")
     print("|---|---|---|---|---|---|---|---|")
     for events in [0] if args.files else args.events:
         for seed in [0] if args.files else args.seeds:
             with tempfile.TemporaryDirectory(prefix="ml-daily-") as tmp:
-                r = run_once(events, seed, Path(tmp), args.files)
+                r = run_once(events, seed, Path(tmp), args.files, args.jobs_file)
             print(f"| {r['events']:,} | {r['seed']} | {r['exit']} | {r['seconds']:.0f} | {r['attempts']} | "
                   f"{r['status']} | {r['warnings']} | {r['error'] or '-'} |", flush=True)
             if args.tasks:
