@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from shoplake import locks
 from shoplake.catalog.spec import Check, TableSpec
@@ -286,24 +287,36 @@ def _as_text(bronze: TableSpec, column: str) -> str:
     return f'CAST(b."{column}" AS VARCHAR)'
 
 
-def _materialize_candidate(lake: Lake, engine, spec: TableSpec, versions: dict[str, int | None]) -> list[str]:
-    """Compute the table's rows as `candidate`; returns the temporary tables of its parts (none when it
-    is computed at once, as a temporary table).
+@dataclass
+class _Candidate:
+    """Where a full table's checked rows are before its commit: the temporary table `candidate`, or (a
+    split build) the staged files of its parts, each part a view of its files."""
+
+    parts: list[str] = field(default_factory=list)
+    staged: list[Path] = field(default_factory=list)
+    tables: set[str] = field(default_factory=set)  # parts still held as (empty) temporary tables
+
+
+def _materialize_candidate(lake: Lake, engine, spec: TableSpec, versions: dict[str, int | None]) -> _Candidate:
+    """Compute the table's rows as `candidate`.
 
     A table split by a column (`TableSpec.split_by`) over more input rows than one query should hold runs
     its SQL on each part of the inputs (the column's value modulo the number of parts), reading the versions
-    already bound, into a table per part; `candidate` is then the view of their union. The inputs are bound
-    whole again afterwards, for the checks and the accounting.
+    already bound. Each part is written at once, sorted by the write order, as uncommitted files in the
+    table's folder (`engine.stage`), and is read from them afterwards: the engine holds one part at a time,
+    in memory and in spill, however many parts there are (at 100M events the 14 parts held until the write
+    had spilled 23.7 GB). `candidate` is then the view of the parts' union. The inputs are bound whole again
+    afterwards, for the checks and the accounting.
     """
     select = _typed_select(spec, f"({spec.sql()}) AS t")
     rows = sum(engine.rows(f"SELECT count(*) FROM {name}")[0][0] for name in spec.inputs) if spec.split_by else 0
     count = engine.parts_for(rows) if spec.split_by else 1
     if count <= 1:
         engine.materialize("candidate", select)
-        return []
+        return _Candidate()
     log.info("%s: %d input rows, built in %d parts by %s", spec.name, rows, count, spec.split_by)
     column = f'"{spec.split_by}"'
-    parts: list[str] = []
+    built = _Candidate()
     try:
         for index in range(count):
             # Both engines' % keeps the dividend's sign, hence the second modulo; NULLs go to the first part.
@@ -311,17 +324,43 @@ def _materialize_candidate(lake: Lake, engine, spec: TableSpec, versions: dict[s
                 f" OR {column} IS NULL" if index == 0 else "")
             for name in spec.inputs:
                 engine.bind(lake.catalog.get(name), version=versions[name], where=where)
-            parts.append(f"candidate_part_{index}")
-            engine.materialize(parts[-1], select)
+            part = f"candidate_part_{index}"
+            engine.materialize(part, select)
+            built.parts.append(part)
+            built.tables.add(part)
+            files = engine.stage(lake.store, spec, f"SELECT * FROM {part}{_ordered(spec)}")
+            built.staged.extend(files)
+            if files:  # a part without rows has no file: its empty table stands for it
+                engine.drop(part)
+                built.tables.discard(part)
+                engine.define_files_view(part, files)
     except BaseException:
-        for part in parts:
-            engine.drop(part)
+        _drop_candidate(lake, engine, built)
         raise
     finally:
         for name in spec.inputs:
             engine.bind(lake.catalog.get(name), version=versions[name])
-    engine.define_view("candidate", _union_of(parts))
-    return parts
+    engine.define_view("candidate", _union_of(built.parts))
+    return built
+
+
+def _ordered(spec: TableSpec) -> str:
+    return (" ORDER BY " + ", ".join(f'"{c}"' for c in spec.write_order)) if spec.write_order else ""
+
+
+def _drop_candidate(lake: Lake, engine, candidate: _Candidate, *, committed: bool = False) -> None:
+    """Drop what `_materialize_candidate` made; its staged files too unless they were committed."""
+    if not candidate.parts:
+        engine.drop("candidate")
+        return
+    engine.drop_view("candidate")
+    for part in candidate.parts:
+        if part in candidate.tables:
+            engine.drop(part)
+        else:
+            engine.drop_view(part)
+    if not committed:
+        lake.store.discard(candidate.staged)
 
 
 def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult:
@@ -331,10 +370,11 @@ def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult
     if last and last.meta.get("definition") == definition and inputs_unchanged(lake, last.meta.get("inputs"), versions):
         return BuildResult(spec.name, "unchanged", version=lake.store.version(spec.name), message="inputs unchanged")
 
-    parts = _materialize_candidate(lake, engine, spec, versions)
+    candidate = _materialize_candidate(lake, engine, spec, versions)
+    committed = False
     try:
         total = engine.rows("SELECT count(*) FROM candidate")[0][0]
-        quality = check_table(lake, engine, spec, "candidate", run_id, parts)
+        quality = check_table(lake, engine, spec, "candidate", run_id, candidate.parts)
         entry = None
         if spec.accounting_sql:
             table = engine.table(spec.accounting_sql)
@@ -347,18 +387,22 @@ def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult
         meta = {"write_key": f"{spec.name}:{run_id}", "run_id": run_id, "inputs": versions, "definition": definition}
         if entry:
             meta["ledger"] = entry.as_meta()
-        # A split table is written part after part, each sorted on its own: its files' row groups are in
-        # write order part by part, which skips as many row groups as one sort would, and each sort holds
-        # one part instead of a second copy of the whole table.
-        order = ", ".join(f'"{c}"' for c in spec.write_order)
-        rows = [f"SELECT * FROM {part}" + (f" ORDER BY {order}" if order else "") for part in parts or ["candidate"]]
-        # The rows are stored already: the write only reads and sorts them (`scans_stored`).
-        version = engine.write_table(lake.store, spec, rows, mode="overwrite", meta=meta, scans_stored=True)
+        if candidate.parts:
+            # The parts are written already, each sorted on its own (their files' row groups are in write
+            # order part by part, which skips as many row groups as one sort would): one commit adds them.
+            version = lake.store.commit_files(spec.name, candidate.staged, spec.arrow_schema, mode="overwrite",
+                                              meta=meta, description=spec.description)
+        else:
+            # The rows are stored already: the write only reads and sorts them (`scans_stored`).
+            version = engine.write_table(lake.store, spec, f"SELECT * FROM candidate{_ordered(spec)}",
+                                         mode="overwrite", meta=meta, scans_stored=True)
+        committed = True
     finally:
-        if parts:
-            engine.drop_view("candidate")
-        for table in parts or ["candidate"]:
-            engine.drop(table)
+        if not committed and candidate.staged:
+            # Failed after the commit landed (reading its version back): its files are the table's now.
+            last = lake.store.last_write(spec.name)
+            committed = bool(last and last.meta.get("write_key") == f"{spec.name}:{run_id}")
+        _drop_candidate(lake, engine, candidate, committed=committed)
     if entry:
         entry.write_key = f"build:{spec.name}:v{version}"
         entry.table_version = version

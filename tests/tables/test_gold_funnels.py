@@ -400,19 +400,23 @@ def test_funnel_entries_built_in_parts_of_users_equal_the_entries_built_at_once(
         users = {row["user_id"] for row in parts}
         assert len({user % 3 for user in users}) == 3  # every part contributed rows
         assert split.balance(table)[3] is True
-    # Written part after part, each part in write order (so each file's slices still skip row groups).
-    import itertools
-
+    # Each part written as soon as it was computed, to files of its own, in write order (so each file's
+    # slices still skip row groups); one commit added them all, and nothing else is left in the folder.
     import pyarrow.parquet as pq
 
     spec = split.lake.catalog.get("gold.funnel_vp_same_session_entries")
-    (file,) = split.lake.store.open(spec.name).file_uris()
-    stored = pq.read_table(file).select(list(spec.write_order)).to_pylist()
-    runs = [list(run) for _, run in itertools.groupby(stored, key=lambda row: row["user_id"] % 3)]
-    assert len(runs) == 3
-    for run in runs:
-        keys = [tuple(row[c] for c in spec.write_order) for row in run]
+    files = split.lake.store.open(spec.name).file_uris()
+    parts = set()
+    for file in files:
+        stored = pq.read_table(file).select(list(spec.write_order)).to_pylist()
+        assert len({row["user_id"] % 3 for row in stored}) == 1  # one part per file
+        parts.add(stored[0]["user_id"] % 3)
+        keys = [tuple(row[c] for c in spec.write_order) for row in stored]
         assert keys == sorted(keys)
+    assert parts == {0, 1, 2} and len(files) == 3
+    assert sorted(p.name for p in split.lake.store.path(spec.name).glob("*.parquet")) == \
+        sorted(file.rsplit("/", 1)[-1] for file in files)
+    assert split.lake.store.version(spec.name) == 0  # one commit
 
 
 @pytest.mark.parametrize("parts", [1, 3])
@@ -451,6 +455,8 @@ def test_a_split_table_is_checked_for_duplicates_part_by_part_with_the_same_coun
     per_part = [sql for view, sql in views if view == "candidate" and "UNION" not in sql]
     assert per_part == ([] if parts == 1 else [f"SELECT * FROM candidate_part_{i}" for i in range(parts)])
     assert shop.lake.store.version(name) is None  # nothing was written
+    # A split build had staged its parts' files already: the failed check removed them.
+    assert parts == 1 or not list(shop.lake.store.path(name).glob("*.parquet"))
 
 
 def test_a_commit_to_the_input_between_two_parts_is_not_read_by_the_build(funnel_shop, tmp_path, monkeypatch):
@@ -493,3 +499,31 @@ def test_a_commit_to_the_input_between_two_parts_is_not_read_by_the_build(funnel
         sorted(map(repr, funnel_shop.query(f"SELECT * FROM {name}")))
     assert shop.build(name)[name].status == "built"  # its input changed: built again, with user 301
     assert {row["step"] for row in shop.query(f"SELECT * FROM {name} WHERE user_id = 301")} == {1, 2}
+
+
+def test_a_split_build_that_fails_after_its_commit_keeps_the_committed_files(funnel_shop, tmp_path, monkeypatch):
+    """The staged parts are removed when a split build fails, but not once its commit has landed: a
+    failure after the commit (reading the version back) must not delete files the table now holds."""
+    from shoplake.engines.delta import DeltaStore
+    from shoplake.engines.duckdb import DuckDBEngine
+
+    from .shop import Shop
+
+    name = "gold.funnel_vp_same_session_entries"
+    monkeypatch.setattr(DuckDBEngine, "parts_for", lambda self, rows: 3)
+    commit_files = DeltaStore.commit_files
+
+    def commit_then_fail(self, *args, **kwargs):
+        commit_files(self, *args, **kwargs)
+        raise OSError("the disk went away after the commit")
+
+    shop = Shop(tmp_path, funnel_shop.lake.catalog)
+    shop.ingest("clickstream", CLICKSTREAM_HEADER, *ROWS)
+    shop.build("silver.events")
+    monkeypatch.setattr(DeltaStore, "commit_files", commit_then_fail)
+    with pytest.raises(OSError, match="went away"):
+        shop.build(name)
+    monkeypatch.setattr(DeltaStore, "commit_files", commit_files)
+    assert shop.lake.store.version(name) == 0
+    assert sorted(map(repr, shop.query(f"SELECT * FROM {name}"))) == \
+        sorted(map(repr, funnel_shop.query(f"SELECT * FROM {name}")))

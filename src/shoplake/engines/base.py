@@ -81,6 +81,14 @@ class Engine(Protocol):
         session already holds (an engine may then leave more of its memory to the writer)."""
         ...
 
+    def stage(self, store: DeltaStore, spec: TableSpec, sql: str) -> list[Path]:
+        """Write the rows of `sql` as uncommitted Parquet files in the table's folder (`commit_files`)."""
+        ...
+
+    def define_files_view(self, name: str, files: Sequence[Path]) -> None:
+        """A view `name` of the rows of Parquet files written by `stage`."""
+        ...
+
     def read_source(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
                     columns: Sequence[SourceColumn], *, display: str,
                     encoding: str = "utf-8") -> tuple[pa.RecordBatchReader, LineAccount]: ...

@@ -7,6 +7,7 @@ query a single committed version of each table while writers go on (readers neve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -373,6 +374,28 @@ class DuckDBEngine:
         """
         if not scans_stored:
             return self._write_table(store, spec, sql, mode=mode, meta=meta, params=params)
+        with self._memory_for_writer(spec):
+            return self._write_table(store, spec, sql, mode=mode, meta=meta, params=params)
+
+    def stage(self, store: DeltaStore, spec: TableSpec, sql: str) -> list[Path]:
+        """Write the rows of `sql`, which reads rows the session holds, as Parquet files in the table's
+        folder, not committed (`DeltaStore.commit_files` commits them, `DeltaStore.discard` removes them).
+        Like a write of stored rows (`write_table(scans_stored=True)`), it runs under `WRITE_MEMORY_SHARE`."""
+        with self._memory_for_writer(spec):
+            reader = self.stream(sql)
+            try:
+                return store.stage(spec.name, reader, reader.schema)
+            finally:
+                reader.close()
+
+    def define_files_view(self, name: str, files: Sequence[Path]) -> None:
+        """A view `name` of the rows of these Parquet files (staged by `stage`)."""
+        scan = sqlglot.select("*").from_(_files_scan([str(f) for f in files])).sql(dialect="duckdb")
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {_quote_ident(name)} AS {scan}")
+
+    @contextlib.contextmanager
+    def _memory_for_writer(self, spec: TableSpec) -> Iterator[None]:
+        """Run the block under `WRITE_MEMORY_SHARE` of the memory limit, then set the configured limit again."""
         configured = self.settings.memory_limit or self.rows("SELECT current_setting('memory_limit')")[0][0]
         share = int(_size_bytes(self.rows("SELECT current_setting('memory_limit')")[0][0]) * WRITE_MEMORY_SHARE)
         try:
@@ -380,7 +403,7 @@ class DuckDBEngine:
         except duckdb.Error as exc:  # it could not evict enough to get under the share: write at the full limit
             log.debug("write of %s at the full memory limit: %s", spec.name, _one_line(exc))
         try:
-            return self._write_table(store, spec, sql, mode=mode, meta=meta, params=params)
+            yield
         finally:
             # The configured text, not the setting read back: DuckDB shows it rounded ('1.8 GiB' for 2GB).
             self.con.execute(f"SET memory_limit = '{configured}'")

@@ -185,34 +185,52 @@ class SparkEngine:
         """Write the result of `sql` to `spec` in one Delta commit carrying `meta`; returns the version.
         (`scans_stored` changes nothing here: Spark's executors write the files, not this process.)
 
-        Spark writes Parquet into a staging folder inside the table folder (invisible to Delta readers,
-        which follow the log); the files then move next to the table's other files and `DeltaStore`
-        commits them. Nothing is visible until that commit, so a failed job leaves only unreferenced files.
+        The files are written uncommitted (`_write_files`), then `DeltaStore` commits them. Nothing is
+        visible until that commit, so a failed job leaves only unreferenced files.
         """
         queries = [sql] if isinstance(sql, str) else list(sql)
         frame = self._frame(queries[0], params)
         for query in queries[1:]:  # several queries: their union (Spark keeps no order across them)
             frame = frame.unionByName(self._frame(query, params))
         target = store.path(spec.name)
-        try:
-            if self.settings.spark_delta_jars:
+        if self.settings.spark_delta_jars:
+            try:
                 (frame.write.format("delta").mode(mode).option("userMetadata", user_metadata(meta))
                  .save(str(target)))
-                return store.open(spec.name).version()
-            staging = target / f"_spark_staging_{uuid.uuid4().hex}"
+            except Exception as exc:
+                raise QueryError(f"{spec.name}: Spark could not write the table: {_one_line(exc)}") from exc
+            return store.open(spec.name).version()
+        files = self._write_files(spec, frame, target)
+        return store.commit_files(spec.name, files, spec.arrow_schema, mode=mode, meta=meta,
+                                  description=spec.description)
+
+    def stage(self, store: DeltaStore, spec: TableSpec, sql: str) -> list[Path]:
+        """Write the rows of `sql` as Parquet files in the table's folder, not committed (`commit_files`
+        commits them; `DeltaStore.discard` removes them). The executors write them."""
+        return self._write_files(spec, self._frame(sql), store.path(spec.name))
+
+    def define_files_view(self, name: str, files: Sequence[Path]) -> None:
+        """A view `name` of the rows of these Parquet files (staged by `stage`)."""
+        self._register(name, self.spark.read.parquet(*[str(f) for f in files]))
+
+    def _write_files(self, spec: TableSpec, frame, target: Path) -> list[Path]:
+        """Spark writes Parquet into a staging folder inside the table folder (invisible to Delta readers,
+        which follow the log); the files then move next to the table's other files, still uncommitted."""
+        staging = target / f"_spark_staging_{uuid.uuid4().hex}"
+        try:
             frame.write.option("compression", "zstd").parquet(str(staging))
         except Exception as exc:
+            shutil.rmtree(staging, ignore_errors=True)
             raise QueryError(f"{spec.name}: Spark could not write the table: {_one_line(exc)}") from exc
         try:
-            files = []
-            for index, part in enumerate(sorted(staging.glob("part-*.parquet"))):
+            files: list[Path] = []
+            for part in sorted(staging.glob("part-*.parquet")):
                 if pq.ParquetFile(part).metadata.num_rows == 0:
                     continue  # Spark writes an empty file for an empty result; Delta needs none
-                final = target / f"part-{index:05d}-{uuid.uuid4()}-c000.zstd.parquet"
+                final = target / f"part-{len(files):05d}-{uuid.uuid4()}-c000.zstd.parquet"
                 part.rename(final)
                 files.append(final)
-            return store.commit_files(spec.name, files, spec.arrow_schema, mode=mode, meta=meta,
-                                      description=spec.description)
+            return files
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
