@@ -527,3 +527,48 @@ def test_a_split_build_that_fails_after_its_commit_keeps_the_committed_files(fun
     assert shop.lake.store.version(name) == 0
     assert sorted(map(repr, shop.query(f"SELECT * FROM {name}"))) == \
         sorted(map(repr, funnel_shop.query(f"SELECT * FROM {name}")))
+
+
+_KILLED_BEFORE_THE_COMMIT = """
+import os, sys
+from shoplake.build import build_tables
+from shoplake.config import load_settings
+from shoplake.engines.delta import DeltaStore
+from shoplake.engines.duckdb import DuckDBEngine
+from shoplake.lake import Lake
+
+DuckDBEngine.parts_for = lambda self, rows: 3
+DeltaStore.commit_files = lambda *args, **kwargs: os._exit(9)  # the process dies with its parts staged
+build_tables(Lake(load_settings(env={}, lake=sys.argv[1])), sys.argv[2], run_id="killed")
+"""
+
+
+def test_a_split_build_killed_before_its_commit_leaves_files_no_reader_sees_and_vacuum_removes(tmp_path):
+    """A process that dies between staging its parts and committing them: the table shows nothing, the
+    next build is whole, and maintenance removes the dead process's files."""
+    import subprocess
+    import sys
+
+    from shoplake.maintenance import maintain
+
+    from .shop import Shop
+
+    name = "gold.funnel_product_view_to_purchase_entries"
+    shop = Shop(tmp_path)
+    shop.ingest("clickstream", CLICKSTREAM_HEADER, *ROWS)
+    shop.build("silver.events")
+    killed = subprocess.run([sys.executable, "-c", _KILLED_BEFORE_THE_COMMIT, str(shop.lake.settings.lake), name],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 9, killed.stderr
+    folder = shop.lake.store.path(name)
+    orphans = set(folder.glob("*.parquet"))
+    assert len(orphans) >= 2  # staged parts (a part without rows has no file)
+    assert shop.lake.store.version(name) is None  # nothing committed: no reader sees them
+
+    assert shop.build(name)[name].status == "built"
+    committed = {uri.rsplit("/", 1)[-1] for uri in shop.lake.store.open(name).file_uris()}
+    assert not committed & {p.name for p in orphans}
+    rows = shop.query(f"SELECT count(*) AS n FROM {name}")[0]["n"]
+    maintain(shop.lake, name, compact=False, retain_hours=0, allow_short_retention=True)
+    assert {p.name for p in folder.glob("*.parquet")} == committed
+    assert shop.query(f"SELECT count(*) AS n FROM {name}")[0]["n"] == rows > 0

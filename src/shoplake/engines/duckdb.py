@@ -396,8 +396,9 @@ class DuckDBEngine:
     @contextlib.contextmanager
     def _memory_for_writer(self, spec: TableSpec) -> Iterator[None]:
         """Run the block under `WRITE_MEMORY_SHARE` of the memory limit, then set the configured limit again."""
-        configured = self.settings.memory_limit or self.rows("SELECT current_setting('memory_limit')")[0][0]
-        share = int(_size_bytes(self.rows("SELECT current_setting('memory_limit')")[0][0]) * WRITE_MEMORY_SHARE)
+        current = self.rows("SELECT current_setting('memory_limit')")[0][0]
+        configured = self.settings.memory_limit or current
+        share = int(_size_bytes(current) * WRITE_MEMORY_SHARE)
         try:
             self.con.execute(f"SET memory_limit = '{share}B'")
         except duckdb.Error as exc:  # it could not evict enough to get under the share: write at the full limit
