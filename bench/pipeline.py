@@ -12,6 +12,7 @@ The generated gzip and its decompressed copy are cached in bench/.cache (git-ign
     python bench/pipeline.py --events 10000000
     python bench/pipeline.py --events 1000000 --engine both     # DuckDB and Spark, with the ratio
     python bench/pipeline.py --engine spark --files 8 --spark-master spark://127.0.0.1:7077
+    python bench/pipeline.py --events 5000000 --engine both --files 8 --until ingest --references parse
 """
 
 from __future__ import annotations
@@ -118,6 +119,9 @@ def _child(argv: list[str]) -> None:
         results = ingest_files(lake, "clickstream", [argv[1]], run_id="bench-ingest")
         stages["ingest (csv -> bronze)"] = time.perf_counter() - started
         rows = sum(r.rows_read for r in results)
+        if argv[5] == "ingest":
+            print(json.dumps({"rows": rows, "stages": stages}))
+            return
         started = time.perf_counter()
         build_tables(lake, "silver.events", run_id="bench-silver")
         stages["silver (bronze -> silver.events)"] = time.perf_counter() - started
@@ -163,6 +167,8 @@ def main() -> None:
                         help="reference jobs to run beside shoplake: all (both parses, the lean DuckDB and Polars "
                              "jobs) or parse (the gzip parse only, for sizes where the in-memory Polars job "
                              "would not fit)")
+    parser.add_argument("--until", default="gold", choices=["ingest", "gold"],
+                        help="the last stage of shoplake's pipeline to run (default gold: ingest, Silver and Gold)")
     args = parser.parse_args()
     engines = ["duckdb", "spark"] if args.engine == "both" else [args.engine]
 
@@ -198,7 +204,8 @@ def main() -> None:
         print(f"running the pipeline on {engine} ...", flush=True)
         lake_dir = Path(tempfile.mkdtemp(prefix=f"shoplake-bench-{engine}-"))
         try:
-            runs[engine] = _run_child(["pipeline", str(landing), str(lake_dir), engine, args.spark_master])
+            runs[engine] = _run_child(["pipeline", str(landing), str(lake_dir), engine, args.spark_master,
+                                       args.until])
         finally:
             if args.keep:
                 print(f"  lake kept at {lake_dir}")
@@ -221,17 +228,19 @@ def main() -> None:
     for engine, (result, wall, rss) in runs.items():
         for stage, seconds in result["stages"].items():
             _row(engine, "  " + stage, rows, seconds)
-        _row(engine, "full pipeline (process wall)", rows, wall, rss)
+        whole = "full pipeline" if args.until == "gold" else f"until {args.until}"
+        _row(engine, f"{whole} (process wall)", rows, wall, rss)
     print()
     gzip_wall = refs["parse gzip CSV"][2]
     lean = refs.get("lean job (lean_duckdb.py)")
-    for engine, (_, wall, rss) in runs.items():
+    for engine, (_, wall, rss) in runs.items() if args.until == "gold" else ():
         verdicts = [_verdict("full pipeline / gzip parse", wall / gzip_wall, TARGET_PARSE_RATIO, "x")]
         if lean:
             verdicts.append(_verdict("full pipeline / lean DuckDB job", wall / lean[2], TARGET_LEAN_RATIO, "x"))
         verdicts.append(_verdict("peak RSS", rss / GIB, TARGET_RSS_GIB, " GiB"))
         print(f"{engine}: " + "; ".join(verdicts))
-    print("(targets of issue 18, stated for 10M events)")
+    if args.until == "gold":
+        print("(targets of issue 18, stated for 10M events)")
     if len(runs) == 2:
         (_, duck_wall, duck_rss), (_, spark_wall, spark_rss) = runs["duckdb"], runs["spark"]
         print(f"spark / duckdb: {spark_wall / duck_wall:.1f}x the time, {spark_rss / duck_rss:.1f}x the peak RSS")

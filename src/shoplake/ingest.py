@@ -4,7 +4,9 @@ Exactly once per file content: a file's batch id is derived from the SHA-256 of 
 write of a batch carries that id as its write key. A command ingests in two phases:
 
 1. **Parse and stage** every file: good rows are written as Parquet files inside the bronze table's
-   folder, not yet committed (invisible to readers); unparseable rows are kept for quarantine. A file
+   folder, not yet committed (invisible to readers), by this process or, on an engine with
+   `Capability.DISTRIBUTED_INGEST` (Spark), by the engine's workers; unparseable rows are kept for
+   quarantine. Either way this process's own line scan must account for every line first. A file
    that cannot be read stops the command before anything is committed, and the staged files go.
 2. **Commit** each file under the writer locks of its bronze and quarantine tables: the bronze commit
    (skipped when an earlier, interrupted run made it), then the quarantine commit, which carries the
@@ -26,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shoplake import locks
+from shoplake.engines.base import Capability
 from shoplake.errors import SourceFormatError
 from shoplake.lake import Lake
 from shoplake.quality.ledger import LedgerEntry, ledger_keys
@@ -178,6 +181,10 @@ def _stage(lake: Lake, engine, source: Source, prepared: _Prepared, *, encoding:
 
     ingested_at = datetime.now(UTC)
     lineage = {"_source_file": prepared.uri, "_batch_id": batch_id, "_ingested_at": ingested_at}
+    if Capability.DISTRIBUTED_INGEST in engine.capabilities:
+        return _stage_on_workers(lake, engine, source, prepared, batch_id, digest, lineage, started,
+                                 encoding=encoding, write=not (bronze_done or dry_run),
+                                 status="dry-run" if dry_run else "bronze-committed" if bronze_done else "new")
     reader, account = engine.read_source(prepared.path, prepared.fmt, prepared.header, prepared.mapping,
                                          source.columns, display=prepared.uri, encoding=encoding)
     # A truncated gzip is detected by a check that runs alongside the parse; the stream waits for it
@@ -208,6 +215,32 @@ def _stage(lake: Lake, engine, source: Source, prepared: _Prepared, *, encoding:
         account.close()  # the line scan's temporary copies
     status = "dry-run" if dry_run else "bronze-committed" if bronze_done else "new"
     return _Staged(prepared, batch_id, digest, status, files, splitter.good_rows, bad,
+                   time.perf_counter() - started, account.physical_lines)
+
+
+def _stage_on_workers(lake: Lake, engine, source: Source, prepared: _Prepared, batch_id: str, digest: str,
+                      lineage: dict, started: float, *, encoding: str, write: bool, status: str) -> _Staged:
+    """`_stage` on an engine whose workers parse the file and write its Bronze files: this process gets
+    the counts and the refused rows, and checks them against its own line scan before anything commits."""
+    bronze = lake.catalog.get(f"bronze.{source.name}")
+    quarantine = lake.catalog.get(f"quarantine.{source.name}")
+    gzip_ok = (locations.start_gzip_check(prepared.path, display=prepared.uri)
+               if prepared.fmt == "csv.gz" and not prepared.gzip_verified else None)
+    staged, account = engine.stage_source(lake.store, bronze, prepared.path, prepared.fmt, prepared.header,
+                                          prepared.mapping, source.columns, lineage=lineage, display=prepared.uri,
+                                          encoding=encoding, write=write)
+    try:
+        account.check(staged.readable_rows, prepared.uri)
+        if gzip_ok is not None:
+            gzip_ok()
+        bad = quarantine_rows(source, staged.refused.to_batches(), account, account(), lineage,
+                              quarantine.arrow_schema)
+    except BaseException:
+        lake.store.discard(staged.files)
+        raise
+    finally:
+        account.close()  # the line scan's temporary copies
+    return _Staged(prepared, batch_id, digest, status, staged.files, staged.good_rows, bad,
                    time.perf_counter() - started, account.physical_lines)
 
 
@@ -306,42 +339,51 @@ class _Splitter:
 
     def quarantine_rows(self, rejected: list[BrokenLine], lineage: dict, schema: pa.Schema) -> pa.Table:
         """Unparseable rows (typed-value failures and lines refused whole) as quarantine rows."""
-        now = pa.scalar(datetime.now(UTC), schema.field("_quarantined_at").type)
-        parts = []
-        for batch in self._bad:
-            n = batch.num_rows
-            columns = {c: batch.column("_raw_" + c) for c in self.source.column_names}
-            if self.account is not None and self.account.scan is not None:
-                first_lines, spans = self.account.row_lines(batch.column("_source_row").to_numpy())
-                lines, spans = pa.array(first_lines, pa.int64()), pa.array(spans, pa.int64())
-            else:  # Parquet: a row is not a line
-                lines, spans = pa.nulls(n, pa.int64()), pa.repeat(pa.scalar(1, pa.int64()), n)
-            columns.update(_raw_line=pa.nulls(n, pa.string()), _raw_bytes=pa.nulls(n, pa.binary()),
-                           reason=batch.column("_reason"), _stage=pa.array(["ingest"] * n), _source_line=lines,
-                           _source_lines=spans, _source_row=batch.column("_source_row"))
-            parts.append(columns)
-        if rejected:
-            n = len(rejected)
-            encoding = self.account.scan.encoding if self.account and self.account.scan else "utf-8"
-            columns = {c: pa.nulls(n, pa.string()) for c in self.source.column_names}
-            columns.update(_raw_line=pa.array([_as_text(r.raw, encoding) for r in rejected], pa.string()),
-                           _raw_bytes=pa.array([r.raw for r in rejected], pa.binary()),
-                           reason=pa.array([r.reason for r in rejected], pa.string()),
-                           _stage=pa.array(["ingest"] * n),
-                           _source_line=pa.array([r.line for r in rejected], pa.int64()),
-                           _source_lines=pa.array([r.lines for r in rejected], pa.int64()),
-                           _source_row=pa.nulls(n, pa.int64()))
-            parts.append(columns)
-        tables = []
-        for columns in parts:
-            n = len(columns["reason"])
-            columns.update(
-                _source_file=pa.array([lineage["_source_file"]] * n, pa.string()),
-                _batch_id=pa.array([lineage["_batch_id"]] * n, pa.string()),
-                _ingested_at=pa.array([lineage["_ingested_at"]] * n, schema.field("_ingested_at").type),
-                _quarantined_at=pa.array([now.as_py()] * n, schema.field("_quarantined_at").type))
-            tables.append(pa.Table.from_pydict(columns).select(schema.names).cast(schema))
-        return pa.concat_tables(tables) if tables else schema.empty_table()
+        return quarantine_rows(self.source, self._bad, self.account, rejected, lineage, schema)
+
+
+def quarantine_rows(source: Source, refused: Sequence[pa.RecordBatch], account: LineAccount | None,
+                    rejected: list[BrokenLine], lineage: dict, schema: pa.Schema) -> pa.Table:
+    """A file's unparseable rows as quarantine rows: `refused` rows (a value that does not parse; with
+    `_reason`, `_source_row` and `_raw_<column>`) and the lines refused whole (`rejected`)."""
+    now = pa.scalar(datetime.now(UTC), schema.field("_quarantined_at").type)
+    parts = []
+    for batch in refused:
+        n = batch.num_rows
+        if not n:
+            continue
+        columns = {c: batch.column("_raw_" + c) for c in source.column_names}
+        if account is not None and account.scan is not None:
+            first_lines, spans = account.row_lines(batch.column("_source_row").to_numpy())
+            lines, spans = pa.array(first_lines, pa.int64()), pa.array(spans, pa.int64())
+        else:  # Parquet: a row is not a line
+            lines, spans = pa.nulls(n, pa.int64()), pa.repeat(pa.scalar(1, pa.int64()), n)
+        columns.update(_raw_line=pa.nulls(n, pa.string()), _raw_bytes=pa.nulls(n, pa.binary()),
+                       reason=batch.column("_reason"), _stage=pa.array(["ingest"] * n), _source_line=lines,
+                       _source_lines=spans, _source_row=batch.column("_source_row"))
+        parts.append(columns)
+    if rejected:
+        n = len(rejected)
+        encoding = account.scan.encoding if account and account.scan else "utf-8"
+        columns = {c: pa.nulls(n, pa.string()) for c in source.column_names}
+        columns.update(_raw_line=pa.array([_as_text(r.raw, encoding) for r in rejected], pa.string()),
+                       _raw_bytes=pa.array([r.raw for r in rejected], pa.binary()),
+                       reason=pa.array([r.reason for r in rejected], pa.string()),
+                       _stage=pa.array(["ingest"] * n),
+                       _source_line=pa.array([r.line for r in rejected], pa.int64()),
+                       _source_lines=pa.array([r.lines for r in rejected], pa.int64()),
+                       _source_row=pa.nulls(n, pa.int64()))
+        parts.append(columns)
+    tables = []
+    for columns in parts:
+        n = len(columns["reason"])
+        columns.update(
+            _source_file=pa.array([lineage["_source_file"]] * n, pa.string()),
+            _batch_id=pa.array([lineage["_batch_id"]] * n, pa.string()),
+            _ingested_at=pa.array([lineage["_ingested_at"]] * n, schema.field("_ingested_at").type),
+            _quarantined_at=pa.array([now.as_py()] * n, schema.field("_quarantined_at").type))
+        tables.append(pa.Table.from_pydict(columns).select(schema.names).cast(schema))
+    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def _as_text(raw: bytes, encoding: str) -> str | None:

@@ -249,7 +249,7 @@ def test_engines_implement_the_protocol_and_declare_capabilities(tmp_path):
         assert all(callable(getattr(engine_class, m, None)) for m in members), engine_class
         assert all(isinstance(c, Capability) for c in engine_class.capabilities)
     assert DuckDBEngine.capabilities == {Capability.EMBEDDED_SQL}
-    assert SparkEngine.capabilities == {Capability.DISTRIBUTED_INFERENCE}
+    assert SparkEngine.capabilities == {Capability.DISTRIBUTED_INFERENCE, Capability.DISTRIBUTED_INGEST}
     with Lake(Settings(lake=tmp_path)).engine() as engine:
         assert isinstance(engine, Engine)
 

@@ -9,6 +9,7 @@ needs (`lake.engine(Capability.EMBEDDED_SQL)`) instead of asking which engine is
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +34,20 @@ class Capability(StrEnum):
     EMBEDDED_SQL = "embedded_sql"
     # Computes a registered model's predictions on the engine's workers (MLflow's Spark UDF).
     DISTRIBUTED_INFERENCE = "distributed_inference"
+    # Parses source files on the engine's workers, which write the Bronze files themselves
+    # (`stage_source`); only counts and refused rows reach this process. Without it, `read_source`
+    # streams the rows here and ingestion writes them.
+    DISTRIBUTED_INGEST = "distributed_ingest"
+
+
+@dataclass
+class StagedSource:
+    """A source file parsed and its good rows staged as uncommitted Bronze files (`Engine.stage_source`)."""
+
+    files: list[Path]  # uncommitted Bronze Parquet files (none when the rows were only counted)
+    readable_rows: int  # rows the parser read: the good ones and those with a value that does not parse
+    good_rows: int
+    refused: pa.Table  # the rows with a value that does not parse: `_reason`, `_source_row`, `_raw_<column>`
 
 
 @runtime_checkable
@@ -91,7 +106,16 @@ class Engine(Protocol):
 
     def read_source(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
                     columns: Sequence[SourceColumn], *, display: str,
-                    encoding: str = "utf-8") -> tuple[pa.RecordBatchReader, LineAccount]: ...
+                    encoding: str = "utf-8") -> tuple[pa.RecordBatchReader, LineAccount]:
+        """Stream a source file's typed rows to this process (engines without `DISTRIBUTED_INGEST`)."""
+        ...
+
+    def stage_source(self, store: DeltaStore, bronze: TableSpec, path: Path, fmt: str, header: list[str],
+                     mapping: dict[str, str], columns: Sequence[SourceColumn], *, lineage: dict[str, Any],
+                     display: str, encoding: str = "utf-8", write: bool = True) -> tuple[StagedSource, LineAccount]:
+        """Parse a source file and stage its good rows as Bronze files on the engine's workers (engines
+        with `DISTRIBUTED_INGEST`)."""
+        ...
 
 
 # The engines by setting name (`engine = "spark"`), as "module:class", imported when first used.

@@ -11,22 +11,22 @@ It has the interface of `DuckDBEngine`, so ingestion and builds run the same cod
 
 from __future__ import annotations
 
+import bisect
 import logging
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shoplake.catalog.spec import TableSpec, arrow_type
+from shoplake.catalog.spec import TableSpec
 from shoplake.config import Settings
-from shoplake.engines.base import Capability
+from shoplake.engines.base import Capability, StagedSource
 from shoplake.engines.delta import DeltaStore, user_metadata
 from shoplake.engines.spark_session import spark_session
 from shoplake.engines.spark_sql import spark_type, to_spark, view_name
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # Line kinds of a parsed CSV file: only `row` lines reach the caller; `reject` lines are reported.
 _HEADER, _BLANK, _REJECT, _ROW = "header", "blank", "reject", "row"
+# Rows are numbered by blocks of 2**_BLOCK_BITS lines of a split (`SparkEngine._rows_numbered`).
+_BLOCK_BITS = 12
 
 
 def field_count(line):
@@ -68,7 +70,7 @@ class SparkEngine:
     """Runs declared SQL on Spark; reads Delta snapshots; writes tables as one Delta commit each."""
 
     name = "spark"
-    capabilities = frozenset({Capability.DISTRIBUTED_INFERENCE})
+    capabilities = frozenset({Capability.DISTRIBUTED_INFERENCE, Capability.DISTRIBUTED_INGEST})
 
     def __init__(self, settings: Settings, store: DeltaStore):
         self.settings = settings
@@ -218,7 +220,9 @@ class SparkEngine:
         which follow the log); the files then move next to the table's other files, still uncommitted."""
         staging = target / f"_spark_staging_{uuid.uuid4().hex}"
         try:
-            frame.write.option("compression", "zstd").parquet(str(staging))
+            # zstd level 1, as `DeltaStore` writes: level 3 (Spark's default) costs time for little size.
+            (frame.write.option("compression", "zstd").option("parquet.compression.codec.zstd.level", "1")
+             .parquet(str(staging)))
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise QueryError(f"{spec.name}: Spark could not write the table: {_one_line(exc)}") from exc
@@ -238,13 +242,119 @@ class SparkEngine:
     def read_source(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
                     columns: Sequence[SourceColumn], *, display: str,
                     encoding: str = "utf-8") -> tuple[pa.RecordBatchReader, LineAccount]:
-        """Parse a CSV(.gz) or Parquet file on Spark; same contract as `DuckDBEngine.read_source`.
+        """Not on Spark: its executors parse and write Bronze themselves (`stage_source`), so the rows
+        never pass through this process (`Capability.DISTRIBUTED_INGEST`)."""
+        raise NotImplementedError("SparkEngine stages source files on its executors: use stage_source")
 
-        The lines set aside by the line scan are removed first (as on DuckDB). Spark splits and parses the
-        rest in parallel and writes the judged rows, one per line, to a scratch Parquet folder whose part
-        files follow the file's order. Streaming those back numbers the lines (header and blank lines
-        included) and sets aside the lines with the wrong number of fields, which the account then reports.
+    def stage_source(self, store: DeltaStore, bronze: TableSpec, path: Path, fmt: str, header: list[str],
+                     mapping: dict[str, str], columns: Sequence[SourceColumn], *, lineage: dict[str, Any],
+                     display: str, encoding: str = "utf-8", write: bool = True) -> tuple[StagedSource, LineAccount]:
+        """Parse a CSV(.gz) or Parquet file on the executors and write its good rows as uncommitted Bronze
+        files (`commit_files` commits them); only counts and the refused rows come back to this process.
+
+        The lines set aside by the line scan are removed first (as on DuckDB). Spark splits the rest, and
+        each task numbers its split's lines as it parses them; the splits' counts, summed in split order,
+        and the few lines that are not rows then give every row its `_source_row` and every refused line
+        its line number, as one sequential pass over the file would. With `write` False nothing is written
+        (a dry run, or Bronze already committed by an interrupted run): the rows are only counted.
         """
+        from pyspark.sql import Observation
+        from pyspark.sql import functions as F
+
+        judged, account = self._judged(path, fmt, header, mapping, columns, display=display, encoding=encoding)
+        scratch = self._scratch / f"source-{uuid.uuid4().hex}"
+        raw = [_quote("_raw_" + c.name) for c in columns]
+        try:
+            # A line's split and its position in the split: the upper and lower bits of Spark's row id,
+            # both known inside the scan's task (no Python worker, no shuffle).
+            split = F.spark_partition_id()
+            numbered = judged.select("*", split.alias("_split"), (F.monotonically_increasing_id()
+                                     - F.shiftleft(split.cast("bigint"), 33)).alias("_line_in_split"))
+            # Gathered while the lines are written, not by another pass: the lines that are not rows (the
+            # header, blank lines, lines refused whole) and the rows with a value that does not parse. Both
+            # are few; the first give each row its place among the rows, the second go to quarantine.
+            observed = Observation(f"source-{uuid.uuid4().hex}")
+            is_row = F.col("_kind") == _ROW
+            numbered = numbered.observe(
+                observed,
+                F.collect_list(F.when(~is_row, F.struct("_split", "_line_in_split", "_kind"))).alias("skipped"),
+                F.collect_list(F.when(is_row & F.col("_reason").isNotNull(),
+                                      F.struct("_split", "_line_in_split", "_reason", *raw))).alias("refused"))
+            good = numbered.where(is_row & F.col("_reason").isNull()).select(
+                *[_quote(c.name) for c in columns], "_split", "_line_in_split")
+            try:
+                # Only the good rows, read once more and then deleted: the cheapest codec to write and read.
+                good.write.option("compression", "snappy").parquet(str(scratch))
+            except Exception as exc:
+                raise SourceFormatError(f"{display}: cannot parse {fmt} file: {_one_line(exc)}") from exc
+            metrics = observed.get
+            not_rows = sorted((r._split, r._line_in_split, r._kind) for r in metrics["skipped"])
+            # A split's lines: its good rows (in the files its task wrote), the lines that are not rows, and
+            # the refused rows.
+            split_lines = _rows_per_split(scratch)
+            for r in [*metrics["skipped"], *metrics["refused"]]:
+                split_lines[r._split] = split_lines.get(r._split, 0) + 1
+            line_offset = _offsets(split_lines)
+            account.parser_rejects.extend((line_offset[split] + line + 1, "wrong_column_count")
+                                          for split, line, kind in not_rows if kind == _REJECT)
+            skipped: dict[int, list[int]] = {}
+            for split, line, _ in not_rows:
+                skipped.setdefault(split, []).append(line)
+            row_offset = _offsets({s: n - len(skipped.get(s, ())) for s, n in split_lines.items()})
+            refused = _refused_rows(metrics["refused"], columns, row_offset, skipped)
+            readable = sum(split_lines.values()) - len(not_rows)
+            files: list[Path] = []
+            if write:
+                # A Spark line never holds a line break, so a Bronze row spans one physical line here.
+                constant = {"_source_lines": F.lit(1).cast("bigint"),
+                            **{name: F.lit(value) for name, value in lineage.items()}}
+                rows = self.spark.read.parquet(str(scratch))
+                good = self._rows_numbered(rows, row_offset, skipped, split_lines).select(
+                    *[(constant[c.name] if c.name in constant else F.col(_quote(c.name)))
+                      .cast(spark_type(c.type)).alias(c.name) for c in bronze.columns])
+                files = self._write_files(bronze, good, store.path(bronze.name))
+        except BaseException:
+            account.close()
+            raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return StagedSource(files, readable, readable - refused.num_rows, refused), account
+
+    def _rows_numbered(self, rows, row_offset: dict[int, int], skipped: dict[int, list[int]],
+                       split_lines: dict[int, int]):
+        """`rows` with `_source_row`: the rows before it in earlier splits, plus its line's place in its
+        split less the lines of the split before it that are not rows.
+
+        Those lines are counted per block of 4,096 lines, in a small table joined to the rows by (split,
+        block): the lines skipped before the block, and the positions of those inside it.
+        """
+        from pyspark.sql import functions as F
+
+        blocks = []
+        for split, positions in skipped.items():
+            for block in range(positions[0] >> _BLOCK_BITS, ((split_lines[split] - 1) >> _BLOCK_BITS) + 1):
+                start, end = block << _BLOCK_BITS, (block + 1) << _BLOCK_BITS
+                before = bisect.bisect_left(positions, start)
+                blocks.append((split, block, before, positions[before:bisect.bisect_left(positions, end)]))
+        offset = (F.element_at(F.create_map(*[F.lit(x) for pair in row_offset.items() for x in pair]),
+                               F.col("_split")) if row_offset else F.lit(0))
+        rows = rows.withColumn("_block", F.shiftright("_line_in_split", _BLOCK_BITS))
+        if blocks:
+            table = self.spark.createDataFrame(
+                blocks, "_split INT, _block BIGINT, _before BIGINT, _inside ARRAY<BIGINT>")
+            rows = rows.join(F.broadcast(table), ["_split", "_block"], "left")
+            here = F.col("_line_in_split")
+            skipped_before = (F.coalesce(F.col("_before"), F.lit(0))
+                              + F.coalesce(F.size(F.filter("_inside", lambda p: p < here)), F.lit(0)))
+        else:
+            skipped_before = F.lit(0)
+        return rows.withColumn("_source_row",
+                               (offset + F.col("_line_in_split") - skipped_before + 1).cast("bigint"))
+
+    def _judged(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
+                columns: Sequence[SourceColumn], *, display: str, encoding: str):
+        """The file's lines as a frame: `_kind`, the typed columns, `_reason` and the raw text of refused
+        rows, in file order within each split; with the file's `LineAccount`."""
         from pyspark.sql import functions as F
 
         missing = [c.name for c in columns if c.name not in mapping.values()]
@@ -266,18 +376,9 @@ class SparkEngine:
         kept = [f"CASE WHEN _reason IS NOT NULL THEN {_quote('r_' + c.name)} END AS {_quote('_raw_' + c.name)}"
                 for c in columns]
         out = [_quote(c.name) for c in columns]
-        judged = (raw.selectExpr("*", *typed)
-                  .selectExpr("*", f"CASE WHEN _kind = '{_ROW}' THEN {reasons} END AS _reason")
-                  .selectExpr(*out, "_reason", *kept, "_kind", "_line"))
-        scratch = self._scratch / f"source-{uuid.uuid4().hex}"
-        try:
-            judged.write.option("compression", "zstd").parquet(str(scratch))
-        except Exception as exc:
-            account.close()
-            raise SourceFormatError(f"{display}: cannot parse {fmt} file: {_one_line(exc)}") from exc
-        schema = pa.schema([pa.field(c.name, arrow_type(c.type)) for c in columns]
-                           + [pa.field(n, pa.string()) for n in ["_reason", *("_raw_" + c.name for c in columns)]])
-        return _ordered_lines(scratch, schema, account), account
+        return (raw.selectExpr("*", *typed)
+                .selectExpr("*", f"CASE WHEN _kind = '{_ROW}' THEN {reasons} END AS _reason")
+                .selectExpr(*out, "_reason", *kept, "_kind")), account
 
     def _csv_fields(self, path: Path, header: list[str], mapping: dict[str, str]):
         from pyspark.sql import functions as F
@@ -313,30 +414,44 @@ class SparkEngine:
         return frame.select(F.lit(_ROW).alias("_kind"), F.lit(None).cast("string").alias("_line"), *columns)
 
 
-def _ordered_lines(scratch: Path, schema: pa.Schema, account: LineAccount) -> pa.RecordBatchReader:
-    """Stream the judged lines back in file order: part files in partition order, rows in file order."""
-    parts = sorted(scratch.glob("part-*.parquet"))
-    rejected = account.parser_rejects
+def _rows_per_split(folder: Path) -> dict[int, int]:
+    """Split index -> its rows in `folder`, from the footers of the Parquet files its task wrote there (a
+    task writes the rows of its own split only: the `_split` column's statistics name it)."""
+    counts: dict[int, int] = {}
+    for part in folder.glob("part-*.parquet"):
+        metadata = pq.ParquetFile(part).metadata
+        column = metadata.schema.names.index("_split")
+        for group in range(metadata.num_row_groups):
+            row_group = metadata.row_group(group)
+            statistics = row_group.column(column).statistics
+            if row_group.num_rows == 0:
+                continue
+            if statistics is None or not statistics.has_min_max or statistics.min != statistics.max:
+                raise QueryError(f"{part}: a scratch file of several splits; cannot number its rows")
+            counts[statistics.min] = counts.get(statistics.min, 0) + row_group.num_rows
+    return counts
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        line = 0
-        try:
-            for part in parts:
-                for batch in pq.ParquetFile(part).iter_batches(batch_size=256 * 1024):
-                    kinds = batch.column("_kind")
-                    is_reject = pc.equal(kinds, _REJECT)
-                    if pc.any(is_reject).as_py():
-                        numbers = pc.add(pc.indices_nonzero(is_reject), line + 1).to_pylist()
-                        rejected.extend((n, "wrong_column_count") for n in numbers)
-                    line += batch.num_rows
-                    rows = batch.filter(pc.equal(kinds, _ROW))
-                    if rows.num_rows:
-                        yield pa.RecordBatch.from_arrays([rows.column(f.name).cast(f.type) for f in schema],
-                                                         schema=schema)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
 
-    return pa.RecordBatchReader.from_batches(schema, batches())
+def _refused_rows(found: Sequence[Any], columns: Sequence[SourceColumn], row_offset: dict[int, int],
+                  skipped: dict[int, list[int]]) -> pa.Table:
+    """The rows with a value that does not parse (observed as the lines were written), numbered as
+    `SparkEngine._rows_numbered` numbers the others, in row order."""
+    rows = sorted(((row_offset[r._split] + r._line_in_split - bisect.bisect_left(skipped.get(r._split, []),
+                    r._line_in_split) + 1, r) for r in found), key=lambda numbered: numbered[0])
+    table = {"_reason": pa.array([r._reason for _, r in rows], pa.string()),
+             "_source_row": pa.array([number for number, _ in rows], pa.int64())}
+    for c in columns:
+        table["_raw_" + c.name] = pa.array([r["_raw_" + c.name] for _, r in rows], pa.string())
+    return pa.table(table)
+
+
+def _offsets(counts: dict[int, int]) -> dict[int, int]:
+    """Split index -> how many (lines, rows) the splits before it hold."""
+    offsets, total = {}, 0
+    for split in sorted(counts):
+        offsets[split] = total
+        total += counts[split]
+    return offsets
 
 
 def _one_line(exc: BaseException) -> str:
