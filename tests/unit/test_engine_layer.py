@@ -433,3 +433,20 @@ def test_a_write_of_stored_rows_leaves_part_of_the_memory_limit_to_the_delta_wri
             assert engine.rows(limit_now)[0][0] == before  # the configured limit is back after the write
     assert _size_bytes(seen[False]) == _size_bytes(before)
     assert _size_bytes(seen[True]) == pytest.approx(WRITE_MEMORY_SHARE * 1e9, rel=0.06)  # shown rounded
+
+
+def test_spark_ingest_counts_rows_per_split_from_footers_and_refuses_a_file_of_several_splits(tmp_path):
+    """Spark's ingest numbers rows from each split's count, read from the footers of the scratch files its
+    tasks wrote; a file holding rows of two splits would make those counts wrong, so it is refused."""
+    from shoplake.engines.spark import _rows_per_split
+
+    folder = tmp_path / "scratch"
+    folder.mkdir()
+    pq.write_table(pa.table({"_split": pa.array([0, 0, 0], pa.int32())}), folder / "part-00000-a.parquet")
+    pq.write_table(pa.table({"_split": pa.array([2, 2], pa.int32())}), folder / "part-00002-a.parquet",
+                   row_group_size=1)  # two row groups of the same split
+    pq.write_table(pa.table({"_split": pa.array([], pa.int32())}), folder / "part-00003-a.parquet")
+    assert _rows_per_split(folder) == {0: 3, 2: 2}
+    pq.write_table(pa.table({"_split": pa.array([4, 5], pa.int32())}), folder / "part-00004-a.parquet")
+    with pytest.raises(QueryError, match="several splits"):
+        _rows_per_split(folder)
