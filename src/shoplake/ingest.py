@@ -22,13 +22,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shoplake import locks
-from shoplake.engines.base import Capability
+from shoplake.engines.base import Capability, StagesSources, StreamsSources
 from shoplake.errors import SourceFormatError
 from shoplake.lake import Lake
 from shoplake.quality.ledger import LedgerEntry, ledger_keys
@@ -182,11 +183,12 @@ def _stage(lake: Lake, engine, source: Source, prepared: _Prepared, *, encoding:
     ingested_at = datetime.now(UTC)
     lineage = {"_source_file": prepared.uri, "_batch_id": batch_id, "_ingested_at": ingested_at}
     if Capability.DISTRIBUTED_INGEST in engine.capabilities:
-        return _stage_on_workers(lake, engine, source, prepared, batch_id, digest, lineage, started,
-                                 encoding=encoding, write=not (bronze_done or dry_run),
+        return _stage_on_workers(lake, cast(StagesSources, engine), source, prepared, batch_id, digest, lineage,
+                                 started, encoding=encoding, write=not (bronze_done or dry_run),
                                  status="dry-run" if dry_run else "bronze-committed" if bronze_done else "new")
-    reader, account = engine.read_source(prepared.path, prepared.fmt, prepared.header, prepared.mapping,
-                                         source.columns, display=prepared.uri, encoding=encoding)
+    reader, account = cast(StreamsSources, engine).read_source(
+        prepared.path, prepared.fmt, prepared.header, prepared.mapping, source.columns, display=prepared.uri,
+        encoding=encoding)
     # A truncated gzip is detected by a check that runs alongside the parse; the stream waits for it
     # before its last batch, so a corrupt file fails the parse.
     gzip_ok = (locations.start_gzip_check(prepared.path, display=prepared.uri)
@@ -218,8 +220,9 @@ def _stage(lake: Lake, engine, source: Source, prepared: _Prepared, *, encoding:
                    time.perf_counter() - started, account.physical_lines)
 
 
-def _stage_on_workers(lake: Lake, engine, source: Source, prepared: _Prepared, batch_id: str, digest: str,
-                      lineage: dict, started: float, *, encoding: str, write: bool, status: str) -> _Staged:
+def _stage_on_workers(lake: Lake, engine: StagesSources, source: Source, prepared: _Prepared, batch_id: str,
+                      digest: str, lineage: dict, started: float, *, encoding: str, write: bool,
+                      status: str) -> _Staged:
     """`_stage` on an engine whose workers parse the file and write its Bronze files: this process gets
     the counts and the refused rows, and checks them against its own line scan before anything commits."""
     bronze = lake.catalog.get(f"bronze.{source.name}")

@@ -381,7 +381,8 @@ SPARK_CASES = ("unterminated_quote_mid_file", "unterminated_quote_in_gzip", "two
                "crlf_with_blank_lines", "mixed_lf_and_crlf", "utf8_bom", "nul_byte_in_a_line", "invalid_utf8",
                "latin1_with_encoding", "repeated_header_mid_file", "too_many_columns_in_gzip", "non_finite_prices",
                "fractional_quantity", "integers_written_otherwise", "dates_out_of_range",
-               "parquet_wrong_numeric_types", "gzip_truncated", "everything_at_once_gzip", "stray_carriage_return")
+               "parquet_wrong_numeric_types", "gzip_truncated", "everything_at_once_gzip", "stray_carriage_return",
+               "header_only", "empty_fields_line")
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.name in SPARK_CASES], ids=lambda c: c.name)

@@ -248,6 +248,9 @@ def test_engines_implement_the_protocol_and_declare_capabilities(tmp_path):
     for engine_class in (DuckDBEngine, SparkEngine):
         assert all(callable(getattr(engine_class, m, None)) for m in members), engine_class
         assert all(isinstance(c, Capability) for c in engine_class.capabilities)
+    # Source files: streamed to ingestion, or staged as Bronze files by the engine's workers, by capability.
+    assert callable(getattr(DuckDBEngine, "read_source", None)) and not hasattr(DuckDBEngine, "stage_source")
+    assert callable(getattr(SparkEngine, "stage_source", None)) and not hasattr(SparkEngine, "read_source")
     assert DuckDBEngine.capabilities == {Capability.EMBEDDED_SQL}
     assert SparkEngine.capabilities == {Capability.DISTRIBUTED_INFERENCE, Capability.DISTRIBUTED_INGEST}
     with Lake(Settings(lake=tmp_path)).engine() as engine:

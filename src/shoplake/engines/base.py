@@ -104,18 +104,24 @@ class Engine(Protocol):
         """A view `name` of the rows of Parquet files written by `stage`."""
         ...
 
+
+
+class StreamsSources(Protocol):
+    """How an engine without `Capability.DISTRIBUTED_INGEST` reads source files (`DuckDBEngine`): it
+    streams the typed rows to this process, and ingestion numbers them and writes Bronze."""
+
     def read_source(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
                     columns: Sequence[SourceColumn], *, display: str,
-                    encoding: str = "utf-8") -> tuple[pa.RecordBatchReader, LineAccount]:
-        """Stream a source file's typed rows to this process (engines without `DISTRIBUTED_INGEST`)."""
-        ...
+                    encoding: str = "utf-8") -> tuple[pa.RecordBatchReader, LineAccount]: ...
+
+
+class StagesSources(Protocol):
+    """How an engine with `Capability.DISTRIBUTED_INGEST` reads source files (`SparkEngine`): its workers
+    parse a file and stage its good rows as uncommitted Bronze files; only counts and refused rows return."""
 
     def stage_source(self, store: DeltaStore, bronze: TableSpec, path: Path, fmt: str, header: list[str],
                      mapping: dict[str, str], columns: Sequence[SourceColumn], *, lineage: dict[str, Any],
-                     display: str, encoding: str = "utf-8", write: bool = True) -> tuple[StagedSource, LineAccount]:
-        """Parse a source file and stage its good rows as Bronze files on the engine's workers (engines
-        with `DISTRIBUTED_INGEST`)."""
-        ...
+                     display: str, encoding: str = "utf-8", write: bool = True) -> tuple[StagedSource, LineAccount]: ...
 
 
 # The engines by setting name (`engine = "spark"`), as "module:class", imported when first used.

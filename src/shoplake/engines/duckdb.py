@@ -27,7 +27,7 @@ from sqlglot import exp
 
 from shoplake.catalog.spec import TableSpec
 from shoplake.config import Settings
-from shoplake.engines.base import Capability, StagedSource
+from shoplake.engines.base import Capability
 from shoplake.engines.delta import DeltaStore
 from shoplake.errors import EngineMemoryError, QueryError, SourceFormatError
 from shoplake.sources.lines import MAX_LINE_BYTES, LineAccount, scan_csv, write_parse_input
@@ -464,12 +464,6 @@ class DuckDBEngine:
             account.close()
             raise SourceFormatError(f"{display}: cannot parse {fmt} file: {_one_line(exc)}") from exc
         return reader, account
-
-    def stage_source(self, store: DeltaStore, bronze: TableSpec, path: Path, fmt: str, header: list[str],
-                     mapping: dict[str, str], columns: Sequence[SourceColumn], *, lineage: dict[str, Any],
-                     display: str, encoding: str = "utf-8", write: bool = True) -> tuple[StagedSource, LineAccount]:
-        """Not embedded: the rows are in this process already, so ingestion writes them (`read_source`)."""
-        raise NotImplementedError("DuckDBEngine streams source rows to ingestion: use read_source")
 
     def _raw_scan(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
                   missing: list[str], *, display: str, encoding: str) -> tuple[str, LineAccount]:

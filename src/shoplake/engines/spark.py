@@ -239,13 +239,6 @@ class SparkEngine:
             shutil.rmtree(staging, ignore_errors=True)
 
     # -- reading source files --------------------------------------------------------------------
-    def read_source(self, path: Path, fmt: str, header: list[str], mapping: dict[str, str],
-                    columns: Sequence[SourceColumn], *, display: str,
-                    encoding: str = "utf-8") -> tuple[pa.RecordBatchReader, LineAccount]:
-        """Not on Spark: its executors parse and write Bronze themselves (`stage_source`), so the rows
-        never pass through this process (`Capability.DISTRIBUTED_INGEST`)."""
-        raise NotImplementedError("SparkEngine stages source files on its executors: use stage_source")
-
     def stage_source(self, store: DeltaStore, bronze: TableSpec, path: Path, fmt: str, header: list[str],
                      mapping: dict[str, str], columns: Sequence[SourceColumn], *, lineage: dict[str, Any],
                      display: str, encoding: str = "utf-8", write: bool = True) -> tuple[StagedSource, LineAccount]:
