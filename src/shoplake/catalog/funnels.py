@@ -218,6 +218,16 @@ def _quantile_sql(column: str, rank: str, count: str, tenths: int) -> str:
 
 # Entries are judged per period of each grain; a week starts on Monday (ISO), like the retention cohorts.
 GRAINS = {"day": "event_date", "week": "CAST(date_trunc('week', event_date) AS DATE)"}
+# Inside the entries query a grain and a breakdown are numbers, named only in its last SELECT: grouping and
+# joining millions of rows on small integers instead of text took 11-15 % less time (bench/RESULTS.md).
+_GRAIN_CODES = {grain: code for code, grain in enumerate(GRAINS)}
+_BREAKDOWN_CODES = {breakdown: code for code, breakdown in enumerate(("all", *BREAKDOWNS))}
+
+
+def _named_sql(column: str, codes: dict[str, int]) -> str:
+    """The name of a coded value (`_GRAIN_CODES`, `_BREAKDOWN_CODES`) as SQL."""
+    whens = " ".join(f"WHEN {code} THEN '{name}'" for name, code in codes.items())
+    return f"CASE {column} {whens} END AS {column}"
 
 
 def _next_event_sql(probes: str, event_type: str, probe_time: str, *, strictly_after: bool,
@@ -268,8 +278,9 @@ def entries_sql(funnel: FunnelDef) -> str:
     for breakdown, value in (("all", "'(all)'"), *((b, f"coalesce({b}, '(none)')") for b in BREAKDOWNS)):
         by_value = "" if breakdown == "all" else f"{value}, "
         daily.append(
-            f"SELECT 'day' AS grain, {GRAINS['day']} AS period_start, '{breakdown}' AS breakdown, "
-            f"{value} AS breakdown_value, {unit}, min(event_at) AS at_1 FROM ev "
+            f"SELECT {_GRAIN_CODES['day']} AS grain, {GRAINS['day']} AS period_start, "
+            f"{_BREAKDOWN_CODES[breakdown]} AS breakdown, {value} AS breakdown_value, {unit}, "
+            f"min(event_at) AS at_1 FROM ev "
             f"WHERE event_type = '{first}' GROUP BY {GRAINS['day']}, {by_value}{unit}")
     week = GRAINS["week"].replace("event_date", "period_start")
     ctes = [
@@ -278,8 +289,8 @@ def entries_sql(funnel: FunnelDef) -> str:
         "daily AS (" + " UNION ALL ".join(daily) + ")",
         # A weekly entry is the week's first daily entry of the same key and breakdown value (same step-1
         # time, so the same steps reached).
-        f"entries AS (SELECT * FROM daily UNION ALL SELECT 'week' AS grain, {week} AS period_start, breakdown, "
-        f"breakdown_value, {unit}, min(at_1) AS at_1 FROM daily GROUP BY ALL)",
+        f"entries AS (SELECT * FROM daily UNION ALL SELECT {_GRAIN_CODES['week']} AS grain, {week} AS "
+        f"period_start, breakdown, breakdown_value, {unit}, min(at_1) AS at_1 FROM daily GROUP BY ALL)",
         f"probe_1 AS (SELECT DISTINCT {unit}, at_1 FROM daily)",
     ]
     carried = [*unit.split(", "), "at_1"]
@@ -334,7 +345,8 @@ def entries_sql(funnel: FunnelDef) -> str:
         f"CROSS JOIN (VALUES {step_numbers}) AS steps (step))")
     return (
         f"-- {funnel.entries_table}: generated from the funnel declaration {funnel.name!r} "
-        f"(shoplake.catalog.funnels).\nWITH " + ",\n".join(ctes) + "\nSELECT grain, period_start, breakdown, "
+        f"(shoplake.catalog.funnels).\nWITH " + ",\n".join(ctes) + "\nSELECT "
+        f"{_named_sql('grain', _GRAIN_CODES)}, period_start, {_named_sql('breakdown', _BREAKDOWN_CODES)}, "
         "breakdown_value, user_id, session_id, step, seconds_to_step, entered_at FROM reached "
         "WHERE seconds_to_step IS NOT NULL\n")
 
