@@ -35,7 +35,8 @@ def _group(relative: str) -> str:
 # Rough minutes of the longest groups on a quiet 2-core machine (from `--durations`): the scheduler hands
 # them out first, so no long group starts last and holds up the end of the run. Only the order uses them.
 _MINUTES = {"ml": 5, "spark": 4, "integrity/test_crash.py": 3, "jobs/test_maintain_daily.py": 2,
-            "serve": 2, "integrity/test_concurrency.py": 1.5, "integrity/test_guarantees.py": 1.5,
+            "serve": 2, "integrity/test_crash_spark_ingest.py": 2.5,
+            "integrity/test_concurrency.py": 1.5, "integrity/test_guarantees.py": 1.5,
             "jobs/test_adapt.py": 1.5, "parity/test_standalone_cluster.py": 1.1, "jobs/test_runner.py": 0.5,
             "jobs/test_kill.py": 0.5}
 

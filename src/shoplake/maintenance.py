@@ -10,7 +10,8 @@ turns tables into thousands of small files. Three operations keep them in shape,
   fewer small files than declared (`min_small_files`). `--zorder` clusters by the declared columns instead.
 - **vacuum** (delta-rs `vacuum`, full mode): delete files that no version committed within the retention
   needs: files an optimize or overwrite replaced more than `retention_hours` ago, and files no commit ever
-  referenced (staged by a process that died before committing) last modified before that. A reader holding
+  referenced (staged by a process that died before committing) last modified before that, and the staging
+  folders of writes that never finished (Spark's, which vacuum does not look into). A reader holding
   an older snapshot, and time travel to a version inside the window, keep working. A retention below the
   declared one is refused unless asked for explicitly: it breaks time travel and readers of older snapshots.
 - **checkpoint**: write a Delta checkpoint when many commits followed the last one, so opening the table
@@ -29,15 +30,17 @@ and never interleaves with one. Maintenance commits change no row; builds and mo
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from deltalake import CommitProperties, DeltaTable, WriterProperties
 
 from shoplake import locks
 from shoplake.catalog.spec import TableSpec
-from shoplake.engines.delta import META_PREFIX, POST_COMMIT, TABLE_PROPERTIES
+from shoplake.engines.delta import META_PREFIX, POST_COMMIT, TABLE_PROPERTIES, WRITER_STAGING_PREFIX
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
 
@@ -188,12 +191,30 @@ def _maintain_table(lake: Lake, spec: TableSpec, *, run_id: str | None, compact:
             doomed = table.vacuum(retention_hours=int(retention_hours), dry_run=False, full=True,
                                   enforce_retention_duration=False, commit_properties=commit,
                                   post_commithook_properties=POST_COMMIT)
-        result.files_vacuumed = len(doomed)
+        result.files_vacuumed = len(doomed) + _remove_stale_staging(lake.store.path(spec.name), retention_hours,
+                                                                    dry_run=dry_run)
 
     if not dry_run and _commits_since_checkpoint(lake, spec.name) >= CHECKPOINT_AFTER_COMMITS:
         DeltaTable(path).create_checkpoint()
         result.checkpoint = True
     return result
+
+
+def _remove_stale_staging(folder: Path, retention_hours: float, *, dry_run: bool) -> int:
+    """Remove the writer staging folders (`WRITER_STAGING_PREFIX`) of `folder` whose files were all last
+    modified before the retention: a process killed during its write left them (a live write keeps
+    touching its own). delta-rs's vacuum skips folders whose name starts with "_". Returns the files."""
+    cutoff = time.time() - retention_hours * 3600
+    removed = 0
+    for staging in (p for p in folder.glob(WRITER_STAGING_PREFIX + "*") if p.is_dir()):
+        files = [p for p in staging.rglob("*") if p.is_file()]
+        if max((p.stat().st_mtime for p in files), default=staging.stat().st_mtime) >= cutoff:
+            continue
+        removed += sum(p.suffix == ".parquet" for p in files)
+        if not dry_run:
+            shutil.rmtree(staging, ignore_errors=True)
+            log.info("%s: removed %s, left by a write that did not finish", folder.name, staging.name)
+    return removed
 
 
 def _small_files(table: DeltaTable, below_bytes: int) -> int:

@@ -45,6 +45,10 @@ _WRITER_PROPERTIES = WriterProperties(compression="ZSTD", compression_level=1)
 # the table says. Checkpoints still happen (they keep opening a long log fast); `vacuum` removes data files.
 TABLE_PROPERTIES = {"delta.enableExpiredLogCleanup": "false"}
 POST_COMMIT = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+# A folder inside a table's folder that an engine writes into before moving the files next to the table's
+# (Spark's writer). Its name starts with "_", so Delta readers and delta-rs's vacuum never look inside:
+# `maintenance` removes the ones a killed process left.
+WRITER_STAGING_PREFIX = "_spark_staging_"
 # Commits that rewrite files or set properties without changing a single row: a table's data at such a
 # version equals its data at the version before.
 MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES"})

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from shoplake.catalog.spec import TableSpec
 from shoplake.config import Settings
 from shoplake.engines.base import Capability, StagedSource
-from shoplake.engines.delta import DeltaStore, user_metadata
+from shoplake.engines.delta import WRITER_STAGING_PREFIX, DeltaStore, user_metadata
 from shoplake.engines.spark_session import spark_session
 from shoplake.engines.spark_sql import spark_type, to_spark, view_name
 from shoplake.errors import QueryError, SourceFormatError
@@ -218,7 +218,7 @@ class SparkEngine:
     def _write_files(self, spec: TableSpec, frame, target: Path) -> list[Path]:
         """Spark writes Parquet into a staging folder inside the table folder (invisible to Delta readers,
         which follow the log); the files then move next to the table's other files, still uncommitted."""
-        staging = target / f"_spark_staging_{uuid.uuid4().hex}"
+        staging = target / f"{WRITER_STAGING_PREFIX}{uuid.uuid4().hex}"
         try:
             # zstd level 1, as `DeltaStore` writes: level 3 (Spark's default) costs time for little size.
             (frame.write.option("compression", "zstd").option("parquet.compression.codec.zstd.level", "1")
