@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from datetime import date
+import random
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -572,3 +573,83 @@ def test_a_split_build_killed_before_its_commit_leaves_files_no_reader_sees_and_
     maintain(shop.lake, name, compact=False, retain_hours=0, allow_short_retention=True)
     assert {p.name for p in folder.glob("*.parquet")} == committed
     assert shop.query(f"SELECT count(*) AS n FROM {name}")[0]["n"] == rows > 0
+
+
+# -- entries against a direct computation, on random events whose units enter on several days ------------
+ORACLE_FUNNELS = """
+funnels:
+  o_same_session: {steps: [view, purchase], window: 1d, unit: session, same_product: true}
+  o_any_user:     {steps: [view, purchase], window: 2d, unit: user}
+"""
+
+
+def _random_events(seed: int, n: int = 400) -> list[tuple[datetime, str, int, int, str]]:
+    """(time, type, product, user, session): 40 users over 10 days (one or several days per user and week), sessions
+    of a few hours that often cross midnight, so both a unit's one-day weeks and its several-day weeks occur."""
+    rng = random.Random(seed)
+    start = datetime(2019, 9, 30, tzinfo=UTC)  # a Monday
+    events = []
+    for _ in range(n):
+        user = rng.randint(1, 40)
+        day = rng.randint(0, 9)
+        session = f"u{user}d{day}" if rng.random() < 0.8 else f"u{user}d{max(day - 1, 0)}"  # some span two days
+        at = start + timedelta(days=day, hours=rng.choice([0, 1, 10, 22, 23]), minutes=rng.randint(0, 59))
+        events.append((at, rng.choice(["view", "view", "purchase"]), rng.randint(1, 4), user, session))
+    return events
+
+
+def _expected_entries(events, *, unit: str, same_product: bool, window: timedelta) -> set[tuple]:
+    """The `all` rows of a [view, purchase] funnel's entries, straight from the definition: per period, unit
+    and product key, the first view; the earliest purchase of the same key at or after it within the window;
+    a unit's row takes its latest entry and its quickest purchase."""
+    out = set()
+    for grain in ("day", "week"):
+        firsts: dict[tuple, datetime] = {}
+        for at, kind, product, user, session in events:
+            if kind != "view":
+                continue
+            day = at.date()
+            period = day if grain == "day" else day - timedelta(days=day.weekday())
+            key = (period, user, session if unit == "session" else None, product if same_product else 0)
+            firsts[key] = min(firsts.get(key, at), at)
+        units: dict[tuple, list] = {}
+        for (period, user, session, product), at_1 in firsts.items():
+            bought = [at for at, kind, p, u, s in events if kind == "purchase" and u == user
+                      and (unit == "user" or s == session) and (not same_product or p == product)
+                      and at_1 <= at <= at_1 + window]
+            seconds = (min(bought) - at_1).total_seconds() if bought else None
+            row = units.setdefault((period, user, session), [at_1, seconds])
+            row[0] = max(row[0], at_1)
+            if seconds is not None and (row[1] is None or seconds < row[1]):
+                row[1] = seconds
+        for (period, user, session), (entered, seconds) in units.items():
+            out.add((grain, period, user, session, 1, 0.0, entered))
+            if seconds is not None:
+                out.add((grain, period, user, session, 2, seconds, entered))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_funnel_entries_equal_a_direct_computation_over_days_and_weeks(module_shop, tmp_path_factory, seed):
+    path = tmp_path_factory.mktemp("oracle_funnel_file") / "shoplake-funnels.yaml"
+    path.write_text(ORACLE_FUNNELS)
+    shop = module_shop(f"funnel_oracle_{seed}", catalog_for(path))
+    events = _random_events(seed)
+    shop.ingest("clickstream", CLICKSTREAM_HEADER,
+                *(ev(at.strftime("%Y-%m-%d %H:%M:%S"), kind, p, u, s) for at, kind, p, u, s in events))
+    built = shop.build("silver.events+")
+    assert all(r.status == "built" for r in built.values()), {n: r.message for n, r in built.items()}
+    for name, unit, same, window in (("o_same_session", "session", True, timedelta(days=1)),
+                                     ("o_any_user", "user", False, timedelta(days=2))):
+        # both kinds of (unit, week) occur: entered on one day only, and on several days
+        days = {}
+        for at, kind, _, user, session in events:
+            if kind == "view":
+                week = at.date() - timedelta(days=at.weekday())
+                days.setdefault((user, session if unit == "session" else None, week), set()).add(at.date())
+        assert min(map(len, days.values())) == 1 < max(map(len, days.values())), name
+        got = {(r["grain"], r["period_start"], r["user_id"], r["session_id"], r["step"], r["seconds_to_step"],
+                r["entered_at"])
+               for r in shop.query(f"SELECT * FROM gold.funnel_{name}_entries WHERE breakdown = 'all'")}
+        want = _expected_entries(events, unit=unit, same_product=same, window=window)
+        assert got == want, (name, sorted(got ^ want, key=str)[:5])

@@ -282,15 +282,27 @@ def entries_sql(funnel: FunnelDef) -> str:
             f"{_BREAKDOWN_CODES[breakdown]} AS breakdown, {value} AS breakdown_value, {unit}, "
             f"min(event_at) AS at_1 FROM ev "
             f"WHERE event_type = '{first}' GROUP BY {GRAINS['day']}, {by_value}{unit}")
-    week = GRAINS["week"].replace("event_date", "period_start")
+    def week(period: str) -> str:
+        return GRAINS["week"].replace("event_date", period)
+
+    day_code, week_code = _GRAIN_CODES["day"], _GRAIN_CODES["week"]
     ctes = [
         f"ev AS (SELECT user_id, {session} AS unit_session, {product} AS product_key, event_type, event_at, "
         f"event_date, category_l1, brand FROM silver.events WHERE {events})",
         "daily AS (" + " UNION ALL ".join(daily) + ")",
+        # The (unit, week)s with step-1 events on more than one day. In every other week a unit's weekly
+        # entries are its one day's entries (a session's week is almost always one day: 99.9 % of the demo's),
+        # so their rows are copied from the day rows after the steps are followed (`unit_rows`).
+        f"spans AS (SELECT user_id, unit_session, {week('period_start')} AS week_start FROM daily "
+        f"WHERE breakdown = {_BREAKDOWN_CODES['all']} GROUP BY user_id, unit_session, {week('period_start')} "
+        f"HAVING min(period_start) < max(period_start))",
         # A weekly entry is the week's first daily entry of the same key and breakdown value (same step-1
         # time, so the same steps reached).
-        f"entries AS (SELECT * FROM daily UNION ALL SELECT {_GRAIN_CODES['week']} AS grain, {week} AS "
-        f"period_start, breakdown, breakdown_value, {unit}, min(at_1) AS at_1 FROM daily GROUP BY ALL)",
+        f"entries AS (SELECT * FROM daily UNION ALL SELECT {week_code} AS grain, s.week_start AS period_start, "
+        f"d.breakdown, d.breakdown_value, d.user_id, d.unit_session, d.product_key, min(d.at_1) AS at_1 "
+        f"FROM daily AS d JOIN spans AS s ON s.user_id = d.user_id AND s.unit_session = d.unit_session "
+        f"AND s.week_start = {week('d.period_start')} "
+        f"GROUP BY s.week_start, d.breakdown, d.breakdown_value, d.user_id, d.unit_session, d.product_key)",
         f"probe_1 AS (SELECT DISTINCT {unit}, at_1 FROM daily)",
     ]
     carried = [*unit.split(", "), "at_1"]
@@ -328,14 +340,21 @@ def entries_sql(funnel: FunnelDef) -> str:
     else:
         ctes.append(f"units AS (SELECT {unit_keys}, at_1 AS entered_at, "
                     f"{', '.join(f'seconds_{k}' for k in range(1, n + 1))} FROM reached_by_product)")
+    # The weekly rows of a (unit, week) with step-1 events on one day only: its day rows, in that week.
+    copied = ", ".join(f"u.seconds_{k}" for k in range(1, n + 1))
+    ctes.append(f"unit_rows AS (SELECT * FROM units UNION ALL SELECT {week_code} AS grain, "
+                f"{week('u.period_start')} AS period_start, u.breakdown, u.breakdown_value, u.user_id, "
+                f"u.unit_session, u.entered_at, {copied} FROM units AS u LEFT JOIN spans AS s "
+                f"ON s.user_id = u.user_id AND s.unit_session = u.unit_session "
+                f"AND s.week_start = {week('u.period_start')} WHERE u.grain = {day_code} AND s.user_id IS NULL)")
     if funnel.unit == "session":
         # Numbered again from the distinct sessions (dense_rank gives each the same number): the events CTE,
         # which the engine keeps in memory, then carries no session id text.
         ctes.append(f"session_ids AS (SELECT user_id, session_id, {session} AS unit_session FROM "
                     f"(SELECT DISTINCT user_id, session_id FROM silver.events WHERE {events}) AS sessions)")
-        units, session_out = "units JOIN session_ids USING (user_id, unit_session)", "session_id"
+        units, session_out = "unit_rows JOIN session_ids USING (user_id, unit_session)", "session_id"
     else:
-        units, session_out = "units", "CAST(NULL AS VARCHAR)"
+        units, session_out = "unit_rows", "CAST(NULL AS VARCHAR)"
     step_seconds = " ".join(f"WHEN {k} THEN seconds_{k}" for k in range(1, n + 1))
     step_numbers = ", ".join(f"({k})" for k in range(1, n + 1))
     ctes.append(
