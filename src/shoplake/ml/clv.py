@@ -136,26 +136,20 @@ def _laplace(model, *, draws: int, seed: int) -> dict[str, np.ndarray]:
     no Gaussian fits. The Hessian there is the central difference of PyTensor's exact gradient (2 x 4
     gradients): PyTensor's symbolic Hessian over every customer's term took 15 s to compile per model.
 
-    The functions are compiled first in FAST_COMPILE mode: graph rewrites cost seconds per function, more
-    than the hundred or so evaluations the optimiser makes. Without the rewrites some expressions are not
-    stabilised (Gamma-Gamma's on a dozen customers ran to NaN), so a mode that fails is retried with the
-    default, optimised one.
+    The functions are PyTensor's default ones: rewritten (stabilised) and compiled to C, which PyTensor
+    caches in its compile folder, so only the first fit on a machine pays the compiler. Its `FAST_COMPILE`
+    mode, used before, skips both, but evaluates a product of more than two terms one element at a time in
+    Python: on the demo's 4,355 customers the two fits took 10.0-11.6 s, against 6.3 s compiled (the first
+    time on a machine, compiling, 49 s; bench/RESULTS.md). It also left expressions unstabilised
+    (Gamma-Gamma on a dozen customers ran to NaN).
     """
-    try:
-        return _laplace_in(model, draws=draws, seed=seed, mode="FAST_COMPILE")
-    except ValueError as exc:  # the optimised functions are tried on any failure of the fast ones
-        log.info("Laplace fit in FAST_COMPILE mode failed (%s): retried with optimised functions", exc)
-        return _laplace_in(model, draws=draws, seed=seed, mode=None)
-
-
-def _laplace_in(model, *, draws: int, seed: int, mode: str | None) -> dict[str, np.ndarray]:
     from pymc.blocking import DictToArrayBijection, RaveledVars
     from scipy import optimize
 
     raveled = DictToArrayBijection.map(model.initial_point())
     info = raveled.point_map_info
-    logp = model.compile_logp(jacobian=True, mode=mode)
-    dlogp = model.compile_dlogp(jacobian=True, mode=mode)
+    logp = model.compile_logp(jacobian=True)
+    dlogp = model.compile_dlogp(jacobian=True)
 
     def point(x: np.ndarray) -> dict[str, np.ndarray]:
         return DictToArrayBijection.rmap(RaveledVars(x, info))
@@ -177,7 +171,7 @@ def _laplace_in(model, *, draws: int, seed: int, mode: str | None) -> dict[str, 
     # Back to the model's variables (deterministics such as BG/NBD's a and b included).
     names = [rv.name for rv in model.free_RVs + model.deterministics]
     outputs = model.replace_rvs_by_values([model[name] for name in names])
-    fn = model.compile_fn(outputs, inputs=model.value_vars, on_unused_input="ignore", point_fn=True, mode=mode)
+    fn = model.compile_fn(outputs, inputs=model.value_vars, on_unused_input="ignore", point_fn=True)
     values = [fn(point(x)) for x in unconstrained]
     samples = {name: np.array([v[i] for v in values]) for i, name in enumerate(names)}
     if not all(np.isfinite(v).all() for v in samples.values()):
