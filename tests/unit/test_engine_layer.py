@@ -453,3 +453,30 @@ def test_spark_ingest_counts_rows_per_split_from_footers_and_refuses_a_file_of_s
     pq.write_table(pa.table({"_split": pa.array([4, 5], pa.int32())}), folder / "part-00004-a.parquet")
     with pytest.raises(QueryError, match="several splits"):
         _rows_per_split(folder)
+
+
+def test_a_session_folder_removes_the_folders_of_dead_processes_of_its_own_prefix_only(tmp_path):
+    """Spark's ingest scratch (and DuckDB's spill) live in per-process folders; a process killed before it
+    cleaned up leaves one, which the next session under the same root removes. The prefix names the machine
+    for Spark (the root may be shared between machines), so another machine's folders are left alone."""
+    import os
+    import subprocess
+
+    from shoplake.engines.scratch import session_folder
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    prefix = "spark-engine-thishost-"
+    left = tmp_path / f"{prefix}{dead}-abc"
+    (left / "source-1").mkdir(parents=True)
+    (left / "source-1" / "part-0.parquet").write_bytes(b"parsed lines of a killed ingest")
+    running = tmp_path / f"{prefix}{os.getpid()}-def"
+    other_machine = tmp_path / f"spark-engine-otherhost-{dead}-ghi"
+    duckdb_spill = tmp_path / f"duckdb-{dead}-jkl"
+    for folder in (running, other_machine, duckdb_spill):
+        folder.mkdir()
+
+    mine = session_folder(tmp_path, prefix)
+    assert mine.name.startswith(f"{prefix}{os.getpid()}-") and mine.is_dir()
+    assert not left.exists()
+    assert running.exists() and other_machine.exists() and duckdb_spill.exists()

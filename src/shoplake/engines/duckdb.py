@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -29,6 +28,7 @@ from shoplake.catalog.spec import TableSpec
 from shoplake.config import Settings
 from shoplake.engines.base import Capability
 from shoplake.engines.delta import DeltaStore
+from shoplake.engines.scratch import session_folder
 from shoplake.errors import EngineMemoryError, QueryError, SourceFormatError
 from shoplake.sources.lines import MAX_LINE_BYTES, LineAccount, scan_csv, write_parse_input
 from shoplake.sources.schemas import SourceColumn, judge_sql
@@ -71,27 +71,6 @@ def _size_bytes(text: str) -> int:
 _SPILL_PREFIX = "duckdb-"
 
 
-def _session_spill_dir(root: Path) -> Path:
-    """A new spill folder for one engine session under `root`, named after the process; folders left by
-    processes that no longer run (killed before they could clean up) are removed on the way."""
-    root.mkdir(parents=True, exist_ok=True)
-    for old in root.glob(f"{_SPILL_PREFIX}*-*"):
-        pid = old.name[len(_SPILL_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _process_runs(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{_SPILL_PREFIX}{os.getpid()}-", dir=root))
-
-
-def _process_runs(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it runs
-        return True
-    return True
-
-
 class DuckDBEngine:
     """Runs declared SQL on DuckDB; reads Delta snapshots; streams results as Arrow."""
 
@@ -110,8 +89,8 @@ class DuckDBEngine:
             config["memory_limit"] = settings.memory_limit
         # A folder of this session's own: DuckDB names its spill files by block size and number only, so two
         # processes spilling into one folder overwrote and deleted each other's files.
-        self._spill_dir = _session_spill_dir(Path(settings.spill_dir or Path(tempfile.gettempdir()) /
-                                                  "shoplake-spill"))
+        self._spill_dir = session_folder(Path(settings.spill_dir or Path(tempfile.gettempdir()) / "shoplake-spill"),
+                                         _SPILL_PREFIX)
         config["temp_directory"] = str(self._spill_dir)
         # memory_limit bounds DuckDB's buffer pool, not what its allocator keeps after a query frees it: a
         # build of several large tables in one session kept ~0.8 GB over the limit (10M events: peak 3.5 GiB

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import logging
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from shoplake.catalog.spec import TableSpec
 from shoplake.config import Settings
 from shoplake.engines.base import Capability, StagedSource
 from shoplake.engines.delta import WRITER_STAGING_PREFIX, DeltaStore, user_metadata
+from shoplake.engines.scratch import session_folder
 from shoplake.engines.spark_session import spark_session
 from shoplake.engines.spark_sql import spark_type, to_spark, view_name
 from shoplake.errors import QueryError, SourceFormatError
@@ -78,9 +80,9 @@ class SparkEngine:
         self.spark = spark_session(settings)
         self._views: set[str] = set()
         self._cached: dict[str, Any] = {}
-        scratch_root = Path(settings.spill_dir or Path(tempfile.gettempdir()) / "shoplake-spill")
-        scratch_root.mkdir(parents=True, exist_ok=True)
-        self._scratch = Path(tempfile.mkdtemp(prefix="spark-engine-", dir=scratch_root))
+        # Named after the machine too: on a cluster the executors reach this folder on a shared path.
+        self._scratch = session_folder(Path(settings.spill_dir or Path(tempfile.gettempdir()) / "shoplake-spill"),
+                                       f"spark-engine-{socket.gethostname()}-")
 
     def close(self) -> None:
         # The session outlives the engine (one per process, shared with scoring): drop only our views.
