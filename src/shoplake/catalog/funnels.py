@@ -282,6 +282,7 @@ def entries_sql(funnel: FunnelDef) -> str:
             f"{_BREAKDOWN_CODES[breakdown]} AS breakdown, {value} AS breakdown_value, {unit}, "
             f"min(event_at) AS at_1 FROM ev "
             f"WHERE event_type = '{first}' GROUP BY {GRAINS['day']}, {by_value}{unit}")
+
     def week(period: str) -> str:
         return GRAINS["week"].replace("event_date", period)
 

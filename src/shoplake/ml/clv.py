@@ -140,7 +140,7 @@ def _laplace(model, *, draws: int, seed: int) -> dict[str, np.ndarray]:
     caches in its compile folder, so only the first fit on a machine pays the compiler. Its `FAST_COMPILE`
     mode, used before, skips both, but evaluates a product of more than two terms one element at a time in
     Python: on the demo's 4,355 customers the two fits took 10.0-11.6 s, against 6.3 s compiled (the first
-    time on a machine, compiling, 49 s; bench/RESULTS.md). It also left expressions unstabilised
+    time on a machine, compiling, 41.6 s; bench/RESULTS.md). It also left expressions unstabilised
     (Gamma-Gamma on a dozen customers ran to NaN).
     """
     from pymc.blocking import DictToArrayBijection, RaveledVars
