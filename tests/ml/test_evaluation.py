@@ -124,3 +124,19 @@ def test_segment_sums_equal_one_sum_per_distinct_score(top_rows):
     for w in weights:
         got, want = ranked.metrics(w, ks), _per_group_metrics(y, p, w, ks)
         assert {k: got[k] for k in want} == want
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7, 50])
+def test_batched_resamples_equal_one_resample_at_a_time(monkeypatch, batch):
+    # paired_draws multiplies a batch of resamples' weights with every model's sum matrix at once; the last
+    # batch is partial for 3 and 7 (20 resamples). Each draw must be the metrics of its own resample.
+    y, p = _rare(5, 3_000)
+    scores = {"a": p, "b": np.round(p, 2)}
+    monkeypatch.setattr(evaluation, "_BATCH_BYTES", batch * 8 * len(y))
+    draws = evaluation.paired_draws(y, scores, ks=(5, 100), resamples=20, seed=4)
+    weights = list(evaluation.resample_weights(y.astype(float), resamples=20, seed=4))
+    for name, score in scores.items():
+        ranked = evaluation._Ranked(y.astype(float), score, 4 * 100 + 1000)
+        for i, w in enumerate(weights):
+            want = ranked.metrics(w, (5, 100))
+            assert {m: draws[name][1][m][i] for m in want} == want

@@ -21,10 +21,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 DEFAULT_KS = (10, 100, 1000)
 DEFAULT_RESAMPLES = 200
 ECE_BINS = 10
+# the weight sums of one resample, in the order of `_Ranked.sums`'s rows
+_SUMS = ("segment", "top", "top_predicted", "bin_predicted", "squared_error")
+# resamples whose weights are held at once by `paired_draws` (as one matrix of at most this many bytes)
+_BATCH_BYTES = 32 * 1024 ** 2
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,10 @@ class Estimate:
 class _Ranked:
     """One score vector prepared for weighted metrics: groups of tied scores, best first.
 
-    Everything that does not depend on the resample's weights is computed here once; `metrics` then costs
-    a few bincounts and dot products per resample (it runs for every model on every resample).
+    Everything that does not depend on the resample's weights is computed here once, down to a sparse
+    matrix (`sums`) whose product with the weights gives every sum over the rows a resample needs; the rest
+    of `metrics_from` works on those few sums. It runs for every model on every resample, so `paired_draws`
+    multiplies all models' matrices with a batch of resamples in one call.
 
     The rank metrics need the weight of the groups only where a positive is (ROC-AUC, PR-AUC) and near the
     top (precision@k): each row is mapped once to its *segment*, the positive group it is in or the run of
@@ -90,15 +97,41 @@ class _Ranked:
         top_positive = self.group[self.positives] < self.n_top
         self.top_positive_at = np.flatnonzero(top_positive)  # positions within self.positives
         self.top_positive_group = self.group[self.positives][top_positive]
+        self.sums = self._sums_matrix()
+
+    def _sums_matrix(self) -> sparse.csr_array:
+        """Every weight sum a resample needs as one row of a sparse matrix over the rows.
+
+        Its product with a matrix of weights (a column per resample) gives the sums of many resamples in
+        one call, in the order `_SUMS` names: per segment; per top group, the weight and the weight times
+        the probability; per calibration bin, the weight times the probability; the weighted squared error.
+        Each row lists its rows in increasing order, so every sum adds the same terms in the same order as
+        a bincount does.
+        """
+        n, top = len(self.p), self.top_rows
+        everything = np.arange(n)
+        sizes = (self.n_segments, self.n_top, self.n_top, self.n_bins, 1)
+        starts = np.cumsum((0, *sizes[:-1]))
+        self.blocks = {name: slice(start, start + size) for name, start, size in zip(_SUMS, starts, sizes, strict=True)}
+        row = np.concatenate([starts[0] + self.segment, starts[1] + self.top_group, starts[2] + self.top_group,
+                              starts[3] + self.bin, np.full(n, starts[4])])
+        column = np.concatenate([everything, top, top, everything, everything])
+        value = np.concatenate([np.ones(n), np.ones(len(top)), self.p[top], self.p, self.squared_error])
+        # COO -> CSR keeps the given order within a row (a stable sort by row): increasing rows, as given
+        return sparse.coo_array((value, (row, column)), shape=(int(sum(sizes)), n)).tocsr()
 
     def metrics(self, w: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
-        p = self.p
+        """The metrics under the weights `w` (ones: on the evaluated rows; multiplicities: on a resample)."""
+        return self.metrics_from(self.sums @ w, w, ks)
+
+    def metrics_from(self, sums: np.ndarray, w: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+        """The metrics from the weight sums `self.sums @ w` (for many resamples at once: `paired_draws`)."""
+        block = self.blocks
         pos, pos_w = self.positives, w[self.positives]
-        wp = w * p
         m = len(self.positive_groups)
         # per positive group j: its positive weight, its whole weight, and the cumulative sums up to it
         pos_at = np.bincount(self.positive_index, pos_w, m)
-        seg = np.bincount(self.segment, w, self.n_segments)
+        seg = sums[block["segment"]]
         cum_seg = np.cumsum(seg)
         total_pos, total = float(pos_w.sum()), float(seg.sum())
         total_neg = total - total_pos
@@ -112,15 +145,15 @@ class _Ranked:
         precision = np.divide(cum_pos_at, cum_all_at, out=np.zeros(m), where=cum_all_at > 0)
         out["pr_auc"] = _dot(pos_at, precision) / total_pos
         # per group of the top region (all groups when it weighs too little for the largest k)
-        all_g = np.bincount(self.top_group, w[self.top_rows], self.n_top)
+        all_g = sums[block["top"]]
         cum_all = np.cumsum(all_g)
         top_pos_w, top_pos_group = pos_w[self.top_positive_at], self.top_positive_group
-        predicted_g = np.bincount(self.top_group, wp[self.top_rows], self.n_top)
+        predicted_g = sums[block["top_predicted"]]
         if self.n_top < self.n_groups and not cum_all[-1] > max(ks, default=0):
             all_g = np.bincount(self.group, w, self.n_groups)
             cum_all = np.cumsum(all_g)
             top_pos_w, top_pos_group = pos_w, self.group[pos]
-            predicted_g = np.bincount(self.group, wp, self.n_groups)
+            predicted_g = np.bincount(self.group, w * self.p, self.n_groups)
         n_listed = len(all_g)
         pos_g = np.bincount(top_pos_group, top_pos_w, n_listed)
         cum_pos = np.cumsum(pos_g)
@@ -140,10 +173,10 @@ class _Ranked:
             # what the probabilities promise for the same places: calibration where the list is acted on
             out[f"predicted_precision_at_{k}"] = float(predicted) / min(k, total)
         rate = total_pos / total
-        brier = _dot(w, self.squared_error) / total
+        brier = float(sums[block["squared_error"]][0]) / total
         out["brier"] = brier
         out["brier_skill"] = 1.0 - brier / (rate * (1 - rate))
-        bin_p = np.bincount(self.bin, wp, self.n_bins)
+        bin_p = sums[block["bin_predicted"]]
         bin_y = np.bincount(self.bin[pos], pos_w, self.n_bins)
         out["ece"] = float(np.sum(np.abs(bin_p - bin_y)) / total)
         return out
@@ -204,9 +237,20 @@ def paired_draws(y: np.ndarray, scores: Mapping[str, np.ndarray], *, ks: Sequenc
     ranked = {name: _Ranked(y, np.asarray(p, dtype=np.float64), top_rows) for name, p in scores.items()}
     points = {name: r.metrics(np.ones(len(y)), ks) for name, r in ranked.items()}
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in ranked}
-    for w in resample_weights(y, resamples=resamples, seed=seed):
-        for name, r in ranked.items():
-            rows[name].append(r.metrics(w, ks))
+    # Every model's sums of a batch of resamples come from one sparse product (the models' sum matrices
+    # stacked): the rows are read once per batch, not once per model and resample.
+    stacked = sparse.vstack([r.sums for r in ranked.values()], format="csr")
+    at = np.cumsum([0, *(r.sums.shape[0] for r in ranked.values())])
+    batch = max(1, min(resamples, _BATCH_BYTES // (8 * len(y))))
+    weights = np.empty((len(y), batch))
+    for i, w in enumerate(resample_weights(y, resamples=resamples, seed=seed)):
+        weights[:, i % batch] = w
+        if i % batch == batch - 1 or i == resamples - 1:
+            held = i % batch + 1
+            sums = stacked @ weights[:, :held]
+            for j in range(held):
+                for (name, r), start, end in zip(ranked.items(), at[:-1], at[1:], strict=True):
+                    rows[name].append(r.metrics_from(sums[start:end, j], weights[:, j], ks))
     return {name: (points[name], {m: np.array([row[m] for row in rows[name]]) for m in points[name]})
             for name in ranked}
 
