@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from shoplake.ml import as_of, features, leakage
 from shoplake.ml.errors import LeakageError
@@ -132,6 +134,21 @@ def test_a_feature_equal_to_the_label_is_warned_about():
     assert warnings == ["peek alone reaches validation ROC-AUC 1.000 > 0.95 (not reviewed: check what it reads)",
                         "user_purchases alone reaches validation ROC-AUC 0.970 > 0.95 (reviewed)"]
 
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_single_feature_auc_equals_scikit_learn_with_ties_and_few_positives(seed):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(5_000) < 0.004 * seed).astype(int)
+    y[:2] = [0, 1]
+    # counts with many ties (and ties between positives and negatives), a signal, NaN read as 0
+    x = np.floor(rng.exponential(2.0, len(y)) + 3 * y * rng.random(len(y)))
+    x[rng.random(len(y)) < 0.05] = np.nan
+    aucs = leakage.single_feature_aucs(pd.DataFrame({"label": y, "x": x, "minus": -x}), ["x", "minus"])
+    want = roc_auc_score(y, np.nan_to_num(x))
+    assert aucs["x"] == pytest.approx(max(want, 1 - want), abs=1e-12)
+    assert aucs["minus"] == pytest.approx(aucs["x"], abs=1e-12)
+    assert leakage.rank_auc(np.array([2.0]), np.array([2.0, 1.0])) == 0.75  # a tie counts half
 
 def test_training_and_scoring_windows_do_not_overlap(plan, events):
     last_event = pc.max(events["event_at"]).as_py()

@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 from sqlglot import exp
 
 from shoplake.ml import as_of, features
@@ -40,11 +39,24 @@ def single_feature_aucs(frame: pd.DataFrame, columns: Sequence[str], label: str 
     if y.min() == y.max():
         return {c: 0.5 for c in columns}
     out = {}
+    positive = y == 1
     for column in columns:
         values = frame[column].astype(float).fillna(0.0).to_numpy()
-        auc = 0.5 if np.all(values == values[0]) else float(roc_auc_score(y, values))
+        auc = 0.5 if np.all(values == values[0]) else rank_auc(values[positive], values[~positive])
         out[column] = max(auc, 1.0 - auc)
     return out
+
+
+def rank_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """ROC-AUC as the share of (positive, negative) pairs ranked right, a tie counting half (what
+    scikit-learn's `roc_auc_score` computes). Positives are few: each negative is placed among them by a
+    binary search, instead of sorting every row."""
+    ranked = np.sort(positives)
+    below = np.searchsorted(ranked, negatives, side="left")  # positives under each negative
+    not_above = np.searchsorted(ranked, negatives, side="right")
+    # twice the pairs: 2 per positive above the negative, 1 per tie (whole numbers, exact in int64)
+    twice = 2 * len(ranked) * len(negatives) - int(below.sum()) - int(not_above.sum())
+    return twice / (2 * len(ranked) * len(negatives))
 
 
 def strong_feature_warnings(aucs: Mapping[str, float], *, threshold: float,
