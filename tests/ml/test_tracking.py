@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
+from importlib import metadata
 
 import mlflow
 import pytest
@@ -14,7 +16,7 @@ from shoplake.errors import ConfigError, TableNotFoundError
 from shoplake.ml import PropensityParams, SegmentParams, score_models, train_model
 from shoplake.ml.errors import ModelNotFoundError
 from shoplake.ml.features import WindowSettings
-from shoplake.ml.tracking import tracking_uri
+from shoplake.ml.tracking import tracking_uri, warn_on_other_versions
 
 from .lakes import open_lake, rows
 
@@ -236,3 +238,20 @@ def test_asking_a_new_lake_for_its_champion_creates_no_store(tmp_path):
     assert not (tmp_path / "lake" / "_mlflow" / "mlflow.db").exists()  # created by the first logged run only
     tracker.experiment_id("shoplake-rfm-segments")
     assert (tmp_path / "lake" / "_mlflow" / "mlflow.db").is_file() and tracker.champion("shoplake-rfm-segments") is None
+
+
+def test_a_model_logged_with_other_versions_is_warned_about(tmp_path, caplog):
+    # MLflow's own check is skipped on load (it maps every installed distribution first); ours compares the
+    # model's pinned requirements and Python with this environment's
+    numpy = metadata.version("numpy")
+    running = ".".join(map(str, sys.version_info[:3]))
+    (tmp_path / "requirements.txt").write_text(f"numpy=={numpy}\nmlflow\n")
+    assert warn_on_other_versions(tmp_path, running) == []
+    assert warn_on_other_versions(tmp_path, running[:-1] + "99") == []  # another patch release
+    (tmp_path / "requirements.txt").write_text("numpy==0.0.1\nno-such-package-here==1.0\n")
+    with caplog.at_level("WARNING", logger="shoplake.ml.tracking"):
+        lines = warn_on_other_versions(tmp_path, "2.7.18")
+    assert lines == [f"numpy: the model was logged with 0.0.1, this environment has {numpy}",
+                     "no-such-package-here: the model was logged with 1.0, this environment has not installed",
+                     f"Python: the model was logged with 2.7.18, this process runs {running}"]
+    assert len(caplog.records) == 3

@@ -104,6 +104,30 @@ def _requirements() -> list[str]:
     return reqs
 
 
+def warn_on_other_versions(model_dir: Path, python_version: str | None) -> list[str]:
+    """Warn (and return the lines) where the model in `model_dir` was logged with another version of a
+    pinned requirement (`requirements.txt`: `package==version`) or another Python minor version than this
+    process runs."""
+    lines = []
+    path = model_dir / "requirements.txt"
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        package, pinned, version = line.strip().partition("==")
+        if not pinned:
+            continue
+        try:
+            installed = _pkg.version(package)
+        except _pkg.PackageNotFoundError:
+            installed = "not installed"
+        if installed != version:
+            lines.append(f"{package}: the model was logged with {version}, this environment has {installed}")
+    running = ".".join(map(str, sys.version_info[:3]))
+    if python_version and python_version.split(".")[:2] != running.split(".")[:2]:  # a patch release is compatible
+        lines.append(f"Python: the model was logged with {python_version}, this process runs {running}")
+    for line in lines:
+        log.warning("%s (%s); if loading or predicting fails, retrain the model here", line, model_dir.name)
+    return lines
+
+
 def _plain(value: Any) -> Any:
     """Numpy scalars and tuples to plain Python, so the metadata serialises to YAML."""
     if isinstance(value, dict):
@@ -367,7 +391,11 @@ class Tracker:
                     else:
                         import mlflow.pyfunc
 
-                        pyfunc = mlflow.pyfunc.load_model(local)
+                        # MLflow's own check of the logged requirements first maps the modules of every
+                        # installed distribution (about 1 s per process); ours are pinned, so they are
+                        # compared directly, with the same warning
+                        warn_on_other_versions(Path(local), info.flavors["python_function"].get("python_version"))
+                        pyfunc = mlflow.pyfunc.load_model(local, suppress_warnings=True)
                         loader = info.flavors.get("python_function", {}).get("loader_module", "")
                         if loader.startswith("shoplake."):  # plain files read by our loader (`model_directory`)
                             model = pyfunc.get_raw_model()
