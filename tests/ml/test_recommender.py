@@ -126,13 +126,13 @@ def test_reasons_follow_the_contract_for_every_listed_product(trained, method):
     assert {"bought", "popular"} <= kinds  # both kinds of reason occur, so both paths are compared
 
 
-def _synthetic_week(seed: int = 3):
-    """Events of 300 users over 60 products in 6 categories before a cutoff, and the purchases after it."""
+def _synthetic_week(seed: int = 3, products: int = 60):
+    """Events of 300 users over `products` products in 6 categories before a cutoff, and the purchases after it."""
     import pandas as pd
 
     rng = np.random.default_rng(seed)
     n = 6_000
-    product = rng.integers(1, 61, n)
+    product = rng.integers(1, products + 1, n)
     events = pd.DataFrame({
         "user_id": rng.integers(1, 301, n), "product_id": product,
         "event_type": rng.choice(["view", "cart", "purchase"], n, p=[0.7, 0.2, 0.1]),
@@ -141,6 +141,65 @@ def _synthetic_week(seed: int = 3):
     purchases = pd.DataFrame({"user_id": rng.integers(1, 301, 400), "product_id": rng.integers(1, 61, 400)})
     return recommender.interactions_from_events(events), purchases.drop_duplicates()
 
+
+
+def _similar_by_loop(model: recommender.Recommender, items: np.ndarray, n: int):
+    """Similar products as contract §9.3 states them, one product at a time (the oracle)."""
+    data = model.data
+    n = min(n, data.n_items - 1)
+    out_items, out_scores = np.full((len(items), n), -1), np.full((len(items), n), -np.inf)
+    reasons = []
+    by_popularity = sorted(range(data.n_items), key=lambda i: (data.category[i], -model.popularity[i], i))
+    for k, item in enumerate(items.tolist()):
+        row = model.similarity[item]
+        cosine = dict(zip(row.indices.tolist(), row.data.tolist(), strict=True))
+        cat = data.category[item]
+        fallback = [i for i in by_popularity if data.category[i] == cat][:n + 1]
+        scores: dict[int, float] = {}
+        for other, base in [*cosine.items(), *((i, 0.0) for i in fallback)]:
+            if other != item and other not in scores:  # listed twice: the first (co-occurrence) score
+                scores[other] = np.float64(base) + 1e-3 * model.pop_norm[other]
+        best = sorted(scores, key=lambda other: (-scores[other], other))[:n]
+        out_items[k, :len(best)] = best
+        out_scores[k, :len(best)] = [scores[other] for other in best]
+        texts = []
+        for other in best:
+            users = int(model.copurchase[item, other])
+            if users > 0:
+                texts.append(f"bought together by {users} user{'' if users == 1 else 's'}")
+            elif cosine.get(other, 0) > 0:
+                texts.append("carted or bought by the same users")
+            else:
+                texts.append(f"popular in {data.category_names[cat]}")
+        reasons.append(texts + [""] * (n - len(texts)))
+    return out_items, out_scores, reasons
+
+
+def _compare_similar(seed: int, products: int, n: int) -> set[str]:
+    """`Recommender.similar` against the oracle on every product of a synthetic week; the kinds of reason seen."""
+    from shoplake.ml.params import RecommenderParams
+
+    data, _ = _synthetic_week(seed, products)
+    model = recommender.Recommender("affinity", RecommenderParams(), data)
+    items = np.arange(data.n_items)
+    got_items, got_scores, got_reasons = model.similar(items, n)
+    want_items, want_scores, want_reasons = _similar_by_loop(model, items, n)
+    np.testing.assert_array_equal(got_items, want_items)
+    np.testing.assert_array_equal(got_scores, want_scores)
+    assert got_reasons.tolist() == want_reasons
+    return {text.split(" ")[0] for text in got_reasons.ravel()}
+
+
+@pytest.mark.parametrize(("seed", "products", "n"), [(3, 60, 10), (4, 60, 20), (5, 3000, 10), (6, 3000, 3)])
+def test_similar_products_equal_a_product_by_product_computation(seed, products, n):
+    # 60 products in 6 categories: every product co-occurs with many, and n = 10 or 20 runs past a category's
+    # products; 3,000 products: few co-occur, most lists end in the category's most popular products (with
+    # popularity ties among products nobody touched); n = 3 cuts the co-occurring ones
+    _compare_similar(seed, products, n)
+
+
+def test_similar_products_compare_every_kind_of_reason():
+    assert {"bought", "carted", "popular"} <= _compare_similar(7, 600, 10)
 
 def test_the_champion_refit_is_reused_when_it_is_a_method_this_run_evaluated(monkeypatch):
     # The champion rule compares the new version with the champion refitted on the same events. When the

@@ -421,43 +421,56 @@ class Recommender:
         return out
 
     # -- similar products -----------------------------------------------------------------------------
-    def similar(self, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    def similar(self, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top `n` similar products per product index: carted or bought by the same users (cosine), then
-        the most bought products of the same category; with the reason."""
+        the most bought products of the same category; with the reason ("" where the list runs out).
+
+        All products at once, as (product, candidate) pairs: the co-occurring ones first, then the fallback,
+        a candidate listed twice kept with its first score, each product's best `n` by score (ties: the
+        lower index)."""
         data = self.data
         n = min(n, data.n_items - 1)
-        out_items = np.full((len(items), n), -1, dtype=np.int64)
-        out_scores = np.full((len(items), n), -np.inf)
-        reasons: list[list[str]] = []
+        k = len(items)
+        out_items = np.full((k, n), -1, dtype=np.int64)
+        out_scores = np.full((k, n), -np.inf)
+        reasons = np.full((k, n), "", dtype=object)
+        if k == 0 or n <= 0:
+            return out_items, out_scores, reasons
         # Per category, its most popular products: the fallback candidates (n + 1: the product itself).
         order = np.lexsort((np.arange(data.n_items), -self.popularity, data.category))
         starts = np.searchsorted(data.category[order], np.arange(len(data.category_names)))
-        for k, item in enumerate(items.tolist()):
-            others, cosines = self._row(self.similarity, item)
-            cat = data.category[item]
-            fallback = order[starts[cat]:starts[cat] + n + 1]
-            fallback = fallback[data.category[fallback] == cat]
-            cand = np.concatenate([others, fallback])
-            score = np.concatenate([cosines.astype(np.float64), np.zeros(len(fallback))])
-            score += 1e-3 * self.pop_norm[cand]
-            keep = cand != item
-            cand, score = cand[keep], score[keep]
-            cand, first = np.unique(cand, return_index=True)  # a co-occurring product listed once
-            score = score[first]
-            best = np.lexsort((cand, -score))[:n]
-            out_items[k, :len(best)], out_scores[k, :len(best)] = cand[best], score[best]
-            bought_with = dict(zip(*(a.tolist() for a in self._row(self.copurchase, item)), strict=True))
-            cos = dict(zip(others.tolist(), cosines.tolist(), strict=True))
-            texts = []
-            for other in cand[best].tolist():
-                if bought_with.get(other, 0) > 0:
-                    users = int(bought_with[other])
-                    texts.append(f"bought together by {users} user{'' if users == 1 else 's'}")
-                elif cos.get(other, 0) > 0:
-                    texts.append("carted or bought by the same users")
-                else:
-                    texts.append(f"popular in {data.category_names[cat]}")
-            reasons.append(texts + [""] * (n - len(texts)))
+        cat = data.category[items]
+        at = starts[cat][:, None] + np.arange(n + 1)[None, :]
+        fallback = order[np.minimum(at, data.n_items - 1)]
+        owner, slot = np.nonzero((at < data.n_items) & (data.category[fallback] == cat[:, None]))
+        rows = self.similarity[items]
+        co_owner = np.repeat(np.arange(k), np.diff(rows.indptr))
+        owner = np.concatenate([co_owner, owner])
+        cand = np.concatenate([rows.indices.astype(np.int64), fallback[owner[len(co_owner):], slot]])
+        cosine = np.concatenate([rows.data, np.zeros(len(cand) - len(co_owner), dtype=rows.data.dtype)])
+        score = cosine.astype(np.float64)
+        score += 1e-3 * self.pop_norm[cand]
+        from_fallback = np.arange(len(cand)) >= len(co_owner)
+        keep = cand != items[owner]
+        owner, cand, cosine, score, from_fallback = (a[keep] for a in (owner, cand, cosine, score, from_fallback))
+        # a candidate both co-occurring and in the fallback: its co-occurrence entry (listed first) stays
+        by_pair = np.lexsort((from_fallback, cand, owner))
+        first = np.r_[True, (np.diff(owner[by_pair]) != 0) | (np.diff(cand[by_pair]) != 0)]
+        kept = by_pair[first]
+        owner, cand, cosine, score = owner[kept], cand[kept], cosine[kept], score[kept]
+        ranked = np.lexsort((cand, -score, owner))
+        owner, cand, cosine, score = owner[ranked], cand[ranked], cosine[ranked], score[ranked]
+        rank = np.arange(len(owner)) - np.searchsorted(owner, owner, side="left")
+        top = rank < n
+        owner, rank, cand, cosine, score = owner[top], rank[top], cand[top], cosine[top], score[top]
+        out_items[owner, rank], out_scores[owner, rank] = cand, score
+        together = np.asarray(self.copurchase[items[owner], cand]).ravel() if len(owner) else np.zeros(0)
+        popular_in = np.array([f"popular in {name}" for name in data.category_names], dtype=object)
+        text = np.where(cosine > 0, "carted or bought by the same users", popular_in[cat[owner]]).astype(object)
+        bought = together > 0
+        users = together[bought].astype(np.int64)
+        text[bought] = [f"bought together by {u} user{'' if u == 1 else 's'}" for u in users.tolist()]
+        reasons[owner, rank] = text
         return out_items, out_scores, reasons
 
 
