@@ -394,9 +394,10 @@ class Tracker:
                         # MLflow's own check of the logged requirements first maps the modules of every
                         # installed distribution (about 1 s per process); ours are pinned, so they are
                         # compared directly, with the same warning
-                        warn_on_other_versions(Path(local), info.flavors["python_function"].get("python_version"))
+                        flavor = info.flavors.get("python_function", {})
+                        warn_on_other_versions(Path(local), flavor.get("python_version"))
                         pyfunc = mlflow.pyfunc.load_model(local, suppress_warnings=True)
-                        loader = info.flavors.get("python_function", {}).get("loader_module", "")
+                        loader = flavor.get("loader_module", "")
                         if loader.startswith("shoplake."):  # plain files read by our loader (`model_directory`)
                             model = pyfunc.get_raw_model()
                         else:  # a model from code (`code_model`): its Python object
