@@ -54,7 +54,7 @@ class _Ranked:
     Everything that does not depend on the resample's weights is computed here once, down to a sparse
     matrix (`sums`) whose product with the weights gives every sum over the rows a resample needs; the rest
     of `metrics_from` works on those few sums. It runs for every model on every resample, so `paired_draws`
-    multiplies all models' matrices with a batch of resamples in one call.
+    multiplies each model's matrix with a batch of resamples at once.
 
     The rank metrics need the weight of the groups only where a positive is (ROC-AUC, PR-AUC) and near the
     top (precision@k): each row is mapped once to its *segment*, the positive group it is in or the run of
@@ -237,20 +237,17 @@ def paired_draws(y: np.ndarray, scores: Mapping[str, np.ndarray], *, ks: Sequenc
     ranked = {name: _Ranked(y, np.asarray(p, dtype=np.float64), top_rows) for name, p in scores.items()}
     points = {name: r.metrics(np.ones(len(y)), ks) for name, r in ranked.items()}
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in ranked}
-    # Every model's sums of a batch of resamples come from one sparse product (the models' sum matrices
-    # stacked): the rows are read once per batch, not once per model and resample.
-    stacked = sparse.vstack([r.sums for r in ranked.values()], format="csr")
-    at = np.cumsum([0, *(r.sums.shape[0] for r in ranked.values())])
+    # A model's sums of a batch of resamples come from one sparse product: its rows are read once per
+    # batch, not once per resample.
     batch = max(1, min(resamples, _BATCH_BYTES // (8 * len(y))))
     weights = np.empty((len(y), batch))
     for i, w in enumerate(resample_weights(y, resamples=resamples, seed=seed)):
         weights[:, i % batch] = w
         if i % batch == batch - 1 or i == resamples - 1:
-            held = i % batch + 1
-            sums = stacked @ weights[:, :held]
-            for j in range(held):
-                for (name, r), start, end in zip(ranked.items(), at[:-1], at[1:], strict=True):
-                    rows[name].append(r.metrics_from(sums[start:end, j], weights[:, j], ks))
+            held = weights[:, :i % batch + 1]
+            for name, r in ranked.items():
+                sums = r.sums @ held
+                rows[name].extend(r.metrics_from(sums[:, j], held[:, j], ks) for j in range(held.shape[1]))
     return {name: (points[name], {m: np.array([row[m] for row in rows[name]]) for m in points[name]})
             for name in ranked}
 
