@@ -97,6 +97,11 @@ class _Ranked:
         top_positive = self.group[self.positives] < self.n_top
         self.top_positive_at = np.flatnonzero(top_positive)  # positions within self.positives
         self.top_positive_group = self.group[self.positives][top_positive]
+        lengths = (self.n_segments, self.n_top, self.n_top, self.n_bins, 1)
+        firsts = np.cumsum((0, *lengths[:-1]))
+        # where each kind of sum lies among the rows of `sums`
+        self.blocks = {name: slice(first, first + length)
+                       for name, first, length in zip(_SUMS, firsts, lengths, strict=True)}
         self.sums = self._sums_matrix()
 
     def _sums_matrix(self) -> sparse.csr_array:
@@ -110,15 +115,13 @@ class _Ranked:
         """
         n, top = len(self.p), self.top_rows
         everything = np.arange(n)
-        sizes = (self.n_segments, self.n_top, self.n_top, self.n_bins, 1)
-        starts = np.cumsum((0, *sizes[:-1]))
-        self.blocks = {name: slice(start, start + size) for name, start, size in zip(_SUMS, starts, sizes, strict=True)}
+        starts = [self.blocks[name].start for name in _SUMS]
         row = np.concatenate([starts[0] + self.segment, starts[1] + self.top_group, starts[2] + self.top_group,
                               starts[3] + self.bin, np.full(n, starts[4])])
         column = np.concatenate([everything, top, top, everything, everything])
         value = np.concatenate([np.ones(n), np.ones(len(top)), self.p[top], self.p, self.squared_error])
         # COO -> CSR keeps the given order within a row (a stable sort by row): increasing rows, as given
-        return sparse.coo_array((value, (row, column)), shape=(int(sum(sizes)), n)).tocsr()
+        return sparse.coo_array((value, (row, column)), shape=(self.blocks[_SUMS[-1]].stop, n)).tocsr()
 
     def metrics(self, w: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
         """The metrics under the weights `w` (ones: on the evaluated rows; multiplicities: on a resample)."""
