@@ -88,9 +88,12 @@ def inputs_unchanged(lake: Lake, recorded: dict | None, current: dict[str, int |
 
 def definition_hash(spec: TableSpec) -> str:
     """Changes when the table's SQL, columns or checks change, so a code upgrade rebuilds it."""
-    text = json.dumps([spec.sql(), [(c.name, c.type) for c in spec.columns],
-                       [(c.name, c.failing_sql, c.action) for c in spec.checks], spec.accounting_sql,
-                       spec.owns_rows, list(spec.write_order)], sort_keys=True)
+    parts: list[object] = [spec.sql(), [(c.name, c.type) for c in spec.columns],
+                           [(c.name, c.failing_sql, c.action) for c in spec.checks], spec.accounting_sql,
+                           spec.owns_rows, list(spec.write_order)]
+    if spec.shared_relations:  # only then, so the tables without them keep their hash across this change
+        parts.append([list(pair) for pair in spec.shared_relations])
+    text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -306,9 +309,21 @@ def _materialize_candidate(lake: Lake, engine, spec: TableSpec, versions: dict[s
     table's folder (`engine.stage`), and is read from them afterwards: the engine holds one part at a time,
     in memory and in spill, however many parts there are (at 100M events the 14 parts held until the write
     had spilled 23.7 GB). `candidate` is then the view of the parts' union. The inputs are bound whole again
-    afterwards, for the checks and the accounting.
+    afterwards, for the checks and the accounting. The table's shared relations
+    (`TableSpec.shared_relations`) are computed first, over the whole inputs, and dropped at the end.
     """
     select = _typed_select(spec, f"({spec.sql()}) AS t")
+    try:
+        for name, sql in spec.shared_relations:  # over the whole inputs, bound now; read by every part
+            engine.materialize(name, sql)
+        return _materialize_parts(lake, engine, spec, versions, select)
+    finally:
+        for name, _ in spec.shared_relations:
+            engine.drop(name)
+
+
+def _materialize_parts(lake: Lake, engine, spec: TableSpec, versions: dict[str, int | None],
+                       select: str) -> _Candidate:
     rows = sum(engine.rows(f"SELECT count(*) FROM {name}")[0][0] for name in spec.inputs) if spec.split_by else 0
     count = engine.parts_for(rows) if spec.split_by else 1
     if count <= 1:

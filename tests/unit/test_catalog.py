@@ -197,3 +197,18 @@ def test_catalog_small_graph_selection():
     assert names[0] == "silver.b" and set(names) == {"silver.b", "gold.c", "gold.d"}
     assert _names(catalog.select("+gold.c")) == ["silver.b", "gold.c"]
     assert _names(catalog.select("bronze.a+"))[0] == "silver.b"
+
+
+def test_a_shared_relation_is_a_plain_temporary_name_of_a_full_table():
+    """Shared relations are materialized under their own name beside the lake's tables, so a name that is a
+    table's `layer.name`, or the build's own `candidate`, is refused, as is one on a table that is not full."""
+    from dataclasses import replace
+
+    table = _spec("gold.t", inputs=("bronze.a",))
+    latest = ("latest", "SELECT max(x) AS latest FROM bronze.a")
+    assert replace(table, shared_relations=(latest,)).shared_relations == (latest,)
+    for name in ("silver.events", "candidate", "Latest", "1st", "a b"):
+        with pytest.raises(ValueError, match="shared relation names"):
+            replace(table, shared_relations=((name, latest[1]),))
+    with pytest.raises(ValueError, match="only full tables read shared relations"):
+        replace(table, build="incremental", source="s", shared_relations=(latest,))

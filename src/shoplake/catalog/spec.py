@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
@@ -9,6 +10,8 @@ from typing import Literal
 import pyarrow as pa
 
 LAYERS = ("bronze", "silver", "gold", "quarantine", "ops")
+# A shared relation (`TableSpec.shared_relations`) is a temporary name, never a lake table (`layer.name`).
+_RELATION_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 # Logical column types, written as the embedded engine's SQL types; `arrow_type` maps them for Delta.
 _ARROW_TYPES: dict[str, pa.DataType] = {
@@ -172,6 +175,9 @@ class TableSpec:
             A full build over many input rows may then run the SQL on parts of the inputs, split by the
             column's value, and write their union: its memory is that of one part (`parts_for` of the
             engine decides how many).
+        shared_relations: (name, SQL) pairs computed once over the whole inputs before the table's SQL
+            runs, which reads them by name: a value across all rows (the latest event of all users) that
+            every part of a split build must see whole.
     """
 
     name: str
@@ -191,6 +197,7 @@ class TableSpec:
     ledgered: bool | None = None
     write_order: tuple[str, ...] = ()
     split_by: str | None = None
+    shared_relations: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         layer, _, short = self.name.partition(".")
@@ -219,6 +226,12 @@ class TableSpec:
             raise ValueError(f"{self.name}: write_order columns {unknown} are not declared columns")
         if self.split_by and self.build != "full":
             raise ValueError(f"{self.name}: only full tables are split by a column")
+        if self.shared_relations and self.build != "full":
+            raise ValueError(f"{self.name}: only full tables read shared relations")
+        bad = [name for name, _ in self.shared_relations if not _RELATION_NAME.match(name) or name == "candidate"]
+        if bad:
+            raise ValueError(f"{self.name}: shared relation names {bad} must be plain lower-case identifiers "
+                             "(not a lake table's layer.name, not candidate)")
         if self.write_order and self.build != "full":
             raise ValueError(f"{self.name}: only full tables have a write_order (appends keep arrival order)")
 

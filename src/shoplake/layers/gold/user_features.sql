@@ -1,6 +1,6 @@
 -- gold.user_features: one row per user_id. recency_days counts whole days from the user's last event
--- to the latest event_at in silver.events.
-WITH latest AS (SELECT max(event_at) AS latest_event_at FROM silver.events)
+-- to the latest event_at in silver.events: `latest`, a shared relation computed over every user's events
+-- before this query runs, so the table can be built in parts of users (`split_by`).
 SELECT
     e.user_id,
     count(DISTINCT e.session_id)                               AS count_sessions,
