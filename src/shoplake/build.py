@@ -330,15 +330,12 @@ def _materialize_parts(lake: Lake, engine, spec: TableSpec, versions: dict[str, 
         engine.materialize("candidate", select)
         return _Candidate()
     log.info("%s: %d input rows, built in %d parts by %s", spec.name, rows, count, spec.split_by)
-    column = f'"{spec.split_by}"'
     built = _Candidate()
     try:
         for index in range(count):
-            # Both engines' % keeps the dividend's sign, hence the second modulo; NULLs go to the first part.
-            where = f"({column} % {count} + {count}) % {count} = {index}" + (
-                f" OR {column} IS NULL" if index == 0 else "")
             for name in spec.inputs:
-                engine.bind(lake.catalog.get(name), version=versions[name], where=where)
+                engine.bind_part(lake.catalog.get(name), version=versions[name], column=spec.split_by,
+                                 count=count, index=index)
             part = f"candidate_part_{index}"
             engine.materialize(part, select)
             built.parts.append(part)

@@ -480,3 +480,54 @@ def test_a_session_folder_removes_the_folders_of_dead_processes_of_its_own_prefi
     assert mine.name.startswith(f"{prefix}{os.getpid()}-") and mine.is_dir()
     assert not left.exists()
     assert running.exists() and other_machine.exists() and duckdb_spill.exists()
+
+
+def test_a_part_of_a_snapshot_holds_exactly_its_rows_and_columns_from_buckets_written_once(tmp_path):
+    """`bind_part` (DuckDB) writes the snapshot's rows once into buckets by part and binds each part to its
+    bucket: every part has exactly the rows of `part_filter` (negative values by their modulo, NULLs in part
+    0), with the snapshot's columns and types; an empty part reads as the empty filtered snapshot; a part of
+    the same snapshot again reads the same buckets; the session removes them when it closes."""
+    from shoplake.catalog.spec import TableSpec, col
+    from shoplake.engines.base import part_filter
+    from shoplake.engines.duckdb import DuckDBEngine
+
+    spec = TableSpec(name="silver.things", description="One row per id.", grain=("id",),
+                     columns=(col("id", "BIGINT"), col("name", "VARCHAR"), col("price", "DOUBLE"),
+                              col("at", "TIMESTAMPTZ"), col("day", "DATE")), build="ingest")
+    store = DeltaStore(tmp_path / "lake")
+    rows = _rows(range(-7, 30))
+    rows = rows.set_column(0, "id", pa.array([None if i == 3 else i for i in range(-7, 30)], pa.int64()))
+    store.write(spec.name, rows, mode="overwrite", description=spec.description, meta={})
+    # a later version: the parts read the version asked for
+    store.write(spec.name, _rows(range(100, 107)), mode="append", description=spec.description, meta={})
+    copies = []
+    with DuckDBEngine(Settings(lake=tmp_path / "lake", spill_dir=tmp_path / "spill"), store) as engine:
+        engine.con = _Recording(engine.con, copies)
+        for count in (4, 50):
+            seen = []
+            for index in range(count):
+                engine.bind_part(spec, version=0, column="id", count=count, index=index)
+                part = engine.table("SELECT * FROM silver.things ORDER BY id NULLS FIRST")
+                engine.bind(spec, version=0, where=part_filter("id", count, index))
+                expected = engine.table("SELECT * FROM silver.things ORDER BY id NULLS FIRST")
+                assert part.schema == expected.schema and part.to_pylist() == expected.to_pylist()
+                seen += part.column("id").to_pylist()
+            assert sorted(seen, key=lambda i: (i is not None, i)) == [None, *sorted(set(range(-7, 30)) - {3})]
+        engine.bind_part(spec, version=0, column="id", count=4, index=1)  # the same buckets again
+        assert len([c for c in copies if c.startswith("COPY")]) == 2  # one write per (snapshot, count)
+        assert len(list((tmp_path / "spill").rglob("*.parquet"))) > 0
+    assert not list((tmp_path / "spill").rglob("*.parquet"))
+
+
+class _Recording:
+    """A DuckDB connection that records the statements run through it."""
+
+    def __init__(self, con, statements: list[str]):
+        self._con, self._statements = con, statements
+
+    def execute(self, statement, *args, **kwargs):
+        self._statements.append(statement)
+        return self._con.execute(statement, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)

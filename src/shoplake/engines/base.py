@@ -50,6 +50,19 @@ class StagedSource:
     refused: pa.Table  # the rows with a value that does not parse: `_reason`, `_source_row`, `_raw_<column>`
 
 
+def part_of(column: str, count: int) -> str:
+    """The SQL number (0 to count - 1) of the part of a split build a row is in: its `column` modulo
+    `count`, and 0 where it is NULL."""
+    quoted = f'"{column}"'
+    # Both engines' % keeps the dividend's sign, hence the second modulo.
+    return f"CASE WHEN {quoted} IS NULL THEN 0 ELSE ({quoted} % {count} + {count}) % {count} END"
+
+
+def part_filter(column: str, count: int, index: int) -> str:
+    """The SQL condition of the rows of part `index` of `count` (`part_of`)."""
+    return f"{part_of(column, count)} = {index}"
+
+
 @runtime_checkable
 class Engine(Protocol):
     """One engine session (a context manager); `DuckDBEngine` and `SparkEngine` implement it."""
@@ -72,6 +85,11 @@ class Engine(Protocol):
 
     def parts_for(self, rows: int) -> int:
         """In how many parts a build that can be split (`TableSpec.split_by`) runs over `rows` input rows."""
+        ...
+
+    def bind_part(self, spec: TableSpec, *, version: int | None, column: str, count: int, index: int) -> None:
+        """Bind a catalog table to one part of a snapshot: the rows `part_filter(column, count, index)`
+        keeps (a split build's part)."""
         ...
 
     def bind_arrow(self, name: str, data: pa.Table) -> None: ...

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from shoplake.catalog.spec import TableSpec
 from shoplake.config import Settings
-from shoplake.engines.base import Capability, StagedSource
+from shoplake.engines.base import Capability, StagedSource, part_filter
 from shoplake.engines.delta import WRITER_STAGING_PREFIX, DeltaStore, user_metadata
 from shoplake.engines.scratch import session_folder
 from shoplake.engines.spark_session import spark_session
@@ -137,6 +137,10 @@ class SparkEngine:
     def parts_for(self, rows: int) -> int:
         """One: Spark spills each stage of a large query itself, and a part would be one more pass."""
         return 1
+
+    def bind_part(self, spec: TableSpec, *, version: int | None, column: str, count: int, index: int) -> None:
+        """One part of a snapshot, as a filter of it: Spark reads only the columns a query needs, in parallel."""
+        self.bind(spec, version=version, where=part_filter(column, count, index))
 
     def materialize(self, name: str, sql: str, params: Sequence[Any] | None = None) -> None:
         """Compute `sql` once (checkpointed) as the temporary view `name`, for several reads."""
