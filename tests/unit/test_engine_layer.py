@@ -515,6 +515,10 @@ def test_a_part_of_a_snapshot_holds_exactly_its_rows_and_columns_from_buckets_wr
             assert sorted(seen, key=lambda i: (i is not None, i)) == [None, *sorted(set(range(-7, 30)) - {3})]
         engine.bind_part(spec, version=0, column="id", count=4, index=1)  # the same buckets again
         assert len([c for c in copies if c.startswith("COPY")]) == 2  # one write per (snapshot, count)
+        with pytest.raises(QueryError, match="nothing"):  # a failed write: one line, and nothing kept
+            engine.bind_part(spec, version=1, column="nothing", count=4, index=0)
+        engine.bind_part(spec, version=1, column="id", count=4, index=0)  # the next write works
+        assert 100 in engine.table("SELECT id FROM silver.things").column("id").to_pylist()
         assert len(list((tmp_path / "spill").rglob("*.parquet"))) > 0
     assert not list((tmp_path / "spill").rglob("*.parquet"))
 

@@ -220,10 +220,15 @@ class DuckDBEngine:
             self.bind(spec, version=version)
             schema, short = spec.name.split(".", 1)
             folder = self._spill_dir / "buckets" / str(len(self._buckets))
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed write left: COPY wants an empty folder
             folder.parent.mkdir(parents=True, exist_ok=True)
             target = str(folder).replace("'", "''")
-            self.con.execute(f"COPY (SELECT *, {part_of(column, count)} AS __part FROM {_quote_ident(schema)}."
-                             f"{_quote_ident(short)}) TO '{target}' (FORMAT parquet, PARTITION_BY (__part))")
+            try:
+                self.con.execute(f"COPY (SELECT *, {part_of(column, count)} AS __part FROM "
+                                 f"{_quote_ident(schema)}.{_quote_ident(short)}) TO '{target}' "
+                                 "(FORMAT parquet, PARTITION_BY (__part))")
+            except duckdb.Error as exc:
+                raise self._query_error(exc) from exc
             self._buckets[key] = folder
         files = sorted(str(f) for f in (folder / f"__part={index}").glob("*.parquet"))
         if not files:  # no row in this part: the filtered snapshot has none either, and has its columns
