@@ -42,11 +42,13 @@ def _quote_ident(name: str) -> str:
     return exp.to_identifier(name, quoted=True).sql(dialect="duckdb")
 
 
-def _files_scan(uris: Sequence[str]) -> exp.Expression:
+def _files_scan(uris: Sequence[str], *, folders_are_partitions: bool = True) -> exp.Expression:
     files = exp.Array(expressions=[exp.Literal.string(u) for u in uris])
     # By name: files written before a column was added to the table lack it (read as NULL).
-    by_name = exp.EQ(this=exp.column("union_by_name"), expression=exp.true())
-    return exp.Anonymous(this="read_parquet", expressions=[files, by_name])
+    options = [exp.EQ(this=exp.column("union_by_name"), expression=exp.true())]
+    if not folders_are_partitions:  # a folder named key=value adds no column `key`
+        options.append(exp.EQ(this=exp.column("hive_partitioning"), expression=exp.false()))
+    return exp.Anonymous(this="read_parquet", expressions=[files, *options])
 
 
 # Input rows per GB of memory_limit in one part of a split build (`parts_for`): 2GB gives 8M-row parts.
@@ -214,11 +216,11 @@ class DuckDBEngine:
         `silver.events` took 7.4-7.7 s, the scan of its bucket 1.3 s (bench/RESULTS.md). The split tables
         of one build share the buckets of a snapshot.
         """
+        schema, short = spec.name.split(".", 1)
         key = (spec.name, version, column, count)
         folder = self._buckets.get(key)
         if folder is None:
             self.bind(spec, version=version)
-            schema, short = spec.name.split(".", 1)
             folder = self._spill_dir / "buckets" / str(len(self._buckets))
             shutil.rmtree(folder, ignore_errors=True)  # what a failed write left: COPY wants an empty folder
             folder.parent.mkdir(parents=True, exist_ok=True)
@@ -234,11 +236,8 @@ class DuckDBEngine:
         if not files:  # no row in this part: the filtered snapshot has none either, and has its columns
             self.bind(spec, version=version, where=part_filter(column, count, index))
             return
-        schema, short = spec.name.split(".", 1)
         # The files' folder names a partition (__part=i): read them as plain files, without that column.
-        scan = sqlglot.select("*").from_(exp.Anonymous(this="read_parquet", expressions=[
-            exp.Array(expressions=[exp.Literal.string(f) for f in files]),
-            exp.EQ(this=exp.column("hive_partitioning"), expression=exp.false())]))
+        scan = sqlglot.select("*").from_(_files_scan(files, folders_are_partitions=False))
         self.con.execute(f"CREATE OR REPLACE VIEW {_quote_ident(schema)}.{_quote_ident(short)} AS "
                          f"{scan.sql(dialect='duckdb')}")
         self._latest.pop(spec.name, None)
