@@ -235,3 +235,25 @@ def test_the_champion_refit_is_reused_when_it_is_a_method_this_run_evaluated(mon
                       **window)
     assert [m[0][1] for m in calls] == ["affinity", "category_popularity"]
     assert champion_refitted(evaluation, None, data, purchases, params, **window) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_top_per_row_equals_a_full_sort_of_every_row(seed):
+    # Few distinct values, so equal scores straddle the n-th place in most rows (the lower column index must
+    # win there too); -inf (bought products) in every row, whole rows of -inf, a NaN in some rows, and n
+    # from 1 to every column.
+    rng = np.random.default_rng(seed)
+    for trial in range(200):
+        rows, columns = int(rng.integers(0, 40)), int(rng.integers(1, 300))
+        n = int(rng.integers(1, columns + 1)) if trial % 3 else min(10, columns)
+        scores = rng.integers(0, int(rng.integers(1, 6)), size=(rows, columns)).astype(np.float32)
+        scores[rng.random((rows, columns)) < 0.3] = -np.inf
+        if rows and trial % 5 == 0:
+            scores[0] = -np.inf
+        if rows and trial % 7 == 0:
+            scores[-1, int(rng.integers(0, columns))] = np.nan
+        want = np.array([np.lexsort((np.arange(columns), -row))[:n] for row in scores], dtype=np.int64)
+        want = want.reshape(rows, n)
+        got_items, got_scores = recommender.top_per_row(scores, n)
+        np.testing.assert_array_equal(got_items, want, err_msg=f"trial {trial}: {rows} x {columns}, n = {n}")
+        np.testing.assert_array_equal(got_scores, np.take_along_axis(scores, want, axis=1))
