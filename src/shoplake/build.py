@@ -293,7 +293,8 @@ def _as_text(bronze: TableSpec, column: str) -> str:
 @dataclass
 class _Candidate:
     """Where a full table's checked rows are before its commit: the temporary table `candidate`, or (a
-    split build) the staged files of its parts, each part a view of its files."""
+    split build) the staged files of its parts, each part a view of its files. `staged` lists the files the
+    commit adds: the parts', or the candidate's once staged for the commit."""
 
     parts: list[str] = field(default_factory=list)
     staged: list[Path] = field(default_factory=list)
@@ -364,8 +365,8 @@ def _drop_candidate(lake: Lake, engine, candidate: _Candidate, *, committed: boo
     """Drop what `_materialize_candidate` made; its staged files too unless they were committed."""
     if not candidate.parts:
         engine.drop("candidate")
-        return
-    engine.drop_view("candidate")
+    else:
+        engine.drop_view("candidate")
     for part in candidate.parts:
         if part in candidate.tables:
             engine.drop(part)
@@ -399,15 +400,13 @@ def _build_full(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildResult
         meta = {"write_key": f"{spec.name}:{run_id}", "run_id": run_id, "inputs": versions, "definition": definition}
         if entry:
             meta["ledger"] = entry.as_meta()
-        if candidate.parts:
-            # The parts are written already, each sorted on its own (their files' row groups are in write
-            # order part by part, which skips as many row groups as one sort would): one commit adds them.
-            version = lake.store.commit_files(spec.name, candidate.staged, spec.arrow_schema, mode="overwrite",
-                                              meta=meta, description=spec.description)
-        else:
-            # The rows are stored already: the write only reads and sorts them (`scans_stored`).
-            version = engine.write_table(lake.store, spec, f"SELECT * FROM candidate{_ordered(spec)}",
-                                         mode="overwrite", meta=meta, scans_stored=True)
+        if not candidate.parts:
+            # The rows are stored already: staging only reads and sorts them, as each part of a split build.
+            candidate.staged.extend(engine.stage(lake.store, spec, f"SELECT * FROM candidate{_ordered(spec)}"))
+        # Split: the parts are written already, each sorted on its own (their files' row groups are in write
+        # order part by part, which skips as many row groups as one sort would). One commit adds the files.
+        version = lake.store.commit_files(spec.name, candidate.staged, spec.arrow_schema, mode="overwrite",
+                                          meta=meta, description=spec.description)
         committed = True
     finally:
         if not committed and candidate.staged:

@@ -523,6 +523,35 @@ def test_a_part_of_a_snapshot_holds_exactly_its_rows_and_columns_from_buckets_wr
     assert not list((tmp_path / "spill").rglob("*.parquet"))
 
 
+def test_staged_rows_are_one_file_in_the_given_order_committed_as_written_and_failures_leave_nothing(tmp_path):
+    """`stage` (DuckDB) writes a query's rows as one uncommitted Parquet file in the table folder, in the
+    query's order and with its types; an empty result stages no file; a query that fails while writing is
+    one line and leaves no file; the staged file, committed, reads back as the same rows."""
+    from shoplake.catalog.spec import TableSpec, col
+    from shoplake.engines.duckdb import DuckDBEngine
+
+    spec = TableSpec(name="gold.things", description="One row per id.", grain=("id",),
+                     columns=(col("id", "BIGINT"), col("name", "VARCHAR"), col("price", "DOUBLE"),
+                              col("at", "TIMESTAMPTZ"), col("day", "DATE")), build="ingest")
+    store = DeltaStore(tmp_path / "lake")
+    with DuckDBEngine(Settings(lake=tmp_path / "lake", spill_dir=tmp_path / "spill"), store) as engine:
+        engine.con.register("things", _rows(range(-50, 250)))
+        ordered = "SELECT * FROM things ORDER BY name DESC NULLS FIRST, id DESC"
+        files = engine.stage(store, spec, ordered)
+        assert len(files) == 1 and files[0].parent == store.path(spec.name) and files[0].suffix == ".parquet"
+        written = pq.read_table(files[0])
+        assert written.schema == SCHEMA  # the same types as the table's declared columns
+        assert written.to_pylist() == engine.table(ordered).to_pylist()
+        assert engine.stage(store, spec, "SELECT * FROM things WHERE id > 10000") == []
+        with pytest.raises(QueryError) as failed:  # fails on a row past the first ones written
+            engine.stage(store, spec, "SELECT id, name, price, at, day, CAST(CASE WHEN id = 200 THEN 'x' "
+                                      "ELSE id END AS INTEGER) AS boom FROM things")
+        assert "\n" not in str(failed.value)
+        assert sorted(store.path(spec.name).glob("*.parquet")) == files  # nothing left by either
+        store.commit_files(spec.name, files, SCHEMA, mode="overwrite", meta={})
+    assert DeltaTable(str(store.path(spec.name))).to_pyarrow_table().to_pylist() == written.to_pylist()
+
+
 class _Recording:
     """A DuckDB connection that records the statements run through it."""
 

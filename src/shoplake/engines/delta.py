@@ -218,8 +218,6 @@ class DeltaStore:
         reader sees and `vacuum` removes. Staging lets a command parse all its inputs before it commits any.
         """
         root = self.path(name)
-        with _writable(root):
-            root.mkdir(parents=True, exist_ok=True)
         files: list[Path] = []
         writer: pq.ParquetWriter | None = None
         rows_in_file = 0
@@ -228,7 +226,7 @@ class DeltaStore:
                 if writer is None or rows_in_file >= _STAGED_FILE_ROWS:
                     if writer is not None:
                         writer.close()
-                    files.append(root / f"part-{uuid.uuid4()}-staged.zstd.parquet")
+                    files.append(self.staged_file(name))
                     with _writable(root):
                         writer = pq.ParquetWriter(files[-1], schema, compression="zstd", compression_level=1)
                     rows_in_file = 0
@@ -242,6 +240,13 @@ class DeltaStore:
         if writer is not None:
             writer.close()
         return files
+
+    def staged_file(self, name: str) -> Path:
+        """A new file name for staged rows of `name` (Parquet, zstd) in the table folder, which it creates."""
+        root = self.path(name)
+        with _writable(root):
+            root.mkdir(parents=True, exist_ok=True)
+        return root / f"part-{uuid.uuid4()}-staged.zstd.parquet"
 
     @staticmethod
     def discard(files: Iterable[Path]) -> None:

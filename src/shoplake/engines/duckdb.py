@@ -396,15 +396,30 @@ class DuckDBEngine:
             return self._write_table(store, spec, sql, mode=mode, meta=meta, params=params)
 
     def stage(self, store: DeltaStore, spec: TableSpec, sql: str) -> list[Path]:
-        """Write the rows of `sql`, which reads rows the session holds, as Parquet files in the table's
-        folder, not committed (`DeltaStore.commit_files` commits them, `DeltaStore.discard` removes them).
-        Like a write of stored rows (`write_table(scans_stored=True)`), it runs under `WRITE_MEMORY_SHARE`."""
-        with self._memory_for_writer(spec):
-            reader = self.stream(sql)
-            try:
-                return store.stage(spec.name, reader, reader.schema)
-            finally:
-                reader.close()
+        """Write the rows of `sql`, which reads rows the session holds, as a Parquet file in the table's
+        folder, not committed (`DeltaStore.commit_files` commits it, `DeltaStore.discard` removes it); no
+        file when there is no row. Like a write of stored rows (`write_table(scans_stored=True)`), it runs
+        under `WRITE_MEMORY_SHARE`.
+
+        DuckDB writes the file itself (`COPY`, zstd level 1 as `DeltaStore` writes): its writer encodes in
+        parallel, where streaming the rows to pyarrow's writer encoded them on one core. The sorted 4.4M
+        rows of the demo's product funnel entries: 3.9-4.1 s against 5.7-6.9 s (bench/RESULTS.md).
+        """
+        target = store.staged_file(spec.name)
+        quoted = str(target).replace("'", "''")
+        try:
+            with self._memory_for_writer(spec):
+                written = self.con.execute(f"COPY ({sql}) TO '{quoted}' "
+                                           "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)").fetchone()
+        except BaseException as exc:  # a part written file of a failed COPY is no one's
+            store.discard([target])
+            if isinstance(exc, duckdb.Error):
+                raise self._query_error(exc) from exc
+            raise
+        if not written or not written[0]:
+            store.discard([target])
+            return []
+        return [target]
 
     def define_files_view(self, name: str, files: Sequence[Path]) -> None:
         """A view `name` of the rows of these Parquet files (staged by `stage`)."""
