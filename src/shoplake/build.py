@@ -244,11 +244,18 @@ def _build_increment(lake: Lake, engine, spec: TableSpec, run_id: str) -> BuildR
                 published = ", ".join(f'"{c}"' for c in spec.column_names)
                 new_rows = (f"SELECT DISTINCT * FROM ({new_rows}) AS n" if not lake.store.exists(spec.name)
                             else f"({new_rows}) EXCEPT (SELECT {published} FROM {spec.name})")
-            engine.write_table(lake.store, spec, new_rows, mode="append",
-                               meta={"write_key": write_key, "run_id": run_id, "batches": new,
-                                     "inputs": versions, "definition": definition_hash(spec),
-                                     "ledger": template.as_meta(rows_out_from_commit=True)})
-            done = lake.store.find_write(spec.name, write_key)
+            # Staged by the engine's own writer, then committed (no batch of rows, no file: the commit marks
+            # the batches consumed all the same).
+            files = engine.stage(lake.store, spec, new_rows, scans_stored=False)
+            try:
+                meta = {"write_key": write_key, "run_id": run_id, "batches": new, "inputs": versions,
+                        "definition": definition_hash(spec), "ledger": template.as_meta(rows_out_from_commit=True)}
+                lake.store.commit_files(spec.name, files, spec.arrow_schema, mode="append", meta=meta,
+                                        description=spec.description)
+            finally:
+                done = lake.store.find_write(spec.name, write_key)
+                if done is None:  # not committed: the files are no one's
+                    lake.store.discard(files)
             assert done is not None, f"{spec.name}: the commit of {write_key} was just written"
     finally:
         engine.drop_view("flagged")

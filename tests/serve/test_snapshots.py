@@ -24,8 +24,11 @@ def _job(sql: str) -> QueryJob:
 
 
 def _copy(served, tmp_path) -> Lake:
+    """A copy of the served lake. Its queries get a generous time limit: these tests are about reuse, and on a
+    loaded machine a worker's first query (process start, imports, first bind) can take longer than the
+    2 s the served settings give."""
     shutil.copytree(served.lake.settings.lake, tmp_path / "lake")
-    return Lake(replace(served.lake.settings, lake=tmp_path / "lake"))
+    return Lake(replace(served.lake.settings, lake=tmp_path / "lake", serve_query_timeout=60))
 
 
 def _append_one_row(lake: Lake) -> int:

@@ -525,8 +525,9 @@ def test_a_part_of_a_snapshot_holds_exactly_its_rows_and_columns_from_buckets_wr
 
 def test_staged_rows_are_one_file_in_the_given_order_committed_as_written_and_failures_leave_nothing(tmp_path):
     """`stage` (DuckDB) writes a query's rows as one uncommitted Parquet file in the table folder, in the
-    query's order and with its types; an empty result stages no file; a query that fails while writing is
-    one line and leaves no file; the staged file, committed, reads back as the same rows."""
+    query's order and with its types, however many row groups they fill; an empty result stages no file; a
+    query that fails while writing is one line and leaves no file; the staged file, committed, reads back as
+    the same rows."""
     from shoplake.catalog.spec import TableSpec, col
     from shoplake.engines.duckdb import DuckDBEngine
 
@@ -549,7 +550,13 @@ def test_staged_rows_are_one_file_in_the_given_order_committed_as_written_and_fa
         assert "\n" not in str(failed.value)
         assert sorted(store.path(spec.name).glob("*.parquet")) == files  # nothing left by either
         store.commit_files(spec.name, files, SCHEMA, mode="overwrite", meta={})
-    assert DeltaTable(str(store.path(spec.name))).to_pyarrow_table().to_pylist() == written.to_pylist()
+        assert DeltaTable(str(store.path(spec.name))).to_pyarrow_table().to_pylist() == written.to_pylist()
+        # Many row groups, written by both threads, still in the query's order.
+        many = engine.stage(store, spec, "SELECT (i * 7919) % 600000 AS id, md5(CAST(i AS VARCHAR)) AS name "
+                                         "FROM range(600000) AS r (i) ORDER BY name DESC")
+        assert len(many) == 1 and pq.ParquetFile(many[0]).num_row_groups > 2
+        names = pq.read_table(many[0]).column("name").to_pylist()
+        assert len(names) == 600000 and names == sorted(names, reverse=True)
 
 
 class _Recording:

@@ -114,8 +114,9 @@ class Engine(Protocol):
         session already holds (an engine may then leave more of its memory to the writer)."""
         ...
 
-    def stage(self, store: DeltaStore, spec: TableSpec, sql: str) -> list[Path]:
-        """Write the rows of `sql` as uncommitted Parquet files in the table's folder (`commit_files`)."""
+    def stage(self, store: DeltaStore, spec: TableSpec, sql: str, *, scans_stored: bool = True) -> list[Path]:
+        """Write the rows of `sql` as uncommitted Parquet files in the table's folder (`commit_files`);
+        `scans_stored` as for `write_table`."""
         ...
 
     def define_files_view(self, name: str, files: Sequence[Path]) -> None:

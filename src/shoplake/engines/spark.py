@@ -212,9 +212,10 @@ class SparkEngine:
         return store.commit_files(spec.name, files, spec.arrow_schema, mode=mode, meta=meta,
                                   description=spec.description)
 
-    def stage(self, store: DeltaStore, spec: TableSpec, sql: str) -> list[Path]:
+    def stage(self, store: DeltaStore, spec: TableSpec, sql: str, *, scans_stored: bool = True) -> list[Path]:
         """Write the rows of `sql` as Parquet files in the table's folder, not committed (`commit_files`
-        commits them; `DeltaStore.discard` removes them). The executors write them."""
+        commits them; `DeltaStore.discard` removes them). The executors write them (`scans_stored` changes
+        nothing here)."""
         return self._write_files(spec, self._frame(sql), store.path(spec.name))
 
     def define_files_view(self, name: str, files: Sequence[Path]) -> None:
