@@ -80,6 +80,25 @@ def test_commit_files_is_one_version_with_the_metadata_and_rows(tmp_path):
     assert store.open("silver.things", 1).to_pyarrow_table().num_rows == 12  # time travel
 
 
+def test_commit_files_refuses_a_file_whose_columns_or_types_are_not_the_declared_ones(tmp_path):
+    # delta-rs checks the rows it writes itself; a file staged by an engine is checked from its footer.
+    store = DeltaStore(tmp_path)
+    store.commit_files("silver.things", _place(store, "silver.things", [_rows(range(3))], "a"), SCHEMA,
+                       mode="append", meta={"write_key": "k1"})
+    rows = _rows(range(3, 6))
+    narrow = rows.set_column(0, pa.field("id", pa.int32()), rows.column("id").cast(pa.int32()))
+    for bad, words in ((narrow, "has id as int32, the table declares int64"),
+                       (rows.drop_columns(["day"]), "has the columns"),
+                       (rows.append_column("extra", pa.array([1, 2, 3])), "has the columns")):
+        files = _place(store, "silver.things", [rows, bad], "b")
+        with pytest.raises(QueryError, match=words):
+            store.commit_files("silver.things", files, SCHEMA, mode="append", meta={"write_key": "k2"})
+        assert store.version("silver.things") == 0 and store.row_count("silver.things") == 3  # nothing added
+    # Columns in another order are the same columns.
+    reordered = _place(store, "silver.things", [rows.select(list(reversed(SCHEMA.names)))], "c")
+    assert store.commit_files("silver.things", reordered, SCHEMA, mode="append", meta={"write_key": "k3"}) == 1
+
+
 def test_the_cached_commit_log_sees_other_writers_and_a_recreated_table(tmp_path):
     reader, writer = DeltaStore(tmp_path), DeltaStore(tmp_path)  # two processes' stores on one lake
     writer.write("silver.things", _rows(range(3)), mode="append", meta={"write_key": "k1"})

@@ -29,7 +29,7 @@ from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
-from shoplake.errors import LakeNotWritableError, TableNotFoundError
+from shoplake.errors import LakeNotWritableError, QueryError, TableNotFoundError
 from shoplake.faults import crash_point
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,8 @@ class DeltaStore:
         row metrics only for its own writes). Returns the new version.
         """
         root = self.path(name)
+        for file in files:  # delta-rs checks the rows it writes; files written elsewhere are checked here
+            _check_file_schema(name, Path(file), schema)
         actions = [_add_action(root, Path(f)) for f in files]
         custom = _custom_metadata({**meta, "rows_added": sum(_file_rows(Path(f)) for f in files)})
         properties = CommitProperties(custom_metadata=custom)
@@ -366,6 +368,19 @@ def _writable(path: Path):
 
 def _custom_metadata(meta: dict[str, Any]) -> dict[str, str]:
     return {META_PREFIX + k: (v if isinstance(v, str) else json.dumps(v, sort_keys=True)) for k, v in meta.items()}
+
+
+def _check_file_schema(name: str, path: Path, schema: pa.Schema) -> None:
+    """Refuse a file whose columns are not the declared ones with the declared types (its footer only)."""
+    found = pq.read_schema(path)
+    if sorted(found.names) != sorted(schema.names):
+        raise QueryError(f"{name}: the file {path.name} has the columns {found.names}, the table declares "
+                         f"{schema.names}")
+    for field in found:
+        declared = schema.field(field.name).type
+        if not field.type.equals(declared):
+            raise QueryError(f"{name}: the file {path.name} has {field.name} as {field.type}, the table declares "
+                             f"{declared}")
 
 
 def _file_rows(path: Path) -> int:
