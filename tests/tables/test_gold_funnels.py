@@ -14,7 +14,7 @@ from shoplake.config import load_settings
 from shoplake.errors import ConfigError
 from shoplake.lake import Lake
 
-from .shop import CLICKSTREAM_HEADER
+from .shop import CLICKSTREAM_HEADER, Shop
 
 # The project's own funnel file (the shipped funnels are built beside these).
 FUNNELS = """
@@ -574,6 +574,31 @@ def test_a_split_build_killed_before_its_commit_leaves_files_no_reader_sees_and_
     assert {p.name for p in folder.glob("*.parquet")} == committed
     assert shop.query(f"SELECT count(*) AS n FROM {name}")[0]["n"] == rows > 0
 
+
+
+def test_an_exclusion_after_step_1_drops_an_entry_that_never_reaches_step_2(shop, tmp_path):
+    """Steps are followed only for units with an event of a later step's or an exclusion's type; a unit
+    whose only later event is the excluded one must still be dropped."""
+    path = tmp_path / "shoplake-funnels.yaml"
+    path.write_text("funnels:\n  vp_no_cart:\n    steps: [view, purchase]\n    window: 1h\n"
+                    "    exclusions: [{event_type: cart, after_step: 1, before_step: 2}]\n")
+    shop = Shop(tmp_path / "lake", catalog_for(path))
+    shop.ingest("clickstream", CLICKSTREAM_HEADER,
+                ev("2019-10-01 08:00:00", "view", 1, 1, "a"),  # carts within the window, never buys: dropped
+                ev("2019-10-01 08:10:00", "cart", 1, 1, "a"),
+                ev("2019-10-01 09:00:00", "view", 2, 2, "b"),  # views only: step 1
+                ev("2019-10-01 10:00:00", "view", 3, 3, "c"),  # buys without a cart: steps 1 and 2
+                ev("2019-10-01 10:20:00", "purchase", 3, 3, "c"),
+                ev("2019-10-01 11:00:00", "view", 4, 4, "d"),  # carts after the window: step 1
+                ev("2019-10-01 13:00:00", "cart", 4, 4, "d"))
+    built = shop.build("silver.events+")
+    assert all(r.status == "built" for r in built.values()), {n: r.message for n, r in built.items()}
+    rows = shop.query("SELECT user_id, step, seconds_to_step FROM gold.funnel_vp_no_cart_entries "
+                      "WHERE grain = 'day' AND breakdown = 'all' ORDER BY 1, 2")
+    assert [(r["user_id"], r["step"], r["seconds_to_step"]) for r in rows] == [
+        (2, 1, 0.0), (3, 1, 0.0), (3, 2, 1200.0), (4, 1, 0.0)]
+    (entry,) = shop.ledger("gold.funnel_vp_no_cart_entries")
+    assert (entry["rows_in"], entry["rows_out"], entry["diverted"]) == (4, 3, {"excluded_entry": 1})
 
 # -- entries against a direct computation, on random events whose units enter on several days ------------
 ORACLE_FUNNELS = """

@@ -254,13 +254,20 @@ def _next_event_sql(probes: str, event_type: str, probe_time: str, *, strictly_a
         f"FROM ev WHERE event_type = '{event_type}') AS merged) AS ordered WHERE is_probe")
 
 
+def _same_unit(a: str, b: str) -> str:
+    """SQL: rows `a` and `b` have the same unit and product key."""
+    return " AND ".join(f"{a}.{c} = {b}.{c}" for c in ("user_id", "unit_session", "product_key"))
+
+
 def entries_sql(funnel: FunnelDef) -> str:
     """The DuckDB-dialect SQL of `gold.funnel_<name>_entries`: one row per entry (unit, grain, period and
     breakdown value) and step it reached, with the seconds from the entry to that step.
 
     Which steps an entry reaches depends only on its unit (and product) and its step-1 time, not on its
     grain or breakdown value: the chains of steps are followed once per distinct (unit, product, step-1
-    time), the *probes*, and every entry then takes its probe's step times.
+    time), the *probes*, and every entry then takes its probe's step times. Probes are made only for the
+    units (and products) with an event of a later step's or an exclusion's type; an entry of any other unit
+    reaches step 1 only (demo: the product funnel's query 6.6-6.9 -> 3.3-3.4 s, bench/RESULTS.md).
     """
     steps, window = funnel.steps, funnel.window_seconds
     n = len(steps)
@@ -274,6 +281,8 @@ def entries_sql(funnel: FunnelDef) -> str:
     product = "product_id" if funnel.same_product else "CAST(0 AS BIGINT)"
     unit = "user_id, unit_session, product_key"
     first = steps[0].event_type
+    later = ", ".join(f"'{t}'" for t in sorted({s.event_type for s in steps[1:]} |
+                                                 {e.event_type for e in funnel.exclusions}))
     daily = []
     for breakdown, value in (("all", "'(all)'"), *((b, f"coalesce({b}, '(none)')") for b in BREAKDOWNS)):
         by_value = "" if breakdown == "all" else f"{value}, "
@@ -304,7 +313,12 @@ def entries_sql(funnel: FunnelDef) -> str:
         f"FROM daily AS d JOIN spans AS s ON s.user_id = d.user_id AND s.unit_session = d.unit_session "
         f"AND s.week_start = {week('d.period_start')} "
         f"GROUP BY s.week_start, d.breakdown, d.breakdown_value, d.user_id, d.unit_session, d.product_key)",
-        f"probe_1 AS (SELECT DISTINCT {unit}, at_1 FROM daily)",
+        # Only a unit (and product) with an event of a later step's or an exclusion's type can reach step 2
+        # or be excluded: the steps are followed for those *candidates* alone (a small share: most units
+        # that view never cart or buy), and every other entry reaches step 1 only.
+        f"candidates AS (SELECT DISTINCT {unit} FROM ev WHERE event_type IN ({later}))",
+        f"probe_1 AS (SELECT DISTINCT d.user_id, d.unit_session, d.product_key, d.at_1 FROM daily AS d "
+        f"JOIN candidates AS c ON {_same_unit('c', 'd')})",
     ]
     carried = [*unit.split(", "), "at_1"]
     for k in range(2, n + 1):
@@ -327,11 +341,16 @@ def entries_sql(funnel: FunnelDef) -> str:
             f"OR (at_{b} IS NULL AND epoch(next_at) > epoch(at_1) + {window}))")
         last = f"excluded_{i}"
     unit_keys = "grain, period_start, breakdown, breakdown_value, user_id, unit_session"
-    seconds = ", ".join(f"epoch(p.at_{k}) - epoch(p.at_1) AS seconds_{k}" for k in range(1, n + 1))
+    seconds = ", ".join(f"epoch({'e' if k == 1 else 'p'}.at_{k}) - epoch(e.at_1) AS seconds_{k}"
+                        for k in range(1, n + 1))
+    # An entry without a probe row reaches step 1 only, unless it is a candidate's that an exclusion dropped.
+    dropped = ""
+    if funnel.exclusions:
+        dropped = (f" LEFT JOIN candidates AS c ON {_same_unit('c', 'e')} "
+                   f"WHERE p.user_id IS NOT NULL OR c.user_id IS NULL")
     ctes.append(f"reached_by_product AS (SELECT e.grain, e.period_start, e.breakdown, e.breakdown_value, "
-                f"e.user_id, e.unit_session, e.at_1, {seconds} FROM entries AS e JOIN {last} AS p "
-                f"ON p.user_id = e.user_id AND p.unit_session = e.unit_session AND p.product_key = e.product_key "
-                f"AND p.at_1 = e.at_1)")
+                f"e.user_id, e.unit_session, e.at_1, {seconds} FROM entries AS e LEFT JOIN {last} AS p "
+                f"ON {_same_unit('p', 'e')} AND p.at_1 = e.at_1{dropped})")
     if funnel.same_product:
         # A unit's entry of a row spans its products: it reaches a step when any product does, at the
         # smallest time from its entry.
