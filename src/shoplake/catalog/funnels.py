@@ -273,10 +273,9 @@ def entries_sql(funnel: FunnelDef) -> str:
     n = len(steps)
     types = sorted({s.event_type for s in steps} | {e.event_type for e in funnel.exclusions})
     listed = ", ".join(f"'{t}'" for t in types)
-    # Keys are numbers: a session is numbered within its user (exact, and both engines have dense_rank),
+    # Keys are numbers: a session is numbered within its user (exact, and both engines have row_number),
     # since grouping and joining tens of millions of rows on (user, session id text) took twice as long.
-    session = ("dense_rank() OVER (PARTITION BY user_id ORDER BY session_id)" if funnel.unit == "session"
-               else "CAST(0 AS BIGINT)")
+    session = "row_number() OVER (PARTITION BY user_id ORDER BY session_id)"
     events = f"event_type IN ({listed})" + (" AND session_id IS NOT NULL" if funnel.unit == "session" else "")
     product = "product_id" if funnel.same_product else "CAST(0 AS BIGINT)"
     unit = "user_id, unit_session, product_key"
@@ -296,9 +295,19 @@ def entries_sql(funnel: FunnelDef) -> str:
         return GRAINS["week"].replace("event_date", period)
 
     day_code, week_code = _GRAIN_CODES["day"], _GRAIN_CODES["week"]
-    ctes = [
-        f"ev AS (SELECT user_id, {session} AS unit_session, {product} AS product_key, event_type, event_at, "
-        f"event_date, category_l1, brand FROM silver.events WHERE {events})",
+    if funnel.unit == "session":
+        # A session is numbered among its user's distinct sessions (a few per user), then the events take
+        # their session's number by a join: numbering every event (dense_rank) sorted all of them (demo: the
+        # product funnel's query 3.3 -> 2.9 s).
+        ctes = [f"session_ids AS (SELECT user_id, session_id, {session} AS unit_session FROM "
+                f"(SELECT DISTINCT user_id, session_id FROM silver.events WHERE {events}) AS sessions)",
+                f"ev AS (SELECT e.user_id, s.unit_session, {product} AS product_key, event_type, event_at, "
+                f"event_date, category_l1, brand FROM silver.events AS e JOIN session_ids AS s "
+                f"ON s.user_id = e.user_id AND s.session_id = e.session_id WHERE event_type IN ({listed}))"]
+    else:
+        ctes = [f"ev AS (SELECT user_id, CAST(0 AS BIGINT) AS unit_session, {product} AS product_key, event_type, "
+                f"event_at, event_date, category_l1, brand FROM silver.events WHERE {events})"]
+    ctes += [
         "daily AS (" + " UNION ALL ".join(daily) + ")",
         # The (unit, week)s with step-1 events on more than one day. In every other week a unit's weekly
         # entries are its one day's entries (a session's week is almost always one day: 99.9 % of the demo's),
@@ -368,10 +377,6 @@ def entries_sql(funnel: FunnelDef) -> str:
                 f"ON s.user_id = u.user_id AND s.unit_session = u.unit_session "
                 f"AND s.week_start = {week('u.period_start')} WHERE u.grain = {day_code} AND s.user_id IS NULL)")
     if funnel.unit == "session":
-        # Numbered again from the distinct sessions (dense_rank gives each the same number): the events CTE,
-        # which the engine keeps in memory, then carries no session id text.
-        ctes.append(f"session_ids AS (SELECT user_id, session_id, {session} AS unit_session FROM "
-                    f"(SELECT DISTINCT user_id, session_id FROM silver.events WHERE {events}) AS sessions)")
         units, session_out = "unit_rows JOIN session_ids USING (user_id, unit_session)", "session_id"
     else:
         units, session_out = "unit_rows", "CAST(NULL AS VARCHAR)"
