@@ -406,9 +406,11 @@ def funnel_sql(funnel: FunnelDef) -> str:
         "data_end AS (SELECT max(event_at) AS end_at FROM silver.events)",
         f"counts AS (SELECT {group}, max(entered_at) AS last_entry_at, {sums} FROM {funnel.entries_table} "
         f"GROUP BY {group})",
+        # Every step-1 row has 0 seconds (the entry itself), so only the rows of later steps (a few per cent
+        # of an entries table) are ranked: ranking the step-1 rows too sorted the whole table.
         f"ranked AS (SELECT {group}, step, seconds_to_step AS seconds, row_number() OVER (PARTITION BY {group}, "
         f"step ORDER BY seconds_to_step) - 1 AS rn, count(*) OVER (PARTITION BY {group}, step) AS cnt "
-        f"FROM {funnel.entries_table})",
+        f"FROM {funnel.entries_table} WHERE step > 1)",
         f"times AS (SELECT {group}, step, {_quantile_sql('seconds', 'rn', 'cnt', 5)} AS median_seconds, "
         f"{_quantile_sql('seconds', 'rn', 'cnt', 9)} AS p90_seconds FROM ranked GROUP BY {group}, step)",
         "grid AS (" + " UNION ALL ".join(
@@ -427,7 +429,8 @@ SELECT g.grain, g.period_start, g.breakdown, g.breakdown_value, g.step, g.step_n
        CAST(g.entrants AS DOUBLE) / NULLIF(g.first_entrants, 0) AS overall_conversion_rate,
        {wilson_sql('g.entrants', 'g.first_entrants', 'low')} AS overall_conversion_low,
        {wilson_sql('g.entrants', 'g.first_entrants', 'high')} AS overall_conversion_high,
-       t.median_seconds AS median_seconds_to_step, t.p90_seconds AS p90_seconds_to_step,
+       CASE WHEN g.step = 1 THEN 0.0 ELSE t.median_seconds END AS median_seconds_to_step,
+       CASE WHEN g.step = 1 THEN 0.0 ELSE t.p90_seconds END AS p90_seconds_to_step,
        epoch(g.last_entry_at) + {window} <= epoch(d.end_at) AS is_window_complete
 FROM grid AS g
 CROSS JOIN data_end AS d
