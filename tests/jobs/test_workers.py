@@ -107,3 +107,30 @@ def test_a_forked_worker_starts_processes_and_makes_locks_as_a_new_interpreter_w
     child.join(120)
     assert child.exitcode == 0
     assert ours.recv() == fresh != "forkserver"
+
+
+def _mlflow_package_map_built(conn) -> None:
+    from mlflow.utils import requirements_utils
+
+    conn.send(requirements_utils._MODULES_TO_PACKAGES is not None)
+
+
+def test_a_forked_worker_inherits_mlflow_package_map_from_the_server():
+    """The server builds what MLflow computes on a process's first model log or load (`shoplake.jobs.preload`):
+    a worker starts with it, where a new interpreter has none."""
+    import multiprocessing
+
+    context = workers._context()
+    assert context is not None
+    ours, theirs = context.Pipe()
+    child = context.Process(target=_mlflow_package_map_built, args=(theirs,))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
+    assert ours.recv() is True
+    fresh = multiprocessing.get_context("spawn")
+    ours, theirs = fresh.Pipe()
+    child = fresh.Process(target=_mlflow_package_map_built, args=(theirs,))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0 and ours.recv() is False

@@ -38,7 +38,7 @@ PRELOAD = (
     "skops.io", "implicit.cpu.als", "scipy.optimize", "arviz", "pymc", "pymc_marketing.clv", "pymc_extras.prior",
     "typer", "rich.console", "rich.table",
     "shoplake.jobs.tasks", "shoplake.build", "shoplake.ingest", "shoplake.landing", "shoplake.maintenance",
-    "shoplake.quality.verify", "shoplake.ml.training", "shoplake.ml.scoring",
+    "shoplake.quality.verify", "shoplake.ml.training", "shoplake.ml.scoring", "shoplake.jobs.preload",
 )
 
 
