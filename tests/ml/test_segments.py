@@ -174,3 +174,25 @@ def test_rfm_profiles_are_net_of_returns_and_agree_with_gold_customer_rfm(uci_tr
                           WHERE s.rfm_cell <> CAST(r.r_score AS VARCHAR) || CAST(r.f_score AS VARCHAR)
                                             || CAST(r.m_score AS VARCHAR)""")
     assert cells[0]["bad"] == 0
+
+
+def test_each_k_silhouette_is_sklearn_silhouette_of_that_k_on_the_seeded_sample():
+    """select_k computes the sample's distances once for every k: each silhouette must still be the one of
+    that k's labels on the sampled rows (sklearn's own, from the points)."""
+    import numpy as np
+    from sklearn.metrics import silhouette_score
+
+    from shoplake.ml.params import SegmentParams
+    from shoplake.ml.segmentation import select_k, transform_pipeline
+
+    rng = np.random.default_rng(7)
+    centres = rng.uniform(0, 50, size=(4, 3))
+    X = pd.DataFrame(np.abs(np.concatenate([c + rng.normal(0, 4, size=(150, 3)) for c in centres])),
+                     columns=["a", "b", "c"])
+    params = SegmentParams(k_min=2, k_max=5, silhouette_sample=240, n_init=2)
+    selection, fitted, rows = select_k(X, params)
+    assert len(rows) == 240 < len(X)
+    Z = transform_pipeline().fit(X).transform(X)
+    for k, silhouette in zip(selection.ks, selection.silhouettes, strict=True):
+        labels = fitted[k].named_steps["kmeans"].labels_
+        assert silhouette == pytest.approx(silhouette_score(Z[rows], labels[rows]), abs=1e-12)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, silhouette_samples, silhouette_score
+from sklearn.metrics import adjusted_rand_score, pairwise_distances, silhouette_samples, silhouette_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
@@ -83,10 +83,13 @@ def select_k(X: pd.DataFrame, params: SegmentParams | RFMParams) -> tuple[KSelec
     rows = sample_index(n, params.silhouette_sample, params.random_state)
     ks, inertias, silhouettes, fitted = [], [], [], {}
     with threadpool_limits(1, user_api="openmp"):
+        # The sample's distances do not depend on k: computed once, read by every k's silhouette.
+        distances = pairwise_distances(Z[rows])
         for k in range(params.k_min, params.k_max + 1):
             km = KMeans(n_clusters=k, n_init=params.n_init, random_state=params.random_state).fit(Z)
             labels = km.labels_
-            sil = float(silhouette_score(Z[rows], labels[rows])) if len(set(labels[rows])) > 1 else -1.0
+            sil = (float(silhouette_score(distances, labels[rows], metric="precomputed"))
+                   if len(set(labels[rows])) > 1 else -1.0)
             ks.append(k)
             inertias.append(float(km.inertia_))
             silhouettes.append(sil)
