@@ -54,8 +54,8 @@ def _files_scan(uris: Sequence[str], *, folders_are_partitions: bool = True) -> 
 # Input rows per GB of memory_limit in one part of a split build (`parts_for`): 2GB gives 2.05M-row parts.
 # Small parts sort their rows for the write faster: the product funnel entries of 10M events took
 # 56.2 / 58.6 s in 2 parts (at 4M rows per GB) and 45.8 / 47.1 s in 5 (alternating runs), with less memory
-# (max RSS 2.44 -> 1.60 GB; bench/RESULTS.md). Below a part's
-# size a split only adds the buckets' write (about 1 s for the demo's 2M events), so the demo builds whole.
+# (max RSS 2.44 -> 1.60 GB; bench/RESULTS.md). Below a part's size a split only adds the buckets' write
+# (about 1 s for the demo's 2M events), so the demo builds whole.
 SPLIT_ROWS_PER_GB = 1_100_000
 # The share of memory_limit a write of stored rows runs under (`write_table(scans_stored=True)`): the Delta
 # writer buffers row groups outside DuckDB's limit. Writing the product funnel entries of 10M events (two
