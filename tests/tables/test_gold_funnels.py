@@ -600,6 +600,27 @@ def test_an_exclusion_after_step_1_drops_an_entry_that_never_reaches_step_2(shop
     (entry,) = shop.ledger("gold.funnel_vp_no_cart_entries")
     assert (entry["rows_in"], entry["rows_out"], entry["diverted"]) == (4, 3, {"excluded_entry": 1})
 
+
+def test_a_session_funnel_leaves_out_events_without_a_session(shop, tmp_path):
+    """Sessions are numbered from the distinct (user, session) pairs and the events joined to them: an event
+    with no session must still enter no session funnel, and the ledger's rows in must agree."""
+    path = tmp_path / "shoplake-funnels.yaml"
+    path.write_text("funnels:\n  vp_session: {steps: [view, purchase], window: 1h, unit: session, "
+                    "same_product: true}\n")
+    shop = Shop(tmp_path / "lake", catalog_for(path))
+    shop.ingest("clickstream", CLICKSTREAM_HEADER,
+                ev("2019-10-01 08:00:00", "view", 1, 1, "a"),   # a session: steps 1 and 2
+                ev("2019-10-01 08:05:00", "purchase", 1, 1, "a"),
+                ev("2019-10-01 09:00:00", "view", 2, 2, ""),    # no session: no entry
+                ev("2019-10-01 09:05:00", "purchase", 2, 2, ""))
+    built = shop.build("silver.events+")
+    assert all(r.status == "built" for r in built.values()), {n: r.message for n, r in built.items()}
+    rows = shop.query("SELECT user_id, session_id, step FROM gold.funnel_vp_session_entries "
+                      "WHERE grain = 'day' AND breakdown = 'all' ORDER BY 1, 3")
+    assert [(r["user_id"], r["session_id"], r["step"]) for r in rows] == [(1, "a", 1), (1, "a", 2)]
+    (entry,) = shop.ledger("gold.funnel_vp_session_entries")
+    assert (entry["rows_in"], entry["rows_out"], entry["is_balanced"]) == (1, 1, True)
+
 # -- entries against a direct computation, on random events whose units enter on several days ------------
 ORACLE_FUNNELS = """
 funnels:
