@@ -109,28 +109,36 @@ def test_a_forked_worker_starts_processes_and_makes_locks_as_a_new_interpreter_w
     assert ours.recv() == fresh != "forkserver"
 
 
-def _mlflow_package_map_built(conn) -> None:
-    from mlflow.utils import requirements_utils
+# Run in an interpreter of its own, as `shoplake run` is: a process has one fork server, started with the
+# preloads of whoever forks first (a query-service test in the same pytest worker would start it without
+# the jobs' preloads).
+PACKAGE_MAP_PROBE = """
+import multiprocessing, sys
+from shoplake.jobs import workers
 
+def built(conn):
+    from mlflow.utils import requirements_utils
     conn.send(requirements_utils._MODULES_TO_PACKAGES is not None)
 
+if __name__ == "__main__":
+    context = workers._context() if sys.argv[1] == "server" else multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    child = context.Process(target=built, args=(theirs,))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0, child.exitcode
+    print(ours.recv())
+"""
 
-def test_a_forked_worker_inherits_mlflow_package_map_from_the_server():
+
+@pytest.mark.parametrize(("start", "built"), [("server", "True"), ("new interpreter", "False")])
+def test_a_forked_worker_inherits_mlflow_package_map_from_the_server(tmp_path, start, built):
     """The server builds what MLflow computes on a process's first model log or load (`shoplake.jobs.preload`):
     a worker starts with it, where a new interpreter has none."""
-    import multiprocessing
+    import subprocess
 
-    context = workers._context()
-    assert context is not None
-    ours, theirs = context.Pipe()
-    child = context.Process(target=_mlflow_package_map_built, args=(theirs,))
-    child.start()
-    child.join(120)
-    assert child.exitcode == 0
-    assert ours.recv() is True
-    fresh = multiprocessing.get_context("spawn")
-    ours, theirs = fresh.Pipe()
-    child = fresh.Process(target=_mlflow_package_map_built, args=(theirs,))
-    child.start()
-    child.join(120)
-    assert child.exitcode == 0 and ours.recv() is False
+    probe = tmp_path / "probe.py"
+    probe.write_text(PACKAGE_MAP_PROBE)
+    out = subprocess.run([sys.executable, str(probe), start.split()[0]], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == built
