@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -65,7 +66,6 @@ class _Prepared:
     fmt: str
     header: list[str]
     mapping: dict[str, str]
-    gzip_verified: bool = False
 
 
 @dataclass
@@ -108,13 +108,9 @@ def ingest_files(lake: Lake, source_name: str, paths: Sequence[str], *, run_id: 
     encoding = check_encoding(encoding)
     uris = locations.expand(paths, lake.settings)
     # Fail fast, before the parse: every local file is checked (and prepared once) up front.
+    # A gzip file's integrity (every block, each member's CRC-32 and length) is checked by the line scan,
+    # which inflates the whole file before the parse reads a row: no separate pass over it.
     checked = {uri: _prepare(source, uri, Path(uri), encoding) for uri in uris if "://" not in uri}
-    gzipped = [p for p in checked.values() if p.fmt == "csv.gz"]
-    if len(uris) > 1 and gzipped:
-        waits = [locations.start_gzip_check(p.path, display=p.uri) for p in gzipped]  # run side by side
-        for wait in waits:
-            wait()
-        checked = {uri: replace(p, gzip_verified=True) for uri, p in checked.items()}
     if not dry_run:
         lake.repair()
     staged: list[_Staged] = []
@@ -189,11 +185,7 @@ def _stage(lake: Lake, engine, source: Source, prepared: _Prepared, *, encoding:
     reader, account = cast(StreamsSources, engine).read_source(
         prepared.path, prepared.fmt, prepared.header, prepared.mapping, source.columns, display=prepared.uri,
         encoding=encoding)
-    # A truncated gzip is detected by a check that runs alongside the parse; the stream waits for it
-    # before its last batch, so a corrupt file fails the parse.
-    gzip_ok = (locations.start_gzip_check(prepared.path, display=prepared.uri)
-               if prepared.fmt == "csv.gz" and not prepared.gzip_verified else None)
-    splitter = _Splitter(reader, bronze.arrow_schema, source, lineage, before_end=gzip_ok, account=account)
+    splitter = _Splitter(reader, bronze.arrow_schema, source, lineage, account=account)
     files: list[Path] = []
     try:
         if bronze_done or dry_run:
@@ -227,15 +219,11 @@ def _stage_on_workers(lake: Lake, engine: StagesSources, source: Source, prepare
     the counts and the refused rows, and checks them against its own line scan before anything commits."""
     bronze = lake.catalog.get(f"bronze.{source.name}")
     quarantine = lake.catalog.get(f"quarantine.{source.name}")
-    gzip_ok = (locations.start_gzip_check(prepared.path, display=prepared.uri)
-               if prepared.fmt == "csv.gz" and not prepared.gzip_verified else None)
     staged, account = engine.stage_source(lake.store, bronze, prepared.path, prepared.fmt, prepared.header,
                                           prepared.mapping, source.columns, lineage=lineage, display=prepared.uri,
                                           encoding=encoding, write=write)
     try:
         account.check(staged.readable_rows, prepared.uri)
-        if gzip_ok is not None:
-            gzip_ok()
         bad = quarantine_rows(source, staged.refused.to_batches(), account, account(), lineage,
                               quarantine.arrow_schema)
     except BaseException:
@@ -290,9 +278,8 @@ class _Splitter:
     """
 
     def __init__(self, reader: pa.RecordBatchReader, bronze_schema: pa.Schema, source: Source, lineage: dict,
-                 before_end: Callable[[], None] | None = None, account: LineAccount | None = None):
+                 account: LineAccount | None = None):
         self.reader = reader
-        self.before_end = before_end
         self.account = account
         self.failure: SourceFormatError | None = None
         # Constant lineage columns are added here, not by the engine: repeating a scalar is far cheaper
@@ -319,7 +306,7 @@ class _Splitter:
         position = 0
         for batch in self.reader:
             # Number rows in stream order: the position among the file's readable rows.
-            rows = pa.array(range(position + 1, position + batch.num_rows + 1), pa.int64())
+            rows = pa.array(np.arange(position + 1, position + batch.num_rows + 1, dtype=np.int64))
             position += batch.num_rows
             batch = batch.append_column("_source_row", rows).append_column("_source_lines", self._spans(batch))
             for name, value in self.lineage.items():
@@ -334,8 +321,6 @@ class _Splitter:
         try:
             if self.account is not None:
                 self.account.check(position, self.lineage["_source_file"].as_py())
-            if self.before_end:
-                self.before_end()
         except SourceFormatError as exc:
             self.failure = exc  # the writer wraps it; the caller re-raises this one
             raise

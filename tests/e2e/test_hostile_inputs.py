@@ -120,6 +120,16 @@ def _corrupt_gzip(data: bytes) -> bytes:
     return bytes(packed)
 
 
+def _wrong_trailer(field: slice):
+    """A gzip whose blocks are intact but whose trailer's CRC-32 (bytes -8:-4) or length (-4:) is wrong:
+    only an inflater that checks the trailer refuses it."""
+    def pack(data: bytes) -> bytes:
+        packed = bytearray(_gzip(data))
+        packed[field] = bytes(b ^ 0xFF for b in packed[field])
+        return bytes(packed)
+    return pack
+
+
 def _two_members(data: bytes) -> bytes:
     cut = data.index(b"\n", len(data) // 2) + 1
     return _gzip(data[:cut]) + _gzip(data[cut:])
@@ -293,6 +303,10 @@ CASES = [
          refused="truncated"),
     Case("gzip_corrupt", "clickstream", lambda r: _click(r), suffix=".csv.gz", pack=_corrupt_gzip,
          refused="corrupt"),
+    Case("gzip_wrong_crc", "clickstream", lambda r: _click(r), suffix=".csv.gz", pack=_wrong_trailer(slice(-8, -4)),
+         refused="checksum"),
+    Case("gzip_wrong_length", "clickstream", lambda r: _click(r), suffix=".csv.gz",
+         pack=_wrong_trailer(slice(-4, None)), refused="checksum"),
     Case("fake_gzip", "clickstream", lambda r: _click(r), suffix=".csv.gz", refused="Not a gzipped file"),
     # -- refused whole
     Case("empty_file", "clickstream", lambda r: b"", refused="file is empty"),

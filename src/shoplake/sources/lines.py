@@ -32,12 +32,13 @@ import os
 import queue
 import tempfile
 import threading
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
+from isal import isal_zlib
 
 from shoplake.errors import SourceFormatError
 
@@ -49,6 +50,8 @@ MAX_RECORD_LINES = 1_000
 _CHUNK = 16 * 1024 * 1024  # bounds the scan's memory: about three blocks at a time
 _TAB, _LF, _CR, _QUOTE, _NUL = 9, 10, 13, 34, 0
 _BOM = b"\xef\xbb\xbf"
+# What ISA-L raises for a corrupt stream (its stubs declare `error` as an instance, not a class)
+_ISAL_ERROR = cast(type[Exception], isal_zlib.error)
 
 # Encodings a source file may declare (allow-list): names as Python's codecs spell them.
 ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "latin-1": "latin-1", "latin1": "latin-1",
@@ -194,9 +197,11 @@ def _raw_chunks(path: Path, fmt: str, *, display: str) -> Iterator[bytes]:
                 while chunk := handle.read(_CHUNK):
                     yield chunk
                 return
-            # zlib directly (not the gzip module, whose small internal reads cost a third more); a new
+            # ISA-L's inflater, zlib's interface at twice its speed (the 10M-event file: 1.82 s against
+            # 3.57 s), not the gzip module, whose small internal reads cost a third more. It checks each
+            # member's CRC-32 and length, so a file this scan reads whole is a verified gzip. A new
             # decompressor per member, as `gzip -c a b > c` concatenates members. Output is bounded per call.
-            inflater, fed = zlib.decompressobj(wbits=31), False
+            inflater, fed = isal_zlib.decompressobj(wbits=31), False
             while block := handle.read(_CHUNK // 4):
                 while block:
                     fed = True
@@ -205,12 +210,12 @@ def _raw_chunks(path: Path, fmt: str, *, display: str) -> Iterator[bytes]:
                         yield out
                     if inflater.eof:
                         block = inflater.unused_data
-                        inflater, fed = zlib.decompressobj(wbits=31), False
+                        inflater, fed = isal_zlib.decompressobj(wbits=31), False
                     else:
                         block = inflater.unconsumed_tail
             if fed and not inflater.eof:
                 raise EOFError("compressed file ended before the end-of-stream marker was reached")
-    except (OSError, EOFError, zlib.error) as exc:
+    except (OSError, EOFError, _ISAL_ERROR) as exc:
         raise SourceFormatError(f"{display}: cannot read the {fmt} file ({_first_line(exc)}); is it truncated "
                                 f"or corrupt? nothing was written") from exc
 

@@ -15,7 +15,6 @@ import hashlib
 import logging
 import os
 import tempfile
-import threading
 import urllib.error
 import urllib.request
 import zlib
@@ -203,35 +202,6 @@ def content_digest(path: Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def start_gzip_check(path: Path, *, display: str) -> Callable[[], None]:
-    """Verify a gzip file (every block and the CRC) on a background thread.
-
-    The CSV parser stops quietly at a cut-off gzip stream and would ingest a partial last row, so the
-    whole stream is decompressed once more; zlib releases the GIL, so this overlaps with parsing.
-    Returns a function that waits for the check and raises a one-line `SourceFormatError` if it failed.
-    """
-    failure: list[BaseException] = []
-
-    def verify() -> None:
-        try:
-            with gzip.open(path, "rb") as handle:
-                while handle.read(_CHUNK):
-                    pass
-        except (OSError, EOFError, zlib.error) as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=verify, name=f"gzip-check {path.name}", daemon=True)
-    thread.start()
-
-    def wait() -> None:
-        thread.join()
-        if failure:
-            raise SourceFormatError(f"{display}: the gzip stream is truncated or corrupt "
-                                    f"({_first_line(failure[0])}); nothing was written; re-copy the file")
-
-    return wait
 
 
 def read_csv_header(path: Path, fmt: str, *, display: str, encoding: str = "utf-8") -> list[str]:
