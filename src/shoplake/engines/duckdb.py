@@ -36,6 +36,8 @@ from shoplake.sources.schemas import SourceColumn, judge_sql
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 256 * 1024
+# How far ahead a streamed source parse may run (in memory): a few of its batches
+STREAM_BUFFER = "64MB"
 
 
 def _quote_ident(name: str) -> str:
@@ -498,6 +500,9 @@ class DuckDBEngine:
             FROM judged
         """
         self.con.execute("SET preserve_insertion_order = true")
+        # A streamed result is computed ahead, in parallel, only as far as this buffer (DuckDB's default
+        # is about 1 MB, a few thousand rows: the parse then runs on one core while this process writes).
+        self.con.execute(f"SET streaming_buffer_size = '{STREAM_BUFFER}'")
         try:
             reader = self.con.execute(sql).to_arrow_reader(BATCH_ROWS)
         except duckdb.Error as exc:
