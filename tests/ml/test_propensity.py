@@ -118,3 +118,31 @@ def test_baselines_fit_on_distinct_scores_give_the_row_by_row_probabilities():
     x, w, y = propensity.aggregate_pairs(np.array([1.0, 1.0, 2.0, 1.0]), np.array([0, 1, 0, 0]),
                                          np.array([2.0, 1.0, 3.0, 5.0]))
     assert (x.tolist(), w.tolist(), y.tolist()) == ([1.0, 1.0, 2.0], [7.0, 1.0, 3.0], [0, 1, 0])
+
+
+def test_model_input_is_float64_with_every_null_as_zero():
+    """Counts arrive as nullable integers (NA), rates as floats (NaN): both become 0.0, nothing else moves."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": pd.array([1, None, 3], dtype="Int64"), "b": [0.5, float("nan"), float("inf")],
+                          "c": pd.array([7, 8, 9], dtype="int32"), "skipped": ["x", "y", "z"]},
+                         index=[10, 11, 12])
+    matrix = features.as_matrix(frame, ("c", "a", "b"))
+    assert list(matrix.columns) == ["c", "a", "b"] and list(matrix.index) == [10, 11, 12]
+    assert (matrix.dtypes == np.float64).all()
+    assert matrix.to_numpy().tolist() == [[7.0, 1.0, 0.5], [8.0, 0.0, 0.0], [9.0, 3.0, float("inf")]]
+
+
+def test_importance_sample_is_every_positive_and_the_seeded_negatives():
+    """The rows permutation importance is measured on: the same as sampling a copy of the negative rows."""
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    validation = pd.DataFrame({"label": (rng.random(2_000) < 0.05).astype(int), "x": rng.random(2_000)},
+                              index=rng.permutation(2_000) + 100)
+    positives = validation[validation["label"] == 1]
+    negatives = validation[validation["label"] == 0].sample(n=300, random_state=7)
+    expected = pd.concat([positives, negatives])
+    label = validation["label"].to_numpy()
+    rows = propensity.importance_rows(label, max_negatives=300, seed=7)
+    assert validation.iloc[rows].equals(expected)

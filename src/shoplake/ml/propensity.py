@@ -210,13 +210,19 @@ def aggregate_pairs(x: np.ndarray, y: np.ndarray, weight: np.ndarray) -> tuple[n
     return values[present // 2], summed[present], (present % 2).astype(np.asarray(y).dtype)
 
 
+def importance_rows(label: np.ndarray, *, max_negatives: int, seed: int) -> np.ndarray:
+    """Positions of every positive, then of `max_negatives` seeded negatives: the negatives
+    `DataFrame.sample` draws from a frame of the negative rows (it draws positions), without copying them."""
+    positives, negatives = np.flatnonzero(label == 1), np.flatnonzero(label == 0)
+    chosen = pd.Series(negatives).sample(n=min(len(negatives), max_negatives), random_state=seed).to_numpy()
+    return np.concatenate([positives, chosen])
+
+
 def importance(candidate: Candidate, validation: pd.DataFrame, *, seed: int, max_negatives: int = 5_000,
                threads: int = 1) -> pd.Series:
     """Permutation importance (drop in ROC-AUC) on all validation positives and a sample of negatives."""
-    positives = validation[validation["label"] == 1]
-    negatives = validation[validation["label"] == 0]
-    negatives = negatives.sample(n=min(len(negatives), max_negatives), random_state=seed)
-    sample = pd.concat([positives, negatives])
+    sample = validation.iloc[importance_rows(validation["label"].to_numpy(), max_negatives=max_negatives,
+                                             seed=seed)]
     with threadpool_limits(threads, user_api="openmp"):
         result = permutation_importance(candidate.model, features.as_matrix(sample, candidate.columns),
                                         sample["label"].to_numpy(), scoring="roc_auc", n_repeats=2,

@@ -306,7 +306,8 @@ def _score_propensity(lake: Lake, tracker: Tracker, run_id: str, predict: Predic
     if missing:
         raise ConfigError(f"{loaded.ref.name} v{loaded.ref.version} needs inputs {missing}: retrain it with "
                           f"`shoplake ml train propensity`")
-    probability = predict(loaded, features.as_matrix(frame, columns), True)
+    matrix = features.as_matrix(frame, columns)  # the model's input, its drift and its monitoring
+    probability = predict(loaded, matrix, True)
     scored_at = datetime.now(UTC)
     rows = frame[["user_id", "product_id"]].assign(probability=probability)
     rows = rows.sort_values(["user_id", "probability", "product_id"], ascending=[True, False, True],
@@ -314,11 +315,11 @@ def _score_propensity(lake: Lake, tracker: Tracker, run_id: str, predict: Predic
     rows["user_rank"] = rows.groupby("user_id").cumcount().astype("int32") + 1
     rows = rows.assign(cutoff_at=cutoff, horizon_days=np.int32(window["horizon_days"]),
                        **_model_columns(loaded, scored_at))
-    psi, warnings = _drift(loaded, features.as_matrix(frame, columns), loaded.ref.name)
+    psi, warnings = _drift(loaded, matrix, loaded.ref.name)
     mlflow_run = _log_scoring(tracker, "propensity", run_id, loaded, psi,
                               {"cutoff_at": cutoff.isoformat(), "lookback_days": window["lookback_days"],
                                "horizon_days": window["horizon_days"]}, len(rows))
-    _monitor(lake, "propensity", run_id, loaded, scored_at, features.as_matrix(frame, columns), psi,
+    _monitor(lake, "propensity", run_id, loaded, scored_at, matrix, psi,
              predictions=probability)
     spec = tables.CONVERSION_PREDICTIONS
     version, written, skipped = _write(lake, spec, rows, run_id=run_id, loaded=loaded, rows_in=len(frame),
