@@ -215,7 +215,7 @@ def test_sigterm_stops_a_server_with_a_running_query_within_10_s_and_logs_it(ser
 
 
 def test_the_dashboard_answers_within_1_s_while_50_slow_queries_are_in_flight(served):
-    settings = replace(served.lake.settings, serve_query_timeout=30, serve_max_pending=64)
+    settings = replace(served.lake.settings, serve_query_timeout=60, serve_max_pending=64)
     app = create_app(settings)
     server = make_server(app, host="127.0.0.1", port=free_port())
     thread = threading.Thread(target=server.run, daemon=True)
@@ -240,7 +240,7 @@ def test_the_dashboard_answers_within_1_s_while_50_slow_queries_are_in_flight(se
 
     def slow() -> None:
         try:
-            httpx.post(f"{url}{SQL}", json={"query": RUNAWAY}, headers=served.headers("engineer"), timeout=60)
+            httpx.post(f"{url}{SQL}", json={"query": RUNAWAY}, headers=served.headers("engineer"), timeout=90)
         except httpx.HTTPError:
             pass  # the server stops under them at the end of the test
 
@@ -253,12 +253,18 @@ def test_the_dashboard_answers_within_1_s_while_50_slow_queries_are_in_flight(se
         while service.health()["queries_in_flight"] < 50:
             assert time.monotonic() < deadline, service.health()
             time.sleep(0.05)
-        loaded = medians()
-        # Still all in flight: the pages were measured while 50 queries waited or ran.
-        assert service.health()["queries_in_flight"] == 50
         # Within 1 s; on a machine other programs load (this one is shared), at least not much slower than
-        # the same pages just before, when the server had nothing else to do.
-        slow_pages = {p: (idle[p], loaded[p]) for p in paths if loaded[p] >= 1.0 and loaded[p] >= 1.5 * idle[p]}
+        # the same pages just before, when the server had nothing else to do. A page must be slow in two
+        # measurements in a row to fail: another test starting beside this one (make test runs two at a time)
+        # once slowed one measurement of one page.
+        for _ in range(2):
+            loaded = medians()
+            # Still all in flight: the pages were measured while 50 queries waited or ran.
+            assert service.health()["queries_in_flight"] == 50
+            slow_pages = {p: (idle[p], loaded[p]) for p in paths
+                          if loaded[p] >= 1.0 and loaded[p] >= 1.5 * idle[p]}
+            if not slow_pages:
+                break
         assert slow_pages == {}, {"idle": idle, "with 50 slow queries": loaded}
     finally:
         server.should_exit = True
