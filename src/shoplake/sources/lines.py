@@ -221,8 +221,9 @@ def _raw_chunks(path: Path, fmt: str, *, display: str) -> Iterator[bytes]:
 
 
 def _chunks(path: Path, fmt: str, *, display: str, copy_to: Path | None) -> Iterator[bytes]:
-    """`_raw_chunks` read ahead on a thread: zlib and file reads release the GIL, so inflating the next
-    block overlaps with the numpy scan of this one. With `copy_to`, the bytes are also written there."""
+    """`_raw_chunks` read ahead on a thread: ISA-L (measured: two threads inflate as fast as one) and file
+    reads release the GIL, so inflating the next block overlaps with the numpy scan of this one. With
+    `copy_to`, the bytes are also written there."""
     blocks: queue.Queue = queue.Queue(maxsize=2)
     done = object()
 
