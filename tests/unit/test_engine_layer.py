@@ -430,12 +430,18 @@ def test_parts_for_a_split_build_grow_with_the_rows_and_shrink_with_the_memory_l
     for limit in ("1GB", "4GB"):
         lake = Lake(Settings(lake=tmp_path, memory_limit=limit))
         with DuckDBEngine(lake.settings, lake.store) as engine:
-            per_part = int(SPLIT_ROWS_PER_GB * _size_bytes(engine.rows("SELECT current_setting('memory_limit')")[0][0])
-                           / 2**30)
-            assert 0.9 * SPLIT_ROWS_PER_GB * int(limit[0]) * 10**9 / 2**30 < per_part
-            assert [engine.parts_for(n) for n in (0, 1, per_part, per_part + 1)] == [1, 1, 1, 2]
+            per_part = int(SPLIT_ROWS_PER_GB * int(limit[0]) * 10**9 / 2**30)  # the configured limit, exactly
+            # the nearest count: one part up to 1.5 parts' rows, two from there
+            half = per_part // 2
+            assert [engine.parts_for(n) for n in (0, 1, per_part, per_part + half - 1, per_part + half + 1,
+                                                  2 * per_part)] == [1, 1, 1, 1, 2, 2]
             counts[limit] = engine.parts_for(42_000_000)
     assert counts["1GB"] > counts["4GB"] > 1
+    # the demo's 1,998,064 events build whole at the 2GB default (DuckDB shows it as '1.8 GiB', which split them)
+    lake = Lake(Settings(lake=tmp_path, memory_limit="2GB"))
+    with DuckDBEngine(lake.settings, lake.store) as engine:
+        assert engine.parts_for(1_998_064) == 1
+        assert engine.parts_for(10_000_000) == 5
 
 
 def test_a_write_of_stored_rows_leaves_part_of_the_memory_limit_to_the_delta_writer(tmp_path):

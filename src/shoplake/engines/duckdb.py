@@ -57,7 +57,7 @@ def _files_scan(uris: Sequence[str], *, folders_are_partitions: bool = True) -> 
 # Small parts sort their rows for the write faster: the product funnel entries of 10M events took
 # 56.2 / 58.6 s in 2 parts (at 4M rows per GB) and 45.8 / 47.1 s in 5 (alternating runs), with less memory
 # (max RSS 2.44 -> 1.60 GB; bench/RESULTS.md). Below a part's size a split only adds the buckets' write
-# (about 1 s for the demo's 2M events), so the demo builds whole.
+# and a second pass: the demo's 2M events build in 21.3-23.2 s whole against 23.5-25.6 s in 2 parts.
 SPLIT_ROWS_PER_GB = 1_100_000
 # The share of memory_limit a write of stored rows runs under (`write_table(scans_stored=True)`): the Delta
 # writer buffers row groups outside DuckDB's limit. Writing the product funnel entries of 10M events (two
@@ -289,15 +289,19 @@ class DuckDBEngine:
             self.con.execute(f"CREATE OR REPLACE VIEW {_quote_ident(name)} AS SELECT * FROM {_quote_ident(key)}")
 
     def parts_for(self, rows: int) -> int:
-        """Enough parts that each holds at most `SPLIT_ROWS_PER_GB` input rows per GB of the memory limit.
+        """The count of parts nearest to `SPLIT_ROWS_PER_GB` input rows per GB of the memory limit each
+        (a part holds at most 1.5 times that).
 
         Measured on the funnel entries: 10M events ran at the 2GB default in one query (2.6 GiB peak), 42M
         did not (out of memory, then slower plans: bench/RESULTS.md). Parts of users keep each query at
-        the size that fits, so the memory needed no longer grows with the data.
+        the size that fits, so the memory needed no longer grows with the data. The limit is the configured
+        one: DuckDB shows 2GB as '1.8 GiB', which made the demo's 1,998,064 events two parts of 0.999M.
         """
-        limit = _size_bytes(self.rows("SELECT current_setting('memory_limit')")[0][0])
+        configured = self.settings.memory_limit
+        limit = _size_bytes(configured if configured and _SIZE.match(configured)
+                            else self.rows("SELECT current_setting('memory_limit')")[0][0])
         per_part = max(1, int(SPLIT_ROWS_PER_GB * limit / 2**30))
-        return max(1, -(-rows // per_part))
+        return max(1, int(rows / per_part + 0.5))
 
     def materialize(self, name: str, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> None:
         """Run `sql` once into a temporary table `name`, for several reads of the same result.
