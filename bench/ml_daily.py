@@ -8,8 +8,9 @@ candidates' coverage of conversions. Issue 15 asks that no run fails on leakage.
 
     python bench/ml_daily.py --events 100000 500000 --seeds 1 2 3 4 5
 
-`--tasks` also prints each task's seconds (from `ops.job_runs`: its last attempt's start to end) and when it
-started, relative to the run's start; issue 18 measured the demo's daily job with
+`--tasks` also prints each task's seconds (from `ops.job_runs`: its last attempt's start to end), its CPU
+seconds (the processor time the attempt reported) and when it started, relative to the run's start, and the
+tasks' CPU seconds summed; issue 18 measured the demo's daily job with
 
     make demo    # or just its three `shoplake generate` lines: data/demo/{products,clickstream,retail}.csv.gz
     python bench/ml_daily.py --files data/demo --tasks
@@ -62,8 +63,8 @@ def run_once(events: int, seed: int, root: Path, files: Path | None = None, jobs
     detail = (last.detail or "") if last else ""
     runs = [a for a in read_attempts(lake.store) if a.started_at is not None and a.ended_at is not None]
     start = min((a.started_at for a in runs), default=None)
-    tasks = {a.task: (a.status, (a.ended_at - a.started_at).total_seconds(), (a.started_at - start).total_seconds())
-             for a in runs if start is not None}  # the last attempt of each task
+    tasks = {a.task: (a.status, (a.ended_at - a.started_at).total_seconds(), (a.started_at - start).total_seconds(),
+                      a.cpu_seconds) for a in runs if start is not None}  # the last attempt of each task
     out = {"events": events, "seed": seed, "exit": done.returncode, "seconds": seconds, "tasks": tasks,
            "attempts": len(attempts), "status": last.status if last else "-",
            "error": (last.error or "")[:80] if last else "",
@@ -88,10 +89,12 @@ def main() -> None:
             print(f"| {r['events']:,} | {r['seed']} | {r['exit']} | {r['seconds']:.0f} | {r['attempts']} | "
                   f"{r['status']} | {r['warnings']} | {r['error'] or '-'} |", flush=True)
             if args.tasks:
-                print("\n| task | status | seconds | started at s |\n|---|---|---|---|")
-                for task, (status, secs, at) in r["tasks"].items():
-                    print(f"| {task} | {status} | {secs:.1f} | {at:.1f} |")
-                print(flush=True)
+                print("\n| task | status | seconds | cpu s | started at s |\n|---|---|---|---|---|")
+                for task, (status, secs, at, cpu) in r["tasks"].items():
+                    print(f"| {task} | {status} | {secs:.1f} | {'-' if cpu is None else f'{cpu:.1f}'} | {at:.1f} |")
+                cpus = [cpu for *_, cpu in r["tasks"].values() if cpu is not None]
+                print(f"\ntasks' CPU seconds: {sum(cpus):.1f} over {len(cpus)} tasks; wall {r['seconds']:.1f} s",
+                      flush=True)
 
 
 if __name__ == "__main__":

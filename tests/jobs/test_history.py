@@ -1,5 +1,5 @@
 """Run history in ops.job_runs: one row per attempt, summaries per run, and lakes made before the
-`trigger` and `detail` columns existed."""
+`trigger`, `detail` and `cpu_seconds` columns existed."""
 
 from __future__ import annotations
 
@@ -38,12 +38,14 @@ def test_runs_are_summarised_from_their_attempts(tmp_path):
 
 def test_a_lake_with_the_old_job_runs_columns_is_upgraded(tmp_path):
     store = DeltaStore(tmp_path)
-    old_columns = [f for f in JOB_RUNS.arrow_schema if f.name not in ("trigger", "detail")]
+    old_columns = [f for f in JOB_RUNS.arrow_schema if f.name not in ("trigger", "detail", "cpu_seconds")]
     old = pa.Table.from_pylist([{"run_id": "old", "job": "daily", "task": "build", "attempt": 1,
                                  "status": "succeeded", "started_at": T0, "ended_at": T0, "rows_written": 1,
                                  "error": None}], schema=pa.schema(old_columns))
     store.write(JOB_RUNS.name, old, mode="append", meta={"write_key": "old"})
-    record_attempt(store, _attempt("new", "build", 1, "succeeded", 5, trigger="manual", detail="built"))
+    record_attempt(store, _attempt("new", "build", 1, "succeeded", 5, trigger="manual", detail="built",
+                                   cpu_seconds=2.5))
     rows = {a.run_id: a for a in read_attempts(store)}
     assert rows["old"].trigger is None and rows["new"].detail == "built"
+    assert rows["old"].cpu_seconds is None and rows["new"].cpu_seconds == 2.5
     assert {f.name for f in store.open(JOB_RUNS.name).schema().fields} == set(JOB_RUNS.arrow_schema.names)

@@ -101,6 +101,29 @@ def test_timeout_kills_the_attempt(workspace, jobs_env):
     assert workspace.versions()["silver.products"] is None
 
 
+def test_each_attempt_records_its_processor_time_not_its_waiting(workspace, jobs_env):
+    # One attempt in a worker process sleeps 3 s at its start, then ingests; another runs in this process.
+    workspace.land("products")
+    workspace.job("timed", {
+        "ingest_products": jobs_env.task("ingest", source="products", landing="products", pause_after="start",
+                                         pause_seconds=3),
+    })
+    result = _run(workspace, "timed")
+    assert result.ok, result.summary_lines()
+    (attempt,) = workspace.attempts(result.run_id)
+    wall = (attempt.ended_at - attempt.started_at).total_seconds()
+    assert wall >= 3
+    # what it computed (the ingest, the command line's imports) counts; the 3 s it slept do not
+    assert attempt.cpu_seconds is not None and 0 < attempt.cpu_seconds < wall - 2.5, (attempt.cpu_seconds, wall)
+    assert result.tasks["ingest_products"].cpu_seconds == attempt.cpu_seconds
+
+    workspace.land("clickstream")
+    workspace.job("inline", {"ingest": jobs_env.task("ingest", source="clickstream", landing="clickstream")})
+    inline = _run(workspace, "inline", isolation="inline")
+    (attempt,) = workspace.attempts(inline.run_id)
+    assert attempt.status == "succeeded" and attempt.cpu_seconds is not None and attempt.cpu_seconds > 0
+
+
 def test_parallel_tasks_never_write_the_same_table_at_once(workspace, jobs_env):
     task = jobs_env.task
     workspace.land_all()

@@ -50,7 +50,7 @@ def _when(value: datetime | None) -> str:
 
 def _render(result) -> Table:
     """The live (and final) table of a run's tasks."""
-    table = Table("task", "kind", "status", "attempt", "seconds", "rows", "detail",
+    table = Table("task", "kind", "status", "attempt", "seconds", "cpu s", "rows", "detail",
                   title=f"{result.job} run {result.run_id} ({result.status})")
     now = time.monotonic()
     for state in result.tasks.values():
@@ -60,7 +60,9 @@ def _render(result) -> Table:
         if state.status == "waiting":
             detail = f"retry in {max(0.0, state.ready_at - now):.0f}s after: {detail}"
         table.add_row(state.name, state.task.kind, _styled(status), str(state.attempt or ""),
-                      f"{seconds:.1f}" if seconds else "", f"{state.rows_written:,}" if state.rows_written else "",
+                      f"{seconds:.1f}" if seconds else "",
+                      f"{state.cpu_seconds:.1f}" if state.cpu_seconds is not None else "",
+                      f"{state.rows_written:,}" if state.rows_written else "",
                       detail or "")
     return table
 
@@ -296,11 +298,12 @@ def runs(
         attempts = read_attempts(lake.store, run_id=run_id)
         if not attempts:
             raise ConfigError(f"no run {run_id!r} in ops.job_runs")
-        table = Table("task", "attempt", "status", "trigger", "started", "ended", "rows", "detail / error",
+        table = Table("task", "attempt", "status", "trigger", "started", "ended", "cpu s", "rows", "detail / error",
                       title=f"{attempts[0].job} run {run_id}")
         for a in attempts:
             table.add_row(a.task, str(a.attempt), _styled(a.status), a.trigger or "", _when(a.started_at),
-                          _when(a.ended_at), f"{a.rows_written or 0:,}", a.error or a.detail or "")
+                          _when(a.ended_at), f"{a.cpu_seconds:.1f}" if a.cpu_seconds is not None else "",
+                          f"{a.rows_written or 0:,}", a.error or a.detail or "")
         cli.console.print(table)
         return
     summaries = summarize_runs(read_attempts(lake.store, job=job))[:limit]
@@ -406,7 +409,7 @@ def _run_task(ctx: typer.Context, kind: str, **options) -> None:
     """Build the task model from the command line (validated like a job file's task) and run one attempt."""
     from shoplake.jobs.definitions import task_from
     from shoplake.jobs.history import Attempt, read_attempts, record_attempt
-    from shoplake.jobs.tasks import execute
+    from shoplake.jobs.tasks import cpu_seconds, execute
     from shoplake.lake import new_run_id
 
     opts: _TaskOptions = ctx.obj
@@ -427,6 +430,7 @@ def _run_task(ctx: typer.Context, kind: str, **options) -> None:
             attempt = max(previous, default=0) + 1
     started = datetime.now(UTC)
     outcome = execute(lake, call, run_id=run_id, attempt=attempt)
+    outcome.cpu_seconds = round(cpu_seconds(), 3)  # this process is the attempt (a new interpreter or a fork)
     if opts.result_file:
         temp = opts.result_file.with_suffix(".tmp")
         temp.write_text(json.dumps(asdict(outcome)))
@@ -435,7 +439,7 @@ def _run_task(ctx: typer.Context, kind: str, **options) -> None:
         lake.ensure_operational_tables()
         record_attempt(lake.store, Attempt(run_id, opts.job, name, attempt, outcome.status, started,
                                            datetime.now(UTC), outcome.rows_written, outcome.error, "external",
-                                           outcome.detail))
+                                           outcome.detail, outcome.cpu_seconds))
     cli.console.print(f"{name} (run {run_id}, attempt {attempt}): {outcome.status}"
                        + (f": {outcome.detail}" if outcome.detail else ""), highlight=False, soft_wrap=True)
     if outcome.status == "failed":  # skipped (no inputs yet) is not a failure

@@ -39,6 +39,7 @@ class Attempt:
     error: str | None = None
     trigger: str = "manual"
     detail: str | None = None
+    cpu_seconds: float | None = None
 
 
 def record_attempt(store: DeltaStore, attempt: Attempt) -> int:

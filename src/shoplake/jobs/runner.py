@@ -51,7 +51,7 @@ from shoplake.errors import ConfigError, LockedError, is_transient
 from shoplake.jobs import workers
 from shoplake.jobs.definitions import IngestTask, JobDef, TaskDef
 from shoplake.jobs.history import Attempt, read_attempts, record_attempt, run_history
-from shoplake.jobs.tasks import TaskOutcome, execute
+from shoplake.jobs.tasks import TaskOutcome, cpu_seconds, execute
 from shoplake.lake import Lake, new_run_id
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class TaskState:
     detail: str = ""
     rows_written: int = 0
     seconds: float = 0.0
+    cpu_seconds: float | None = None  # over the attempts of this invocation that reported it
     started_at: datetime | None = None
     ready_at: float = 0.0
     retryable: bool = False
@@ -378,8 +379,11 @@ class _Runner:
 
     def _run_inline(self, state: TaskState) -> TaskOutcome:
         task = state.task
+        before = cpu_seconds()  # inline attempts run one at a time: this process's time in between is theirs
         try:
-            return execute(self.lake, task.resolved(self.landing), run_id=self.run_id, attempt=state.attempt)
+            outcome = execute(self.lake, task.resolved(self.landing), run_id=self.run_id, attempt=state.attempt)
+            outcome.cpu_seconds = round(cpu_seconds() - before, 3)
+            return outcome
         except Exception as exc:  # an unexpected error in one task must not take the run down with it
             log.exception("%s: attempt %d crashed", state.name, state.attempt)
             return TaskOutcome("failed", error=f"{type(exc).__name__}: {exc}", retryable=is_transient(exc))
@@ -424,18 +428,21 @@ class _Runner:
         self._unlock_tables(state)
         ended = datetime.now(UTC)
         state.seconds += time.monotonic() - state.began
+        if outcome.cpu_seconds is not None:
+            state.cpu_seconds = (state.cpu_seconds or 0.0) + outcome.cpu_seconds
         state.rows_written += outcome.rows_written
         state.detail = outcome.detail
         state.retryable = outcome.retryable
         if outcome.status in ("succeeded", "skipped"):
             state.status = outcome.status
-            self._record(state, outcome.status, rows=outcome.rows_written, detail=outcome.detail, ended=ended)
+            self._record(state, outcome.status, rows=outcome.rows_written, detail=outcome.detail, ended=ended,
+                         cpu=outcome.cpu_seconds)
             log.info("%s: attempt %d %s", state.name, state.attempt, outcome.status)
             return
         state.error = outcome.error or "failed"
         retry = outcome.retryable and state.attempts_run < state.attempts_allowed
         self._record(state, "retrying" if retry else "failed", rows=outcome.rows_written, detail=outcome.detail,
-                     error=state.error, ended=ended)
+                     error=state.error, ended=ended, cpu=outcome.cpu_seconds)
         if retry:
             delay = min(state.task.retry_backoff * 2 ** (state.attempts_run - 1), MAX_BACKOFF_SECONDS)
             state.status, state.ready_at = "waiting", time.monotonic() + delay
@@ -447,12 +454,12 @@ class _Runner:
 
     def _record(self, state: TaskState, status: str, *, attempt: int | None = None, rows: int = 0,
                 detail: str | None = None, error: str | None = None, started: datetime | None = None,
-                ended: datetime | None = None) -> None:
+                ended: datetime | None = None, cpu: float | None = None) -> None:
         record_attempt(self.lake.store, Attempt(
             run_id=self.run_id, job=self.job.name, task=state.name,
             attempt=state.attempt if attempt is None else attempt, status=status,
             started_at=started or state.started_at, ended_at=ended, rows_written=rows, error=error,
-            trigger=self.trigger, detail=detail if detail is not None else state.detail))
+            trigger=self.trigger, detail=detail if detail is not None else state.detail, cpu_seconds=cpu))
 
     def _stop_all(self, reason: str) -> None:
         """Stop every running attempt (interrupt): SIGTERM, a grace period, then SIGKILL; record them."""

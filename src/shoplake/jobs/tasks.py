@@ -8,6 +8,7 @@ Databricks `python_wheel_task`), or in the runner's own process when it runs tas
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,15 @@ class TaskOutcome:
     error: str | None = None
     retryable: bool = False  # only failures classified transient (`shoplake.errors.is_transient`) are retried
     tables: dict[str, str] = field(default_factory=dict)
+    cpu_seconds: float | None = None  # processor time the attempt used (`cpu_seconds`)
+
+
+def cpu_seconds() -> float:
+    """Processor time this process has used so far (user + system, every thread), plus that of the child
+    processes it has waited for. On a busy machine it is what a task costs; its seconds also count waiting
+    for a core. A worker forked from the job server starts from zero (a fork resets the counters)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def execute(lake: Lake, task: TaskDef, *, run_id: str, attempt: int = 1,

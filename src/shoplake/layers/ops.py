@@ -95,6 +95,8 @@ JOB_RUNS = TableSpec(
         col("error", "VARCHAR"),
         col("trigger", "VARCHAR", "manual, resume, watch or schedule"),
         col("detail", "VARCHAR", "what the attempt did, e.g. files ingested and skipped, tables built"),
+        col("cpu_seconds", "DOUBLE", "processor time of the attempt (user + system, its threads and the "
+            "processes it waited for); NULL when it did not report it (killed, or a lake from before)"),
     ),
     build="external",
 )
