@@ -442,6 +442,12 @@ def test_parts_for_a_split_build_grow_with_the_rows_and_shrink_with_the_memory_l
     with DuckDBEngine(lake.settings, lake.store) as engine:
         assert engine.parts_for(1_998_064) == 1
         assert engine.parts_for(10_000_000) == 5
+    # no limit configured: DuckDB's own default (a share of the RAM) is read instead
+    lake = Lake(Settings(lake=tmp_path, memory_limit=None))
+    with DuckDBEngine(lake.settings, lake.store) as engine:
+        shown = _size_bytes(engine.rows("SELECT current_setting('memory_limit')")[0][0])
+        per_part = int(SPLIT_ROWS_PER_GB * shown / 2**30)
+        assert [engine.parts_for(n) for n in (1, per_part, 3 * per_part)] == [1, 1, 3]
 
 
 def test_a_write_of_stored_rows_leaves_part_of_the_memory_limit_to_the_delta_writer(tmp_path):
