@@ -118,7 +118,8 @@ from shoplake.jobs import workers
 
 def built(conn):
     from mlflow.utils import requirements_utils
-    conn.send(requirements_utils._MODULES_TO_PACKAGES is not None)
+    from shoplake.ml import recommender
+    conn.send((requirements_utils._MODULES_TO_PACKAGES is not None, len(recommender._add_rows_times.signatures) > 0))
 
 if __name__ == "__main__":
     context = workers._context() if sys.argv[1] == "server" else multiprocessing.get_context("spawn")
@@ -131,10 +132,11 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize(("start", "built"), [("server", "True"), ("new interpreter", "False")])
+@pytest.mark.parametrize(("start", "built"), [("server", "(True, True)"), ("new interpreter", "(False, False)")])
 def test_a_forked_worker_inherits_mlflow_package_map_from_the_server(tmp_path, start, built):
-    """The server builds what MLflow computes on a process's first model log or load (`shoplake.jobs.preload`):
-    a worker starts with it, where a new interpreter has none."""
+    """The server builds what MLflow computes on a process's first model log or load, and loads the
+    recommender's compiled kernel (`shoplake.jobs.preload`): a worker starts with both, where a new interpreter
+    has neither."""
     import subprocess
 
     probe = tmp_path / "probe.py"

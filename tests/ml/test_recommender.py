@@ -257,3 +257,25 @@ def test_top_per_row_equals_a_full_sort_of_every_row(seed):
         got_items, got_scores = recommender.top_per_row(scores, n)
         np.testing.assert_array_equal(got_items, want, err_msg=f"trial {trial}: {rows} x {columns}, n = {n}")
         np.testing.assert_array_equal(got_scores, np.take_along_axis(scores, want, axis=1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rows_times_equals_scipys_sparse_product_exactly(seed):
+    # The compiled kernel adds each product in the order SciPy's sparse product does, so the float32 sums are
+    # equal to the bit (many terms per cell, values of mixed magnitude, where another order rounds
+    # differently); rows repeated, out of order, empty, and no row at all.
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    for trial in range(30):
+        users, items, columns = int(rng.integers(1, 60)), int(rng.integers(1, 200)), int(rng.integers(1, 150))
+        a = sp.random(users, items, density=float(rng.uniform(0.0, 0.3)), format="csr", dtype=np.float32,
+                      random_state=rng)
+        b = sp.random(items, columns, density=float(rng.uniform(0.0, 0.5)), format="csr", dtype=np.float32,
+                      random_state=rng)
+        a.data *= np.float32(10.0) ** rng.integers(-3, 4, a.nnz).astype(np.float32)
+        rows = rng.integers(0, users, int(rng.integers(0, 2 * users)))
+        want = np.asarray((a[rows] @ b).todense(), dtype=np.float32).reshape(len(rows), columns)
+        got = recommender.rows_times(a, rows, b)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")

@@ -547,7 +547,7 @@ def _train_recommender(lake: Lake, params: RecommenderParams, run_id: str, track
                     "input_versions": versions, "run_id": run_id, "config": config}
         ref = run.code_model(recommender.MODEL_CODE, registered_name=model_name, config=config, input_example=example,
                              output_example=output, metadata=metadata,
-                             requirements=[f"implicit=={_pkg.version('implicit')}"])
+                             requirements=[f"{p}=={_pkg.version(p)}" for p in ("implicit", "numba")])
         is_champion, decision = _crown(lake, tracker, "recommender", ref, champion, run, run_id=run_id, decided=decided,
                                        input_versions=versions)
     return TrainResult(model_name, ref.version, metrics, is_champion, run.run_id, key_metric="val_recall_at_10",
