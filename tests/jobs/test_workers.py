@@ -144,3 +144,47 @@ def test_a_forked_worker_inherits_mlflow_package_map_from_the_server(tmp_path, s
     out = subprocess.run([sys.executable, str(probe), start.split()[0]], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == built
+
+
+BLAS_PROBE = """
+import sys
+import numpy  # loads OpenBLAS before the limit, as the fork server has
+from threadpoolctl import threadpool_info
+from shoplake.jobs import workers
+
+if sys.argv[1] == "apply":
+    workers.apply_thread_limits({"OPENBLAS_NUM_THREADS": "1"})
+print(sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}))
+"""
+
+
+def test_a_forked_worker_takes_the_blas_threads_of_its_environment(tmp_path):
+    """The server loaded OpenBLAS with a thread per core; a worker whose environment asks for one BLAS thread
+    (the runner's default: `worker_env`) gets one, as a new interpreter with that environment would."""
+    import subprocess
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(BLAS_PROBE)
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+
+    def threads(mode: str) -> str:
+        out = subprocess.run([sys.executable, str(probe), mode], capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.strip()
+
+    loaded = threads("loaded")
+    if loaded == "[1]":
+        pytest.skip("OpenBLAS starts with one thread on this machine: nothing to limit")
+    assert threads("apply") == "[1]"
+
+
+def test_workers_run_with_one_blas_thread_unless_the_environment_says_otherwise(tmp_path, monkeypatch):
+    from shoplake.config import Settings
+    from shoplake.jobs.runner import worker_env
+    from shoplake.lake import Lake
+
+    lake = Lake(Settings(lake=tmp_path / "lakehouse"))
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    assert worker_env(lake)["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    assert worker_env(lake)["OPENBLAS_NUM_THREADS"] == "4"

@@ -499,6 +499,11 @@ def worker_env(lake: Lake) -> dict[str, str]:
     # A worker's output goes to a log file: keep it plain.
     env.setdefault("NO_COLOR", "1")
     env["COLUMNS"] = "200"
+    # One BLAS thread per worker (unless the environment says otherwise): a job's parallelism is its tasks
+    # side by side, and OpenBLAS's second thread spins between calls, taking a core from the others. The
+    # demo's user segments took 5.5-5.9 CPU-s with two threads against 2.8 with one, in less time
+    # (bench/RESULTS.md). Forked workers apply it too (`workers.apply_thread_limits`).
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
     return env
 
 

@@ -175,11 +175,23 @@ def _run_forked(command: list[str], env: dict[str, str], cwd: str, log_file: str
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
+    apply_thread_limits(env)
     sys.argv = [str(Path(sys.executable).with_name("shoplake")), *args]
     like_a_new_interpreter()
     from shoplake.cli.app import run
 
     run()
+
+
+def apply_thread_limits(env: Mapping[str, str]) -> None:
+    """Give the worker the BLAS threads `env` asks for (`OPENBLAS_NUM_THREADS`), as a new interpreter would
+    take them: the server loaded OpenBLAS before the variable was set, so it is applied here."""
+    threads = env.get("OPENBLAS_NUM_THREADS", "")
+    if not threads.isdigit() or int(threads) < 1:
+        return
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(threads), user_api="blas")  # not a `with`: for the worker's lifetime
 
 
 def like_a_new_interpreter() -> None:
