@@ -119,7 +119,8 @@ from shoplake.jobs import workers
 def built(conn):
     from mlflow.utils import requirements_utils
     from shoplake.ml import recommender
-    conn.send((requirements_utils._MODULES_TO_PACKAGES is not None, len(recommender._add_rows_times.signatures) > 0))
+    conn.send((requirements_utils._MODULES_TO_PACKAGES is not None,
+               all(len(kernel.signatures) > 0 for kernel in (recommender._add_rows_times, recommender._affinity_top))))
 
 if __name__ == "__main__":
     context = workers._context() if sys.argv[1] == "server" else multiprocessing.get_context("spawn")

@@ -279,3 +279,24 @@ def test_rows_times_equals_scipys_sparse_product_exactly(seed):
         got = recommender.rows_times(a, rows, b)
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
+
+
+@pytest.mark.parametrize(("seed", "products"), [(3, 60), (4, 3000)])
+def test_the_fused_affinity_top_equals_the_top_by_blocks_of_scores(seed, products):
+    # 60 products: many equal popularity shares, so equal scores straddle the n-th place; 3,000: most users
+    # touched few products (rows of zero co-occurrence, whose maximum is the 1e-9 floor). Default weights,
+    # and each optional term left out (a zero weight); n from 1 to every candidate.
+    from dataclasses import replace
+
+    from shoplake.ml.params import RecommenderParams
+
+    data, _ = _synthetic_week(seed, products)
+    rows = np.arange(data.n_users)
+    for params in (RecommenderParams(), replace(RecommenderParams(), affinity_brand_weight=0.0),
+                   replace(RecommenderParams(), affinity_cooccurrence_weight=0.0)):
+        model = recommender.Recommender("affinity", params, data)
+        for n in (1, 10, len(model.candidates)):
+            got_items, got_scores = model.top(rows, n)
+            want_items, want_scores = model.top_by_blocks(rows, n, batch=64)
+            np.testing.assert_array_equal(got_items, want_items, err_msg=f"n = {n}, {params}")
+            np.testing.assert_array_equal(got_scores, want_scores, err_msg=f"n = {n}, {params}")

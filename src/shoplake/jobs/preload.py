@@ -1,6 +1,6 @@
 """Work that every job worker would repeat, done once in the fork server (the last of `workers.PRELOAD`).
 
-The recommender's compiled kernel (Numba) is loaded by one call on a tiny matrix.
+The recommender's compiled kernels (Numba) are loaded by scoring a tiny model.
 
 MLflow maps each installed distribution to its modules (`importlib.metadata` over all of site-packages,
 about 0.4 s of CPU) the first time a process logs or loads a model, to warn of requirement mismatches.
@@ -20,18 +20,25 @@ def _mlflow_package_map() -> None:
         requirements_utils._init_modules_to_packages_map()
 
 
-def _recommender_kernel() -> None:
-    # Numba compiles (or loads from its cache, 0.4 s of CPU) the recommender's kernel at its first call;
-    # called here on a tiny matrix of the index and value types of real ones, the workers inherit it.
+def _recommender_kernels() -> None:
+    # Numba compiles (or loads from its cache, 0.4 s of CPU each) the recommender's kernels at their first
+    # call; called here on a tiny model (matrices of the index and value types of real ones), the workers
+    # inherit them.
     with contextlib.suppress(Exception):
         import numpy as np
-        import scipy.sparse as sp
+        import pandas as pd
 
-        from shoplake.ml.recommender import rows_times
+        from shoplake.ml.params import RecommenderParams
+        from shoplake.ml.recommender import Recommender, interactions_from_events
 
-        tiny = sp.csr_matrix(np.ones((1, 1), dtype=np.float32))
-        rows_times(tiny, np.zeros(1, dtype=np.int64), tiny)
+        events = pd.DataFrame({"user_id": [1, 1, 2], "product_id": [10, 11, 10],
+                               "event_type": ["view", "purchase", "cart"],
+                               "event_at": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"], utc=True),
+                               "category_id": [1, 1, 1], "category_code": ["a", "a", "a"], "brand": ["b", "", "b"]})
+        model = Recommender("affinity", RecommenderParams(), interactions_from_events(events))
+        model.top(np.arange(model.data.n_users), 1)
+        model.top_by_blocks(np.arange(model.data.n_users), 1)
 
 
 _mlflow_package_map()
-_recommender_kernel()
+_recommender_kernels()

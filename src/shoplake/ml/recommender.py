@@ -128,6 +128,78 @@ def _add_rows_times(a_indptr, a_indices, a_data, rows, b_indptr, b_indices, b_da
                 out[k, b_indices[q]] += v * b_data[q]
 
 
+@numba.njit(cache=True, nogil=True)
+def _add_row_times(a_indptr, a_indices, a_data, r, b_indptr, b_indices, b_data, out):  # pragma: no cover
+    """out += A[r] @ B for one row, in SciPy's order of addition (as `_add_rows_times`)."""
+    for p in range(a_indptr[r], a_indptr[r + 1]):
+        i = a_indices[p]
+        v = a_data[p]
+        for q in range(b_indptr[i], b_indptr[i + 1]):
+            out[b_indices[q]] += v * b_data[q]
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_max(x):  # pragma: no cover
+    """NumPy's max of a float32 row: NaN if any value is NaN."""
+    top = x[0]
+    for j in range(1, x.shape[0]):
+        if x[j] != x[j]:
+            return x[j]
+        if x[j] > top:
+            top = x[j]
+    return top
+
+
+@numba.njit(cache=True, nogil=True)
+def _affinity_top(rows, n, cs, ci, bs, bi, brand_weight, popularity_term, hist, sim, co_weight, bought,
+                  items, values):  # pragma: no cover
+    """The affinity method's top `n` per user row, fused (compiled by Numba): `Recommender.scores` and
+    `top_per_row` of one row at a time, without a users x candidates block. Each sparse matrix is a CSR
+    tuple (indptr, indices, data); every operation is the float32 one of the NumPy path in its order (the
+    weights are float32 scalars; a zero weight leaves its term out, as the NumPy path does), so the lists
+    and scores are the same (tested against it)."""
+    columns = popularity_term.shape[0]
+    score = np.empty(columns, dtype=np.float32)
+    part = np.empty(columns, dtype=np.float32)
+    tiny = np.float32(1e-9)
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        score[:] = 0
+        _add_row_times(cs[0], cs[1], cs[2], r, ci[0], ci[1], ci[2], score)
+        if brand_weight != 0:
+            part[:] = 0
+            _add_row_times(bs[0], bs[1], bs[2], r, bi[0], bi[1], bi[2], part)
+            for j in range(columns):
+                score[j] += part[j] * brand_weight
+        for j in range(columns):
+            score[j] += popularity_term[j]
+        if co_weight != 0:
+            part[:] = 0
+            _add_row_times(hist[0], hist[1], hist[2], r, sim[0], sim[1], sim[2], part)
+            top_co, top_score = _row_max(part), _row_max(score)
+            denominator = top_co if (top_co > tiny or top_co != top_co) else tiny  # np.maximum(max, 1e-9)
+            for j in range(columns):
+                score[j] += part[j] / denominator * co_weight * top_score
+        for p in range(bought[0][r], bought[0][r + 1]):
+            score[bought[1][p]] = -np.inf
+        # The n best, best first: a value goes after every kept value it does not beat (ties: the lower
+        # column first; NaN after every number, where a sort of the row puts it).
+        count = 0
+        for j in range(columns):
+            v = score[j]
+            at = count
+            while at > 0 and v == v and (values[k, at - 1] != values[k, at - 1] or v > values[k, at - 1]):
+                at -= 1
+            if at >= n:
+                continue
+            for m in range(min(count, n - 1), at, -1):
+                values[k, m] = values[k, m - 1]
+                items[k, m] = items[k, m - 1]
+            values[k, at] = v
+            items[k, at] = j
+            count = min(count + 1, n)
+
+
 def rows_times(a: sp.csr_matrix, rows: np.ndarray, b: sp.csr_matrix) -> np.ndarray:
     """`(a[rows] @ b).toarray()` for float32 CSR matrices, without the sparse intermediate."""
     out = np.zeros((len(rows), b.shape[1]), dtype=np.float32)
@@ -389,7 +461,30 @@ class Recommender:
 
     def top(self, rows: np.ndarray, n: int, *, batch: int = _BATCH_USERS) -> tuple[np.ndarray, np.ndarray]:
         """Top `n` product indices and scores per user row, best first, the user's purchases excluded
-        (fewer than `n` only when the candidates run out: the index is then -1, the score -inf)."""
+        (fewer than `n` only when the candidates run out: the index is then -1, the score -inf).
+
+        The affinity method runs fused (`_affinity_top`: no users x candidates block is written and read
+        again); the others by blocks of `scores` (`top_by_blocks`)."""
+        cols = self.candidates
+        n = min(n, len(cols))
+        if self.method != "affinity" or n == 0 or len(rows) == 0:
+            return self.top_by_blocks(rows, n, batch=batch)
+        p = self.params
+
+        def csr(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return m.indptr, m.indices, m.data.astype(np.float32, copy=False)
+
+        idx = np.zeros((len(rows), n), dtype=np.int64)
+        sel = np.zeros((len(rows), n), dtype=np.float32)
+        popularity_term = (p.affinity_popularity_weight * self.pop_share[cols]).astype(np.float32, copy=False)
+        _affinity_top(np.asarray(rows, dtype=np.int64), n, csr(self.category_share), csr(self.category_items),
+                      csr(self.brand_share), csr(self.brand_items), np.float32(p.affinity_brand_weight),
+                      popularity_term, csr(self.history), csr(self.similarity_candidates),
+                      np.float32(p.affinity_cooccurrence_weight), csr(self.bought_candidates), idx, sel)
+        return np.where(np.isfinite(sel), cols[idx], -1), sel.astype(np.float64)
+
+    def top_by_blocks(self, rows: np.ndarray, n: int, *, batch: int = _BATCH_USERS) -> tuple[np.ndarray, np.ndarray]:
+        """`top` from blocks of `scores` (any method)."""
         cols = self.candidates
         n = min(n, len(cols))
         items = np.full((len(rows), n), -1, dtype=np.int64)
