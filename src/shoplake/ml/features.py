@@ -415,7 +415,12 @@ def labelled_examples(engine, cutoff: datetime, plan: CutoffPlan, *, negative_ra
 def as_matrix(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
     """The model input: the named feature columns as float64, NULLs (NA and NaN) as 0.
 
-    One conversion to a float64 block: the counts arrive as nullable Int64 columns, whose `astype` and
-    `fillna` copied every column twice (the demo's 360,932 validation candidates: 0.77 s against 0.19 s)."""
+    Each column converted straight into its place in one float64 block (column-major, the layout pandas
+    gives a frame made from a block): taking the columns as a frame first copied them, then interleaved
+    them (the demo's 360,932 validation candidates x 25 columns: 0.80-1.06 CPU-s against 0.02-0.03 s;
+    before that, `astype` and `fillna` on nullable Int64 columns copied every column twice)."""
     names = list(columns)
-    return pd.DataFrame(frame[names].to_numpy(dtype=np.float64, na_value=0.0), columns=names, index=frame.index)
+    block = np.empty((len(frame), len(names)), dtype=np.float64, order="F")
+    for i, name in enumerate(names):
+        block[:, i] = frame[name].to_numpy(dtype=np.float64, na_value=0.0)
+    return pd.DataFrame(block, columns=names, index=frame.index, copy=False)
