@@ -300,3 +300,12 @@ def test_the_fused_affinity_top_equals_the_top_by_blocks_of_scores(seed, product
             want_items, want_scores = model.top_by_blocks(rows, n, batch=64)
             np.testing.assert_array_equal(got_items, want_items, err_msg=f"n = {n}, {params}")
             np.testing.assert_array_equal(got_scores, want_scores, err_msg=f"n = {n}, {params}")
+
+
+def test_a_kernel_is_compiled_also_where_numba_cannot_cache_it():
+    # A function without a source file (made by exec) has no cache location: Numba refuses cache=True for
+    # it, as it does where no folder is writable; it is compiled without the cache and still runs.
+    namespace: dict = {}
+    exec("def add(a, b):\n    return a + b\n", namespace)
+    kernel = recommender.compiled(namespace["add"])
+    assert kernel(2, 3) == 5 and len(kernel.signatures) == 1

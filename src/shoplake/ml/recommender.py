@@ -111,7 +111,17 @@ def top_per_row(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, sel
 
 
-@numba.njit(cache=True, nogil=True)
+def compiled(function):
+    """`function` compiled by Numba (no GIL held), its machine code cached next to this file (or in the
+    user's cache folder) so a new process loads it instead of compiling it again; compiled at each start
+    where no folder can hold the cache (Numba refuses to cache then)."""
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(function)
+
+
+@compiled
 def _add_rows_times(a_indptr, a_indices, a_data, rows, b_indptr, b_indices, b_data, out):  # pragma: no cover
     """out[k] += A[rows[k]] @ B for CSR matrices A and B, into a dense block (compiled by Numba).
 
@@ -128,7 +138,7 @@ def _add_rows_times(a_indptr, a_indices, a_data, rows, b_indptr, b_indices, b_da
                 out[k, b_indices[q]] += v * b_data[q]
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _add_row_times(a_indptr, a_indices, a_data, r, b_indptr, b_indices, b_data, out):  # pragma: no cover
     """out += A[r] @ B for one row, in SciPy's order of addition (as `_add_rows_times`)."""
     for p in range(a_indptr[r], a_indptr[r + 1]):
@@ -138,7 +148,7 @@ def _add_row_times(a_indptr, a_indices, a_data, r, b_indptr, b_indices, b_data, 
             out[b_indices[q]] += v * b_data[q]
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _row_max(x):  # pragma: no cover
     """NumPy's max of a float32 row: NaN if any value is NaN."""
     top = x[0]
@@ -150,7 +160,7 @@ def _row_max(x):  # pragma: no cover
     return top
 
 
-@numba.njit(cache=True, nogil=True)
+@compiled
 def _affinity_top(rows, n, cs, ci, bs, bi, brand_weight, popularity_term, hist, sim, co_weight, bought,
                   items, values):  # pragma: no cover
     """The affinity method's top `n` per user row, fused (compiled by Numba): `Recommender.scores` and
