@@ -78,6 +78,8 @@ def _wait_for(what: str, ready: Callable[[], bool], processes: list[tuple[subpro
                 return
         except OSError:  # the web UI is not listening yet
             pass
+        except ValueError:  # it answers, but not yet with its JSON (a full run once saw the HTML page there)
+            pass
         time.sleep(0.5)
     pytest.fail(f"no {what} within {START_TIMEOUT} s; logs in {processes[0][1].parent}")
 
