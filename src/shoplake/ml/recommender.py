@@ -122,30 +122,25 @@ def compiled(function):
 
 
 @compiled
-def _add_rows_times(a_indptr, a_indices, a_data, rows, b_indptr, b_indices, b_data, out):  # pragma: no cover
-    """out[k] += A[rows[k]] @ B for CSR matrices A and B, into a dense block (compiled by Numba).
+def _add_row_times(a_indptr, a_indices, a_data, r, b_indptr, b_indices, b_data, out):  # pragma: no cover
+    """out += A[r] @ B for CSR matrices A and B, into a dense row (compiled by Numba).
 
     Each product is added in the order SciPy's sparse product adds it (A's entries of the row in stored
     order, then B's of each), so the float32 sums are the same; but nothing sparse is built: the product
     of the demo's 61,453 users' histories with the item similarities has 101M nonzeros (22 % of the block),
     which SciPy builds as a sparse matrix and then spreads into the block."""
-    for k in range(rows.shape[0]):
-        r = rows[k]
-        for p in range(a_indptr[r], a_indptr[r + 1]):
-            i = a_indices[p]
-            v = a_data[p]
-            for q in range(b_indptr[i], b_indptr[i + 1]):
-                out[k, b_indices[q]] += v * b_data[q]
-
-
-@compiled
-def _add_row_times(a_indptr, a_indices, a_data, r, b_indptr, b_indices, b_data, out):  # pragma: no cover
-    """out += A[r] @ B for one row, in SciPy's order of addition (as `_add_rows_times`)."""
     for p in range(a_indptr[r], a_indptr[r + 1]):
         i = a_indices[p]
         v = a_data[p]
         for q in range(b_indptr[i], b_indptr[i + 1]):
             out[b_indices[q]] += v * b_data[q]
+
+
+@compiled
+def _add_rows_times(a_indptr, a_indices, a_data, rows, b_indptr, b_indices, b_data, out):  # pragma: no cover
+    """out[k] += A[rows[k]] @ B for every k (`_add_row_times` row by row)."""
+    for k in range(rows.shape[0]):
+        _add_row_times(a_indptr, a_indices, a_data, rows[k], b_indptr, b_indices, b_data, out[k])
 
 
 @compiled
